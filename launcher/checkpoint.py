@@ -1,0 +1,127 @@
+"""Sharded checkpoints, published atomically.
+
+Layout under ``<output_dir>/checkpoints/``::
+
+    <tag>/                 DeepSpeed's per-rank shards (model + optimizer states)
+    <tag>/rng_rank<r>.pt   every rank's RNG states
+    <tag>/trainer.json     step, data-stream state, counters (rank 0)
+    <tag>/config.yaml      the resolved config of the run that wrote it
+    latest                 the newest *complete* tag
+
+Every rank writes its part, then all ranks meet at a barrier, and only then
+does rank 0 replace ``latest`` (write a temp file, fsync, rename). A crash or
+SIGKILL during a save therefore leaves ``latest`` naming the previous,
+complete checkpoint. Older tags beyond ``keep_last`` are deleted after the
+new ``latest`` is published.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from flanforge.launcher.config import Config, dump_config
+from flanforge.launcher.errors import UserError
+
+LATEST = "latest"
+TAG_PREFIX = "step_"
+
+
+def checkpoint_root(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def tag_for(step: int) -> str:
+    return f"{TAG_PREFIX}{step:08d}"
+
+
+def latest_tag(output_dir: str | Path) -> Optional[str]:
+    """The tag ``latest`` names, checked to be a complete checkpoint; None for a fresh run."""
+    root = checkpoint_root(output_dir)
+    path = root / LATEST
+    if not path.is_file():
+        return None
+    tag = path.read_text().strip()
+    if not (root / tag / "trainer.json").is_file():
+        raise UserError(
+            f"{path} names checkpoint '{tag}', but {root / tag} is missing or incomplete; "
+            f"point {path} at an older complete tag or start a new output_dir"
+        )
+    return tag
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def save(engine, cfg: Config, step: int, trainer_state: dict[str, Any], rank: int) -> str:
+    """Write a checkpoint on every rank and publish it; returns its tag."""
+    root = checkpoint_root(cfg.output_dir)
+    tag = tag_for(step)
+    engine.save_checkpoint(str(root), tag=tag, client_state={"step": step}, save_latest=False)
+    torch.save(_rng_state(), root / tag / f"rng_rank{rank}.pt")
+    if rank == 0:
+        dump_config(cfg, root / tag / "config.yaml")
+        # trainer.json marks the tag complete: written last, before the barrier.
+        _write_atomic(root / tag / "trainer.json", json.dumps({"step": step, **trainer_state}))
+    dist.barrier()
+    if rank == 0:
+        _write_atomic(root / LATEST, tag)
+        _prune(root, keep=cfg.checkpoint.keep_last, current=tag)
+    dist.barrier()
+    return tag
+
+
+def _prune(root: Path, keep: int, current: str) -> None:
+    tags = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith(TAG_PREFIX))
+    done = [t for t in tags if t <= current]
+    for tag in done[:-keep]:
+        shutil.rmtree(root / tag, ignore_errors=True)
+    # Tags newer than `latest` are leftovers of a save that was killed mid-write.
+    for tag in tags:
+        if tag > current:
+            shutil.rmtree(root / tag, ignore_errors=True)
+
+
+def load(engine, output_dir: str | Path, rank: int) -> Optional[dict[str, Any]]:
+    """Restore engine, optimizer, scheduler and RNG from ``latest``; returns trainer.json or None."""
+    tag = latest_tag(output_dir)
+    if tag is None:
+        return None
+    root = checkpoint_root(output_dir)
+    load_path, _ = engine.load_checkpoint(str(root), tag=tag)
+    if load_path is None:
+        raise UserError(f"DeepSpeed could not load checkpoint {root / tag}")
+    state = json.loads((root / tag / "trainer.json").read_text())
+    rng_file = root / tag / f"rng_rank{rank}.pt"
+    if rng_file.is_file():  # absent when resuming on more ranks than wrote the checkpoint
+        _set_rng_state(torch.load(rng_file, weights_only=False))
+    return state

@@ -1,0 +1,43 @@
+"""The ``flanforge`` command: one subcommand per module of launcher/.
+
+Each subcommand module has ``add_arguments(parser)`` and ``run(args) -> int``.
+Expected user mistakes (:class:`UserError` and its kin) print one line and
+exit non-zero, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from flanforge.launcher.errors import USER_ERRORS
+
+# name -> (module, help)
+SUBCOMMANDS = {
+    "train": ("flanforge.launcher.train", "train on a mixture with DeepSpeed (starts the launcher itself)"),
+    "inspect": ("flanforge.launcher.inspect", "show a mixture's tasks, rates and rendered examples"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flanforge", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return importlib.import_module(args._module).run(args) or 0
+    except USER_ERRORS as err:
+        print(f"flanforge {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

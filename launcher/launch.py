@@ -1,0 +1,74 @@
+"""Start the ranks with DeepSpeed's own launcher (``deepspeed --num_gpus N ...``).
+
+Each rank runs ``python -m flanforge.launcher.train`` with the same config and
+overrides. ``PYTHONSAFEPATH=1`` keeps the working directory off ``sys.path``
+in the ranks, so a checkout's top-level ``kernels/`` folder is never mistaken
+for the PyPI package of that name (transformers probes for it).
+
+SIGUSR1 and SIGTERM sent to this process are passed to the ranks as SIGUSR1:
+they finish the current step, write a checkpoint and exit 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import torch
+
+from flanforge.launcher.config import Config
+
+RANK_MODULE = "flanforge.launcher.train"
+
+
+def ranks_per_node(cfg: Config) -> int:
+    if cfg.launch.nproc_per_node > 0:
+        return cfg.launch.nproc_per_node
+    return torch.cuda.device_count() or 2
+
+
+def launcher_command(cfg: Config, config_path: str, overrides: list[str]) -> list[str]:
+    cmd = [
+        sys.executable, "-m", "deepspeed.launcher.runner",
+        "--num_gpus", str(ranks_per_node(cfg)),
+        "--master_addr", cfg.launch.master_addr,
+        "--master_port", str(cfg.launch.master_port),
+        "--no_local_rank",
+    ]
+    if cfg.launch.nnodes > 1:
+        # One launcher per node (e.g. one per Slurm node), no ssh between nodes.
+        cmd += ["--num_nodes", str(cfg.launch.nnodes), "--node_rank", str(cfg.launch.node_rank), "--no_ssh"]
+    return cmd + ["--module", RANK_MODULE, "--config", str(Path(config_path).resolve()), *overrides]
+
+
+def rank_env(cfg: Config) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONSAFEPATH"] = "1"
+    if not torch.cuda.is_available():
+        env.setdefault("DS_ACCELERATOR", "cpu")
+        env["OMP_NUM_THREADS"] = str(cfg.launch.threads_per_rank)
+    return env
+
+
+def _forward_to_ranks(proc: subprocess.Popen) -> None:
+    for child in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            if RANK_MODULE in " ".join(child.cmdline()):
+                child.send_signal(signal.SIGUSR1)
+        except psutil.Error:
+            pass
+
+
+def launch_ranks(cfg: Config, config_path: str, overrides: list[str]) -> int:
+    proc = subprocess.Popen(launcher_command(cfg, config_path, overrides), env=rank_env(cfg))
+    for sig in (signal.SIGUSR1, signal.SIGTERM):
+        signal.signal(sig, lambda _signum, _frame: _forward_to_ranks(proc))
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGINT)

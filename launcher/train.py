@@ -1,0 +1,201 @@
+"""``flanforge train``: a fixed lifecycle (setup, train, cleanup) with an explicit loop.
+
+Started outside a rank, it starts DeepSpeed's own launcher (``deepspeed
+--num_gpus N``), which starts the ranks; each rank runs this module again
+(``python -m flanforge.launcher.train``) and trains. Started inside a rank
+(by ``deepspeed``, ``torchrun`` or ``srun``), it trains directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from flanforge.launcher import checkpoint, rundir
+from flanforge.launcher.config import Config, load_config
+from flanforge.launcher.dist import RankLayout, export_torch_env, in_launched_rank, read_rank_layout
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="YAML config file (see configs/)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.max_steps=50")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    if in_launched_rank():
+        return train_rank(cfg)
+    rundir.check_run_dir(cfg)  # fail in one line before any rank starts
+    from flanforge.launcher.launch import launch_ranks
+
+    return launch_ranks(cfg, args.config, args.overrides)
+
+
+# --------------------------------------------------------------------------- setup
+
+
+@dataclass
+class Run:
+    """Everything the loop needs, built once by :func:`setup`."""
+
+    cfg: Config
+    layout: RankLayout
+    engine: Any
+    data: Any  # flanforge.launcher.data.TrainData
+    metrics: Any  # flanforge.launcher.metrics.Metrics
+    step: int = 0
+    counters: dict[str, float] = field(default_factory=dict)
+    stop_signal: int | None = None
+
+
+def setup(cfg: Config) -> Run:
+    import deepspeed
+
+    from flanforge.launcher.data import build_train_data, prepare_tokenizer
+    from flanforge.launcher.engine import build_engine
+    from flanforge.launcher.metrics import Metrics
+    from flanforge.mixtures.registry import load_mixture
+    from flanforge.model.load import build_model, count_parameters
+    from flanforge.model.loss import TrainingModel
+
+    layout = read_rank_layout()
+    export_torch_env(layout)
+    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    rank0 = layout.rank == 0
+    changes = rundir.check_run_dir(cfg)
+    if rank0:
+        rundir.write_config(cfg)
+    torch.distributed.barrier()
+
+    mixture = load_mixture(cfg.mixture.name)
+    tokenizer = prepare_tokenizer(cfg, mixture, rank0)
+    model = build_model(cfg.model, tokenizer, cfg.seed)
+    wrapped = TrainingModel(model, arch=cfg.model.arch, fused=cfg.model.fused_loss, zero_stage=cfg.deepspeed.zero_stage)
+    engine = build_engine(wrapped, cfg, layout.world_size)
+    metrics = Metrics(Path(cfg.output_dir) / "tensorboard", enabled=rank0)
+
+    state = checkpoint.load(engine, cfg.output_dir, layout.rank)
+    data = build_train_data(cfg, mixture, tokenizer, layout, None if state is None else state["stream"])
+    run = Run(cfg, layout, engine, data, metrics)
+    if state is not None:
+        run.step = state["step"]
+        run.counters = state.get("counters", {})
+        log(run, f"resumed from step {run.step}" + (f"; changed: {changes}" if changes else ""))
+    else:
+        log(run, f"model: {count_parameters(model) / 1e6:.2f}M parameters; mixture '{mixture.name}' "
+                 f"with {len(mixture.tasks())} tasks; world size {layout.world_size}")
+        metrics.text("config", Path(cfg.output_dir, rundir.CONFIG_FILE).read_text())
+        metrics.text("examples", data.sample_prompts())
+    for sig in (signal.SIGUSR1, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: setattr(run, "stop_signal", signum))
+    return run
+
+
+def log(run: Run, message: str) -> None:
+    if run.layout.rank == 0:
+        print(f"[flanforge] {message}", flush=True)
+
+
+# --------------------------------------------------------------------------- train
+
+
+def train(run: Run) -> None:
+    """The loop: fetch a window of micro-batches, normalise, forward/backward each, step, log, save."""
+    from flanforge.launcher.loss import LossWindow
+    from flanforge.launcher.metrics import format_line
+
+    cfg, engine = run.cfg, run.engine
+    batches: Iterator[dict[str, Any]] = iter(run.data.loader)
+    save_every = cfg.checkpoint.every_steps
+    while run.step < cfg.train.max_steps:
+        t0 = time.perf_counter()
+        micro = [next(batches) for _ in range(cfg.train.grad_accum)]
+        t_data = time.perf_counter() - t0
+
+        # The normaliser counts every target token (or example) of the whole
+        # global batch, so gradients do not depend on how the batch is split.
+        window = LossWindow(micro, cfg.train.loss_normalization, run.layout.world_size)
+        for batch in micro:
+            losses = engine(to_device(batch, engine.device))  # (B, T)
+            engine.backward(window.loss_for_backward(losses, batch), scale_wrt_gas=False)
+            engine.step()
+            window.record(losses.detach(), batch)
+            run.data.tracker.update(batch)
+        run.step += 1
+
+        step_time = time.perf_counter() - t0
+        if run.step % cfg.train.log_every == 0 or run.step == cfg.train.max_steps:
+            values = window.summary(run.data.group_of)
+            values.update({
+                "train/lr": engine.get_lr()[0],
+                "train/grad_norm": float(engine.get_global_grad_norm() or 0.0),
+                "train/tokens_per_sec": values.pop("_tokens") / step_time,
+                "train/examples_per_sec": values.pop("_examples") / step_time,
+                "train/data_wait_fraction": t_data / step_time,
+                **{f"data/{k}": v for k, v in run.data.counters().items()},
+            })
+            run.metrics.scalars(run.step, values)
+            log(run, format_line(run.step, values))
+
+        stop = stop_requested(run)
+        if stop or run.step == cfg.train.max_steps or (save_every and run.step % save_every == 0):
+            save(run)
+        if stop:
+            log(run, f"stopping at step {run.step} on signal {signal.Signals(run.stop_signal or signal.SIGTERM).name}")
+            if run.layout.rank == 0:
+                Path(cfg.output_dir, "PREEMPTED").write_text(f"{run.step}\n")
+            return
+    if run.layout.rank == 0:
+        Path(cfg.output_dir, "PREEMPTED").unlink(missing_ok=True)
+
+
+def stop_requested(run: Run) -> bool:
+    """True on every rank when any rank received SIGUSR1/SIGTERM."""
+    flag = torch.tensor([1.0 if run.stop_signal else 0.0])
+    torch.distributed.all_reduce(flag)
+    if flag.item() > 0 and run.stop_signal is None:
+        run.stop_signal = signal.SIGTERM
+    return flag.item() > 0
+
+
+def save(run: Run) -> None:
+    state = {"stream": run.data.state_dict(), "counters": run.counters}
+    tag = checkpoint.save(run.engine, run.cfg, run.step, state, run.layout.rank)
+    log(run, f"saved checkpoint {tag}")
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+# --------------------------------------------------------------------------- cleanup
+
+
+def cleanup(run: Run) -> None:
+    run.metrics.close()
+    run.data.close()
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
+def train_rank(cfg: Config) -> int:
+    run = setup(cfg)
+    try:
+        train(run)
+    finally:
+        cleanup(run)
+    return 0
+
+
+if __name__ == "__main__":
+    from flanforge.launcher.cli import main
+
+    sys.exit(main(["train", *sys.argv[1:]]))

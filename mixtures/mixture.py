@@ -1,0 +1,108 @@
+"""Mixtures: tasks and sub-mixtures with mixing rates, nested as the Flan collection nests its sources.
+
+A member's rate is a number, examples-proportional with a cap (FLAN:
+``min(n, cap)``), or examples-proportional with a temperature (T5:
+``min(n, cap) ** (1 / T)``), as seqio's ``mixing_rate_num_examples``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+from flanforge.mixtures.task import Task, TaskError
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A mixing rate. ``Rate.fixed(w)`` or ``Rate.examples(cap=..., temperature=...)``."""
+
+    weight: Optional[float] = None
+    cap: Optional[int] = None
+    temperature: float = 1.0
+
+    @staticmethod
+    def fixed(weight: float) -> "Rate":
+        return Rate(weight=float(weight))
+
+    @staticmethod
+    def examples(cap: Optional[int] = None, temperature: float = 1.0) -> "Rate":
+        return Rate(cap=cap, temperature=temperature)
+
+    def __post_init__(self) -> None:
+        if self.weight is not None and self.weight < 0:
+            raise TaskError(f"rate weight must be >= 0, got {self.weight}")
+        if self.temperature <= 0:
+            raise TaskError(f"rate temperature must be > 0, got {self.temperature}")
+        if self.cap is not None and self.cap < 0:
+            raise TaskError(f"rate cap must be >= 0, got {self.cap}")
+
+    def value(self, num_examples: int) -> float:
+        if self.weight is not None:
+            return self.weight
+        n = num_examples if self.cap is None else min(num_examples, self.cap)
+        return float(n) ** (1.0 / self.temperature)
+
+
+Member = Union[Task, "Mixture"]
+
+
+@dataclass
+class Mixture:
+    """Named members (tasks or sub-mixtures), each with a rate."""
+
+    name: str
+    members: list[tuple[Member, Rate]]
+
+    def __post_init__(self) -> None:
+        names = [m.name for m, _ in self.members]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise TaskError(f"mixture '{self.name}': member(s) listed twice: {dupes}")
+
+    def num_examples(self, split: str = "train") -> int:
+        return sum(m.num_examples(split) for m, _ in self.members)
+
+    def member_weights(self, overrides: dict[str, float] | None = None) -> dict[str, float]:
+        """Normalised weights of the direct members; ``overrides`` replaces a sub-mixture's weight by name."""
+        overrides = overrides or {}
+        raw = {
+            m.name: overrides.get(m.name, r.value(m.num_examples())) for m, r in self.members
+        }
+        total = sum(raw.values())
+        if total <= 0:
+            raise TaskError(f"mixture '{self.name}': every rate is zero, nothing can be sampled")
+        return {k: v / total for k, v in raw.items()}
+
+    def rates(self, overrides: dict[str, float] | None = None) -> dict[str, float]:
+        """Effective sampling probability of every task, summing to 1."""
+        out: dict[str, float] = {}
+        weights = self.member_weights(overrides)
+        for member, _ in self.members:
+            w = weights[member.name]
+            if isinstance(member, Mixture):
+                if w == 0:
+                    continue
+                for task, p in member.rates(overrides).items():
+                    out[task] = out.get(task, 0.0) + w * p
+            elif w > 0:
+                out[member.name] = out.get(member.name, 0.0) + w
+        return out
+
+    def tasks(self) -> list[Task]:
+        found: dict[str, Task] = {}
+        for member, _ in self.members:
+            for task in member.tasks() if isinstance(member, Mixture) else [member]:
+                found.setdefault(task.name, task)
+        return list(found.values())
+
+    def group_of(self) -> dict[str, str]:
+        """Task name -> the top-level sub-mixture it belongs to (itself for direct tasks)."""
+        out: dict[str, str] = {}
+        for member, _ in self.members:
+            if isinstance(member, Mixture):
+                for task in member.tasks():
+                    out.setdefault(task.name, member.name)
+            else:
+                out.setdefault(member.name, self.name)
+        return out

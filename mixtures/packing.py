@@ -1,0 +1,164 @@
+"""Packing tokenised examples into fixed-length rows.
+
+A :class:`Packer` applies the over-length policy to one example, packs a list
+of examples into rows with first-fit decreasing, and lays a row out as arrays:
+
+decoder (``arch="decoder"``), one sequence per row, examples back to back::
+
+    input_ids     i i i t t E | i i t E | 0 0      (E = EOS, 0 = pad)
+    segment_ids   1 1 1 1 1 1 | 2 2 2 2 | 0 0
+    position_ids  0 1 2 3 4 5 | 0 1 2 3 | 0 0
+    labels        - - t t E - | - t E - | - -      (- = -100)
+
+``labels[t]`` is the token to predict *at* position ``t`` (already shifted),
+and is ``-100`` on padding, on the last token of every example and, unless
+``include_inputs_in_loss``, wherever the next token is an input token.
+
+T5 (``arch="t5"``): the encoder side holds the inputs (each ending with EOS)
+with ``segment_ids``/``position_ids``; the decoder side holds the targets
+(ending with EOS) as ``labels``, and ``decoder_input_ids`` are the targets
+shifted right per segment with the pad id as start token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+
+IGNORE_INDEX = -100
+FITS, TRUNCATED, DROPPED = "fits", "truncated", "dropped"
+
+
+@dataclass(frozen=True)
+class Packer:
+    """How examples become rows: architecture, lengths and the over-length policy."""
+
+    arch: Literal["decoder", "t5"]
+    seq_len: int
+    """Row length (decoder), or encoder row length (T5)."""
+    target_len: int
+    """Decoder row length for T5; ignored by the decoder arch."""
+    overlong: Literal["truncate", "drop"]
+    include_inputs_in_loss: bool
+    pad_id: int
+    eos_id: int
+
+    def __post_init__(self) -> None:
+        if self.arch not in ("decoder", "t5"):
+            raise ValueError(f"arch must be 'decoder' or 't5', got {self.arch!r}")
+        if self.overlong not in ("truncate", "drop"):
+            raise ValueError(f"overlong must be 'truncate' or 'drop', got {self.overlong!r}")
+        if self.arch == "t5" and self.include_inputs_in_loss:
+            raise ValueError("include_inputs_in_loss has no meaning for arch='t5' (inputs go to the encoder)")
+        if min(self.seq_len, self.target_len) < 2:
+            raise ValueError("seq_len and target_len must be at least 2")
+
+    def fit(self, inputs: Sequence[int], targets: Sequence[int]) -> tuple[list[int], list[int], str]:
+        """Append EOS and apply the over-length policy: ``(inputs, targets, FITS|TRUNCATED|DROPPED)``.
+
+        Truncation cuts inputs from the left and keeps the targets; if the
+        targets alone do not fit they are cut from the right. The decoder keeps
+        at least one input token so the first target token is predicted from
+        somewhere.
+        """
+        inp, tgt = list(inputs), list(targets) + [self.eos_id]
+        if self.arch == "t5":
+            inp.append(self.eos_id)
+            if len(inp) <= self.seq_len and len(tgt) <= self.target_len:
+                return inp, tgt, FITS
+            if self.overlong == "drop":
+                return [], [], DROPPED
+            return inp[max(0, len(inp) - self.seq_len):], tgt[: self.target_len], TRUNCATED
+        if len(inp) + len(tgt) <= self.seq_len:
+            return inp, tgt, FITS
+        if self.overlong == "drop":
+            return [], [], DROPPED
+        keep_in = max(self.seq_len - len(tgt), min(len(inp), 1))
+        return inp[len(inp) - keep_in:], tgt[: self.seq_len - keep_in], TRUNCATED
+
+    def sizes(self, inputs: Sequence[int], targets: Sequence[int]) -> tuple[int, ...]:
+        """The room an example takes in a row, per row dimension."""
+        if self.arch == "t5":
+            return (len(inputs), len(targets))
+        return (len(inputs) + len(targets),)
+
+    def capacity(self) -> tuple[int, ...]:
+        return (self.seq_len, self.target_len) if self.arch == "t5" else (self.seq_len,)
+
+    def pack(self, sizes: np.ndarray) -> list[list[int]]:
+        """First-fit decreasing over ``sizes`` (n, dims): rows as lists of example indices.
+
+        Examples are placed largest first (ties by index, so the result is a
+        function of the sizes alone) into the first row with room in every
+        dimension; a new row opens when none has room.
+        """
+        sizes = np.asarray(sizes, dtype=np.int64).reshape(len(sizes), -1)
+        cap = np.asarray(self.capacity(), dtype=np.int64)
+        if (sizes > cap).any():
+            raise ValueError(f"an example is larger than a row {tuple(cap)}; fit() it first")
+        order = np.argsort(-(sizes / cap).sum(axis=1), kind="stable")
+        free = np.empty((len(sizes), len(cap)), dtype=np.int64)  # room left in each open row
+        rows: list[list[int]] = []
+        for i in order:
+            room = np.flatnonzero((free[: len(rows)] >= sizes[i]).all(axis=1))
+            j = int(room[0]) if len(room) else len(rows)
+            if j == len(rows):
+                rows.append([])
+                free[j] = cap
+            rows[j].append(int(i))
+            free[j] -= sizes[i]
+        return rows
+
+    def row(self, examples: Sequence[tuple[Sequence[int], Sequence[int]]]) -> dict[str, np.ndarray]:
+        """Lay out one row from ``(inputs, targets)`` pairs that fit it; arrays of shape (T,)."""
+        if self.arch == "t5":
+            enc = _segments([inp for inp, _ in examples], self.seq_len, self.pad_id)
+            dec = _segments([tgt for _, tgt in examples], self.target_len, self.pad_id)
+            shifted = np.full(self.target_len, self.pad_id, dtype=np.int64)
+            starts = dec["position_ids"] == 0
+            shifted[1:] = dec["input_ids"][:-1]
+            shifted[starts] = self.pad_id  # each segment starts from the pad id (T5's start token)
+            labels = np.where(dec["segment_ids"] > 0, dec["input_ids"], IGNORE_INDEX)
+            return {
+                **enc,
+                "decoder_input_ids": np.where(dec["segment_ids"] > 0, shifted, self.pad_id),
+                "decoder_segment_ids": dec["segment_ids"],
+                "decoder_position_ids": dec["position_ids"],
+                "labels": labels,
+            }
+        out = _segments([list(inp) + list(tgt) for inp, tgt in examples], self.seq_len, self.pad_id)
+        labels = np.full(self.seq_len, IGNORE_INDEX, dtype=np.int64)
+        at = 0
+        for inp, tgt in examples:
+            n = len(inp) + len(tgt)
+            # position t predicts token t+1 of the same example; the last token predicts nothing
+            first = at if self.include_inputs_in_loss else at + max(len(inp) - 1, 0)
+            labels[first: at + n - 1] = out["input_ids"][first + 1: at + n]
+            at += n
+        out["labels"] = labels
+        return out
+
+
+def _segments(seqs: Sequence[Sequence[int]], length: int, pad_id: int) -> dict[str, np.ndarray]:
+    """Concatenate ``seqs`` into one padded row with segment ids 1..k and restarting positions."""
+    ids = np.full(length, pad_id, dtype=np.int64)
+    seg = np.zeros(length, dtype=np.int64)
+    pos = np.zeros(length, dtype=np.int64)
+    at = 0
+    for k, seq in enumerate(seqs, start=1):
+        n = len(seq)
+        if at + n > length:
+            raise ValueError(f"examples of {at + n} tokens do not fit a row of {length}")
+        ids[at: at + n] = seq
+        seg[at: at + n] = k
+        pos[at: at + n] = np.arange(n)
+        at += n
+    return {"input_ids": ids, "segment_ids": seg, "position_ids": pos}
+
+
+def stack_rows(rows: Sequence[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    """Stack row arrays into (B, T) long tensors."""
+    return {key: torch.from_numpy(np.stack([r[key] for r in rows])) for key in rows[0]}

@@ -1,0 +1,339 @@
+"""Webdataset shards of tasks' raw records: writing (`prepare`), the manifest, random-access reading.
+
+Layout of a shards directory::
+
+    manifest.json                      every prepared task (assembled from the entries)
+    <task>/entry.json                  a task's manifest entry, written last
+    <task>/<split>-00000.tar ...       webdataset shards: one sample per record,
+                                       key = record index (9 digits), field ``json``
+
+A shard is written under a temporary name and renamed when complete, and a
+task's ``entry.json`` is written (atomically) only after all of its shards are
+in place, so a crash leaves no entry that names a half-written shard;
+re-running skips tasks whose entry is present and current. Tar members carry a
+fixed mtime, so the same records always give the same bytes and checksums.
+
+Reading: :class:`ShardReader` gives random access to record ``i`` of a task's
+split. It opens a shard on first use, checks its size and sha256 against the
+manifest, indexes the tar members' data offsets, and then reads each record
+with one ``pread``; a few file handles stay open in an LRU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import tarfile
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import webdataset
+from tqdm import tqdm
+
+from flanforge.mixtures.mixture import Mixture
+from flanforge.mixtures.task import Task, TaskError
+
+SPLITS = ("train", "exemplars", "validation")
+MANIFEST = "manifest.json"
+ENTRY = "entry.json"
+RECORDS_PER_SHARD = 1000
+FORMAT_VERSION = 1
+
+
+class ShardError(TaskError):
+    """A shards directory that cannot be used as it is; the message names the file or task."""
+
+
+def fingerprint(task: Task) -> str:
+    """What a task's shards are made from: its name, field schema and record counts per split.
+
+    Templates and formats are not in it: records are stored raw and rendered online.
+    """
+    spec = {"name": task.name, "fields": list(task.fields), "counts": {s: task.num_examples(s) for s in SPLITS}}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def task_dir(name: str) -> str:
+    """A directory name for a task: its name when that is path-safe, else a safe form plus a hash."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    if safe != name or safe in (".", ".."):
+        safe = f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    return safe
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_shard(path: Path, task: str, split: str, records: Sequence[dict], start: int) -> dict[str, Any]:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f, webdataset.TarWriter(f, mtime=0) as writer:
+        for i, record in enumerate(records, start=start):
+            try:
+                data = json.dumps(record, ensure_ascii=False).encode("utf-8")
+            except (TypeError, ValueError) as err:
+                raise ShardError(f"task '{task}': {split} record {i} is not JSON-serialisable: {err}") from None
+            writer.write({"__key__": f"{i:09d}", "json": data})
+    entry = {"file": path.name, "num_records": len(records), "bytes": tmp.stat().st_size, "sha256": _sha256(tmp)}
+    os.replace(tmp, path)
+    return entry
+
+
+def write_task(task: Task, root: Path, records_per_shard: int = RECORDS_PER_SHARD) -> dict[str, Any]:
+    """Write one task's shards for every split, then its entry; returns the entry."""
+    out = root / task_dir(task.name)
+    out.mkdir(parents=True, exist_ok=True)
+    entry: dict[str, Any] = {"name": task.name, "dir": out.name, "fingerprint": fingerprint(task), "splits": {}}
+    for split in SPLITS:
+        records = task.records(split)
+        if split == "train" and len(records) == 0:
+            raise ShardError(f"task '{task.name}' has no train records")
+        shards = [
+            _write_shard(out / f"{split}-{k:05d}.tar", task.name, split, records[start: start + records_per_shard], start)
+            for k, start in enumerate(range(0, len(records), records_per_shard))
+        ]
+        entry["splits"][split] = {"num_records": len(records), "shards": shards}
+    _write_json(out / ENTRY, entry)
+    return entry
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+# Tasks handed to pool workers. Set in the parent just before a fork-started pool
+# is created, so workers inherit the Task objects (whose record sources need not pickle).
+_POOL_TASKS: dict[str, Task] = {}
+
+
+def _write_pooled(job: tuple[str, str, int]) -> dict[str, Any]:
+    name, root, records_per_shard = job
+    return write_task(_POOL_TASKS[name], Path(root), records_per_shard)
+
+
+def prepare(
+    mixture: Mixture,
+    out_dir: str | Path,
+    workers: int = 1,
+    records_per_shard: int = RECORDS_PER_SHARD,
+    force: bool = False,
+    progress: bool = True,
+) -> "Manifest":
+    """Write every task of ``mixture`` as shards under ``out_dir`` (tasks in parallel) and the manifest.
+
+    Tasks whose entry is present with the current fingerprint and whose shard
+    files are all present at their recorded sizes are skipped unless ``force``.
+    """
+    global _POOL_TASKS
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    todo = [t for t in mixture.tasks() if force or not _is_current(t, root)]
+    jobs = [(t.name, str(root), records_per_shard) for t in todo]
+    bar = tqdm(total=len(jobs), desc=f"prepare {mixture.name}", unit="task", disable=not progress)
+    if workers > 1 and len(jobs) > 1:
+        _POOL_TASKS = {t.name: t for t in todo}
+        try:
+            with multiprocessing.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+                for _ in pool.imap_unordered(_write_pooled, jobs):
+                    bar.update()
+        finally:
+            _POOL_TASKS = {}
+    else:
+        for task in todo:
+            write_task(task, root, records_per_shard)
+            bar.update()
+    bar.close()
+    return write_manifest(root)
+
+
+def _read_entry(root: Path, name: str) -> dict[str, Any] | None:
+    path = root / task_dir(name) / ENTRY
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None  # a damaged entry means the task is prepared again
+
+
+def _is_current(task: Task, root: Path) -> bool:
+    entry = _read_entry(root, task.name)
+    if entry is None or entry.get("fingerprint") != fingerprint(task):
+        return False
+    out = root / entry["dir"]
+    return all(
+        (out / s["file"]).is_file() and (out / s["file"]).stat().st_size == s["bytes"]
+        for split in entry["splits"].values()
+        for s in split["shards"]
+    )
+
+
+def write_manifest(root: str | Path) -> "Manifest":
+    """Assemble ``manifest.json`` from every task entry under ``root``."""
+    root = Path(root)
+    tasks = {}
+    for path in sorted(root.glob(f"*/{ENTRY}")):
+        entry = json.loads(path.read_text())
+        tasks[entry["name"]] = entry
+    _write_json(root / MANIFEST, {"version": FORMAT_VERSION, "tasks": tasks})
+    return Manifest.load(root)
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    path: Path
+    num_records: int
+    bytes: int
+    sha256: str
+
+
+class Manifest:
+    """The index of a shards directory: per task and split, shard files, record counts and checksums."""
+
+    def __init__(self, root: Path, tasks: dict[str, dict[str, Any]]):
+        self.root = root
+        self.tasks = tasks
+
+    @staticmethod
+    def load(root: str | Path) -> "Manifest":
+        root = Path(root)
+        path = root / MANIFEST
+        if not path.is_file():
+            raise ShardError(f"{path}: no manifest; run `flanforge prepare MIXTURE --out {root}`")
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ShardError(f"{path}: not a valid manifest: {err}") from None
+        if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
+            raise ShardError(f"{path}: manifest version {data.get('version') if isinstance(data, dict) else None!r}, expected {FORMAT_VERSION}")
+        return Manifest(root, data["tasks"])
+
+    def shards(self, task: str, split: str = "train") -> list[ShardInfo]:
+        entry = self._entry(task)
+        return [
+            ShardInfo(self.root / entry["dir"] / s["file"], s["num_records"], s["bytes"], s["sha256"])
+            for s in entry["splits"][split]["shards"]
+        ]
+
+    def num_records(self, task: str, split: str = "train") -> int:
+        return self._entry(task)["splits"][split]["num_records"]
+
+    def _entry(self, task: str) -> dict[str, Any]:
+        if task not in self.tasks:
+            raise ShardError(f"task '{task}' is not in {self.root / MANIFEST}; run `flanforge prepare` for this mixture")
+        return self.tasks[task]
+
+    def check(self, tasks: Iterable[Task], checksums: bool = False) -> None:
+        """Raise :class:`ShardError` naming the task or file unless every task's shards are usable.
+
+        Checks: the task is in the manifest with its current fingerprint and has
+        train records; every shard file exists at its recorded size (and, with
+        ``checksums``, has its recorded sha256).
+        """
+        for task in tasks:
+            entry = self._entry(task.name)
+            if entry["fingerprint"] != fingerprint(task):
+                raise ShardError(
+                    f"task '{task.name}': shards in {self.root / entry['dir']} were prepared from another "
+                    "definition of the task (fingerprint mismatch); run `flanforge prepare` again"
+                )
+            if self.num_records(task.name) == 0:
+                raise ShardError(f"task '{task.name}' has no train records")
+            for split in SPLITS:
+                for shard in self.shards(task.name, split):
+                    verify_shard(shard, checksums)
+
+
+def verify_shard(shard: ShardInfo, checksum: bool = True) -> None:
+    if not shard.path.is_file():
+        raise ShardError(f"{shard.path}: shard is missing")
+    size = shard.path.stat().st_size
+    if size != shard.bytes:
+        raise ShardError(f"{shard.path}: shard is {size} bytes, the manifest says {shard.bytes} (truncated or rewritten)")
+    if checksum and _sha256(shard.path) != shard.sha256:
+        raise ShardError(f"{shard.path}: sha256 does not match the manifest (corrupted or rewritten)")
+
+
+def ensure_prepared(mixture: Mixture, out_dir: str | Path, workers: int = 1, progress: bool = False) -> Manifest:
+    """Prepare what is missing or stale, then check every task's shards (checksums included).
+
+    Called on rank 0 before training; an all-zero mixture, a task without
+    records or a damaged shard is an error here, before the first step.
+    """
+    mixture.rates()  # raises when every rate is zero
+    manifest = prepare(mixture, out_dir, workers=workers, progress=progress)
+    manifest.check(mixture.tasks(), checksums=True)
+    return manifest
+
+
+class ShardReader:
+    """Random access to records of prepared tasks; one per process (holds file handles)."""
+
+    def __init__(self, manifest: Manifest, max_open: int = 64):
+        self.manifest = manifest
+        self.max_open = max_open
+        self._files: OrderedDict[Path, int] = OrderedDict()  # path -> fd, least recently used first
+        self._index: dict[Path, np.ndarray] = {}  # path -> (num_records, 2) data offset, size
+        self._layout: dict[tuple[str, str], tuple[list[ShardInfo], np.ndarray]] = {}
+
+    def record(self, task: str, index: int, split: str = "train") -> dict[str, Any]:
+        shards, starts = self._shards(task, split)
+        k = int(np.searchsorted(starts, index, side="right")) - 1
+        shard = shards[k]
+        fd = self._open(shard)
+        offset, size = self._index[shard.path][index - starts[k]]
+        data = os.pread(fd, int(size), int(offset))
+        return json.loads(data)
+
+    def _shards(self, task: str, split: str) -> tuple[list[ShardInfo], np.ndarray]:
+        key = (task, split)
+        if key not in self._layout:
+            shards = self.manifest.shards(task, split)
+            starts = np.cumsum([0] + [s.num_records for s in shards[:-1]])
+            self._layout[key] = (shards, starts)
+        return self._layout[key]
+
+    def _open(self, shard: ShardInfo) -> int:
+        fd = self._files.get(shard.path)
+        if fd is not None:
+            self._files.move_to_end(shard.path)
+            return fd
+        if shard.path not in self._index:
+            verify_shard(shard, checksum=True)
+            self._index[shard.path] = _tar_index(shard)
+        if len(self._files) >= self.max_open:
+            os.close(self._files.popitem(last=False)[1])
+        fd = self._files[shard.path] = os.open(shard.path, os.O_RDONLY)
+        return fd
+
+    def close(self) -> None:
+        while self._files:
+            os.close(self._files.popitem()[1])
+
+
+def _tar_index(shard: ShardInfo) -> np.ndarray:
+    """(num_records, 2): data offset and size of each record's ``json`` member, in key order."""
+    rows = []
+    try:
+        with tarfile.open(shard.path, "r:") as tar:
+            for member in tar:
+                if member.name.endswith(".json"):
+                    rows.append((int(member.name.split(".", 1)[0]), member.offset_data, member.size))
+    except tarfile.TarError as err:
+        raise ShardError(f"{shard.path}: not a readable tar file: {err}") from None
+    rows.sort()
+    if len(rows) != shard.num_records:
+        raise ShardError(f"{shard.path}: holds {len(rows)} records, the manifest says {shard.num_records}")
+    return np.array([(off, size) for _, off, size in rows], dtype=np.int64).reshape(-1, 2)

@@ -1,0 +1,76 @@
+"""Build the network: a local Hugging Face model directory, or a random init from a config.
+
+Nothing is fetched from a hub: ``from_pretrained`` runs with
+``local_files_only=True`` on a directory that must exist.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    T5Config,
+    T5ForConditionalGeneration,
+)
+
+from flanforge.launcher.config import ModelConfig
+from flanforge.launcher.errors import UserError
+from flanforge.model.tokenizer import Tokenizer
+
+# A tiny Llama-style decoder (~3.5M parameters at vocab 2000): the demo's default.
+TINY_DECODER: dict[str, Any] = dict(
+    hidden_size=256,
+    intermediate_size=688,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    max_position_embeddings=2048,
+    tie_word_embeddings=False,
+)
+# A tiny T5 (FLAN-T5 layout: gated-gelu, untied head).
+TINY_T5: dict[str, Any] = dict(
+    d_model=256,
+    d_ff=512,
+    d_kv=64,
+    num_layers=3,
+    num_decoder_layers=3,
+    num_heads=4,
+    feed_forward_proj="gated-gelu",
+    tie_word_embeddings=False,
+)
+
+
+def build_model(cfg: ModelConfig, tokenizer: Tokenizer, seed: int) -> torch.nn.Module:
+    """Return the HF model in fp32 on the CPU (DeepSpeed moves and casts it)."""
+    if cfg.path is not None:
+        path = Path(cfg.path)
+        if not (path / "config.json").is_file():
+            raise UserError(f"model.path: no Hugging Face model directory at {path} (config.json missing)")
+        auto = AutoModelForCausalLM if cfg.arch == "decoder" else AutoModelForSeq2SeqLM
+        model = auto.from_pretrained(path, local_files_only=True, torch_dtype=torch.float32)
+    else:
+        torch.manual_seed(seed)
+        ids = dict(pad_token_id=tokenizer.pad_id, eos_token_id=tokenizer.eos_id)
+        if cfg.arch == "decoder":
+            hf = LlamaConfig(**{**TINY_DECODER, **cfg.hf_config, **ids, "bos_token_id": tokenizer.bos_id,
+                                "vocab_size": tokenizer.vocab_size})
+            model = LlamaForCausalLM(hf)
+        else:
+            hf = T5Config(**{**TINY_T5, **cfg.hf_config, **ids, "decoder_start_token_id": tokenizer.pad_id,
+                             "vocab_size": tokenizer.vocab_size})
+            model = T5ForConditionalGeneration(hf)
+    # Packed rows need an explicit 4D mask, which the eager and sdpa kernels take.
+    model.config._attn_implementation = "sdpa"
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
