@@ -8,4 +8,4 @@ class UserError(RuntimeError):
     """A mistake in how flanforge was called (paths, run directories, resume)."""
 
 
-USER_ERRORS = (UserError, ConfigError, TaskError, FileNotFoundError)
+USER_ERRORS = (UserError, ConfigError, TaskError)

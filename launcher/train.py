@@ -33,8 +33,14 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     if in_launched_rank():
         return train_rank(cfg)
-    rundir.check_run_dir(cfg)  # fail in one line before any rank starts
+    # Fail in one line before any rank starts.
     from flanforge.launcher.launch import launch_ranks
+    from flanforge.mixtures.registry import load_mixture
+    from flanforge.model.load import check_paths
+
+    check_paths(cfg.model)
+    rundir.check_run_dir(cfg)
+    load_mixture(cfg.mixture.name)
 
     return launch_ranks(cfg, args.config, args.overrides)
 

@@ -46,12 +46,19 @@ TINY_T5: dict[str, Any] = dict(
 )
 
 
+def check_paths(cfg: ModelConfig) -> None:
+    """Fail early, in one line, when a configured model or tokenizer path does not exist."""
+    if cfg.path is not None and not (Path(cfg.path) / "config.json").is_file():
+        raise UserError(f"model.path: no Hugging Face model directory at {cfg.path} (config.json missing)")
+    if cfg.tokenizer_path is not None and not Path(cfg.tokenizer_path).exists():
+        raise UserError(f"model.tokenizer_path: {cfg.tokenizer_path} does not exist")
+
+
 def build_model(cfg: ModelConfig, tokenizer: Tokenizer, seed: int) -> torch.nn.Module:
     """Return the HF model in fp32 on the CPU (DeepSpeed moves and casts it)."""
+    check_paths(cfg)
     if cfg.path is not None:
         path = Path(cfg.path)
-        if not (path / "config.json").is_file():
-            raise UserError(f"model.path: no Hugging Face model directory at {path} (config.json missing)")
         auto = AutoModelForCausalLM if cfg.arch == "decoder" else AutoModelForSeq2SeqLM
         model = auto.from_pretrained(path, local_files_only=True, torch_dtype=torch.float32)
     else:

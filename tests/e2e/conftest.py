@@ -1,0 +1,49 @@
+"""End-to-end runs: each test starts ``flanforge train``, which starts DeepSpeed's own
+launcher (``deepspeed.launcher.runner``), which starts 2 CPU ranks (gloo)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+FLANFORGE = str(Path(sys.executable).with_name("flanforge"))
+DEMO = str(ROOT / "configs" / "demo.yaml")
+
+# Small enough for CI, big enough that the loss clearly falls.
+TINY = [
+    "model.hf_config.hidden_size=128",
+    "model.hf_config.intermediate_size=256",
+    "model.hf_config.num_hidden_layers=2",
+    "model.vocab_size=500",
+    "train.warmup_steps=5",
+    "train.log_every=1",
+]
+
+
+def train(output_dir, *overrides, timeout=900):
+    """Run ``flanforge train`` on the demo config with the tiny overrides; returns the CompletedProcess."""
+    cmd = [FLANFORGE, "train", "--config", DEMO, f"output_dir={output_dir}", *TINY, *overrides]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def scalars(output_dir, tag):
+    """(step, value) pairs of a scalar, read with tensorboard's own reader."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    acc = event_accumulator.EventAccumulator(str(Path(output_dir) / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+@pytest.fixture(scope="session")
+def run_train():
+    """``run_train(output_dir, *overrides)``: see :func:`train`."""
+    return train
+
+
+@pytest.fixture(scope="session")
+def read_scalars():
+    """``read_scalars(output_dir, tag)``: see :func:`scalars`."""
+    return scalars

@@ -1,0 +1,57 @@
+"""The embedded default end to end: 2 CPU ranks through DeepSpeed's launcher, ZeRO-2."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+STEPS = 40
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, run_train):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    proc = run_train(out, f"train.max_steps={STEPS}", "checkpoint.every_steps=20", "train.lr=0.003")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc
+
+
+def test_loss_falls_clearly(demo_run, read_scalars):
+    out, _ = demo_run
+    losses = [v for _, v in read_scalars(out, "train/loss")]
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < 0.75 * first, (first, last)
+
+
+def test_one_scalar_per_step(demo_run, read_scalars):
+    out, _ = demo_run
+    for tag in ("train/loss", "train/lr", "train/tokens_per_sec"):
+        steps = [s for s, _ in read_scalars(out, tag)]
+        assert steps == list(range(1, STEPS + 1)), tag
+    assert all(v > 0 for _, v in read_scalars(out, "train/tokens_per_sec"))
+
+
+def test_run_directory_contract(demo_run):
+    out, _ = demo_run
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["output_dir"] == str(out) and resolved["train"]["max_steps"] == STEPS
+    assert (out / "tokenizer" / "spiece.model").is_file()
+    ckpts = out / "checkpoints"
+    tag = (ckpts / "latest").read_text().strip()
+    assert tag == "step_00000040"
+    for rank in (0, 1):
+        assert (ckpts / tag / f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt").is_file()
+        assert (ckpts / tag / f"rng_rank{rank}.pt").is_file()
+    assert json.loads((ckpts / tag / "trainer.json").read_text())["step"] == STEPS
+    # Only rank 0 writes TensorBoard events.
+    assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1
+
+
+def test_restart_on_finished_run_resumes_and_does_nothing(demo_run, run_train, read_scalars):
+    out, _ = demo_run
+    proc = run_train(out, f"train.max_steps={STEPS}", "checkpoint.every_steps=20", "train.lr=0.003")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"resumed from step {STEPS}" in proc.stdout
+    assert len(read_scalars(out, "train/loss")) == STEPS
