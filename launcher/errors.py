@@ -8,4 +8,8 @@ class UserError(RuntimeError):
     """A mistake in how flanforge was called (paths, run directories, resume)."""
 
 
-USER_ERRORS = (UserError, ConfigError, TaskError)
+class TrainingStopped(RuntimeError):
+    """The run stopped on purpose (e.g. too many non-finite losses); the message says why."""
+
+
+USER_ERRORS = (UserError, ConfigError, TaskError, TrainingStopped)

@@ -21,6 +21,7 @@ import torch
 
 from flanforge.launcher import checkpoint, rundir
 from flanforge.launcher.config import Config, load_config
+from flanforge.launcher.errors import TrainingStopped
 from flanforge.launcher.dist import RankLayout, export_torch_env, in_launched_rank, read_rank_layout
 
 
@@ -121,6 +122,8 @@ def train(run: Run) -> None:
     cfg, engine = run.cfg, run.engine
     batches: Iterator[dict[str, Any]] = iter(run.data.loader)
     save_every = cfg.checkpoint.every_steps
+    inject = injected_nonfinite_steps()
+    nonfinite_in_a_row = 0
     while run.step < cfg.train.max_steps:
         t0 = time.perf_counter()
         micro = [next(batches) for _ in range(cfg.train.grad_accum)]
@@ -129,13 +132,18 @@ def train(run: Run) -> None:
         # The normaliser counts every target token (or example) of the whole
         # global batch, so gradients do not depend on how the batch is split.
         window = LossWindow(micro, cfg.train.loss_normalization, run.layout.world_size)
+        finite = True
         for batch in micro:
             losses = engine(to_device(batch, engine.device))  # (B, T)
+            if run.step + 1 in inject:
+                losses = losses * float("nan")
+            finite &= bool(torch.isfinite(losses.detach()).all())
             engine.backward(window.loss_for_backward(losses, batch), scale_wrt_gas=False)
             engine.step()
             window.record(losses.detach(), batch)
             run.data.tracker.update(batch)
         run.step += 1
+        nonfinite_in_a_row = guard_nonfinite(run, finite, nonfinite_in_a_row)
 
         step_time = time.perf_counter() - t0
         if run.step % cfg.train.log_every == 0 or run.step == cfg.train.max_steps:
@@ -146,13 +154,15 @@ def train(run: Run) -> None:
                 "train/tokens_per_sec": values.pop("_tokens") / step_time,
                 "train/examples_per_sec": values.pop("_examples") / step_time,
                 "train/data_wait_fraction": t_data / step_time,
+                "train/nonfinite_skipped": run.counters.get("nonfinite_skipped", 0),
                 **{f"data/{k}": v for k, v in run.data.counters().items()},
             })
             run.metrics.scalars(run.step, values)
             log(run, format_line(run.step, values))
 
         stop = stop_requested(run)
-        if stop or run.step == cfg.train.max_steps or (save_every and run.step % save_every == 0):
+        due = stop or run.step == cfg.train.max_steps or (save_every and run.step % save_every == 0)
+        if due and not nonfinite_in_a_row:  # never checkpoint right after a skipped step
             save(run)
         if stop:
             log(run, f"stopping at step {run.step} on signal {signal.Signals(run.stop_signal or signal.SIGTERM).name}")
@@ -161,6 +171,39 @@ def train(run: Run) -> None:
             return
     if run.layout.rank == 0:
         Path(cfg.output_dir, "PREEMPTED").unlink(missing_ok=True)
+
+
+def injected_nonfinite_steps() -> set[int]:
+    """Steps whose loss is made NaN on purpose: ``FLANFORGE_INJECT_NONFINITE=3,4`` (fault-injection tests)."""
+    raw = os.environ.get("FLANFORGE_INJECT_NONFINITE", "")
+    return {int(s) for s in raw.split(",") if s.strip()}
+
+
+def guard_nonfinite(run: Run, finite: bool, in_a_row: int) -> int:
+    """Count a step whose loss was non-finite on any rank; its update must have been skipped.
+
+    DeepSpeed skips the optimizer step itself when the gradients are not finite
+    (its overflow check); this checks that it did, counts it, and stops the run
+    after ``train.max_nonfinite_in_a_row`` such steps in a row, keeping the last
+    good checkpoint (no checkpoint is written after a non-finite step).
+    """
+    flag = torch.tensor([0.0 if finite else 1.0])
+    torch.distributed.all_reduce(flag)
+    if flag.item() == 0:
+        return 0
+    if run.engine.was_step_applied():
+        raise TrainingStopped(
+            f"step {run.step}: non-finite loss and DeepSpeed applied the update anyway "
+            f"(no overflow check for this ZeRO stage/precision); restart from the last checkpoint"
+        )
+    run.counters["nonfinite_skipped"] = run.counters.get("nonfinite_skipped", 0) + 1
+    log(run, f"step {run.step}: non-finite loss, update skipped ({in_a_row + 1} in a row)")
+    if in_a_row + 1 >= run.cfg.train.max_nonfinite_in_a_row:
+        raise TrainingStopped(
+            f"stopping: {in_a_row + 1} steps in a row with a non-finite loss (train.max_nonfinite_in_a_row="
+            f"{run.cfg.train.max_nonfinite_in_a_row}); the last good checkpoint is kept in {run.cfg.output_dir}/checkpoints"
+        )
+    return in_a_row + 1
 
 
 def stop_requested(run: Run) -> bool:

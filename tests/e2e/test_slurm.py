@@ -1,0 +1,343 @@
+"""The project's sbatch scripts on a real one-node Slurm cluster.
+
+How the processes start: ``slurm/cluster.sh`` starts munged, slurmctld and slurmd
+on this machine (installing Debian's slurm-wlm with apt when it is missing); each
+test submits ``slurm/train.sbatch`` (or ``train_srun.sbatch`` / ``chain.sh``) with
+``sbatch``; Slurm runs one ``flanforge train`` per node through ``srun``, which
+starts DeepSpeed's launcher and two CPU ranks of ``configs/demo.yaml``.
+
+Where Slurm cannot be installed or started the tests skip with cluster.sh's reason.
+The cluster runs without an accounting daemon, so job records come from
+``scontrol show job`` (finished jobs stay there for an hour: MinJobAge); ``sacct``
+is checked as well where accounting is enabled.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slurm, pytest.mark.e2e]
+
+REPO = Path(__file__).resolve().parents[2]
+SLURM_DIR = REPO / "slurm"
+DEMO = REPO / "configs" / "demo.yaml"
+FLANFORGE = Path(sys.executable).parent / "flanforge"
+
+JOB_TIMEOUT = 900  # s, per job: the first run also compiles DeepSpeed's CPU comm op
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
+CLUSTER_UNAVAILABLE = range(10, 20)  # cluster.sh's "cannot start Slurm" exit codes
+
+# slurm/common.sh's exit codes
+EX_DATAERR, EX_NOINPUT, EX_LOCKED = 65, 66, 75
+
+
+# --- cluster and job helpers ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster() -> None:
+    if not FLANFORGE.exists():
+        pytest.skip(f"no flanforge executable next to {sys.executable}")
+    proc = subprocess.run(
+        ["bash", str(SLURM_DIR / "cluster.sh"), "start"], capture_output=True, text=True, timeout=900
+    )
+    if proc.returncode in CLUSTER_UNAVAILABLE:
+        reason = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        pytest.skip(f"Slurm unavailable (cluster.sh exit {proc.returncode}): {reason}")
+    assert proc.returncode == 0, f"cluster.sh failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+
+
+def job_env() -> dict[str, str]:
+    """The submitting environment: this venv first on PATH, no launcher or Slurm vars."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SLURM_", "SBATCH_", "SRUN_")) and k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "FLANFORGE_NODE_LAUNCHER")
+    }
+    env["PATH"] = f"{FLANFORGE.parent}{os.pathsep}{env.get('PATH', '')}"
+    env["FLANFORGE"] = str(FLANFORGE)
+    return env
+
+
+class Jobs:
+    """Submits jobs and cancels whatever is still queued or running at teardown."""
+
+    def __init__(self, logs: Path):
+        self.logs = logs
+        self.ids: list[int] = []
+
+    def sbatch(self, *args: str, options: tuple[str, ...] = (), script: str = "train.sbatch", check: bool = True):
+        cmd = [
+            "sbatch", "--parsable", f"--output={self.logs}/slurm-%j.log", f"--chdir={REPO}", *options,
+            str(SLURM_DIR / script), *args,
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=job_env(), timeout=60)
+        if not check:
+            return proc
+        assert proc.returncode == 0, f"sbatch failed: {proc.stderr}"
+        job_id = int(proc.stdout.strip().split(";")[0])
+        self.ids.append(job_id)
+        return job_id
+
+    def log(self, job_id: int) -> str:
+        path = self.logs / f"slurm-{job_id}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def cancel_all(self) -> None:
+        live = [str(j) for j in self.ids if job_info(j).get("JobState") not in TERMINAL]
+        if live:
+            subprocess.run(["scancel", *live], check=False)
+
+
+@pytest.fixture
+def jobs(cluster, tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    tracker = Jobs(logs)
+    yield tracker
+    tracker.cancel_all()
+
+
+def job_info(job_id: int) -> dict[str, str]:
+    """``scontrol show job`` as a dict (empty once the controller forgot the job)."""
+    proc = subprocess.run(["scontrol", "show", "job", "-o", str(job_id)], capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        return {}
+    return dict(re.findall(r"(\w+)=(\S*)", proc.stdout))
+
+
+def sacct_record(job_id: int) -> dict[str, str] | None:
+    """The job's allocation line in sacct, or None where accounting is disabled."""
+    proc = subprocess.run(
+        ["sacct", "-n", "-P", "-X", "-j", str(job_id), "-o", "JobID,State,ExitCode"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return None
+    job, state, exit_code = proc.stdout.strip().splitlines()[-1].split("|")
+    return {"JobID": job, "State": state.split()[0], "ExitCode": exit_code}
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def wait_job(jobs: Jobs, job_id: int, timeout: float = JOB_TIMEOUT) -> dict[str, str]:
+    try:
+        info = wait_for(
+            lambda: (i := job_info(job_id)).get("JobState") in TERMINAL and i, timeout, f"job {job_id} to end", 2.0
+        )
+    except AssertionError as err:
+        raise AssertionError(f"{err}; state {job_info(job_id).get('JobState')}; log:\n{jobs.log(job_id)[-4000:]}") from None
+    return info
+
+
+def assert_job(jobs: Jobs, job_id: int, info: dict[str, str], state: str, exit_code: int) -> None:
+    detail = f"job {job_id}: {info.get('JobState')} {info.get('ExitCode')}; log:\n{jobs.log(job_id)[-4000:]}"
+    assert info["JobState"] == state, detail
+    assert info["ExitCode"] == f"{exit_code}:0", detail
+    record = sacct_record(job_id)
+    if record is not None:
+        assert (record["State"], record["ExitCode"]) == (state, f"{exit_code}:0"), record
+
+
+def latest(out: Path) -> str:
+    return (out / "checkpoints" / "latest").read_text().strip()
+
+
+SHORT = ("train.max_steps=20", "checkpoint.every_steps=10")
+
+
+@pytest.fixture(scope="module")
+def completed_run(cluster, tmp_path_factory):
+    """One short demo run through slurm/train.sbatch, shared by the tests that read it."""
+    root = tmp_path_factory.mktemp("slurm_run")
+    tracker = Jobs(root)
+    out = root / "out"
+    job_id = tracker.sbatch(str(DEMO), str(out), *SHORT)
+    try:
+        info = wait_job(tracker, job_id)
+    finally:
+        tracker.cancel_all()
+    return tracker, job_id, info, out
+
+
+# --- a whole run ---------------------------------------------------------------------
+
+
+def test_train_sbatch_runs_the_demo_to_completion(completed_run):
+    jobs, job_id, info, out = completed_run
+    assert_job(jobs, job_id, info, "COMPLETED", 0)
+    log = jobs.log(job_id)
+    host = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
+    assert f"launch.nnodes=1 launch.master_addr={host} launch.master_port={10000 + job_id % 20000}" in log
+    assert "world size 2" in log
+    assert "[flanforge] step 20 " in log
+    assert "training finished" in log
+    assert latest(out) == "step_00000020"
+    for tag in ("step_00000010", "step_00000020"):
+        assert (out / "checkpoints" / tag / "trainer.json").is_file()
+    assert list((out / "tensorboard").glob("**/events.out.tfevents.*")), "no TensorBoard event file"
+    assert (out / "config.yaml").is_file()
+    assert not (out / "PREEMPTED").exists()
+    assert (out / ".lock").read_text().startswith(f"job {job_id} ")
+
+
+def test_train_srun_sbatch_runs_one_task_per_rank(jobs, tmp_path):
+    out = tmp_path / "out"
+    job_id = jobs.sbatch(str(DEMO), str(out), "train.max_steps=4", "checkpoint.every_steps=0", script="train_srun.sbatch")
+    info = wait_job(jobs, job_id)
+    assert_job(jobs, job_id, info, "COMPLETED", 0)
+    log = jobs.log(job_id)
+    assert "one task per rank: 2 ranks" in log
+    assert "world size 2" in log
+    assert latest(out) == "step_00000004"
+
+
+# --- preemption ----------------------------------------------------------------------
+
+
+def test_usr1_checkpoints_requeues_and_resumes(jobs, tmp_path):
+    out = tmp_path / "out"
+    steps = 80
+    job_id = jobs.sbatch(str(DEMO), str(out), f"train.max_steps={steps}", "checkpoint.every_steps=10")
+    wait_for(lambda: (out / "checkpoints" / "latest").exists(), JOB_TIMEOUT, "the first checkpoint")
+    assert job_info(job_id)["JobState"] == "RUNNING"
+    # What Slurm does --signal=B:USR1@180 ahead of the time limit: signal the batch shell.
+    subprocess.run(["scancel", "--signal=USR1", "--batch", str(job_id)], check=True)
+    info = wait_job(jobs, job_id)
+    assert_job(jobs, job_id, info, "COMPLETED", 0)
+    assert int(info["Restarts"]) >= 1, info
+
+    log = jobs.log(job_id)
+    assert "got SIGUSR1" in log
+    stopped = re.search(r"stopping at step (\d+) on signal SIGUSR1", log)
+    assert stopped, log[-4000:]
+    stop_step = int(stopped.group(1))
+    assert stop_step < steps, "the signal came too late to test a resume"
+    assert f"requeueing job {job_id}" in log
+    assert re.search(rf"job {job_id} \(slurm/train.sbatch\) restart 1 ", log)
+    assert f"resuming from checkpoint step_{stop_step:08d}" in log
+    assert f"resumed from step {stop_step}" in log
+    after_resume = log[log.index(f"resumed from step {stop_step}") :]
+    assert f"[flanforge] step {stop_step + 1} " in after_resume
+    assert f"[flanforge] step {steps} " in after_resume
+    assert latest(out) == f"step_{steps:08d}"
+    assert not (out / "PREEMPTED").exists()
+
+
+# --- bad input -----------------------------------------------------------------------
+
+
+def test_missing_config_fails_with_a_clear_message(jobs, tmp_path):
+    missing = tmp_path / "no_such_config.yaml"
+    job_id = jobs.sbatch(str(missing), str(tmp_path / "out"))
+    info = wait_job(jobs, job_id, timeout=120)
+    assert_job(jobs, job_id, info, "FAILED", EX_NOINPUT)
+    assert f"ERROR: config not found: {missing}" in jobs.log(job_id)
+
+
+def test_unknown_partition_is_rejected_by_sbatch(jobs, tmp_path):
+    proc = jobs.sbatch(str(DEMO), str(tmp_path / "out"), options=("--partition=no_such_partition",), check=False)
+    assert proc.returncode != 0
+    assert "invalid partition" in proc.stderr.lower(), proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_second_job_on_the_same_output_dir_exits_with_the_lock_message(jobs, tmp_path):
+    out = tmp_path / "out"
+    first = jobs.sbatch(str(DEMO), str(out), "train.max_steps=300")
+    lock = out / ".lock"
+    wait_for(lambda: lock.exists() and lock.read_text().startswith(f"job {first} "), JOB_TIMEOUT, "the first job's lock")
+    second = jobs.sbatch(str(DEMO), str(out), "train.max_steps=300")
+    info = wait_job(jobs, second, timeout=300)
+    assert_job(jobs, second, info, "FAILED", EX_LOCKED)
+    assert f"output dir {out} is locked by another run (job {first} on " in jobs.log(second)
+    assert job_info(first)["JobState"] == "RUNNING"
+    assert lock.read_text().startswith(f"job {first} ")  # the loser did not touch it
+    subprocess.run(["scancel", str(first)], check=True)
+    wait_job(jobs, first, timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"step_00000999\n", "names checkpoint 'step_00000999', but"),
+        (b"", "checkpoints/latest is empty"),
+        (b"\x00\xffnot a tag\n\x13garbage\n", "checkpoints/latest is corrupt"),
+    ],
+    ids=["missing-checkpoint", "empty", "garbage"],
+)
+def test_resume_from_a_corrupt_latest_fails_with_a_clear_message(jobs, tmp_path, completed_run, content, message):
+    _, _, _, done = completed_run
+    out = tmp_path / "out"
+    # The run's files without the (large) tensors: the script checks `latest` first.
+    shutil.copytree(done, out, ignore=shutil.ignore_patterns("*.pt", ".lock"))
+    (out / "checkpoints" / "latest").write_bytes(content)
+    job_id = jobs.sbatch(str(DEMO), str(out), *SHORT)
+    info = wait_job(jobs, job_id, timeout=120)
+    assert_job(jobs, job_id, info, "FAILED", EX_DATAERR)
+    log = jobs.log(job_id)
+    assert "ERROR: " in log and message in log, log[-3000:]
+    assert "cannot resume" in log
+
+
+def test_requeued_job_with_a_corrupt_latest_fails_with_a_clear_message(jobs, tmp_path):
+    out = tmp_path / "out"
+    job_id = jobs.sbatch(str(DEMO), str(out), "train.max_steps=300", "checkpoint.every_steps=5")
+    wait_for(lambda: (out / "checkpoints" / "latest").exists(), JOB_TIMEOUT, "the first checkpoint")
+    subprocess.run(["scancel", "--signal=USR1", "--batch", str(job_id)], check=True)
+    # Requeued jobs wait (cred_expire) before they start again: corrupt `latest` then.
+    wait_for(
+        lambda: int(job_info(job_id).get("Restarts", 0)) >= 1 and job_info(job_id)["JobState"] == "PENDING",
+        JOB_TIMEOUT,
+        "the job to requeue itself",
+    )
+    tag = latest(out)
+    shutil.rmtree(out / "checkpoints" / tag)
+    info = wait_job(jobs, job_id)
+    assert_job(jobs, job_id, info, "FAILED", EX_DATAERR)
+    log = jobs.log(job_id)
+    assert f"requeueing job {job_id}" in log
+    restart = log[log.index(f"job {job_id} (slurm/train.sbatch) restart 1 ") :]
+    assert f"ERROR: {out}/checkpoints/latest names checkpoint '{tag}', but" in restart
+
+
+# --- chains --------------------------------------------------------------------------
+
+
+def test_chain_runs_the_first_job_and_cancels_the_rest_when_done(jobs, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        ["bash", str(SLURM_DIR / "chain.sh"), "3", str(DEMO), str(out), "train.max_steps=4", "checkpoint.every_steps=0",
+         "--", f"--output={jobs.logs}/slurm-%j.log"],
+        capture_output=True, text=True, env=job_env(), cwd=REPO, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    ids = [int(x) for x in re.findall(r"submitted job (\d+)", proc.stdout)]
+    jobs.ids.extend(ids)
+    assert len(ids) == 3
+    assert (out / ".slurm-chain").read_text().split() == [str(i) for i in ids]
+    assert f"Dependency=afterany:{ids[0]}" in subprocess.run(
+        ["scontrol", "show", "job", str(ids[1])], capture_output=True, text=True
+    ).stdout
+    first = wait_job(jobs, ids[0])
+    assert_job(jobs, ids[0], first, "COMPLETED", 0)
+    assert latest(out) == "step_00000004"
+    assert f"cancelling the rest of the chain: {ids[1]} {ids[2]}" in jobs.log(ids[0])
+    for later in ids[1:]:
+        assert wait_job(jobs, later, timeout=60)["JobState"] == "CANCELLED"
