@@ -6,6 +6,7 @@ Layout under ``<output_dir>/checkpoints/``::
     <tag>/rng_rank<r>.pt   every rank's RNG states
     <tag>/trainer.json     step, data-stream state, counters (rank 0)
     <tag>/config.yaml      the resolved config of the run that wrote it
+    <tag>/universal/       DeepSpeed's universal checkpoint, made when resuming on another world size
     latest                 the newest *complete* tag
 
 Every rank writes its part, then all ranks meet at a barrier, and only then
@@ -21,6 +22,9 @@ import json
 import os
 import random
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -88,10 +92,13 @@ def save(engine, cfg: Config, step: int, trainer_state: dict[str, Any], rank: in
     tag = tag_for(step)
     engine.save_checkpoint(str(root), tag=tag, client_state={"step": step}, save_latest=False)
     torch.save(_rng_state(), root / tag / f"rng_rank{rank}.pt")
+    if os.environ.get("FLANFORGE_KILL_IN_SAVE") == str(step):  # fault injection for tests
+        os.kill(os.getpid(), signal.SIGKILL)
     if rank == 0:
         dump_config(cfg, root / tag / "config.yaml")
         # trainer.json marks the tag complete: written last, before the barrier.
-        _write_atomic(root / tag / "trainer.json", json.dumps({"step": step, **trainer_state}))
+        state = {"step": step, "world_size": dist.get_world_size(), **trainer_state}
+        _write_atomic(root / tag / "trainer.json", json.dumps(state))
     dist.barrier()
     if rank == 0:
         _write_atomic(root / LATEST, tag)
@@ -111,17 +118,54 @@ def _prune(root: Path, keep: int, current: str) -> None:
             shutil.rmtree(root / tag, ignore_errors=True)
 
 
-def load(engine, output_dir: str | Path, rank: int) -> Optional[dict[str, Any]]:
+UNIVERSAL = "universal"
+
+
+def needs_universal(output_dir: str | Path, world_size: int, rank: int) -> bool:
+    """True when ``latest`` was written by another world size; then make its universal form.
+
+    Rank 0 converts the checkpoint with DeepSpeed's ``ds_to_universal`` (into a
+    temp folder, renamed when complete); the engine must then be built with
+    ``checkpoint.load_universal`` (see :func:`flanforge.launcher.engine.deepspeed_config`).
+    Collective: every rank must call it.
+    """
+    tag = latest_tag(output_dir)
+    if tag is None:
+        return False
+    tag_dir = checkpoint_root(output_dir) / tag
+    saved = json.loads((tag_dir / "trainer.json").read_text())["world_size"]
+    if saved == world_size:
+        return False
+    if rank == 0 and not (tag_dir / UNIVERSAL).is_dir():
+        print(f"[flanforge] checkpoint {tag} was written by {saved} ranks, resuming on {world_size}: "
+              f"converting it to DeepSpeed's universal format", flush=True)
+        tmp = tag_dir / (UNIVERSAL + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        cmd = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", str(tag_dir),
+               "--output_folder", str(tmp), "--num_extract_workers", "1", "--num_merge_workers", "1",
+               "--inject_missing_state"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise UserError(f"converting {tag_dir} to a universal checkpoint failed: {proc.stderr.strip()[-500:]}")
+        os.replace(tmp, tag_dir / UNIVERSAL)
+    dist.barrier()
+    return True
+
+
+def load(engine, output_dir: str | Path, rank: int, universal: bool = False) -> Optional[dict[str, Any]]:
     """Restore engine, optimizer, scheduler and RNG from ``latest``; returns trainer.json or None."""
     tag = latest_tag(output_dir)
     if tag is None:
         return None
     root = checkpoint_root(output_dir)
-    load_path, _ = engine.load_checkpoint(str(root), tag=tag)
+    if universal:
+        load_path, _ = engine.load_checkpoint(str(root / tag), tag=UNIVERSAL)
+    else:
+        load_path, _ = engine.load_checkpoint(str(root), tag=tag)
     if load_path is None:
         raise UserError(f"DeepSpeed could not load checkpoint {root / tag}")
     state = json.loads((root / tag / "trainer.json").read_text())
     rng_file = root / tag / f"rng_rank{rank}.pt"
-    if rng_file.is_file():  # absent when resuming on more ranks than wrote the checkpoint
+    if not universal:  # RNG streams are per rank: they only carry over to the same world size
         _set_rng_state(torch.load(rng_file, weights_only=False))
     return state

@@ -29,7 +29,7 @@ def lr_lambda(cfg: Config):
     return factor
 
 
-def deepspeed_config(cfg: Config, world_size: int) -> dict[str, Any]:
+def deepspeed_config(cfg: Config, world_size: int, load_universal: bool = False) -> dict[str, Any]:
     """DeepSpeed's JSON config for this run (``deepspeed.extra`` is merged last)."""
     t, ds = cfg.train, cfg.deepspeed
     zero: dict[str, Any] = {"stage": ds.zero_stage}
@@ -48,6 +48,7 @@ def deepspeed_config(cfg: Config, world_size: int) -> dict[str, Any]:
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
         "zero_allow_untested_optimizer": True,
+        "checkpoint": {"load_universal": load_universal},
     }
     return _merge(out, ds.extra)
 
@@ -62,7 +63,7 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_engine(model: torch.nn.Module, cfg: Config, world_size: int):
+def build_engine(model: torch.nn.Module, cfg: Config, world_size: int, load_universal: bool = False):
     """Wrap ``model`` in a DeepSpeed engine with AdamW and the LR schedule."""
     import deepspeed
 
@@ -77,6 +78,6 @@ def build_engine(model: torch.nn.Module, cfg: Config, world_size: int):
         model=model,
         optimizer=optimizer,
         lr_scheduler=scheduler,
-        config=deepspeed_config(cfg, world_size),
+        config=deepspeed_config(cfg, world_size, load_universal),
     )
     return engine

@@ -9,12 +9,12 @@ from typing import Any
 class Metrics:
     """Scalars and text for TensorBoard under ``<output_dir>/tensorboard``."""
 
-    def __init__(self, log_dir: str | Path, enabled: bool):
+    def __init__(self, log_dir: str | Path, enabled: bool, purge_step: int | None = None):
         self.writer = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(log_dir=str(log_dir))
+            self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if self.writer is None:

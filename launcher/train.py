@@ -86,10 +86,12 @@ def setup(cfg: Config) -> Run:
     tokenizer = prepare_tokenizer(cfg, mixture, rank0)
     model = build_model(cfg.model, tokenizer, cfg.seed)
     wrapped = TrainingModel(model, arch=cfg.model.arch, fused=cfg.model.fused_loss, zero_stage=cfg.deepspeed.zero_stage)
-    engine = build_engine(wrapped, cfg, layout.world_size)
-    metrics = Metrics(Path(cfg.output_dir) / "tensorboard", enabled=rank0)
-
-    state = checkpoint.load(engine, cfg.output_dir, layout.rank)
+    universal = checkpoint.needs_universal(cfg.output_dir, layout.world_size, layout.rank)
+    engine = build_engine(wrapped, cfg, layout.world_size, load_universal=universal)
+    state = checkpoint.load(engine, cfg.output_dir, layout.rank, universal)
+    # Steps logged after the checkpoint by a run that was killed are purged from TensorBoard.
+    resume_step = 0 if state is None else state["step"]
+    metrics = Metrics(Path(cfg.output_dir) / "tensorboard", enabled=rank0, purge_step=resume_step + 1)
     data = build_train_data(cfg, mixture, tokenizer, layout, None if state is None else state["stream"])
     run = Run(cfg, layout, engine, data, metrics)
     if state is not None:

@@ -22,10 +22,20 @@ TINY = [
 ]
 
 
+def train_command(output_dir, *overrides):
+    return [FLANFORGE, "train", "--config", DEMO, f"output_dir={output_dir}", *TINY, *overrides]
+
+
 def train(output_dir, *overrides, timeout=900):
     """Run ``flanforge train`` on the demo config with the tiny overrides; returns the CompletedProcess."""
-    cmd = [FLANFORGE, "train", "--config", DEMO, f"output_dir={output_dir}", *TINY, *overrides]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(train_command(output_dir, *overrides), capture_output=True, text=True, timeout=timeout)
+
+
+def start(output_dir, *overrides):
+    """Start ``flanforge train`` in the background (its own process group); output goes to output_dir.log."""
+    log = open(f"{output_dir}.log", "w")
+    return subprocess.Popen(train_command(output_dir, *overrides), stdout=log, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
 
 
 def scalars(output_dir, tag):
@@ -41,6 +51,12 @@ def scalars(output_dir, tag):
 def run_train():
     """``run_train(output_dir, *overrides)``: see :func:`train`."""
     return train
+
+
+@pytest.fixture(scope="session")
+def start_train():
+    """``start_train(output_dir, *overrides) -> Popen``: see :func:`start`."""
+    return start
 
 
 @pytest.fixture(scope="session")
