@@ -36,11 +36,12 @@ def run(args: argparse.Namespace) -> int:
         return train_rank(cfg)
     # Fail in one line before any rank starts.
     from flanforge.launcher.launch import launch_ranks
-    from flanforge.mixtures.registry import load_mixture
+    from flanforge.mixtures.registry import load_mixture, set_bad_record_policy
     from flanforge.model.load import check_paths
 
     check_paths(cfg.model)
     rundir.check_run_dir(cfg)
+    set_bad_record_policy(cfg.mixture.on_bad_record)
     load_mixture(cfg.mixture.name)
 
     return launch_ranks(cfg, args.config, args.overrides)
@@ -69,7 +70,7 @@ def setup(cfg: Config) -> Run:
     from flanforge.launcher.data import build_train_data, prepare_tokenizer
     from flanforge.launcher.engine import build_engine
     from flanforge.launcher.metrics import Metrics
-    from flanforge.mixtures.registry import load_mixture
+    from flanforge.mixtures.registry import load_mixture, set_bad_record_policy
     from flanforge.model.load import build_model, count_parameters
     from flanforge.model.loss import TrainingModel
 
@@ -82,6 +83,7 @@ def setup(cfg: Config) -> Run:
         rundir.write_config(cfg)
     torch.distributed.barrier()
 
+    set_bad_record_policy(cfg.mixture.on_bad_record)
     mixture = load_mixture(cfg.mixture.name)
     tokenizer = prepare_tokenizer(cfg, mixture, rank0)
     model = build_model(cfg.model, tokenizer, cfg.seed)

@@ -2,13 +2,16 @@
 
 A member's rate is a number, examples-proportional with a cap (FLAN:
 ``min(n, cap)``), or examples-proportional with a temperature (T5:
-``min(n, cap) ** (1 / T)``), as seqio's ``mixing_rate_num_examples``.
+``min(n, cap) ** (1 / T)``), as seqio's ``mixing_rate_num_examples``. Within a
+mixture the members' rates are normalised to probabilities; a task's
+effective probability is the product of the probabilities down its path.
 """
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 from flanforge.mixtures.task import Task, TaskError
 
@@ -59,50 +62,68 @@ class Mixture:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise TaskError(f"mixture '{self.name}': member(s) listed twice: {dupes}")
+        if not self.members:
+            raise TaskError(f"mixture '{self.name}': has no members")
+
+    def walk(self) -> Iterator[tuple["Mixture", Member, Rate]]:
+        """``(parent, member, rate)`` for every member at every depth, depth first."""
+        for member, rate in self.members:
+            yield self, member, rate
+            if isinstance(member, Mixture):
+                yield from member.walk()
 
     def num_examples(self, split: str = "train") -> int:
         return sum(m.num_examples(split) for m, _ in self.members)
 
     def member_weights(self, overrides: dict[str, float] | None = None) -> dict[str, float]:
-        """Normalised weights of the direct members; ``overrides`` replaces a sub-mixture's weight by name."""
+        """Normalised weights of the direct members; ``overrides`` replaces a member's rate value by name."""
         overrides = overrides or {}
-        raw = {
-            m.name: overrides.get(m.name, r.value(m.num_examples())) for m, r in self.members
-        }
+        raw = {m.name: overrides.get(m.name, r.value(m.num_examples())) for m, r in self.members}
         total = sum(raw.values())
         if total <= 0:
             raise TaskError(f"mixture '{self.name}': every rate is zero, nothing can be sampled")
         return {k: v / total for k, v in raw.items()}
 
     def rates(self, overrides: dict[str, float] | None = None) -> dict[str, float]:
-        """Effective sampling probability of every task, summing to 1."""
+        """Effective sampling probability of every task, summing to 1.
+
+        ``overrides`` maps a member name (usually a sub-mixture) at any depth to
+        a raw weight that replaces its rate's value; an unknown name is an error.
+        """
+        overrides = overrides or {}
+        known = {m.name for _, m, _ in self.walk()}
+        for name in overrides:
+            if name not in known:
+                near = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
+                hint = f"; closest: {', '.join(near)}" if near else ""
+                raise TaskError(f"mixture '{self.name}': no member '{name}' to override{hint}")
+        return self._rates(overrides)
+
+    def _rates(self, overrides: dict[str, float]) -> dict[str, float]:
         out: dict[str, float] = {}
         weights = self.member_weights(overrides)
         for member, _ in self.members:
             w = weights[member.name]
-            if isinstance(member, Mixture):
-                if w == 0:
-                    continue
-                for task, p in member.rates(overrides).items():
-                    out[task] = out.get(task, 0.0) + w * p
-            elif w > 0:
-                out[member.name] = out.get(member.name, 0.0) + w
+            if w == 0:
+                continue
+            inner = member._rates(overrides) if isinstance(member, Mixture) else {member.name: 1.0}
+            for task, p in inner.items():
+                out[task] = out.get(task, 0.0) + w * p
         return out
 
     def tasks(self) -> list[Task]:
+        """Every task once, in depth-first order."""
         found: dict[str, Task] = {}
-        for member, _ in self.members:
-            for task in member.tasks() if isinstance(member, Mixture) else [member]:
-                found.setdefault(task.name, task)
+        for _, member, _ in self.walk():
+            if isinstance(member, Task):
+                found.setdefault(member.name, member)
         return list(found.values())
 
     def group_of(self) -> dict[str, str]:
-        """Task name -> the top-level sub-mixture it belongs to (itself for direct tasks)."""
+        """Task name -> the top-level sub-mixture it belongs to (the mixture's own name for direct tasks)."""
         out: dict[str, str] = {}
         for member, _ in self.members:
-            if isinstance(member, Mixture):
-                for task in member.tasks():
-                    out.setdefault(task.name, member.name)
-            else:
-                out.setdefault(member.name, self.name)
+            group = [member] if isinstance(member, Task) else member.tasks()
+            for task in group:
+                out.setdefault(task.name, member.name if isinstance(member, Mixture) else self.name)
         return out

@@ -1,19 +1,33 @@
 """Strict registries of tasks and mixtures (seqio-style).
 
 Duplicates are rejected, unknown names are answered with the closest names,
-and ``reset()`` empties both registries for tests.
+and ``reset()`` empties both registries for tests. The built-in suite
+(``builtin``, ``builtin_heldout``, ``demo`` and the ``builtin_*`` clusters)
+registers itself on the first lookup; its records are generated only when
+read. :func:`load_mixture` also accepts a task or mixture YAML file, whose
+tasks are registered under their names (loading the same file again returns
+the same objects).
 """
 
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 from typing import Callable
 
-from flanforge.mixtures.mixture import Mixture
+from flanforge.mixtures.mixture import Mixture, Rate
+from flanforge.mixtures.sources import task_yaml
+from flanforge.mixtures.sources.base import bad_record_policy, set_bad_record_policy
 from flanforge.mixtures.task import Task, TaskError
+
+__all__ = [
+    "register_task", "register_mixture", "get_task", "get_mixture", "load_mixture", "task_names",
+    "mixture_names", "reset", "set_bad_record_policy", "bad_record_policy",
+]
 
 _TASKS: dict[str, Task] = {}
 _MIXTURES: dict[str, Mixture | Callable[[], Mixture]] = {}
+_FILES: dict[Path, Task | Mixture] = {}
 _BUILTINS_LOADED = False
 
 
@@ -41,7 +55,7 @@ def _ensure_builtins() -> None:
     global _BUILTINS_LOADED
     if not _BUILTINS_LOADED:
         _BUILTINS_LOADED = True
-        from flanforge.mixtures import builtin
+        from flanforge.mixtures import builtin  # the suite registers itself through this module
 
         builtin.register_all()
 
@@ -63,9 +77,52 @@ def get_mixture(name: str) -> Mixture:
     return entry
 
 
+def task_names() -> list[str]:
+    _ensure_builtins()
+    return sorted(_TASKS)
+
+
 def mixture_names() -> list[str]:
     _ensure_builtins()
     return sorted(_MIXTURES)
+
+
+def load_mixture(name_or_path: str | Path) -> Mixture:
+    """A registered mixture, or the mixture a YAML file defines (a task file gives a one-task mixture)."""
+    ref = str(name_or_path)
+    if not task_yaml.is_yaml_path(ref):
+        return get_mixture(ref)
+    loaded = _load_file(Path(ref))
+    return loaded if isinstance(loaded, Mixture) else get_mixture(loaded.name)
+
+
+def _load_file(path: Path) -> Task | Mixture:
+    path = path.resolve()
+    if path not in _FILES:
+        _ensure_builtins()
+        loaded = task_yaml.load(path, _resolve)
+        members = loaded.tasks() if isinstance(loaded, Mixture) else [loaded]
+        for task in members:
+            if _TASKS.get(task.name, task) is not task:
+                raise TaskError(f"{path}: task '{task.name}' is already registered")
+        for task in members:
+            _TASKS[task.name] = task
+        single = Mixture(loaded.name, [(loaded, Rate.examples())]) if isinstance(loaded, Task) else loaded
+        if _MIXTURES.get(single.name, single) is not single:
+            raise TaskError(f"{path}: mixture '{single.name}' is already registered")
+        _MIXTURES[single.name] = single
+        _FILES[path] = loaded
+    return _FILES[path]
+
+
+def _resolve(kind: str, ref: str, base: Path) -> Task | Mixture:
+    """A mixture member named in a YAML file: a YAML path (relative to the file) or a registered name."""
+    if task_yaml.is_yaml_path(ref):
+        member = _load_file(base / ref)
+        if (kind == "task") != isinstance(member, Task):
+            raise TaskError(f"{base / ref}: defines a {'task' if isinstance(member, Task) else 'mixture'}, not a {kind}")
+        return member
+    return get_task(ref) if kind == "task" else get_mixture(ref)
 
 
 def reset(with_builtins: bool = True) -> None:
@@ -73,13 +130,6 @@ def reset(with_builtins: bool = True) -> None:
     global _BUILTINS_LOADED
     _TASKS.clear()
     _MIXTURES.clear()
+    _FILES.clear()
     _BUILTINS_LOADED = not with_builtins
-
-
-def load_mixture(name: str) -> Mixture:
-    return get_mixture(name)
-
-
-def load_mixture(name_or_path: str) -> Mixture:
-    """A registered mixture by name (YAML files: coming with the task YAML loader)."""
-    return get_mixture(name_or_path)
+    set_bad_record_policy("error")

@@ -1,132 +1,84 @@
-"""The built-in procedural task suite: offline, deterministic from a seed.
+"""The built-in procedural task suite: offline, deterministic from a seed, registered on first lookup.
 
-Each family is a generator of records plus instruction phrasings written for
-it; a family yields several tasks by varying its parameters.
+Families (each with at least ten phrasings written for it) are grouped into
+FLAN-like clusters. Every cluster is a sub-mixture whose tasks are mixed
+examples-proportionally under the cluster's cap; the clusters are mixed by
+fixed weights, as Flan 2022 mixes Muffin, T0-SF, NIV2 and CoT.
+
+========================  =====================================================
+mixture                   contents
+========================  =====================================================
+``builtin``               every training cluster (>= 1,800 tasks)
+``builtin_<cluster>``     one cluster, e.g. ``builtin_arithmetic``
+``builtin_heldout``       held-out families, never in a training mixture
+``demo``                  six short, learnable tasks for the 5-minute CPU demo
+========================  =====================================================
 """
 
 from __future__ import annotations
 
-import random
-from functools import lru_cache
-from typing import Any, Callable
-
+from flanforge.mixtures.builtin import arithmetic, classify, convert, counting, extraction, heldout, lists, logic, strings
+from flanforge.mixtures.builtin.core import Family
 from flanforge.mixtures.mixture import Mixture, Rate
-from flanforge.mixtures.task import Task, Template
+from flanforge.mixtures.registry import register_mixture, register_task
 
-WORDS = (
-    "apple river stone cloud tiger maple orange silver garden window candle forest "
-    "pencil rocket summer winter yellow planet bridge castle coffee dragon engine "
-    "flower guitar harbor island jacket kettle lemon marble needle ocean pepper "
-    "quartz rabbit saddle tunnel violet walnut zebra anchor basket copper desert"
-).split()
-
-SPLIT_SIZES = {"train": 2000, "exemplars": 64, "validation": 200}
-
-
-def _words(rng: random.Random, lo: int, hi: int) -> list[str]:
-    return rng.sample(WORDS, rng.randint(lo, hi))
-
-
-def _reverse_words(rng: random.Random, n: int) -> dict[str, Any]:
-    words = _words(rng, 2, n)
-    return {"text": " ".join(words), "answer": " ".join(reversed(words))}
-
-
-def _sort_numbers(rng: random.Random, n: int) -> dict[str, Any]:
-    nums = [rng.randint(0, 99) for _ in range(rng.randint(2, n))]
-    return {"numbers": ", ".join(map(str, nums)), "answer": ", ".join(map(str, sorted(nums)))}
-
-
-def _add_numbers(rng: random.Random, n: int) -> dict[str, Any]:
-    a, b = rng.randint(0, 10**n - 1), rng.randint(0, 10**n - 1)
-    return {"a": a, "b": b, "answer": str(a + b), "rationale": f"{a} plus {b} is {a + b}."}
-
-
-def _count_letter(rng: random.Random, n: int) -> dict[str, Any]:
-    words = _words(rng, 1, n)
-    letter = rng.choice("aeiou")
-    text = " ".join(words)
-    return {"text": text, "letter": letter, "answer": str(text.count(letter))}
-
-
-FAMILIES: dict[str, tuple[Callable[[random.Random, int], dict[str, Any]], tuple[str, ...], list[Template]]] = {
-    "reverse_words": (
-        _reverse_words,
-        ("text", "answer"),
-        [
-            Template("rw0", "Reverse the order of the words.\n{{ text }}"),
-            Template("rw1", "Write these words backwards, last word first: {{ text }}"),
-            Template("rw2", "{{ text }}\nWhat is this sentence with its words in reverse order?"),
-        ],
-    ),
-    "sort_numbers": (
-        _sort_numbers,
-        ("numbers", "answer"),
-        [
-            Template("sn0", "Sort these numbers from smallest to largest: {{ numbers }}"),
-            Template("sn1", "Put in ascending order.\n{{ numbers }}"),
-            Template("sn2", "Numbers: {{ numbers }}\nList them sorted, smallest first."),
-        ],
-    ),
-    "add_numbers": (
-        _add_numbers,
-        ("a", "b", "answer", "rationale"),
-        [
-            Template("an0", "What is {{ a }} + {{ b }}?"),
-            Template("an1", "Add {{ a }} and {{ b }}."),
-            Template("an2", "Compute the sum of {{ a }} and {{ b }}. Explain briefly.", "{{ rationale }} The answer is {{ answer }}."),
-        ],
-    ),
-    "count_letter": (
-        _count_letter,
-        ("text", "letter", "answer"),
-        [
-            Template("cl0", "How many times does the letter '{{ letter }}' appear in: {{ text }}"),
-            Template("cl1", "Count the '{{ letter }}' characters.\n{{ text }}"),
-            Template("cl2", "{{ text }}\nNumber of '{{ letter }}'s in the text above?"),
-        ],
-    ),
+CLUSTERS: dict[str, tuple[tuple[Family, ...], int, float]] = {
+    # cluster: (families, per-task cap, weight of the cluster in ``builtin``)
+    "strings": (strings.FAMILIES, 1500, 0.16),
+    "lists": (lists.FAMILIES, 2000, 0.12),
+    "arithmetic": (arithmetic.FAMILIES, 3000, 0.14),
+    "logic": (logic.FAMILIES, 3000, 0.12),
+    "counting": (counting.FAMILIES, 1500, 0.12),
+    "classification": (classify.FAMILIES, 1000, 0.14),
+    "extraction": (extraction.FAMILIES, 2000, 0.10),
+    "conversion": (convert.FAMILIES, 2500, 0.10),
 }
+HELDOUT = heldout.FAMILIES
+HELDOUT_CAP = 2000
+
+FAMILIES: dict[str, Family] = {f.name: f for fams, _, _ in CLUSTERS.values() for f in fams}
+
+DEMO: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    # demo task: (family, variant, formats); short examples a tiny model learns in minutes
+    "demo_reverse_words": ("reverse_words", "animal_short", ("zs_noopt", "fs_noopt")),
+    "demo_change_case": ("change_case", "fruit_upper", ("zs_noopt", "fs_noopt")),
+    "demo_sentiment": ("sentiment", "movie_pos_neg", ("zs_noopt", "zs_opt")),
+    "demo_sort_numbers": ("sort_numbers", "digits_short_asc_comma", ("zs_noopt", "fs_noopt")),
+    "demo_add": ("add", "1_2", ("zs_noopt", "fs_noopt", "zs_cot")),
+    "demo_number_to_words": ("number_to_words", "tens_hyphen", ("zs_noopt", "fs_noopt")),
+}
+DEMO_FEWSHOT_BUDGET = 60
 
 
-def _make_source(family: str, param: int, seed: int) -> Callable[[str], list[dict[str, Any]]]:
-    gen = FAMILIES[family][0]
-
-    @lru_cache(maxsize=None)
-    def records(split: str) -> list[dict[str, Any]]:
-        rng = random.Random(f"{seed}/{family}/{param}/{split}")
-        return [gen(rng, param) for _ in range(SPLIT_SIZES[split])]
-
-    return records
+def family_counts() -> dict[str, int]:
+    """Tasks per family, training clusters and held-out families alike (for the README and inspect)."""
+    return {f.name: len(f.variants) for f in [*FAMILIES.values(), *HELDOUT]}
 
 
-def make_task(family: str, param: int, seed: int = 0) -> Task:
-    _, fields, templates = FAMILIES[family]
-    return Task(
-        name=f"{family}_{param}",
-        fields=fields,
-        templates=tuple(templates),
-        source=_make_source(family, param, seed),
-        family=family,
-    )
+def _cluster(name: str, families: tuple[Family, ...], cap: int) -> Mixture:
+    return Mixture(name, [(register_task(task), Rate.examples(cap=cap)) for f in families for task in f.tasks()])
 
 
-def demo_mixture() -> Mixture:
-    """A handful of procedural tasks in two sub-mixtures, examples-proportional with caps."""
-    from flanforge.mixtures.registry import register_task
-
-    words = Mixture(
-        "words",
-        [(register_task(make_task(f, p)), Rate.examples(cap=1500)) for f in ("reverse_words", "count_letter") for p in (4, 6)],
-    )
-    numbers = Mixture(
-        "numbers",
-        [(register_task(make_task(f, p)), Rate.examples(cap=1500)) for f in ("sort_numbers", "add_numbers") for p in (3, 5)],
-    )
+def _demo() -> Mixture:
+    tasks = {
+        name: register_task(
+            FAMILIES[family].task(tag, name=name, formats=formats, max_shots=1, fewshot_budget=DEMO_FEWSHOT_BUDGET)
+        )
+        for name, (family, tag, formats) in DEMO.items()
+    }
+    words = Mixture("demo_words", [(tasks[n], Rate.examples(cap=2000)) for n in list(DEMO)[:3]])
+    numbers = Mixture("demo_numbers", [(tasks[n], Rate.examples(cap=2000)) for n in list(DEMO)[3:]])
     return Mixture("demo", [(words, Rate.fixed(1.0)), (numbers, Rate.fixed(1.0))])
 
 
 def register_all() -> None:
-    from flanforge.mixtures.registry import register_mixture
+    """Register every built-in task and mixture (no record is generated here)."""
+    clusters = []
+    for name, (families, cap, weight) in CLUSTERS.items():
+        sub = _cluster(f"builtin_{name}", families, cap)
+        register_mixture(sub.name, sub)
+        clusters.append((sub, Rate.fixed(weight)))
+    register_mixture("builtin", Mixture("builtin", clusters))
+    register_mixture("builtin_heldout", _cluster("builtin_heldout", HELDOUT, HELDOUT_CAP))
+    register_mixture("demo", _demo())
 
-    register_mixture("demo", demo_mixture)

@@ -1,0 +1,146 @@
+"""File-backed record sources: per-split files, hold-outs, row checks and the bad-record policy.
+
+A row that cannot be used (bad JSON, non-UTF-8 bytes, a missing field, an
+empty target) is an error naming ``file:line`` and the field, or, with the
+policy ``skip``, is skipped and counted in the source's ``bad_records``. The
+policy is set per source (``on_bad_record`` in a task YAML) or for every
+source at once with :func:`set_bad_record_policy` (``registry`` re-exports it).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from flanforge.mixtures.task import SPLITS, TaskError
+
+POLICIES = ("error", "skip")
+_policy = "error"
+
+RowStream = Iterator[tuple[str, "dict[str, Any] | str"]]
+"""``(where, row)`` pairs; ``row`` is the record, or a string saying what is wrong with the line."""
+
+
+def set_bad_record_policy(policy: str) -> None:
+    """The policy of every source that does not set its own: ``error`` (default) or ``skip``."""
+    global _policy
+    _policy = _checked_policy(policy)
+
+
+def bad_record_policy() -> str:
+    return _policy
+
+
+def _checked_policy(policy: str) -> str:
+    if policy not in POLICIES:
+        raise TaskError(f"on_bad_record must be one of {list(POLICIES)}, got '{policy}'")
+    return policy
+
+
+def record_key(record: Mapping[str, Any]) -> str:
+    """A record's content, for telling identical records apart from distinct ones."""
+    return json.dumps(record, sort_keys=True, default=str)
+
+
+class FileSource:
+    """Records of one task read from files and checked row by row; a ``Task.source``.
+
+    ``splits`` maps a split to a location the subclass's :meth:`rows` reads (a
+    path for files). ``holdout`` carves ``exemplars`` and/or ``validation``
+    out of ``train`` with a seeded draw. Every field in ``fields`` must be
+    present, and every one in ``target_fields`` non-empty; ``columns`` renames
+    (field -> column). A training record identical to an exemplar or
+    validation record is dropped from ``train``, so no exemplar is ever a
+    training target.
+    """
+
+    def __init__(
+        self,
+        splits: Mapping[str, Any],
+        *,
+        fields: Sequence[str],
+        target_fields: Sequence[str] = (),
+        holdout: Mapping[str, int] | None = None,
+        columns: Mapping[str, str] | None = None,
+        on_bad_record: str | None = None,
+        seed: int = 0,
+    ):
+        self.holdout = dict(holdout or {})
+        for split in [*splits, *self.holdout]:
+            if split not in SPLITS:
+                raise TaskError(f"unknown split '{split}' (splits: {', '.join(SPLITS)})")
+        if "train" not in splits:
+            raise TaskError("a source needs a 'train' split")
+        for split, n in self.holdout.items():
+            if split == "train" or split in splits or not isinstance(n, int) or n < 0:
+                raise TaskError(
+                    f"holdout {split}: {n!r}: a hold-out carves a count >= 0 of 'exemplars' or 'validation' "
+                    "records out of train, for a split not also given as a file"
+                )
+        self.splits = dict(splits)
+        self.fields = tuple(fields)
+        self.target_fields = tuple(target_fields)
+        self.columns = dict(columns or {})
+        self.on_bad_record = None if on_bad_record is None else _checked_policy(on_bad_record)
+        self.seed = seed
+        self.bad_records = 0
+        self._records: dict[str, list[dict[str, Any]]] | None = None
+
+    @property
+    def has_exemplars(self) -> bool:
+        return "exemplars" in self.splits or self.holdout.get("exemplars", 0) > 0
+
+    def rows(self, location: Any) -> RowStream:
+        """Every row at ``location`` with where it is (``file:line``)."""
+        raise NotImplementedError
+
+    def __call__(self, split: str) -> list[dict[str, Any]]:
+        if self._records is None:
+            self._records = self._load()
+        return self._records.get(split, [])
+
+    def _load(self) -> dict[str, list[dict[str, Any]]]:
+        policy = self.on_bad_record or _policy
+        out = {split: self._read(location, policy) for split, location in self.splits.items()}
+        train = out["train"]
+        picks = random.Random(f"{self.seed}/holdout").sample(range(len(train)), min(sum(self.holdout.values()), len(train)))
+        start = 0
+        for split, n in self.holdout.items():
+            out[split] = [train[i] for i in picks[start : start + n]]
+            start += n
+        held = set(picks)
+        kept = {record_key(r) for split, records in out.items() if split != "train" for r in records}
+        out["train"] = [r for i, r in enumerate(train) if i not in held and record_key(r) not in kept]
+        return out
+
+    def _read(self, location: Any, policy: str) -> list[dict[str, Any]]:
+        good = []
+        for where, row in self.rows(location):
+            problem = row if isinstance(row, str) else self._problem(row)
+            if problem is None:
+                good.append({f: row[self.columns.get(f, f)] for f in self.fields})
+            elif policy == "error":
+                raise TaskError(f"{where}: {problem}")
+            else:
+                self.bad_records += 1
+        return good
+
+    def _problem(self, row: dict[str, Any]) -> str | None:
+        for f in self.fields:
+            column = self.columns.get(f, f)
+            if row.get(column) is None:
+                return f"missing field '{f}'" + (f" (column '{column}')" if column != f else "")
+        for f in self.target_fields:
+            value = row[self.columns.get(f, f)]
+            if (isinstance(value, str) and not value.strip()) or (isinstance(value, (list, tuple)) and not value):
+                return f"empty target field '{f}'"
+        return None
+
+
+def existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise TaskError(f"file not found: {path}")
+    return path

@@ -1,0 +1,46 @@
+"""promptsource-style ``templates.yaml`` files.
+
+Each template has a ``jinja`` string with ``|||`` between the prompt and the
+target, and optionally ``answer_choices`` (a jinja string of choices separated
+by ``|||``, available to the template as ``answer_choices``). The file's
+``!Template`` and ``!TemplateMetadata`` tags are read as plain mappings by a
+safe loader: nothing in the file can construct a Python object.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from flanforge.mixtures.sources.base import existing
+from flanforge.mixtures.task import TaskError, Template
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads promptsource's tags as plain mappings."""
+
+
+for _tag in ("!Template", "!TemplateMetadata"):
+    _Loader.add_constructor(_tag, lambda loader, node: loader.construct_mapping(node, deep=True))
+
+
+def load_templates(path: str | Path) -> list[Template]:
+    path = existing(path)
+    try:
+        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # _Loader is a SafeLoader
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise TaskError(f"{path}: not a valid templates file: {err}".replace("\n", " ")) from None
+    entries = (doc or {}).get("templates") if isinstance(doc, dict) else None
+    if not isinstance(entries, dict) or not entries:
+        raise TaskError(f"{path}: no 'templates' mapping")
+    templates = []
+    for key, entry in entries.items():
+        if not isinstance(entry, dict):
+            raise TaskError(f"{path}: template '{key}' is not a mapping")
+        name = str(entry.get("name") or key)
+        pieces = str(entry.get("jinja", "")).split("|||")
+        if len(pieces) != 2:
+            raise TaskError(f"{path}: template '{name}': expected one '|||' between prompt and target, found {len(pieces) - 1}")
+        templates.append(Template(name, pieces[0], pieces[1], choices=entry.get("answer_choices")))
+    return templates

@@ -1,0 +1,72 @@
+"""JSONL, CSV/TSV and parquet files, one record per line or row (the reader is chosen by suffix)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from flanforge.mixtures.sources.base import FileSource, RowStream, existing
+from flanforge.mixtures.task import TaskError
+
+SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
+
+
+class TableSource(FileSource):
+    """``splits`` maps a split to a JSONL (one object a line), CSV, TSV or parquet file."""
+
+    def __init__(self, splits: dict[str, str | Path], **kwargs: Any):
+        for path in splits.values():
+            if Path(path).suffix not in SUFFIXES:
+                raise TaskError(f"{path}: unknown table type (suffixes: {', '.join(SUFFIXES)})")
+        super().__init__({split: Path(p) for split, p in splits.items()}, **kwargs)
+
+    def rows(self, location: Path) -> RowStream:
+        path = existing(location)
+        if path.suffix in (".jsonl", ".json"):
+            return jsonl_rows(path)
+        if path.suffix == ".parquet":
+            return _parquet_rows(path)
+        return _csv_rows(path, "\t" if path.suffix == ".tsv" else ",")
+
+
+def jsonl_rows(path: Path) -> RowStream:
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            where = f"{path}:{n}"
+            try:
+                line = raw.decode("utf-8-sig")
+            except UnicodeDecodeError as err:
+                yield where, f"non-UTF-8 bytes at column {err.start + 1}"
+                continue
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                yield where, f"bad JSON: {err.msg} at column {err.colno}"
+                continue
+            yield where, obj if isinstance(obj, dict) else f"expected a JSON object, got {type(obj).__name__}"
+
+
+def _csv_rows(path: Path, delimiter: str) -> RowStream:
+    lines, numbers, problems = [], [], []
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                lines.append(raw.decode("utf-8-sig"))
+                numbers.append(n)
+            except UnicodeDecodeError as err:
+                problems.append((n, f"non-UTF-8 bytes at column {err.start + 1}"))
+    reader = csv.DictReader(lines, delimiter=delimiter)
+    rows = [(numbers[reader.line_num - 1], row) for row in reader]
+    for n, row in sorted(problems + rows, key=lambda item: item[0]):
+        yield f"{path}:{n}", row
+
+
+def _parquet_rows(path: Path) -> RowStream:
+    import pyarrow.parquet as pq  # imported on use: most runs never read parquet
+
+    for i, row in enumerate(pq.read_table(path).to_pylist(), 1):
+        yield f"{path}: row {i}", row
