@@ -17,6 +17,8 @@ from flanforge.launcher.errors import USER_ERRORS
 SUBCOMMANDS = {
     "train": ("flanforge.launcher.train", "train on a mixture with DeepSpeed (starts the launcher itself)"),
     "inspect": ("flanforge.launcher.inspect", "show a mixture's tasks, rates and rendered examples"),
+    "prepare": ("flanforge.launcher.prepare", "write a mixture's task records as webdataset shards"),
+    "export": ("flanforge.launcher.export", "consolidate a run's ZeRO shards into a Hugging Face model directory"),
 }
 
 

@@ -94,6 +94,8 @@ class TrainConfig:
     """``global_token``: mean over every target token of the global batch; ``sequence``: mean of per-example means."""
     log_every: int = 1
     """Write TensorBoard scalars every this many steps."""
+    log_top_tasks: int = 16
+    """Log a per-task loss for this many tasks, the ones with the highest mixing rates."""
     max_nonfinite_in_a_row: int = 5
     """Stop the run after this many consecutive non-finite losses."""
 

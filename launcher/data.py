@@ -85,7 +85,7 @@ class TrainData:
                     labels += [-100] * (len(a) - 1) + b + [-100]
                     seg += [s] * len(seq)
                     pos += list(range(len(seq)))
-                    meta.append({"task": t.name, "group": self.group_of[t.name], "template_id": ex.template_id, "format": ex.format, "format_kind": "zero_shot"})
+                    meta.append({"task": t.name, "group": self.group_of[t.name], "template_id": ex.template_id, "format": ex.format})
                     s += 1
                 pad = T - len(ids)
                 rows.append((ids + [0] * pad, labels + [-100] * pad, seg + [0] * pad, pos + [0] * pad, meta))

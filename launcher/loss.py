@@ -17,6 +17,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from flanforge.mixtures.formats import format_kind
+
 IGNORE_INDEX = -100
 
 
@@ -76,7 +78,7 @@ class LossWindow:
         for row, segments in enumerate(batch["meta"]):
             for s, info in enumerate(segments, start=1):
                 loss, n = sums[row][s], counts[row][s]
-                for key in (f"task/{info['task']}", f"group/{info['group']}", f"format/{info['format_kind']}"):
+                for key in (f"task/{info['task']}", f"group/{info['group']}", f"format/{format_kind(info['format'])}"):
                     acc = self.by_key[key]
                     acc[0] += loss
                     acc[1] += n

@@ -151,7 +151,7 @@ def train(run: Run) -> None:
 
         step_time = time.perf_counter() - t0
         if run.step % cfg.train.log_every == 0 or run.step == cfg.train.max_steps:
-            values = window.summary(run.data.group_of)
+            values = window.summary(run.data.top_tasks)
             values.update({
                 "train/lr": engine.get_lr()[0],
                 "train/grad_norm": float(engine.get_global_grad_norm() or 0.0),

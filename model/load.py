@@ -33,7 +33,7 @@ TINY_DECODER: dict[str, Any] = dict(
     max_position_embeddings=2048,
     tie_word_embeddings=False,
 )
-# A tiny T5 (FLAN-T5 layout: gated-gelu, untied head).
+# A tiny T5 (FLAN-T5 layout: gated-gelu; an untied head where transformers keeps one apart).
 TINY_T5: dict[str, Any] = dict(
     d_model=256,
     d_ff=512,

@@ -32,9 +32,10 @@ class TrainingModel(nn.Module):
         self.head = hf_model.get_output_embeddings()
         config = hf_model.config
         self.softcap = getattr(config, "final_logit_softcapping", None)
-        # T5 scales the decoder output before a tied LM head.
-        tied = getattr(config, "tie_word_embeddings", False)
-        self.hidden_scale = config.d_model**-0.5 if arch == "t5" and tied else 1.0
+        # T5 scales the decoder output by d_model^-0.5 before a tied LM head, as HF's own
+        # forward does (transformers >= 5 names it `scale_decoder_outputs`).
+        scale = getattr(config, "scale_decoder_outputs", getattr(config, "tie_word_embeddings", False))
+        self.hidden_scale = config.d_model**-0.5 if arch == "t5" and scale else 1.0
         if zero_stage == 3:
             import deepspeed
 

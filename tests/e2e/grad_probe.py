@@ -39,7 +39,7 @@ def global_batch() -> list[dict]:
             labels[start + n_in:end] = ids[start + n_in:end]
             start, s = end, s + 1
         rows.append({"input_ids": ids, "labels": labels, "segment_ids": seg, "position_ids": pos,
-                     "meta": [{"task": "t", "group": "g", "format_kind": "zero_shot"}] * (s - 1)})
+                     "meta": [{"task": "t", "group": "g", "format": "zs_noopt"}] * (s - 1)})
     return rows
 
 

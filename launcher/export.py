@@ -1,0 +1,328 @@
+"""``flanforge export RUN_DIR --out DIR``: a run's ZeRO shards as a Hugging Face model directory.
+
+The weights are DeepSpeed's own consolidation of the sharded checkpoint
+(``deepspeed.utils.zero_to_fp32``, the same code as the ``zero_to_fp32.py``
+script DeepSpeed leaves next to the checkpoints) of the tag ``latest`` names,
+or ``--tag``. They are loaded with ``strict=True`` into the architecture that
+the run's own ``config.yaml`` and tokenizer describe (``build_model``), so no
+weight is silently dropped or left at its random init, and written with
+``save_pretrained`` as safetensors. ``DIR`` then holds::
+
+    config.json  generation_config.json  model.safetensors
+    spiece.model                 the run's SentencePiece model, byte for byte
+    tokenizer.json               a fast tokenizer converted from spiece.model, checked to
+    tokenizer_config.json        encode as it does (T5: appends </s>, as training did)
+
+and loads offline with ``AutoModelForCausalLM`` (``model.arch: decoder``) or
+``AutoModelForSeq2SeqLM`` (``t5``), and ``AutoTokenizer``.
+
+The converted tokenizer encodes text as SentencePiece does, except text that
+spells a control or byte piece literally (``</s>``, ``<0x41>``): it reads that
+as the piece, SentencePiece as characters. When the conversion is not faithful
+(checked on probe texts and the whole vocabulary), only ``spiece.model`` is
+written, to be loaded with ``sentencepiece``.
+
+The directory is built next to ``DIR`` and renamed into place, so an
+interrupted export leaves no half-written model behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import difflib
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from flanforge.launcher.errors import UserError
+
+CONFIG_FILE = "config.yaml"
+WRAPPER_PREFIX = "hf."  # TrainingModel keeps the HF model as `self.hf`
+# Strings the converted tokenizer must encode exactly as SentencePiece does
+# before tokenizer.json is written (plus a sample of the vocabulary itself).
+_TOKENIZER_PROBES = (
+    "Question: what is 12 + 30? Answer: 42",
+    "  Leading spaces,\ttabs\nand new lines  ",
+    "Unicode: naïve café, Ωmega, 中文, emoji 🙂, full-width ＡＢＣ, ligature ﬁ.",
+    "",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR",
+                        help="a training run's output_dir (holds config.yaml and checkpoints/)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="the Hugging Face model directory to write")
+    parser.add_argument("--tag", help="checkpoint tag to export (e.g. step_00000300, or just 300); default: latest")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace DIR if it exists and is not empty (its contents are deleted)")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = export_run(args.run_dir, args.out, tag=args.tag, overwrite=args.overwrite)
+    print(out)
+    return 0
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def available_tags(run_dir: str | Path) -> list[str]:
+    """Tags of complete checkpoints (their ``trainer.json`` written), oldest first."""
+    from flanforge.launcher.checkpoint import TAG_PREFIX, checkpoint_root
+
+    root = checkpoint_root(run_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir()
+                  if p.is_dir() and p.name.startswith(TAG_PREFIX) and (p / "trainer.json").is_file())
+
+
+def _closest_first(name: str, choices: list[str]) -> list[str]:
+    return sorted(choices, key=lambda c: (-difflib.SequenceMatcher(None, name, c).ratio(), c))
+
+
+def resolve_tag(run_dir: str | Path, tag: str | None = None) -> str:
+    """The checkpoint tag to export: ``tag`` (a tag name or a step number) or the one ``latest`` names."""
+    from flanforge.launcher.checkpoint import checkpoint_root, latest_tag, tag_for
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} does not exist")
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise UserError(f"{run_dir} is not a flanforge run directory: no {CONFIG_FILE}")
+    root = checkpoint_root(run_dir)
+    tags = available_tags(run_dir)
+    if not tags and tag is None:
+        raise UserError(f"{run_dir} has no checkpoints yet ({root} holds no complete checkpoint)")
+    if tag is None:
+        found = latest_tag(run_dir)  # a UserError when `latest` names a missing or incomplete tag
+        if found is None:
+            raise UserError(f"{root} has no 'latest' file; pick a checkpoint with --tag: {', '.join(reversed(tags))}")
+        return found
+    if tag.isdigit():
+        tag = tag_for(int(tag))
+    if tag in tags:
+        return tag
+    if (root / tag).is_dir():
+        raise UserError(f"checkpoint {root / tag} is incomplete (its save was interrupted); "
+                        f"complete ones: {', '.join(reversed(tags)) or 'none'}")
+    listed = ", ".join(_closest_first(tag, tags)) if tags else "none"
+    raise UserError(f"no checkpoint '{tag}' in {root}; available (closest first): {listed}")
+
+
+def check_out_dir(out_dir: str | Path, run_dir: str | Path, overwrite: bool) -> Path:
+    """``out_dir`` as an absolute path, refused when it exists and is not empty (unless ``overwrite``)."""
+    out, run = Path(out_dir).resolve(), Path(run_dir).resolve()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out_dir} exists and is not a directory")
+    if out == run or out in run.parents or run in out.parents:
+        raise UserError(f"--out {out_dir} must lie outside the run directory {run_dir}")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"--out {out_dir} exists and is not empty; choose another directory or pass --overwrite")
+    return out
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def consolidate(run_dir: str | Path, tag: str) -> dict[str, Any]:
+    """One fp32 state dict (keys as in the engine's module: ``hf.*``) from the tag's ZeRO shards."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    from tqdm import tqdm
+
+    from flanforge.launcher.checkpoint import checkpoint_root
+
+    root = checkpoint_root(run_dir)
+    if not any((root / tag).glob("*_optim_states.pt")):
+        raise UserError(f"{root / tag} holds no ZeRO optimizer shards (*_optim_states.pt): "
+                        f"export reads checkpoints of ZeRO stage 1, 2 or 3 runs")
+    # DeepSpeed reports what it reads with print(): keep stdout for the result.
+    with contextlib.redirect_stdout(sys.stderr):
+        lazy = get_fp32_state_dict_from_zero_checkpoint(str(root), tag=tag, lazy_mode=True)
+    # Materialise tensor by tensor (ZeRO-3: gather the partitions) behind a progress
+    # bar; names DeepSpeed recorded as shared keep sharing one tensor, as its own
+    # `to_torch_tensor` does.
+    state: dict[str, Any] = {}
+    done: dict[int, str] = {}
+    for name, lazy_tensor in tqdm(lazy.items(), desc=f"consolidating {tag}", unit="tensor", file=sys.stderr):
+        first = done.setdefault(id(lazy_tensor), name)
+        state[name] = state[first] if first != name else lazy_tensor.contiguous()
+    return state
+
+
+def to_hf_state_dict(state: dict[str, Any], model) -> dict[str, Any]:
+    """Engine keys (``hf.*``) to the HF model's keys, with every tied name filled in.
+
+    Keys outside ``hf.`` must be second names of an ``hf.`` tensor (TrainingModel
+    holds the LM head as ``head`` too). Names the HF model ties to one parameter
+    (input/output embeddings with ``tie_word_embeddings``, T5's ``shared``) are
+    filled from whichever of them the checkpoint holds; two different values for
+    one tied parameter are an error, not a silent pick.
+    """
+    import torch
+
+    hf = {k[len(WRAPPER_PREFIX):]: v for k, v in state.items() if k.startswith(WRAPPER_PREFIX)}
+    ids = {id(v) for v in hf.values()}
+    stray = [k for k, v in state.items() if not k.startswith(WRAPPER_PREFIX) and id(v) not in ids]
+    if stray:
+        raise UserError(f"the checkpoint holds weights outside the model (not under '{WRAPPER_PREFIX}'): "
+                        f"{', '.join(sorted(stray)[:5])}")
+    groups: dict[int, list[str]] = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        groups.setdefault(id(tensor), []).append(name)
+    for names in groups.values():
+        present = [n for n in names if n in hf]
+        if not present or len(names) == 1:
+            continue
+        ref = hf[present[0]]
+        for other in present[1:]:
+            if hf[other] is not ref and not torch.equal(hf[other], ref):
+                raise UserError(f"tied weights {present[0]} and {other} differ in the checkpoint")
+        for name in names:
+            hf.setdefault(name, ref)
+    return hf
+
+
+def load_strict(model, state: dict[str, Any]) -> None:
+    """``load_state_dict(strict=True)``, its complaint reported in one line."""
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        missing = sorted(set(model.state_dict()) - set(state))
+        unexpected = sorted(set(state) - set(model.state_dict()))
+        detail = "; ".join(part for part in (
+            f"missing {', '.join(missing[:5])}" if missing else "",
+            f"unexpected {', '.join(unexpected[:5])}" if unexpected else "",
+        ) if part) or str(err).splitlines()[0]
+        raise UserError(f"the checkpoint does not fit the model the run's config describes: {detail}") from None
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+
+def hf_tokenizer(spm_file: Path, arch: str):
+    """A fast HF tokenizer converted from the SentencePiece model (check it with :func:`first_mismatch`)."""
+    import sentencepiece as spm
+    from tokenizers import decoders, processors
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import SpmConverter
+
+    from flanforge.model.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+
+    class _Spm:  # what SpmConverter reads from a slow tokenizer
+        vocab_file = str(spm_file)
+
+    class _Converter(SpmConverter):
+        handle_byte_fallback = True  # flanforge trains SentencePiece with byte fallback
+
+        def decoder(self, replacement, add_prefix_space):
+            return decoders.Sequence([decoders.Replace(replacement, " "), decoders.ByteFallback(),
+                                      decoders.Fuse(), decoders.Strip(content=" ", left=1)])
+
+    sp = spm.SentencePieceProcessor(model_file=str(spm_file))
+    backend = _Converter(_Spm()).converted()
+    if arch == "t5":
+        # T5 inputs end with </s> in training (mixtures/packing.py); tokenizer(text) does the same.
+        eos = sp.id_to_piece(EOS_ID)
+        backend.post_processor = processors.TemplateProcessing(
+            single=["$A", eos], pair=["$A", eos, "$B", eos], special_tokens=[(eos, EOS_ID)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token=sp.id_to_piece(PAD_ID), eos_token=sp.id_to_piece(EOS_ID),
+        bos_token=sp.id_to_piece(BOS_ID), unk_token=sp.id_to_piece(UNK_ID),
+    )
+
+
+def first_mismatch(tok, spm_file: Path) -> str | None:
+    """The first probe text ``tok`` encodes differently from SentencePiece, or None."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(spm_file))
+    # Every piece spelled out, but for control and byte pieces ("</s>", "<0x41>"):
+    # SentencePiece never reads those from text, the converted tokenizer does.
+    vocab = " ".join(sp.id_to_piece(i).replace("\u2581", " ") for i in range(sp.get_piece_size())
+                     if not (sp.is_control(i) or sp.is_byte(i) or sp.is_unknown(i)))
+    for text in (*_TOKENIZER_PROBES, vocab):
+        if tok(text, add_special_tokens=False)["input_ids"] != sp.encode(text):
+            return text
+    return None
+
+
+def write_tokenizer(spm_file: Path, out: Path, arch: str) -> bool:
+    """Copy the SentencePiece model; add tokenizer.json when the conversion is exact. True if added."""
+    from flanforge.model.tokenizer import SPM_FILE
+
+    shutil.copyfile(spm_file, out / SPM_FILE)
+    try:
+        tok = hf_tokenizer(spm_file, arch)
+        bad = first_mismatch(tok, spm_file)
+    except Exception as err:  # an spm model the converter does not handle
+        bad = f"conversion failed: {type(err).__name__}: {err}"
+    if bad is not None:
+        print(f"flanforge export: note: no tokenizer.json, the converted tokenizer does not encode "
+              f"{bad[:60]!r} as {SPM_FILE} does; load {SPM_FILE} with sentencepiece", file=sys.stderr)
+        return False
+    tok.save_pretrained(out)
+    return True
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _default_permissions(directory: Path) -> None:
+    """mkdtemp makes a private directory; give it (and its files) the modes a plain mkdir/open would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    directory.chmod(0o777 & ~umask)
+    for path in directory.iterdir():
+        path.chmod(0o666 & ~umask)
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, tag: str | None = None, *, overwrite: bool = False) -> Path:
+    """Export checkpoint ``tag`` (default: ``latest``) of the run in ``run_dir`` to ``out_dir``; returns ``out_dir``."""
+    run_dir = Path(run_dir)
+    tag = resolve_tag(run_dir, tag)
+    out = check_out_dir(out_dir, run_dir, overwrite)
+
+    from flanforge.launcher.config import ConfigError, load_config
+    from flanforge.model.load import build_model, count_parameters
+    from flanforge.model.tokenizer import load_tokenizer
+
+    try:
+        cfg = load_config(run_dir / CONFIG_FILE)
+    except ConfigError as err:
+        raise UserError(f"{run_dir / CONFIG_FILE} no longer loads: {err}") from None
+    # The run's tokenizer, found as training found it (launcher/data.py: prepare_tokenizer).
+    tok_path = Path(cfg.model.tokenizer_path) if cfg.model.tokenizer_path else run_dir / "tokenizer"
+    try:
+        tokenizer = load_tokenizer(tok_path)
+    except FileNotFoundError:
+        raise UserError(f"the run's tokenizer is missing: {tok_path}") from None
+
+    state = consolidate(run_dir, tag)
+    # Architecture only: the weights all come from the checkpoint.
+    model = build_model(dataclasses.replace(cfg.model, gradient_checkpointing=False), tokenizer, cfg.seed)
+    load_strict(model, to_hf_state_dict(state, model))
+    model.eval()
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        has_json = write_tokenizer(tokenizer.path, tmp, cfg.model.arch)
+        _default_permissions(tmp)
+        if out.exists():
+            shutil.rmtree(out)  # empty, or --overwrite
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(f"flanforge export: {run_dir} @ {tag} (ZeRO-{cfg.deepspeed.zero_stage}, {cfg.model.arch}, "
+          f"{count_parameters(model) / 1e6:.2f}M parameters) -> {out}"
+          + ("" if has_json else " (tokenizer: spiece.model only)"), file=sys.stderr)
+    return out

@@ -1,0 +1,170 @@
+"""``flanforge export`` round trip: tiny 2-rank ZeRO-1/2/3 runs, exported, loaded with ``from_pretrained``.
+
+How the processes start: each run is ``flanforge train`` (the ``run_train``
+fixture), which starts DeepSpeed's launcher with 2 CPU ranks. Then one more
+``deepspeed`` launch, 2 CPU ranks, runs tests/e2e/export_probe.py over all runs:
+it rebuilds each trained engine through the project's own code and
+``launcher.checkpoint.load``, and records its logits and per-token losses on a
+fixed batch. The export itself runs in this process, through the CLI.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from flanforge.launcher.dist import free_port
+
+pytestmark = pytest.mark.e2e
+
+PROBE = Path(__file__).with_name("export_probe.py")
+STEPS = ["train.max_steps=4", "checkpoint.every_steps=4"]
+# conftest's TINY sets decoder keys (hidden_size, ...); a T5 run replaces the whole mapping.
+TINY_T5 = ["model.arch=t5", "model.hf_config={d_model: 64, d_ff: 128, d_kv: 16, num_layers: 2, "
+           "num_decoder_layers: 2, num_heads: 4}"]
+RUNS = {
+    "decoder-zero1": ["deepspeed.zero_stage=1"],
+    "decoder-zero2": ["deepspeed.zero_stage=2"],
+    "decoder-zero3": ["deepspeed.zero_stage=3"],
+    "t5-zero3": ["deepspeed.zero_stage=3", *TINY_T5],
+}
+# Until launcher/data.py feeds the T5 rows of mixtures/stream.py, a T5 run stops at its first step.
+T5_DATA_MISSING = "KeyError: 'decoder_segment_ids'"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, run_train):
+    """name -> (run directory, CompletedProcess) of each tiny training run."""
+    root = tmp_path_factory.mktemp("export_runs")
+    out = {}
+    for name, overrides in RUNS.items():
+        proc = run_train(root / name, *STEPS, *overrides, f"launch.master_port={free_port()}")
+        out[name] = (root / name, proc)
+    return out
+
+
+def trained(runs, name) -> Path:
+    run_dir, proc = runs[name]
+    if proc.returncode != 0 and name.startswith("t5") and T5_DATA_MISSING in proc.stderr:
+        pytest.xfail("T5 training needs launcher/data.py to produce T5 rows (decoder_segment_ids)")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def engine_outputs(runs, tmp_path_factory):
+    """name -> the probe's record for that run: inputs, batch, logits, losses (one 2-rank launch for all)."""
+    done = {name: run_dir for name, (run_dir, proc) in runs.items() if proc.returncode == 0}
+    out_file = tmp_path_factory.mktemp("probe") / "engine_outputs.pt"
+    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(free_port()),
+           "--no_local_rank", str(PROBE), str(out_file), *map(str, done.values())]
+    env = {**os.environ, "PYTHONSAFEPATH": "1", "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = torch.load(out_file, weights_only=False)
+    return {name: results[str(run_dir)] for name, run_dir in done.items()}
+
+
+@pytest.fixture(scope="module")
+def exported(runs, tmp_path_factory):
+    """name -> the HF directory ``flanforge export`` wrote for that run."""
+    from flanforge.launcher.cli import main
+
+    root = tmp_path_factory.mktemp("exported")
+    out = {}
+    for name, (run_dir, proc) in runs.items():
+        if proc.returncode == 0:
+            assert main(["export", str(run_dir), "--out", str(root / name)]) == 0
+            out[name] = root / name
+    return out
+
+
+def load_exported(path: Path, name: str):
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    auto = AutoModelForSeq2SeqLM if name.startswith("t5") else AutoModelForCausalLM
+    return auto.from_pretrained(path, local_files_only=True)
+
+
+def forward_logits(model, inputs) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**inputs, use_cache=False).logits.float()  # (B, T, V)
+
+
+@pytest.mark.parametrize("name", RUNS)
+def test_exported_logits_match_the_trained_engine(name, runs, engine_outputs, exported):
+    run_dir = trained(runs, name)
+    ref = engine_outputs[name]
+    assert ref["step"] == 4
+    model = load_exported(exported[name], name)
+    assert not model.training
+    logits = forward_logits(model, ref["inputs"])
+    assert logits.shape == ref["logits"].shape
+    assert torch.allclose(logits, ref["logits"], rtol=1e-5, atol=1e-5), (logits - ref["logits"]).abs().max()
+
+    # The engine's logits are the trained weights', not the initial ones.
+    from flanforge.launcher.config import load_config
+    from flanforge.model.load import build_model
+    from flanforge.model.tokenizer import load_tokenizer
+
+    cfg = load_config(run_dir / "config.yaml")
+    init = build_model(cfg.model, load_tokenizer(run_dir / "tokenizer"), cfg.seed).eval()
+    assert (forward_logits(init, ref["inputs"]) - ref["logits"]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name", RUNS)
+def test_exported_model_computes_the_training_loss(name, runs, engine_outputs, exported):
+    """Per-token cross-entropy of the exported model's logits equals the trainer's forward (fused LM head + loss)."""
+    trained(runs, name)
+    ref = engine_outputs[name]
+    logits = forward_logits(load_exported(exported[name], name), ref["inputs"])
+    labels = ref["batch"]["labels"]
+    losses = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="none")
+    assert torch.allclose(losses.view_as(labels), ref["losses"], rtol=1e-4, atol=1e-4), \
+        (losses.view_as(labels) - ref["losses"]).abs().max()
+
+
+@pytest.mark.parametrize("name", RUNS)
+def test_exported_directory(name, runs, exported):
+    import json
+
+    import sentencepiece as spm
+    from transformers import AutoTokenizer
+
+    run_dir = trained(runs, name)
+    out = exported[name]
+    assert {p.name for p in out.iterdir()} == {
+        "config.json", "generation_config.json", "model.safetensors",
+        "spiece.model", "tokenizer.json", "tokenizer_config.json",
+    }
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["T5ForConditionalGeneration" if name.startswith("t5") else "LlamaForCausalLM"]
+    generation = json.loads((out / "generation_config.json").read_text())
+    assert (generation["eos_token_id"], generation["pad_token_id"]) == (1, 0)
+    assert (out / "spiece.model").read_bytes() == (run_dir / "tokenizer" / "spiece.model").read_bytes()
+
+    sp = spm.SentencePieceProcessor(model_file=str(run_dir / "tokenizer" / "spiece.model"))
+    tok = AutoTokenizer.from_pretrained(out, local_files_only=True)
+    text = "Question: is 17 a prime number? Options: yes, no. Answer:"
+    assert tok(text, add_special_tokens=False)["input_ids"] == sp.encode(text)
+
+
+def test_cli_refuses_then_overwrites_with_a_progress_bar(runs, exported, capsys):
+    from flanforge.launcher.cli import main
+
+    run_dir = trained(runs, "decoder-zero3")
+    out = exported["decoder-zero3"]
+    before = (out / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(["export", str(run_dir), "--out", str(out)]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert main(["export", str(run_dir), "--out", str(out), "--overwrite", "--tag", "4"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == str(out.resolve())
+    assert "consolidating step_00000004" in captured.err and "100%" in captured.err
+    assert (out / "model.safetensors").read_bytes() == before
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp directory left behind
