@@ -64,6 +64,10 @@ class MixtureConfig:
     """Override sub-mixture weights by name (allowed to change on resume)."""
     num_workers: int = 0
     """DataLoader worker processes per rank."""
+    block_size: Optional[int] = None
+    """Examples per block, the unit of sampling, packing and work split (``None``: ``max(1024, 4 * seq_len)``)."""
+    shards_dir: Optional[str] = None
+    """Where ``flanforge prepare`` shards live; ``None``: ``<output_dir>/shards``, prepared on first use."""
 
     def __post_init__(self) -> None:
         if self.seq_len < 8:

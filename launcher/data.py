@@ -1,17 +1,18 @@
-"""The training data side of a rank: tokenizer on first use, the mixture stream, its state."""
+"""The training data side of a rank: tokenizer on first use, shards, the mixture stream, its state."""
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-import torch
 import torch.distributed as dist
 
 from flanforge.launcher.config import Config
+from flanforge.launcher.dist import RankLayout
 from flanforge.mixtures.mixture import Mixture
+from flanforge.mixtures.shards import Manifest, ensure_prepared
+from flanforge.mixtures.stream import MixtureStream, StreamConfig, build_loader
 from flanforge.model.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 
 TOKENIZER_TEXTS = 20_000
@@ -42,74 +43,69 @@ def tokenizer_corpus(mixture: Mixture, seed: int) -> list[str]:
     return texts
 
 
-# ---- TEMPORARY scaffold until mixtures/stream.py lands (replaced, not committed as is)
-@dataclass
-class _Tracker:
-    consumed: int = 0
-
-    def update(self, batch):
-        self.consumed += 1
+def shards_dir(cfg: Config) -> Path:
+    return Path(cfg.mixture.shards_dir or Path(cfg.output_dir) / "shards")
 
 
 class TrainData:
-    def __init__(self, cfg, mixture, tokenizer, layout, state):
-        self.cfg, self.mixture, self.tok, self.layout = cfg, mixture, tokenizer, layout
-        self.tracker = _Tracker(consumed=(state or {}).get("consumed", 0))
-        self.group_of = mixture.group_of()
-        self.top_tasks = set(self.group_of)
-        self.loader = self._batches()
+    """The rank's DataLoader over the mixture stream, what it consumed, and its counters."""
 
-    def _batches(self):
-        cfg = self.cfg
-        rates = self.mixture.rates()
-        names = list(rates)
-        tasks = {t.name: t for t in self.mixture.tasks()}
-        T = cfg.mixture.seq_len
-        i = self.tracker.consumed
-        while True:
-            rng = random.Random(f"{cfg.seed}/{i}/{self.layout.rank}")
-            rows = []
-            for _ in range(cfg.train.micro_batch_size):
-                ids, labels, seg, pos, meta = [], [], [], [], []
-                s = 1
-                while True:
-                    t = tasks[rng.choices(names, [rates[n] for n in names])[0]]
-                    rec = rng.choice(t.records())
-                    ex = t.render(rec, rng)
-                    a = self.tok.encode(ex.inputs)
-                    b = self.tok.encode(ex.targets) + [self.tok.eos_id]
-                    seq = a + b
-                    if len(ids) + len(seq) > T:
-                        break
-                    ids += seq
-                    labels += [-100] * (len(a) - 1) + b + [-100]
-                    seg += [s] * len(seq)
-                    pos += list(range(len(seq)))
-                    meta.append({"task": t.name, "group": self.group_of[t.name], "template_id": ex.template_id, "format": ex.format})
-                    s += 1
-                pad = T - len(ids)
-                rows.append((ids + [0] * pad, labels + [-100] * pad, seg + [0] * pad, pos + [0] * pad, meta))
-            yield {
-                "input_ids": torch.tensor([r[0] for r in rows]),
-                "labels": torch.tensor([r[1] for r in rows]),
-                "segment_ids": torch.tensor([r[2] for r in rows]),
-                "position_ids": torch.tensor([r[3] for r in rows]),
-                "meta": [r[4] for r in rows],
-            }
-            i += 1
+    def __init__(self, cfg: Config, mixture: Mixture, tokenizer: Tokenizer, layout: RankLayout,
+                 state: Optional[dict[str, Any]]):
+        root = shards_dir(cfg)
+        if layout.rank == 0:
+            ensure_prepared(mixture, root)  # prepares what is missing, checks checksums
+        dist.barrier()
+        stream_cfg = StreamConfig(
+            seed=cfg.seed,
+            seq_len=cfg.mixture.seq_len,
+            micro_batch_size=cfg.train.micro_batch_size,
+            block_size=cfg.mixture.block_size,
+            arch=cfg.model.arch,
+            include_inputs_in_loss=cfg.mixture.include_inputs_in_loss,
+            overlong=cfg.mixture.overlong,
+            num_workers=cfg.mixture.num_workers,
+        )
+        weights = cfg.mixture.weights or None
+        self.world_size = layout.world_size
+        self.stream = MixtureStream(mixture, tokenizer, stream_cfg, Manifest.load(root), layout.rank,
+                                    layout.world_size, state=(state or {}).get("stream"), rate_overrides=weights)
+        self.loader = build_loader(self.stream)
+        self.tracker = self.stream.tracker()
+        self.base_counters: dict[str, int] = dict((state or {}).get("counters", {}))
+        self.mixture, self.tokenizer = mixture, tokenizer
+        rates = mixture.rates(weights)
+        self.top_tasks = set(sorted(rates, key=rates.__getitem__, reverse=True)[: cfg.train.log_top_tasks])
 
-    def state_dict(self):
-        return {"consumed": self.tracker.consumed}
+    def _gather(self, obj: Any) -> list[Any]:
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
 
-    def counters(self):
-        return {}
+    def counters(self) -> dict[str, int]:
+        """Over-length examples truncated/dropped (all ranks, whole run) and bad records skipped. Collective."""
+        totals = dict(self.base_counters)
+        for per_task in self._gather(self.tracker.counters):
+            for counts in per_task.values():
+                for key, n in counts.items():
+                    totals[f"overlong_{key}"] = totals.get(f"overlong_{key}", 0) + n
+        totals["bad_records_skipped"] = sum(self.stream.bad_records().values())
+        return totals
 
-    def sample_prompts(self):
-        return "scaffold"
+    def state_dict(self) -> dict[str, Any]:
+        """The stream's world-size-independent state plus the counters. Collective."""
+        return {"stream": self.stream.state_dict(self._gather(self.tracker.summary())), "counters": self.counters()}
 
-    def close(self):
-        pass
+    def sample_prompts(self, n: int = 4) -> str:
+        """A few rendered examples for TensorBoard's text tab."""
+        rng = random.Random(0)
+        parts = []
+        for task in sorted(self.mixture.tasks(), key=lambda t: t.name)[:n]:
+            example = task.render(task.records("train")[0], rng, 0)
+            parts.append(f"[{task.name} | {example.template_id} | {example.format}]\n{example.inputs}\n=> {example.targets}")
+        return "\n\n".join(parts)
 
 
-def build_train_data(cfg, mixture, tokenizer, layout, state):
+def build_train_data(cfg: Config, mixture: Mixture, tokenizer: Tokenizer, layout: RankLayout,
+                     state: Optional[dict[str, Any]]) -> TrainData:
     return TrainData(cfg, mixture, tokenizer, layout, state)

@@ -22,7 +22,8 @@ CONFIG_FILE = "config.yaml"
 MUTABLE = (
     "train.max_steps", "train.lr", "train.schedule", "train.warmup_steps", "train.grad_clip",
     "train.log_every", "train.max_nonfinite_in_a_row", "train.weight_decay",
-    "mixture.weights", "mixture.num_workers", "mixture.on_bad_record",
+    "train.log_top_tasks", "train.micro_batch_size", "mixture.weights", "mixture.num_workers",
+    "mixture.on_bad_record", "mixture.shards_dir",
     "checkpoint.", "launch.", "deepspeed.offload_optimizer", "deepspeed.offload_param",
     "output_dir",
 )

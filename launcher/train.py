@@ -94,7 +94,7 @@ def setup(cfg: Config) -> Run:
     # Steps logged after the checkpoint by a run that was killed are purged from TensorBoard.
     resume_step = 0 if state is None else state["step"]
     metrics = Metrics(Path(cfg.output_dir) / "tensorboard", enabled=rank0, purge_step=resume_step + 1)
-    data = build_train_data(cfg, mixture, tokenizer, layout, None if state is None else state["stream"])
+    data = build_train_data(cfg, mixture, tokenizer, layout, None if state is None else state["data"])
     run = Run(cfg, layout, engine, data, metrics)
     if state is not None:
         run.step = state["step"]
@@ -220,7 +220,7 @@ def stop_requested(run: Run) -> bool:
 
 
 def save(run: Run) -> None:
-    state = {"stream": run.data.state_dict(), "counters": run.counters}
+    state = {"data": run.data.state_dict(), "counters": run.counters}
     tag = checkpoint.save(run.engine, run.cfg, run.step, state, run.layout.rank)
     log(run, f"saved checkpoint {tag}")
 
@@ -234,7 +234,6 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 def cleanup(run: Run) -> None:
     run.metrics.close()
-    run.data.close()
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 

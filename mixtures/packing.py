@@ -88,15 +88,15 @@ class Packer:
     def capacity(self) -> tuple[int, ...]:
         return (self.seq_len, self.target_len) if self.arch == "t5" else (self.seq_len,)
 
-    def pack(self, sizes: np.ndarray) -> list[list[int]]:
+    def pack(self, sizes: Sequence[Sequence[int]]) -> list[list[int]]:
         """First-fit decreasing over ``sizes`` (n, dims): rows as lists of example indices.
 
         Examples are placed largest first (ties by index, so the result is a
         function of the sizes alone) into the first row with room in every
         dimension; a new row opens when none has room.
         """
-        sizes = np.asarray(sizes, dtype=np.int64).reshape(len(sizes), -1)
         cap = np.asarray(self.capacity(), dtype=np.int64)
+        sizes = np.asarray(sizes, dtype=np.int64).reshape(-1, len(cap))
         if (sizes > cap).any():
             raise ValueError(f"an example is larger than a row {tuple(cap)}; fit() it first")
         order = np.argsort(-(sizes / cap).sum(axis=1), kind="stable")

@@ -26,7 +26,6 @@ import json
 import multiprocessing
 import os
 import re
-import tarfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +36,8 @@ import webdataset
 from tqdm import tqdm
 
 from flanforge.mixtures.mixture import Mixture
-from flanforge.mixtures.task import Task, TaskError
+from flanforge.mixtures.task import SPLITS, Task, TaskError
 
-SPLITS = ("train", "exemplars", "validation")
 MANIFEST = "manifest.json"
 ENTRY = "entry.json"
 RECORDS_PER_SHARD = 1000
@@ -67,14 +65,6 @@ def task_dir(name: str) -> str:
     return safe
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _write_shard(path: Path, task: str, split: str, records: Sequence[dict], start: int) -> dict[str, Any]:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f, webdataset.TarWriter(f, mtime=0) as writer:
@@ -84,7 +74,8 @@ def _write_shard(path: Path, task: str, split: str, records: Sequence[dict], sta
             except (TypeError, ValueError) as err:
                 raise ShardError(f"task '{task}': {split} record {i} is not JSON-serialisable: {err}") from None
             writer.write({"__key__": f"{i:09d}", "json": data})
-    entry = {"file": path.name, "num_records": len(records), "bytes": tmp.stat().st_size, "sha256": _sha256(tmp)}
+    data = tmp.read_bytes()
+    entry = {"file": path.name, "num_records": len(records), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     os.replace(tmp, path)
     return entry
 
@@ -93,6 +84,7 @@ def write_task(task: Task, root: Path, records_per_shard: int = RECORDS_PER_SHAR
     """Write one task's shards for every split, then its entry; returns the entry."""
     out = root / task_dir(task.name)
     out.mkdir(parents=True, exist_ok=True)
+    (out / ENTRY).unlink(missing_ok=True)  # the old entry must not outlive the shards it names
     entry: dict[str, Any] = {"name": task.name, "dir": out.name, "fingerprint": fingerprint(task), "splits": {}}
     for split in SPLITS:
         records = task.records(split)
@@ -103,6 +95,7 @@ def write_task(task: Task, root: Path, records_per_shard: int = RECORDS_PER_SHAR
             for k, start in enumerate(range(0, len(records), records_per_shard))
         ]
         entry["splits"][split] = {"num_records": len(records), "shards": shards}
+    entry["bad_records"] = task.bad_records  # malformed source records the task's source skipped
     _write_json(out / ENTRY, entry)
     return entry
 
@@ -169,15 +162,15 @@ def _read_entry(root: Path, name: str) -> dict[str, Any] | None:
 
 
 def _is_current(task: Task, root: Path) -> bool:
+    """The task's entry is there, with its fingerprint, and names shards present at their sizes."""
     entry = _read_entry(root, task.name)
-    if entry is None or entry.get("fingerprint") != fingerprint(task):
+    if entry is None:
         return False
-    out = root / entry["dir"]
-    return all(
-        (out / s["file"]).is_file() and (out / s["file"]).stat().st_size == s["bytes"]
-        for split in entry["splits"].values()
-        for s in split["shards"]
-    )
+    try:
+        Manifest(root, {task.name: entry}).check([task])
+    except ShardError:
+        return False
+    return True
 
 
 def write_manifest(root: str | Path) -> "Manifest":
@@ -216,8 +209,9 @@ class Manifest:
             data = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ShardError(f"{path}: not a valid manifest: {err}") from None
-        if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
-            raise ShardError(f"{path}: manifest version {data.get('version') if isinstance(data, dict) else None!r}, expected {FORMAT_VERSION}")
+        version = data.get("version") if isinstance(data, dict) else None
+        if version != FORMAT_VERSION:
+            raise ShardError(f"{path}: manifest version {version!r}, expected {FORMAT_VERSION}")
         return Manifest(root, data["tasks"])
 
     def shards(self, task: str, split: str = "train") -> list[ShardInfo]:
@@ -229,6 +223,10 @@ class Manifest:
 
     def num_records(self, task: str, split: str = "train") -> int:
         return self._entry(task)["splits"][split]["num_records"]
+
+    def bad_records(self, task: str) -> int:
+        """Malformed source records skipped when the task was prepared (``on_bad_record: skip``)."""
+        return self._entry(task)["bad_records"]
 
     def _entry(self, task: str) -> dict[str, Any]:
         if task not in self.tasks:
@@ -257,13 +255,30 @@ class Manifest:
 
 
 def verify_shard(shard: ShardInfo, checksum: bool = True) -> None:
-    if not shard.path.is_file():
+    """Raise :class:`ShardError` unless the shard exists at its recorded size (and sha256)."""
+    if checksum:
+        read_shard(shard)
+    elif not shard.path.is_file():
         raise ShardError(f"{shard.path}: shard is missing")
-    size = shard.path.stat().st_size
-    if size != shard.bytes:
-        raise ShardError(f"{shard.path}: shard is {size} bytes, the manifest says {shard.bytes} (truncated or rewritten)")
-    if checksum and _sha256(shard.path) != shard.sha256:
+    elif shard.path.stat().st_size != shard.bytes:
+        _size_error(shard, shard.path.stat().st_size)
+
+
+def read_shard(shard: ShardInfo) -> bytes:
+    """The shard's bytes, checked against the manifest's size and sha256."""
+    try:
+        data = shard.path.read_bytes()
+    except FileNotFoundError:
+        raise ShardError(f"{shard.path}: shard is missing") from None
+    if len(data) != shard.bytes:
+        _size_error(shard, len(data))
+    if hashlib.sha256(data).hexdigest() != shard.sha256:
         raise ShardError(f"{shard.path}: sha256 does not match the manifest (corrupted or rewritten)")
+    return data
+
+
+def _size_error(shard: ShardInfo, size: int) -> None:
+    raise ShardError(f"{shard.path}: shard is {size} bytes, the manifest says {shard.bytes} (truncated or rewritten)")
 
 
 def ensure_prepared(mixture: Mixture, out_dir: str | Path, workers: int = 1, progress: bool = False) -> Manifest:
@@ -311,8 +326,7 @@ class ShardReader:
             self._files.move_to_end(shard.path)
             return fd
         if shard.path not in self._index:
-            verify_shard(shard, checksum=True)
-            self._index[shard.path] = _tar_index(shard)
+            self._index[shard.path] = _tar_index(shard, read_shard(shard))
         if len(self._files) >= self.max_open:
             os.close(self._files.popitem(last=False)[1])
         fd = self._files[shard.path] = os.open(shard.path, os.O_RDONLY)
@@ -323,17 +337,27 @@ class ShardReader:
             os.close(self._files.popitem()[1])
 
 
-def _tar_index(shard: ShardInfo) -> np.ndarray:
-    """(num_records, 2): data offset and size of each record's ``json`` member, in key order."""
-    rows = []
-    try:
-        with tarfile.open(shard.path, "r:") as tar:
-            for member in tar:
-                if member.name.endswith(".json"):
-                    rows.append((int(member.name.split(".", 1)[0]), member.offset_data, member.size))
-    except tarfile.TarError as err:
-        raise ShardError(f"{shard.path}: not a readable tar file: {err}") from None
-    rows.sort()
+_USTAR_MAGIC = np.frombuffer(b"ustar\x0000", dtype=np.uint8)
+_OCTAL = 8 ** np.arange(10, -1, -1)
+
+
+def _tar_index(shard: ShardInfo, data: bytes) -> np.ndarray:
+    """(num_records, 2): data offset and size of each record's ``json`` member, in key order.
+
+    Reads the ustar headers of ``data`` with numpy instead of ``tarfile``, whose
+    per-member overhead made opening the ~2K shards one ``builtin`` block
+    touches take a minute. Sound for a shard whose sha256 matched: prepare
+    wrote it as ustar members in key order, and a header is the only 512-byte
+    block with the ustar magic at byte 257 (JSON text holds no NUL byte).
+    """
+    if len(data) % 512:
+        raise ShardError(f"{shard.path}: not a tar file (its size is not a multiple of 512 bytes)")
+    blocks = np.frombuffer(data, dtype=np.uint8).reshape(-1, 512)
+    headers = np.flatnonzero((blocks[:, 257:265] == _USTAR_MAGIC).all(axis=1))
+    digits = blocks[headers, 124:135].astype(np.int64) - ord("0")  # size: 11 octal digits
+    if (digits < 0).any() or (digits > 7).any() or not (blocks[headers, 156] == ord("0")).all():
+        raise ShardError(f"{shard.path}: not a shard of regular ustar members as prepare writes them")
+    rows = np.stack([(headers + 1) * 512, digits @ _OCTAL], axis=1)
     if len(rows) != shard.num_records:
         raise ShardError(f"{shard.path}: holds {len(rows)} records, the manifest says {shard.num_records}")
-    return np.array([(off, size) for _, off, size in rows], dtype=np.int64).reshape(-1, 2)
+    return rows

@@ -23,7 +23,10 @@ TINY = [
 
 
 def train_command(output_dir, *overrides):
-    return [FLANFORGE, "train", "--config", DEMO, f"output_dir={output_dir}", *TINY, *overrides]
+    from flanforge.launcher.dist import free_port
+
+    port = f"launch.master_port={free_port()}"  # runs started side by side must not collide
+    return [FLANFORGE, "train", "--config", DEMO, f"output_dir={output_dir}", *TINY, port, *overrides]
 
 
 def train(output_dir, *overrides, timeout=900):

@@ -1,0 +1,202 @@
+"""Shards: prepare writes webdataset tars and a manifest; random access; crash safety; bad input."""
+
+import hashlib
+import io
+import json
+import tarfile
+
+import pytest
+import webdataset
+
+from flanforge.launcher import cli
+from flanforge.mixtures import shards
+from flanforge.mixtures.mixture import Mixture, Rate
+from flanforge.mixtures.registry import get_mixture
+from flanforge.mixtures.shards import Manifest, ShardError, ShardReader, ensure_prepared, prepare
+from flanforge.mixtures.task import Task, TaskError, Template
+
+SIZES = {"train": 25, "exemplars": 3, "validation": 4}
+
+
+def make_task(name, sizes=SIZES):
+    def source(split):
+        return [{"q": f"{name} {split} q{i} é", "answer": str(i), "n": i} for i in range(sizes[split])]
+
+    return Task(name, ("q", "answer", "n"), (Template("t0", "{{ q }}"),), source)
+
+
+def mixture(*tasks, weights=None):
+    weights = weights or [1.0] * len(tasks)
+    return Mixture("m", [(t, Rate.fixed(w)) for t, w in zip(tasks, weights)])
+
+
+@pytest.fixture
+def prepared(tmp_path):
+    mix = mixture(make_task("alpha"), make_task("beta/odd name"))
+    manifest = prepare(mix, tmp_path, records_per_shard=10, progress=False)
+    return mix, manifest
+
+
+def test_shards_round_trip_through_webdataset_reader(prepared):
+    mix, manifest = prepared
+    for task in mix.tasks():
+        for split in shards.SPLITS:
+            urls = [str(s.path) for s in manifest.shards(task.name, split)]
+            assert len(urls) == -(-SIZES[split] // 10)
+            samples = list(webdataset.WebDataset(urls, shardshuffle=False).decode())
+            assert [s["__key__"] for s in samples] == [f"{i:09d}" for i in range(SIZES[split])]
+            assert [s["json"] for s in samples] == list(task.records(split))
+
+
+def test_manifest_counts_checksums_and_reader_random_access(prepared):
+    mix, manifest = prepared
+    assert manifest.num_records("alpha", "train") == 25
+    assert [s.num_records for s in manifest.shards("alpha")] == [10, 10, 5]
+    assert all(len(s.sha256) == 64 for s in manifest.shards("alpha"))
+    reader = ShardReader(manifest, max_open=2)  # fewer handles than shards: the LRU reopens
+    records = mix.tasks()[1].records("train")
+    for i in (24, 0, 13, 7, 24, 10):
+        assert reader.record("beta/odd name", i) == records[i]
+    assert reader.record("alpha", 2, split="validation") == mix.tasks()[0].records("validation")[2]
+    reader.close()
+
+
+def test_rerun_skips_complete_tasks_and_parallel_output_is_identical(tmp_path, monkeypatch):
+    mix = mixture(make_task("alpha"), make_task("beta"), make_task("gamma"))
+    serial = prepare(mix, tmp_path / "serial", records_per_shard=10, progress=False)
+    parallel = prepare(mix, tmp_path / "parallel", workers=2, records_per_shard=10, progress=False)
+    for name in ("alpha", "beta", "gamma"):
+        assert [s.sha256 for s in serial.shards(name)] == [s.sha256 for s in parallel.shards(name)]
+
+    written = []
+    monkeypatch.setattr(shards, "write_task", lambda task, root, n: written.append(task.name))
+    prepare(mix, tmp_path / "serial", records_per_shard=10, progress=False)
+    assert written == []
+    (tmp_path / "serial" / "beta" / "train-00001.tar").unlink()  # damaged: prepared again
+    prepare(mix, tmp_path / "serial", records_per_shard=10, progress=False)
+    assert written == ["beta"]
+
+
+def test_a_crash_mid_task_leaves_no_manifest_entry_and_a_rerun_completes(tmp_path, monkeypatch):
+    mix = mixture(make_task("alpha"), make_task("beta"))
+    write_shard = shards._write_shard
+
+    def crash_in_beta_validation(path, task, split, records, start):
+        if task == "beta" and split == "validation":
+            path.with_name(path.name + ".tmp").write_bytes(b"half a shard")
+            raise KeyboardInterrupt("killed mid-shard")
+        return write_shard(path, task, split, records, start)
+
+    monkeypatch.setattr(shards, "_write_shard", crash_in_beta_validation)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(mix, tmp_path, records_per_shard=10, progress=False)
+    assert (tmp_path / "beta" / "train-00000.tar").exists()  # written before the crash ...
+    assert not (tmp_path / "beta" / shards.ENTRY).exists()  # ... but never listed
+    assert sorted(shards.write_manifest(tmp_path).tasks) == ["alpha"]
+    monkeypatch.setattr(shards, "_write_shard", write_shard)
+    manifest = prepare(mix, tmp_path, records_per_shard=10, progress=False)
+    manifest.check(mix.tasks(), checksums=True)
+    assert sorted(manifest.tasks) == ["alpha", "beta"]
+
+
+def test_missing_shard_is_named(prepared):
+    mix, manifest = prepared
+    shard = manifest.shards("alpha")[1]
+    shard.path.unlink()
+    with pytest.raises(ShardError, match=f"{shard.path}: shard is missing"):
+        manifest.check(mix.tasks())
+    with pytest.raises(ShardError, match="missing"):
+        ShardReader(manifest).record("alpha", 12)
+
+
+def test_truncated_shard_is_named(prepared):
+    mix, manifest = prepared
+    shard = manifest.shards("alpha")[0]
+    shard.path.write_bytes(shard.path.read_bytes()[:1000])
+    with pytest.raises(ShardError, match=f"{shard.path}: shard is 1000 bytes.*truncated"):
+        manifest.check(mix.tasks())
+
+
+def test_checksum_mismatch_is_named_on_check_and_on_first_read(prepared):
+    mix, manifest = prepared
+    shard = manifest.shards("alpha")[0]
+    data = bytearray(shard.path.read_bytes())
+    data[600] ^= 0xFF  # same size, one byte flipped inside the first record
+    shard.path.write_bytes(bytes(data))
+    manifest.check(mix.tasks())  # sizes alone look fine
+    with pytest.raises(ShardError, match=f"{shard.path}: sha256 does not match"):
+        manifest.check(mix.tasks(), checksums=True)
+    with pytest.raises(ShardError, match="sha256 does not match"):
+        ShardReader(manifest).record("alpha", 0)
+
+
+def test_a_tar_that_is_not_a_prepared_shard_is_named(prepared):
+    _, manifest = prepared
+    shard = manifest.shards("alpha")[0]
+    with tarfile.open(shard.path, "w") as tar:  # rewritten by hand, manifest updated to match
+        info = tarfile.TarInfo("notes.txt")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"hello"))
+        folder = tarfile.TarInfo("folder")
+        folder.type = tarfile.DIRTYPE  # not a regular member: no record
+        tar.addfile(folder)
+    data = shard.path.read_bytes()
+    entry_file = manifest.root / "alpha" / shards.ENTRY
+    entry = json.loads(entry_file.read_text())
+    entry["splits"]["train"]["shards"][0].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    entry_file.write_text(json.dumps(entry))
+    manifest = shards.write_manifest(manifest.root)
+    with pytest.raises(ShardError, match=f"{shard.path}: not a shard of regular ustar members"):
+        ShardReader(manifest).record("alpha", 0)
+
+
+def test_task_missing_from_manifest_or_changed_since_is_named(prepared, tmp_path):
+    _, manifest = prepared
+    with pytest.raises(ShardError, match="task 'gamma' is not in .*manifest.json"):
+        manifest.check([make_task("gamma")])
+    grown = make_task("alpha", sizes={**SIZES, "train": 26})
+    with pytest.raises(ShardError, match="task 'alpha'.*fingerprint mismatch"):
+        manifest.check([grown])
+
+
+def test_manifest_damaged_or_absent(tmp_path):
+    with pytest.raises(ShardError, match="no manifest"):
+        Manifest.load(tmp_path)
+    (tmp_path / shards.MANIFEST).write_text("{not json")
+    with pytest.raises(ShardError, match="not a valid manifest"):
+        Manifest.load(tmp_path)
+    (tmp_path / shards.MANIFEST).write_text(json.dumps({"version": 99, "tasks": {}}))
+    with pytest.raises(ShardError, match="version 99"):
+        Manifest.load(tmp_path)
+
+
+def test_task_with_no_records_is_named(tmp_path):
+    empty = make_task("empty", sizes={**SIZES, "train": 0})
+    with pytest.raises(ShardError, match="task 'empty' has no train records"):
+        prepare(mixture(make_task("alpha"), empty), tmp_path, progress=False)
+
+
+def test_all_zero_rates_fail_before_anything_is_written(tmp_path):
+    mix = mixture(make_task("alpha"), make_task("beta"), weights=[0.0, 0.0])
+    with pytest.raises(TaskError, match="every rate is zero"):
+        ensure_prepared(mix, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_ensure_prepared_prepares_then_verifies_checksums(tmp_path):
+    mix = mixture(make_task("alpha"))
+    manifest = ensure_prepared(mix, tmp_path)
+    shard = manifest.shards("alpha")[0]
+    data = bytearray(shard.path.read_bytes())
+    data[600] ^= 0xFF
+    shard.path.write_bytes(bytes(data))
+    with pytest.raises(ShardError, match="sha256 does not match"):
+        ensure_prepared(mix, tmp_path)
+
+
+def test_cli_prepare_demo(tmp_path, capsys):
+    assert cli.main(["prepare", "demo", "--out", str(tmp_path), "--workers", "2"]) == 0
+    names = sorted(t.name for t in get_mixture("demo").tasks())
+    assert f"{len(names)} tasks" in capsys.readouterr().out
+    manifest = Manifest.load(tmp_path)
+    assert sorted(manifest.tasks) == names and all(manifest.num_records(t) > 0 for t in names)
