@@ -48,6 +48,9 @@ def launcher_command(cfg: Config, config_path: str, overrides: list[str]) -> lis
 def rank_env(cfg: Config) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONSAFEPATH"] = "1"
+    # DeepSpeed JIT-builds ops against this interpreter: one cache per environment,
+    # or two venvs sharing ~/.cache would rebuild each other's ops on every start.
+    env.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
     if not torch.cuda.is_available():
         env.setdefault("DS_ACCELERATOR", "cpu")
         env["OMP_NUM_THREADS"] = str(cfg.launch.threads_per_rank)

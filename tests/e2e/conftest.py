@@ -1,11 +1,15 @@
 """End-to-end runs: each test starts ``flanforge train``, which starts DeepSpeed's own
 launcher (``deepspeed.launcher.runner``), which starts 2 CPU ranks (gloo)."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+# Probes started with DeepSpeed's launcher directly share the JIT-op cache of `flanforge train`.
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
 
 ROOT = Path(__file__).parents[2]
 FLANFORGE = str(Path(sys.executable).with_name("flanforge"))

@@ -7,6 +7,8 @@ test submits ``slurm/train.sbatch`` (or ``train_srun.sbatch`` / ``chain.sh``) wi
 starts DeepSpeed's launcher and two CPU ranks of ``configs/demo.yaml``.
 
 Where Slurm cannot be installed or started the tests skip with cluster.sh's reason.
+With FLANFORGE_SLURM_NODES=2 in the environment the cluster has two nodes (two
+slurmd on this machine) and the two-node test runs too.
 The cluster runs without an accounting daemon, so job records come from
 ``scontrol show job`` (finished jobs stay there for an hour: MinJobAge); ``sacct``
 is checked as well where accounting is enabled.
@@ -37,6 +39,17 @@ CLUSTER_UNAVAILABLE = range(10, 20)  # cluster.sh's "cannot start Slurm" exit co
 
 # slurm/common.sh's exit codes
 EX_DATAERR, EX_NOINPUT, EX_LOCKED = 65, 66, 75
+
+# The demo config with a smaller model (as tests/e2e/conftest.py's TINY): these tests
+# are about the job around the training, not the training. Jobs.sbatch adds them.
+TINY = (
+    "model.hf_config.hidden_size=128",
+    "model.hf_config.intermediate_size=256",
+    "model.hf_config.num_hidden_layers=2",
+    "model.vocab_size=500",
+    "train.warmup_steps=5",
+)
+SHORT = ("train.max_steps=20", "checkpoint.every_steps=10")
 
 
 # --- cluster and job helpers ---------------------------------------------------------
@@ -77,7 +90,7 @@ class Jobs:
     def sbatch(self, *args: str, options: tuple[str, ...] = (), script: str = "train.sbatch", check: bool = True):
         cmd = [
             "sbatch", "--parsable", f"--output={self.logs}/slurm-%j.log", f"--chdir={REPO}", *options,
-            str(SLURM_DIR / script), *args,
+            str(SLURM_DIR / script), *args, *TINY,
         ]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, env=job_env(), timeout=60)
         if not check:
@@ -159,7 +172,6 @@ def latest(out: Path) -> str:
     return (out / "checkpoints" / "latest").read_text().strip()
 
 
-SHORT = ("train.max_steps=20", "checkpoint.every_steps=10")
 
 
 @pytest.fixture(scope="module")
@@ -183,8 +195,14 @@ def test_train_sbatch_runs_the_demo_to_completion(completed_run):
     jobs, job_id, info, out = completed_run
     assert_job(jobs, job_id, info, "COMPLETED", 0)
     log = jobs.log(job_id)
-    host = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
-    assert f"launch.nnodes=1 launch.master_addr={host} launch.master_port={10000 + job_id % 20000}" in log
+    launch = re.search(r"one launcher per node: launch.nnodes=1 launch.master_addr=(\S+) launch.master_port=(\d+)", log)
+    assert launch, log[-3000:]
+    # The job's first node, or the address Slurm reaches it at where its name does
+    # not resolve (FLANFORGE_SLURM_NODES=2: two slurmd named <host>1, <host>2).
+    node = info["NodeList"]
+    node_addr = re.search(r" NodeAddr=(\S+)", subprocess.run(["scontrol", "show", "node", "-o", node], capture_output=True, text=True).stdout)
+    assert launch.group(1) in (node, node_addr and node_addr.group(1)), (launch.group(1), node)
+    assert int(launch.group(2)) == 10000 + job_id % 20000
     assert "world size 2" in log
     assert "[flanforge] step 20 " in log
     assert "training finished" in log
@@ -208,12 +226,37 @@ def test_train_srun_sbatch_runs_one_task_per_rank(jobs, tmp_path):
     assert latest(out) == "step_00000004"
 
 
+@pytest.mark.parametrize(
+    ("script", "options", "expected"),
+    [
+        ("train.sbatch", ("--nodes=2",), "launch.nnodes=2 "),
+        ("train_srun.sbatch", ("--nodes=2", "--ntasks-per-node=1"), "one task per rank: 2 ranks"),
+    ],
+    ids=["launcher-per-node", "task-per-rank"],
+)
+def test_two_nodes(jobs, tmp_path, script, options, expected):
+    nodes = set(subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True).stdout.split())
+    if len(nodes) < 2:
+        pytest.skip("the cluster has one node; FLANFORGE_SLURM_NODES=2 starts two (two slurmd on this machine)")
+    out = tmp_path / "out"
+    job_id = jobs.sbatch(
+        str(DEMO), str(out), "train.max_steps=4", "checkpoint.every_steps=0", "launch.nproc_per_node=1",
+        options=options, script=script,
+    )  # fmt: skip
+    info = wait_job(jobs, job_id)
+    assert_job(jobs, job_id, info, "COMPLETED", 0)
+    log = jobs.log(job_id)
+    assert "(2 node(s))" in log and expected in log
+    assert "world size 2" in log
+    assert latest(out) == "step_00000004"
+
+
 # --- preemption ----------------------------------------------------------------------
 
 
 def test_usr1_checkpoints_requeues_and_resumes(jobs, tmp_path):
     out = tmp_path / "out"
-    steps = 80
+    steps = 200  # tiny-model steps take a fraction of a second: leave room to signal
     job_id = jobs.sbatch(str(DEMO), str(out), f"train.max_steps={steps}", "checkpoint.every_steps=10")
     wait_for(lambda: (out / "checkpoints" / "latest").exists(), JOB_TIMEOUT, "the first checkpoint")
     assert job_info(job_id)["JobState"] == "RUNNING"
@@ -238,6 +281,21 @@ def test_usr1_checkpoints_requeues_and_resumes(jobs, tmp_path):
     assert f"[flanforge] step {steps} " in after_resume
     assert latest(out) == f"step_{steps:08d}"
     assert not (out / "PREEMPTED").exists()
+
+
+def test_scancel_stops_the_job_without_requeueing_it(jobs, tmp_path):
+    out = tmp_path / "out"
+    job_id = jobs.sbatch(str(DEMO), str(out), "train.max_steps=2000", "checkpoint.every_steps=10")
+    wait_for(lambda: (out / "checkpoints" / "latest").exists(), JOB_TIMEOUT, "the first checkpoint")
+    subprocess.run(["scancel", str(job_id)], check=True)
+    info = wait_job(jobs, job_id, timeout=300)
+    assert info["JobState"] == "CANCELLED", info
+    assert int(info["Restarts"]) == 0, jobs.log(job_id)[-3000:]
+    log = jobs.log(job_id)
+    assert f"requeueing job {job_id}" not in log
+    if (out / "PREEMPTED").exists():  # the ranks saved before Slurm's KillWait ran out
+        assert "stopped on SIGTERM (scancel or the time limit) and checkpointed; not requeueing" in log
+    assert latest(out).startswith("step_")
 
 
 # --- bad input -----------------------------------------------------------------------
@@ -324,7 +382,7 @@ def test_chain_runs_the_first_job_and_cancels_the_rest_when_done(jobs, tmp_path)
     out = tmp_path / "out"
     proc = subprocess.run(
         ["bash", str(SLURM_DIR / "chain.sh"), "3", str(DEMO), str(out), "train.max_steps=4", "checkpoint.every_steps=0",
-         "--", f"--output={jobs.logs}/slurm-%j.log"],
+         *TINY, "--", f"--output={jobs.logs}/slurm-%j.log"],
         capture_output=True, text=True, env=job_env(), cwd=REPO, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

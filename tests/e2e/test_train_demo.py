@@ -55,3 +55,31 @@ def test_restart_on_finished_run_resumes_and_does_nothing(demo_run, run_train, r
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"resumed from step {STEPS}" in proc.stdout
     assert len(read_scalars(out, "train/loss")) == STEPS
+
+
+def test_per_group_format_and_task_scalars(demo_run, read_scalars):
+    from tensorboard.backend.event_processing import event_accumulator
+
+    out, _ = demo_run
+    acc = event_accumulator.EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    groups = [t for t in tags if t.startswith("loss/group/")]
+    formats = [t for t in tags if t.startswith("loss/format/")]
+    tasks = [t for t in tags if t.startswith("loss/task/")]
+    assert groups and formats and tasks
+    assert {t.split("/")[-1] for t in formats} <= {"zero_shot", "few_shot", "cot", "inverted"}
+    overall = dict(read_scalars(out, "train/loss"))
+    for tag in groups + formats + tasks:
+        values = dict(read_scalars(out, tag))
+        # Plausible: finite, positive, and the same order of magnitude as the overall loss.
+        assert all(0 < v < 3 * overall[s] + 1 for s, v in values.items()), tag
+    # The overall loss is the token-weighted mean of the groups': it lies between them.
+    step = STEPS
+    group_values = [dict(read_scalars(out, g))[step] for g in groups if step in dict(read_scalars(out, g))]
+    assert min(group_values) - 1e-4 <= overall[step] <= max(group_values) + 1e-4
+    for tag in ("train/grad_norm", "train/examples_per_sec", "train/padding_efficiency",
+                "train/data_wait_fraction", "data/overlong_truncated", "data/bad_records_skipped"):
+        assert len(read_scalars(out, tag)) == STEPS, tag
+    assert 0.5 < read_scalars(out, "train/padding_efficiency")[-1][1] <= 1.0
+    assert {"config/text_summary", "examples/text_summary"} <= set(acc.Tags()["tensors"])
