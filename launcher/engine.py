@@ -48,6 +48,8 @@ def deepspeed_config(cfg: Config, world_size: int, load_universal: bool = False)
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
         "zero_allow_untested_optimizer": True,
+        # On CPU-only machines torch's AdamW serves offloaded optimizer states as well.
+        "zero_force_ds_cpu_optimizer": False,
         "checkpoint": {"load_universal": load_universal},
     }
     return _merge(out, ds.extra)
@@ -72,7 +74,12 @@ def build_engine(model: torch.nn.Module, cfg: Config, world_size: int, load_univ
     for name, param in model.named_parameters():
         (no_decay if param.ndim < 2 or "norm" in name else decay).append(param)
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=t.betas, eps=1e-8)
+    if cfg.deepspeed.offload_optimizer and torch.cuda.is_available():
+        from deepspeed.ops.adam import DeepSpeedCPUAdam  # vectorised AdamW over CPU-resident states
+
+        optimizer = DeepSpeedCPUAdam(groups, lr=t.lr, betas=t.betas, eps=1e-8, adamw_mode=True)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=t.betas, eps=1e-8)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     engine, _, _, _ = deepspeed.initialize(
         model=model,

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import psutil
@@ -40,9 +41,18 @@ def launcher_command(cfg: Config, config_path: str, overrides: list[str]) -> lis
         "--no_local_rank",
     ]
     if cfg.launch.nnodes > 1:
-        # One launcher per node (e.g. one per Slurm node), no ssh between nodes.
-        cmd += ["--num_nodes", str(cfg.launch.nnodes), "--node_rank", str(cfg.launch.node_rank), "--no_ssh"]
-    return cmd + ["--module", RANK_MODULE, "--config", str(Path(config_path).resolve()), *overrides]
+        # One launcher per node (e.g. one per Slurm node), no ssh between nodes. The
+        # runner wants a hostfile to count slots; the names are never contacted.
+        cmd += ["--num_nodes", str(cfg.launch.nnodes), "--node_rank", str(cfg.launch.node_rank), "--no_ssh",
+                "--hostfile", _placeholder_hostfile(cfg.launch.nnodes, ranks_per_node(cfg))]
+    return cmd
+
+
+def _placeholder_hostfile(nnodes: int, slots: int) -> str:
+    fd, path = tempfile.mkstemp(prefix="flanforge-hostfile-", text=True)
+    with os.fdopen(fd, "w") as fh:
+        fh.writelines(f"node{i} slots={slots}\n" for i in range(nnodes))
+    return path + ["--module", RANK_MODULE, "--config", str(Path(config_path).resolve()), *overrides]
 
 
 def rank_env(cfg: Config) -> dict[str, str]:
@@ -66,8 +76,14 @@ def _forward_to_ranks(proc: subprocess.Popen) -> None:
             pass
 
 
+def _ignore_usr1() -> None:
+    # Under Slurm a signal reaches every process of the step: DeepSpeed's runner and
+    # launch.py have no SIGUSR1 handler and would die; the ranks install their own.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+
 def launch_ranks(cfg: Config, config_path: str, overrides: list[str]) -> int:
-    proc = subprocess.Popen(launcher_command(cfg, config_path, overrides), env=rank_env(cfg))
+    proc = subprocess.Popen(launcher_command(cfg, config_path, overrides), env=rank_env(cfg), preexec_fn=_ignore_usr1)
     for sig in (signal.SIGUSR1, signal.SIGTERM):
         signal.signal(sig, lambda _signum, _frame: _forward_to_ranks(proc))
     while True:

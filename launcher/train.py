@@ -59,6 +59,8 @@ class Run:
     engine: Any
     data: Any  # flanforge.launcher.data.TrainData
     metrics: Any  # flanforge.launcher.metrics.Metrics
+    n_params: int = 0
+    device_name: str = "cpu"
     step: int = 0
     counters: dict[str, float] = field(default_factory=dict)
     stop_signal: int | None = None
@@ -87,6 +89,7 @@ def setup(cfg: Config) -> Run:
     mixture = load_mixture(cfg.mixture.name)
     tokenizer = prepare_tokenizer(cfg, mixture, rank0)
     model = build_model(cfg.model, tokenizer, cfg.seed)
+    n_params = count_parameters(model)  # before ZeRO-3 partitions the weights
     wrapped = TrainingModel(model, arch=cfg.model.arch, fused=cfg.model.fused_loss, zero_stage=cfg.deepspeed.zero_stage)
     universal = checkpoint.needs_universal(cfg.output_dir, layout.world_size, layout.rank)
     engine = build_engine(wrapped, cfg, layout.world_size, load_universal=universal)
@@ -95,13 +98,14 @@ def setup(cfg: Config) -> Run:
     resume_step = 0 if state is None else state["step"]
     metrics = Metrics(Path(cfg.output_dir) / "tensorboard", enabled=rank0, purge_step=resume_step + 1)
     data = build_train_data(cfg, mixture, tokenizer, layout, None if state is None else state["data"])
-    run = Run(cfg, layout, engine, data, metrics)
+    device_name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    run = Run(cfg, layout, engine, data, metrics, n_params=n_params, device_name=device_name)
     if state is not None:
         run.step = state["step"]
         run.counters = state.get("counters", {})
         log(run, f"resumed from step {run.step}" + (f"; changed: {changes}" if changes else ""))
     else:
-        log(run, f"model: {count_parameters(model) / 1e6:.2f}M parameters; mixture '{mixture.name}' "
+        log(run, f"model: {n_params / 1e6:.2f}M parameters; mixture '{mixture.name}' "
                  f"with {len(mixture.tasks())} tasks; world size {layout.world_size}")
         metrics.text("config", Path(cfg.output_dir, rundir.CONFIG_FILE).read_text())
         metrics.text("examples", data.sample_prompts())
@@ -121,7 +125,7 @@ def log(run: Run, message: str) -> None:
 def train(run: Run) -> None:
     """The loop: fetch a window of micro-batches, normalise, forward/backward each, step, log, save."""
     from flanforge.launcher.loss import LossWindow
-    from flanforge.launcher.metrics import format_line
+    from flanforge.launcher.metrics import format_line, model_flops_utilization
 
     cfg, engine = run.cfg, run.engine
     batches: Iterator[dict[str, Any]] = iter(run.data.loader)
@@ -130,6 +134,7 @@ def train(run: Run) -> None:
     nonfinite_in_a_row = 0
     while run.step < cfg.train.max_steps:
         t0 = time.perf_counter()
+        lr = engine.get_lr()[0]  # the rate this step uses
         micro = [next(batches) for _ in range(cfg.train.grad_accum)]
         t_data = time.perf_counter() - t0
 
@@ -153,7 +158,7 @@ def train(run: Run) -> None:
         if run.step % cfg.train.log_every == 0 or run.step == cfg.train.max_steps:
             values = window.summary(run.data.top_tasks)
             values.update({
-                "train/lr": engine.get_lr()[0],
+                "train/lr": lr,
                 "train/grad_norm": float(engine.get_global_grad_norm() or 0.0),
                 "train/tokens_per_sec": values.pop("_tokens") / step_time,
                 "train/examples_per_sec": values.pop("_examples") / step_time,
@@ -161,6 +166,10 @@ def train(run: Run) -> None:
                 "train/nonfinite_skipped": run.counters.get("nonfinite_skipped", 0),
                 **{f"data/{k}": v for k, v in run.data.counters().items()},
             })
+            mfu = model_flops_utilization(values["train/tokens_per_sec"] / run.layout.world_size,
+                                          run.n_params, run.device_name)
+            if mfu is not None:
+                values["train/mfu"] = mfu
             run.metrics.scalars(run.step, values)
             log(run, format_line(run.step, values))
 

@@ -8,7 +8,7 @@ starts DeepSpeed's launcher and two CPU ranks of ``configs/demo.yaml``.
 
 Where Slurm cannot be installed or started the tests skip with cluster.sh's reason.
 With FLANFORGE_SLURM_NODES=2 in the environment the cluster has two nodes (two
-slurmd on this machine) and the two-node test runs too.
+slurmd on this machine) and the two-node tests run too.
 The cluster runs without an accounting daemon, so job records come from
 ``scontrol show job`` (finished jobs stay there for an hour: MinJobAge); ``sacct``
 is checked as well where accounting is enabled.
