@@ -1,8 +1,10 @@
-"""Started by DeepSpeed's launcher (1 or 2 CPU ranks): one accumulation window of a fixed
-global batch of variable-length rows through the real engine and ``LossWindow``; rank 0
-saves the full (unpartitioned) gradients just before the optimizer step.
+"""Started by DeepSpeed's launcher (1 or 2 CPU ranks): for each case, one accumulation
+window of a fixed global batch of variable-length rows through a fresh engine and
+``LossWindow``; rank 0 saves the full (unpartitioned) gradients just before the step.
 
-    deepspeed --num_gpus W grad_probe.py OUT MICRO_BATCH GRAD_ACCUM ZERO_STAGE NORMALIZATION
+    deepspeed --num_gpus W grad_probe.py OUT 'MICRO_BATCH,GRAD_ACCUM,ZERO_STAGE,NORMALIZATION;...'
+
+OUT gets ``{case: {param name: grad}}``.
 """
 
 import sys
@@ -49,12 +51,7 @@ def collate(rows: list[dict]) -> dict:
     return out
 
 
-def main() -> None:
-    out, mb, ga, stage, norm = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-    layout = read_rank_layout()
-    export_torch_env(layout)
-    deepspeed.init_distributed(dist_backend="gloo")
-    world, rank = layout.world_size, layout.rank
+def gradients(mb: int, ga: int, stage: int, norm: str, world: int, rank: int) -> dict[str, torch.Tensor]:
     assert mb * ga * world == GLOBAL_ROWS
     cfg = load_config(None, [f"train.micro_batch_size={mb}", f"train.grad_accum={ga}",
                              f"deepspeed.zero_stage={stage}", f"train.loss_normalization={norm}",
@@ -73,8 +70,20 @@ def main() -> None:
         if m == ga - 1:
             grads = {n: safe_get_full_grad(p).clone() for n, p in engine.module.named_parameters()}
         engine.step()
-    if rank == 0:
-        torch.save(grads, out)
+    return grads
+
+
+def main() -> None:
+    out, cases = sys.argv[1], [c.split(",") for c in sys.argv[2].split(";")]
+    layout = read_rank_layout()
+    export_torch_env(layout)
+    deepspeed.init_distributed(dist_backend="gloo")
+    results = {}
+    for mb, ga, stage, norm in cases:
+        results[f"{mb},{ga},{stage},{norm}"] = gradients(int(mb), int(ga), int(stage), norm,
+                                                         layout.world_size, layout.rank)
+    if layout.rank == 0:
+        torch.save(results, out)
 
 
 if __name__ == "__main__":
