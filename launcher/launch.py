@@ -45,14 +45,14 @@ def launcher_command(cfg: Config, config_path: str, overrides: list[str]) -> lis
         # runner wants a hostfile to count slots; the names are never contacted.
         cmd += ["--num_nodes", str(cfg.launch.nnodes), "--node_rank", str(cfg.launch.node_rank), "--no_ssh",
                 "--hostfile", _placeholder_hostfile(cfg.launch.nnodes, ranks_per_node(cfg))]
-    return cmd
+    return cmd + ["--module", RANK_MODULE, "--config", str(Path(config_path).resolve()), *overrides]
 
 
 def _placeholder_hostfile(nnodes: int, slots: int) -> str:
     fd, path = tempfile.mkstemp(prefix="flanforge-hostfile-", text=True)
     with os.fdopen(fd, "w") as fh:
         fh.writelines(f"node{i} slots={slots}\n" for i in range(nnodes))
-    return path + ["--module", RANK_MODULE, "--config", str(Path(config_path).resolve()), *overrides]
+    return path
 
 
 def rank_env(cfg: Config) -> dict[str, str]:
