@@ -84,7 +84,7 @@ class TrainData:
 
     def counters(self) -> dict[str, int]:
         """Over-length examples truncated/dropped (all ranks, whole run) and bad records skipped. Collective."""
-        totals = dict(self.base_counters)
+        totals = {"overlong_truncated": 0, "overlong_dropped": 0, **self.base_counters}
         for per_task in self._gather(self.tracker.counters):
             for counts in per_task.values():
                 for key, n in counts.items():
