@@ -1,1 +1,5 @@
-"""flanforge.kernels"""
+"""flanforge.kernels: fused training kernels (a torch path everywhere, Triton on CUDA)."""
+
+from .cross_entropy import CrossEntropyOptions, FusedLinearCrossEntropy, fused_linear_cross_entropy
+
+__all__ = ["CrossEntropyOptions", "FusedLinearCrossEntropy", "fused_linear_cross_entropy"]

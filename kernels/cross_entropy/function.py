@@ -1,0 +1,229 @@
+"""Host side of the fused linear cross-entropy: input checks, the chunk loop and
+the ``torch.autograd.Function``.
+
+The loop computes ``hidden @ weight.T + bias`` one chunk of tokens at a time into
+a single reused buffer, lets the per-chunk op (torch or Triton) turn it into the
+loss and d(loss)/d(logits) in place, and immediately folds that into the
+gradients of hidden, weight and bias. So the full (tokens, vocab) logits never
+exist, and for reduction "mean"/"sum" the gradients are ready after the forward
+pass; backward only scales them by grad_output (Liger-Kernel's scheme).
+
+For reduction "none" the gradient depends on the per-token grad_output, which is
+unknown in forward, so forward computes only the losses and backward runs the
+loop once more with grad_output as the per-token scale. That costs one extra
+logits matmul but keeps no gradient alive between forward and backward.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from . import torch_chunked
+from .options import CrossEntropyOptions
+
+# Upper bound for one chunk of logits, counted in fp32 (the dtype the loss math uses).
+LOGITS_CHUNK_BYTES = 64 * 2**20
+
+
+def chunk_rows(n_rows: int, vocab: int, chunk_size: int | None) -> int:
+    """Tokens per chunk: ``chunk_size`` if given, else as many as fit the logits budget."""
+    rows = chunk_size if chunk_size is not None else LOGITS_CHUNK_BYTES // (4 * vocab)
+    return max(1, min(rows, n_rows))
+
+
+def select_chunk_op(impl: str, device: torch.device):
+    """The one place where the per-chunk path is chosen: Triton for CUDA tensors
+    when it imports (``impl="auto"``), torch otherwise, or as forced by ``impl``."""
+    if impl == "torch" or (impl == "auto" and device.type != "cuda"):
+        return torch_chunked.loss_and_grad_
+    if impl == "auto":
+        try:
+            from . import triton as triton_path
+        except ImportError:
+            return torch_chunked.loss_and_grad_
+        return triton_path.loss_and_grad_
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise RuntimeError(
+            f"impl='triton' on {device.type} tensors runs only in the Triton interpreter: set "
+            "TRITON_INTERPRET=1 before flanforge.kernels.cross_entropy.triton is first imported"
+        )
+    from . import triton as triton_path  # raises ImportError if triton is not installed
+
+    return triton_path.loss_and_grad_
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """fp32 for half-precision inputs, else the input dtype (fp32 or fp64)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def check_inputs(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, bias: torch.Tensor | None) -> None:
+    """Raise ValueError naming the tensors and their shapes on any shape, dtype or device mismatch."""
+    hs, ws, ls = tuple(hidden.shape), tuple(weight.shape), tuple(labels.shape)
+    if hidden.dim() not in (2, 3):
+        raise ValueError(f"hidden {hs} must be (N, H) or (B, T, H)")
+    if weight.dim() != 2:
+        raise ValueError(f"weight {ws} must be (V, H)")
+    if hs[-1] != ws[1]:
+        raise ValueError(f"hidden {hs} and weight {ws}: hidden size {hs[-1]} != {ws[1]}")
+    if ls != hs[:-1]:
+        raise ValueError(f"labels {ls} and hidden {hs}: labels must have shape {hs[:-1]}")
+    if bias is not None and tuple(bias.shape) != ws[:1]:
+        raise ValueError(f"bias {tuple(bias.shape)} and weight {ws}: bias must have shape {ws[:1]}")
+    if not hidden.dtype.is_floating_point:
+        raise ValueError(f"hidden {hs} has dtype {hidden.dtype}; it must be floating point")
+    if weight.dtype != hidden.dtype:
+        raise ValueError(f"hidden {hs} is {hidden.dtype} but weight {ws} is {weight.dtype}")
+    if bias is not None and bias.dtype != hidden.dtype:
+        raise ValueError(f"hidden {hs} is {hidden.dtype} but bias {tuple(bias.shape)} is {bias.dtype}")
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise ValueError(f"labels {ls} has dtype {labels.dtype}; it must be an integer dtype")
+    named = [("hidden", hidden), ("weight", weight), ("labels", labels)] + ([("bias", bias)] if bias is not None else [])
+    if len({t.device for _, t in named}) > 1:
+        where = ", ".join(f"{name} {tuple(t.shape)} on {t.device}" for name, t in named)
+        raise ValueError(f"tensors must be on one device: {where}")
+
+
+def count_valid_labels(labels: torch.Tensor, vocab: int, ignore_index: int) -> int:
+    """Number of labels that are not ignore_index; ValueError if any other label is outside [0, vocab).
+
+    One min/max reduction and a single device-to-host copy.
+    """
+    if labels.numel() == 0:
+        return 0
+    valid = labels != ignore_index
+    low, high = torch.where(valid, labels, 0).aminmax()
+    low, high, n_valid = torch.stack([low, high, valid.sum()]).tolist()
+    if low < 0 or high >= vocab:
+        raise ValueError(
+            f"labels {tuple(labels.shape)} hold values outside [0, {vocab}) that are not "
+            f"ignore_index={ignore_index} (min {low}, max {high})"
+        )
+    return n_valid
+
+
+def chunked_loss_and_grads(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    labels: torch.Tensor,
+    grad_scale: torch.Tensor,
+    options: CrossEntropyOptions,
+    need_grads: tuple[bool, bool, bool],
+):
+    """Per-token losses and the gradients of (hidden, weight, bias) scaled per token by ``grad_scale``.
+
+    hidden (N, H), weight (V, H), bias (V,) or None, labels (N,) int64,
+    grad_scale (N,) in the accumulation dtype. Returns loss (N,) in the
+    accumulation dtype and a (grad_hidden, grad_weight, grad_bias) tuple in the
+    input dtype, with None where ``need_grads`` is False.
+    """
+    n_rows, vocab = hidden.shape[0], weight.shape[0]
+    acc_dtype = accumulation_dtype(hidden.dtype)
+    chunk_op = select_chunk_op(options.impl, hidden.device)
+    rows = chunk_rows(n_rows, vocab, options.chunk_size)
+    need_hidden, need_weight, need_bias = need_grads
+
+    logits_buffer = hidden.new_empty(rows, vocab)  # (rows, V), the only logits alive
+    loss = torch.empty(n_rows, dtype=acc_dtype, device=hidden.device)
+    grad_hidden = torch.empty_like(hidden) if need_hidden else None
+    grad_weight = torch.zeros(weight.shape, dtype=acc_dtype, device=weight.device) if need_weight else None
+    grad_bias = torch.zeros(vocab, dtype=acc_dtype, device=weight.device) if need_bias else None
+    # Half-precision matmuls cannot add into an fp32 buffer: each chunk's weight
+    # gradient lands here first; at the end it receives the fp32 sum, cast back.
+    weight_chunk_grad = torch.empty_like(weight) if need_weight and acc_dtype != weight.dtype else None
+
+    for start in range(0, n_rows, rows):
+        stop = min(start + rows, n_rows)
+        h = hidden[start:stop]  # (R, H)
+        logits = logits_buffer[: stop - start]  # (R, V)
+        if bias is None:
+            torch.mm(h, weight.T, out=logits)
+        else:
+            torch.addmm(bias, h, weight.T, out=logits)
+        chunk_op(logits, labels[start:stop], grad_scale[start:stop], loss[start:stop], options)
+        grad_logits = logits  # (R, V), overwritten in place by chunk_op
+        if need_hidden:
+            torch.mm(grad_logits, weight, out=grad_hidden[start:stop])  # (R, H)
+        if weight_chunk_grad is not None:
+            torch.mm(grad_logits.T, h, out=weight_chunk_grad)  # (V, H)
+            grad_weight.add_(weight_chunk_grad)
+        elif need_weight:
+            grad_weight.addmm_(grad_logits.T, h)  # (V, H)
+        if need_bias:
+            grad_bias.add_(grad_logits.sum(0, dtype=acc_dtype))  # (V,)
+
+    if weight_chunk_grad is not None:
+        grad_weight = weight_chunk_grad.copy_(grad_weight)
+    if grad_bias is not None:
+        grad_bias = grad_bias.to(bias.dtype)
+    return loss, (grad_hidden, grad_weight, grad_bias)
+
+
+class FusedLinearCrossEntropyFunction(torch.autograd.Function):
+    """Autograd for ``loss(hidden @ weight.T + bias, labels)`` on flattened tokens.
+
+    For "mean"/"sum" the gradients computed in forward are scaled in place by
+    grad_output and handed to autograd without a copy. A second backward through
+    the same graph (retain_graph=True) finds them gone and recomputes them, as
+    "none" always does.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, labels, options: CrossEntropyOptions, n_valid: int, grad_enabled: bool):
+        # hidden (N, H), weight (V, H), bias (V,) or None, labels (N,) int64 with
+        # n_valid of them not ignored.
+        # "mean" over zero valid tokens is 0 with zero gradients rather than 0/0.
+        base_scale = 1.0 / max(n_valid, 1) if options.reduction == "mean" else 1.0
+        acc_dtype = accumulation_dtype(hidden.dtype)
+        # grad_enabled is the caller's grad mode (grad mode is always off in here):
+        # under torch.no_grad() no gradient matmul is run.
+        grads_now = grad_enabled and options.reduction != "none"
+        need_grads = tuple(grads_now and need for need in ctx.needs_input_grad[:3])
+        grad_scale = torch.full((1,), base_scale, dtype=acc_dtype, device=hidden.device).expand(hidden.shape[0])
+        loss, grads = chunked_loss_and_grads(hidden, weight, bias, labels, grad_scale, options, need_grads)
+
+        ctx.save_for_backward(hidden, weight, bias, labels)
+        ctx.options = options
+        ctx.base_scale = base_scale
+        ctx.grads = grads if grads_now else None
+        if options.reduction == "none":
+            return loss  # (N,)
+        return loss.sum() * base_scale
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grads, ctx.grads = ctx.grads, None  # drop our reference so autograd can take the tensors as they are
+        if grads is None:
+            hidden, weight, bias, labels = ctx.saved_tensors
+            acc_dtype = accumulation_dtype(hidden.dtype)
+            grad_scale = (grad_output.to(acc_dtype) * ctx.base_scale).expand(hidden.shape[0])  # (N,)
+            _, grads = chunked_loss_and_grads(
+                hidden, weight, bias, labels, grad_scale, ctx.options, tuple(ctx.needs_input_grad[:3])
+            )
+        else:
+            for grad in grads:
+                if grad is not None:
+                    grad.mul_(grad_output)
+        return (*grads, None, None, None, None)
+
+
+def fused_linear_cross_entropy_apply(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    bias: torch.Tensor | None,
+    options: CrossEntropyOptions,
+) -> torch.Tensor:
+    """Check the tensors (and labels' range), flatten the tokens, run the Function;
+    "none" losses come back in labels' shape."""
+    check_inputs(hidden, weight, labels, bias)
+    n_valid = count_valid_labels(labels, weight.shape[0], options.ignore_index)
+    flat_hidden = hidden.reshape(-1, hidden.shape[-1])  # (N, H)
+    flat_labels = labels.reshape(-1).to(torch.int64).contiguous()  # (N,)
+    loss = FusedLinearCrossEntropyFunction.apply(
+        flat_hidden, weight, bias, flat_labels, options, n_valid, torch.is_grad_enabled()
+    )
+    return loss.view(labels.shape) if options.reduction == "none" else loss
