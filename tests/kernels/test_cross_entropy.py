@@ -264,7 +264,7 @@ def test_labels_out_of_range_raise(bad_label):
     labels = torch.zeros(B, T, dtype=torch.long)
     labels[2, 7] = bad_label
     labels[3, 0] = IGNORE  # allowed
-    with pytest.raises(ValueError, match=rf"labels \(5, 123\) hold values outside \[0, 1031\).*ignore_index=-100"):
+    with pytest.raises(ValueError, match=r"labels \(5, 123\) hold values outside \[0, 1031\).*ignore_index=-100"):
         fused_linear_cross_entropy(hidden, weight, labels)
 
 
