@@ -81,6 +81,7 @@ def setup(cfg: Config) -> Run:
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
     rank0 = layout.rank == 0
     changes = rundir.check_run_dir(cfg)
+    torch.distributed.barrier()  # every rank has read the old config.yaml before rank 0 replaces it
     if rank0:
         rundir.write_config(cfg)
     torch.distributed.barrier()
