@@ -197,7 +197,8 @@ def guard_nonfinite(run: Run, finite: bool, in_a_row: int) -> int:
     """Count a step whose loss was non-finite on any rank; its update must have been skipped.
 
     DeepSpeed skips the optimizer step itself when the gradients are not finite
-    (its overflow check); this checks that it did, counts it, and stops the run
+    (its overflow check, via the gradient norm, in ZeRO-1/2/3; the LR schedule
+    does not advance either); this checks that it did, counts it, and stops the run
     after ``train.max_nonfinite_in_a_row`` such steps in a row, keeping the last
     good checkpoint (no checkpoint is written after a non-finite step).
     """
