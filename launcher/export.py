@@ -212,7 +212,7 @@ def hf_tokenizer(spm_file: Path, arch: str):
     from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import SpmConverter
 
-    from flanforge.model.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+    from flanforge.model.tokenizer import load_tokenizer
 
     class _Spm:  # what SpmConverter reads from a slow tokenizer
         vocab_file = str(spm_file)
@@ -225,16 +225,17 @@ def hf_tokenizer(spm_file: Path, arch: str):
                                       decoders.Fuse(), decoders.Strip(content=" ", left=1)])
 
     sp = spm.SentencePieceProcessor(model_file=str(spm_file))
+    ids = load_tokenizer(spm_file)
     backend = _Converter(_Spm()).converted()
+    eos = sp.id_to_piece(ids.eos_id)
     if arch == "t5":
         # T5 inputs end with </s> in training (mixtures/packing.py); tokenizer(text) does the same.
-        eos = sp.id_to_piece(EOS_ID)
         backend.post_processor = processors.TemplateProcessing(
-            single=["$A", eos], pair=["$A", eos, "$B", eos], special_tokens=[(eos, EOS_ID)])
+            single=["$A", eos], pair=["$A", eos, "$B", eos], special_tokens=[(eos, ids.eos_id)])
+    piece = lambda i: sp.id_to_piece(i) if i >= 0 else None  # noqa: E731  (-1: the model has none)
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token=sp.id_to_piece(PAD_ID), eos_token=sp.id_to_piece(EOS_ID),
-        bos_token=sp.id_to_piece(BOS_ID), unk_token=sp.id_to_piece(UNK_ID),
+        tokenizer_object=backend, pad_token=piece(ids.pad_id), eos_token=eos,
+        bos_token=piece(ids.bos_id), unk_token=piece(ids.unk_id),
     )
 
 

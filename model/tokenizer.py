@@ -17,14 +17,21 @@ SPM_FILE = "spiece.model"
 
 
 class Tokenizer:
-    """A thin wrapper over a SentencePiece processor with fixed special ids."""
+    """A thin wrapper over a SentencePiece processor; special ids come from the model.
+
+    flanforge's own models use pad 0, eos 1, bos 2, unk 3 (T5's layout). A
+    model without a pad piece (Llama-2 style) pads with EOS: padding is never
+    attended to nor trained on.
+    """
 
     def __init__(self, model_file: str | Path):
         self.path = Path(model_file)
         self.sp = spm.SentencePieceProcessor(model_file=str(model_file))
-        self.pad_id, self.eos_id, self.bos_id, self.unk_id = PAD_ID, EOS_ID, BOS_ID, UNK_ID
-        if self.sp.pad_id() != PAD_ID or self.sp.eos_id() != EOS_ID:
-            raise ValueError(f"{model_file}: expected pad id {PAD_ID} and eos id {EOS_ID}")
+        self.eos_id, self.bos_id, self.unk_id = self.sp.eos_id(), self.sp.bos_id(), self.sp.unk_id()
+        if self.eos_id < 0:
+            raise ValueError(f"{model_file}: the SentencePiece model has no EOS piece")
+        self.pad_id = self.sp.pad_id() if self.sp.pad_id() >= 0 else self.eos_id
+        self.special_ids = {i for i in (self.pad_id, self.eos_id, self.bos_id, self.unk_id) if i >= 0}
 
     @property
     def vocab_size(self) -> int:
@@ -37,7 +44,7 @@ class Tokenizer:
         return self.sp.encode(texts)
 
     def decode(self, ids: Iterable[int]) -> str:
-        return self.sp.decode([i for i in ids if i > UNK_ID])
+        return self.sp.decode([i for i in ids if i not in self.special_ids])
 
 
 def train_tokenizer(texts: Iterable[str], out_dir: str | Path, vocab_size: int) -> Tokenizer:
