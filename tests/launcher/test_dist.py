@@ -302,8 +302,10 @@ def test_inconsistent_env_names_the_variables(env, names):
 
 def test_free_port_is_bindable():
     port = free_port()
+    assert 1024 < port < 65536
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("", port))
+        sock.bind(("", port))  # raises OSError when the port is taken
+        assert sock.getsockname()[1] == port
 
 
 def test_slurm_job_port_is_stable_and_below_ephemeral_range():
