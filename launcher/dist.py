@@ -102,6 +102,27 @@ def export_torch_env(layout: RankLayout, env: MutableMapping[str, str] = os.envi
     )
 
 
+def init_process_group() -> None:
+    """``deepspeed.init_distributed`` with NCCL on GPUs and gloo on CPUs.
+
+    On CPUs DeepSpeed would also JIT-build its shared-memory all-reduce op (about a
+    minute on first use, behind a lock file a killed build leaves behind) and create
+    two 66 MB buffers per rank in /dev/shm that it never unlinks: each run left
+    132 MB of RAM behind until a test suite filled the machine's memory. Only
+    DeepSpeed's inference all-reduce uses that op, so training skips it and its
+    all-reduces go through gloo.
+    """
+    import deepspeed
+    import deepspeed.ops
+    import torch
+
+    if torch.cuda.is_available():
+        deepspeed.init_distributed(dist_backend="nccl")
+        return
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    deepspeed.init_distributed(dist_backend="gloo")
+
+
 def free_port(host: str = "") -> int:
     """A TCP port free on this host right now (for single-node launches; another
     process may take it before it is used)."""

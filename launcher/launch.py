@@ -32,7 +32,8 @@ def ranks_per_node(cfg: Config) -> int:
     return torch.cuda.device_count() or 2
 
 
-def launcher_command(cfg: Config, config_path: str, overrides: list[str]) -> list[str]:
+def launcher_command(cfg: Config, config_path: str, overrides: list[str], workdir: str) -> list[str]:
+    """DeepSpeed runner command line; files it needs (a hostfile) are written to ``workdir``."""
     cmd = [
         sys.executable, "-m", "deepspeed.launcher.runner",
         "--num_gpus", str(ranks_per_node(cfg)),
@@ -44,15 +45,14 @@ def launcher_command(cfg: Config, config_path: str, overrides: list[str]) -> lis
         # One launcher per node (e.g. one per Slurm node), no ssh between nodes. The
         # runner wants a hostfile to count slots; the names are never contacted.
         cmd += ["--num_nodes", str(cfg.launch.nnodes), "--node_rank", str(cfg.launch.node_rank), "--no_ssh",
-                "--hostfile", _placeholder_hostfile(cfg.launch.nnodes, ranks_per_node(cfg))]
+                "--hostfile", _placeholder_hostfile(workdir, cfg.launch.nnodes, ranks_per_node(cfg))]
     return cmd + ["--module", RANK_MODULE, "--config", str(Path(config_path).resolve()), *overrides]
 
 
-def _placeholder_hostfile(nnodes: int, slots: int) -> str:
-    fd, path = tempfile.mkstemp(prefix="flanforge-hostfile-", text=True)
-    with os.fdopen(fd, "w") as fh:
-        fh.writelines(f"node{i} slots={slots}\n" for i in range(nnodes))
-    return path
+def _placeholder_hostfile(workdir: str, nnodes: int, slots: int) -> str:
+    path = Path(workdir) / "hostfile"
+    path.write_text("".join(f"node{i} slots={slots}\n" for i in range(nnodes)))
+    return str(path)
 
 
 def rank_env(cfg: Config) -> dict[str, str]:
@@ -83,11 +83,13 @@ def _ignore_usr1() -> None:
 
 
 def launch_ranks(cfg: Config, config_path: str, overrides: list[str]) -> int:
-    proc = subprocess.Popen(launcher_command(cfg, config_path, overrides), env=rank_env(cfg), preexec_fn=_ignore_usr1)
-    for sig in (signal.SIGUSR1, signal.SIGTERM):
-        signal.signal(sig, lambda _signum, _frame: _forward_to_ranks(proc))
-    while True:
-        try:
-            return proc.wait()
-        except KeyboardInterrupt:
-            proc.send_signal(signal.SIGINT)
+    with tempfile.TemporaryDirectory(prefix="flanforge-launch-") as workdir:
+        cmd = launcher_command(cfg, config_path, overrides, workdir)
+        proc = subprocess.Popen(cmd, env=rank_env(cfg), preexec_fn=_ignore_usr1)
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(sig, lambda _signum, _frame: _forward_to_ranks(proc))
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:
+                proc.send_signal(signal.SIGINT)

@@ -22,7 +22,7 @@ import torch
 from flanforge.launcher import checkpoint, rundir
 from flanforge.launcher.config import Config, load_config
 from flanforge.launcher.errors import TrainingStopped
-from flanforge.launcher.dist import RankLayout, export_torch_env, in_launched_rank, read_rank_layout
+from flanforge.launcher.dist import RankLayout, export_torch_env, in_launched_rank, init_process_group, read_rank_layout
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,8 +67,6 @@ class Run:
 
 
 def setup(cfg: Config) -> Run:
-    import deepspeed
-
     from flanforge.launcher.data import build_train_data, prepare_tokenizer
     from flanforge.launcher.engine import build_engine
     from flanforge.launcher.metrics import Metrics
@@ -78,7 +76,7 @@ def setup(cfg: Config) -> Run:
 
     layout = read_rank_layout()
     export_torch_env(layout)
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    init_process_group()
     rank0 = layout.rank == 0
     changes = rundir.check_run_dir(cfg)
     torch.distributed.barrier()  # every rank has read the old config.yaml before rank 0 replaces it

@@ -1,6 +1,4 @@
-"""Shared test set-up: markers, and a clean task registry per test."""
-
-import pytest
+"""Shared test set-up: the markers."""
 
 
 def pytest_configure(config):

@@ -2,6 +2,7 @@
 launcher (``deepspeed.launcher.runner``), which starts 2 CPU ranks (gloo)."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -33,9 +34,36 @@ def train_command(output_dir, *overrides):
     return [FLANFORGE, "train", "--config", DEMO, f"output_dir={output_dir}", *TINY, port, *overrides]
 
 
-def train(output_dir, *overrides, timeout=900):
+def run_group(cmd, timeout=600, env=None):
+    """``subprocess.run`` that on a timeout kills the command's whole process group
+    (launcher, ranks, any op build), so one hung run cannot leave processes behind
+    that hold ports, memory or build locks; the timeout is then a test failure."""
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                          start_new_session=True) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
+            raise AssertionError(f"{cmd[:4]} timed out after {timeout} s\n{stdout[-3000:]}{stderr[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+def train(output_dir, *overrides):
     """Run ``flanforge train`` on the demo config with the tiny overrides; returns the CompletedProcess."""
-    return subprocess.run(train_command(output_dir, *overrides), capture_output=True, text=True, timeout=timeout)
+    return run_group(train_command(output_dir, *overrides))
+
+
+def probe(script, world, *args):
+    """Run a probe script on ``world`` CPU ranks under DeepSpeed's own launcher; asserts it succeeded."""
+    from flanforge.launcher.dist import free_port
+
+    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(world),
+           "--master_port", str(free_port()), "--no_local_rank", str(script), *map(str, args)]
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONSAFEPATH": "1"}
+    proc = run_group(cmd, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
 
 
 def start(output_dir, *overrides):
@@ -58,6 +86,12 @@ def scalars(output_dir, tag):
 def run_train():
     """``run_train(output_dir, *overrides)``: see :func:`train`."""
     return train
+
+
+@pytest.fixture(scope="session")
+def run_probe():
+    """``run_probe(script, world, *args)``: see :func:`probe`."""
+    return probe
 
 
 @pytest.fixture(scope="session")

@@ -75,13 +75,11 @@ def probe(run_dir: Path, layout) -> dict:
 
 
 def main(out_file: str, run_dirs: list[str]) -> int:
-    import deepspeed
-
-    from flanforge.launcher.dist import export_torch_env, read_rank_layout
+    from flanforge.launcher.dist import export_torch_env, init_process_group, read_rank_layout
 
     layout = read_rank_layout()
     export_torch_env(layout)
-    deepspeed.init_distributed(dist_backend="gloo")
+    init_process_group()
     results = {run_dir: probe(Path(run_dir), layout) for run_dir in run_dirs}
     if layout.rank == 0:
         torch.save(results, out_file)

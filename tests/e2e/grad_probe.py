@@ -9,13 +9,12 @@ OUT gets ``{case: {param name: grad}}``.
 
 import sys
 
-import deepspeed
 import torch
 from deepspeed.utils import safe_get_full_grad
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from flanforge.launcher.config import load_config
-from flanforge.launcher.dist import export_torch_env, read_rank_layout
+from flanforge.launcher.dist import export_torch_env, init_process_group, read_rank_layout
 from flanforge.launcher.engine import build_engine
 from flanforge.launcher.loss import LossWindow
 from flanforge.model.loss import TrainingModel
@@ -77,7 +76,7 @@ def main() -> None:
     out, cases = sys.argv[1], [c.split(",") for c in sys.argv[2].split(";")]
     layout = read_rank_layout()
     export_torch_env(layout)
-    deepspeed.init_distributed(dist_backend="gloo")
+    init_process_group()
     results = {}
     for mb, ga, stage, norm in cases:
         results[f"{mb},{ga},{stage},{norm}"] = gradients(int(mb), int(ga), int(stage), norm,

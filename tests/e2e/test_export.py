@@ -8,16 +8,11 @@ it rebuilds each trained engine through the project's own code and
 fixed batch. The export itself runs in this process, through the CLI.
 """
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-
-from flanforge.launcher.dist import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +35,7 @@ def runs(tmp_path_factory, run_train):
     root = tmp_path_factory.mktemp("export_runs")
     out = {}
     for name, overrides in RUNS.items():
-        proc = run_train(root / name, *STEPS, *overrides, f"launch.master_port={free_port()}")
+        proc = run_train(root / name, *STEPS, *overrides)
         out[name] = (root / name, proc)
     return out
 
@@ -52,15 +47,11 @@ def trained(runs, name) -> Path:
 
 
 @pytest.fixture(scope="module")
-def engine_outputs(runs, tmp_path_factory):
+def engine_outputs(runs, tmp_path_factory, run_probe):
     """name -> the probe's record for that run: inputs, batch, logits, losses (one 2-rank launch for all)."""
     done = {name: run_dir for name, (run_dir, proc) in runs.items() if proc.returncode == 0}
     out_file = tmp_path_factory.mktemp("probe") / "engine_outputs.pt"
-    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(free_port()),
-           "--no_local_rank", str(PROBE), str(out_file), *map(str, done.values())]
-    env = {**os.environ, "PYTHONSAFEPATH": "1", "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_probe(PROBE, 2, out_file, *done.values())
     results = torch.load(out_file, weights_only=False)
     return {name: results[str(run_dir)] for name, run_dir in done.items()}
 

@@ -6,15 +6,10 @@ accumulated gradients (fp32), not parameters after Adam (whose first step is nea
 sign(grad) and would hide scale errors).
 """
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-from flanforge.launcher.dist import free_port
 
 pytestmark = pytest.mark.e2e
 PROBE = str(Path(__file__).with_name("grad_probe.py"))
@@ -22,20 +17,16 @@ MODES = [("global_token", 2), ("sequence", 2), ("global_token", 3)]
 SPLITS = {1: [(8, 1), (2, 4)], 2: [(2, 2)]}  # ranks -> (micro-batch, accumulation)
 
 
-def probe(out: Path, world: int) -> dict:
+def gradients(run_probe, out: Path, world: int) -> dict:
     cases = ";".join(f"{mb},{ga},{stage},{norm}" for norm, stage in MODES for mb, ga in SPLITS[world])
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONSAFEPATH": "1"}
-    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(world), "--master_port",
-           str(free_port()), "--no_local_rank", PROBE, str(out), cases]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_probe(PROBE, world, out, cases)
     return torch.load(out)
 
 
 @pytest.fixture(scope="module")
-def grads(tmp_path_factory):
+def grads(tmp_path_factory, run_probe):
     root = tmp_path_factory.mktemp("grads")
-    return {**probe(root / "one.pt", 1), **probe(root / "two.pt", 2)}
+    return {**gradients(run_probe, root / "one.pt", 1), **gradients(run_probe, root / "two.pt", 2)}
 
 
 @pytest.mark.parametrize("norm, stage", MODES)
