@@ -105,7 +105,3 @@ class TrainData:
             parts.append(f"[{task.name} | {example.template_id} | {example.format}]\n{example.inputs}\n=> {example.targets}")
         return "\n\n".join(parts)
 
-
-def build_train_data(cfg: Config, mixture: Mixture, tokenizer: Tokenizer, layout: RankLayout,
-                     state: Optional[dict[str, Any]]) -> TrainData:
-    return TrainData(cfg, mixture, tokenizer, layout, state)

@@ -67,7 +67,7 @@ class Run:
 
 
 def setup(cfg: Config) -> Run:
-    from flanforge.launcher.data import build_train_data, prepare_tokenizer
+    from flanforge.launcher.data import TrainData, prepare_tokenizer
     from flanforge.launcher.engine import build_engine
     from flanforge.launcher.metrics import Metrics
     from flanforge.mixtures.registry import load_mixture, set_bad_record_policy
@@ -96,7 +96,7 @@ def setup(cfg: Config) -> Run:
     # Steps logged after the checkpoint by a run that was killed are purged from TensorBoard.
     resume_step = 0 if state is None else state["step"]
     metrics = Metrics(Path(cfg.output_dir) / "tensorboard", enabled=rank0, purge_step=resume_step + 1)
-    data = build_train_data(cfg, mixture, tokenizer, layout, None if state is None else state["data"])
+    data = TrainData(cfg, mixture, tokenizer, layout, None if state is None else state["data"])
     device_name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     run = Run(cfg, layout, engine, data, metrics, n_params=n_params, device_name=device_name)
     if state is not None:

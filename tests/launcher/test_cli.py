@@ -1,5 +1,6 @@
 """Expected user mistakes: one-line error on stderr, non-zero exit, no traceback."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +67,19 @@ def test_help_lists_subcommands():
     proc = flanforge("--help")
     assert proc.returncode == 0
     assert "train" in proc.stdout and "inspect" in proc.stdout
+
+
+def test_only_the_chosen_subcommand_is_imported():
+    probe = ("import json, sys; from flanforge.launcher.cli import build_parser; build_parser(sys.argv[1]); "
+             "print(json.dumps([m for m in sys.modules if m.startswith('flanforge.launcher.')]))")
+    out = subprocess.run([sys.executable, "-c", probe, "inspect"], capture_output=True, text=True, timeout=120)
+    loaded = json.loads(out.stdout)
+    assert "flanforge.launcher.inspect" in loaded
+    assert not {"flanforge.launcher.train", "flanforge.launcher.export", "flanforge.launcher.prepare"} & set(loaded)
+
+
+def test_top_level_help_lists_every_subcommand():
+    proc = flanforge("--help")
+    assert proc.returncode == 0
+    for name in ("train", "inspect", "prepare", "export"):
+        assert name in proc.stdout
