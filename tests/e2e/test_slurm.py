@@ -1,14 +1,14 @@
-"""The project's sbatch scripts on a real one-node Slurm cluster.
+"""The project's sbatch scripts on a real Slurm cluster started on this machine.
 
-How the processes start: ``slurm/cluster.sh`` starts munged, slurmctld and slurmd
-on this machine (installing Debian's slurm-wlm with apt when it is missing); each
+How the processes start: ``slurm/cluster.sh`` starts munged, slurmctld and two
+slurmd (two nodes on this one machine, so multi-node jobs run for real) (installing Debian's slurm-wlm with apt when it is missing); each
 test submits ``slurm/train.sbatch`` (or ``train_srun.sbatch`` / ``chain.sh``) with
 ``sbatch``; Slurm runs one ``flanforge train`` per node through ``srun``, which
 starts DeepSpeed's launcher and two CPU ranks of ``configs/demo.yaml``.
 
 Where Slurm cannot be installed or started the tests skip with cluster.sh's reason.
-With FLANFORGE_SLURM_NODES=2 in the environment the cluster has two nodes (two
-slurmd on this machine) and the two-node tests run too.
+FLANFORGE_SLURM_NODES in the environment overrides the node count (default 2 here);
+with one node the two-node tests skip. A cluster already up is used as it is.
 The cluster runs without an accounting daemon, so job records come from
 ``scontrol show job`` (finished jobs stay there for an hour: MinJobAge); ``sacct``
 is checked as well where accounting is enabled.
@@ -60,7 +60,8 @@ def cluster() -> None:
     if not FLANFORGE.exists():
         pytest.skip(f"no flanforge executable next to {sys.executable}")
     proc = subprocess.run(
-        ["bash", str(SLURM_DIR / "cluster.sh"), "start"], capture_output=True, text=True, timeout=900
+        ["bash", str(SLURM_DIR / "cluster.sh"), "start"], capture_output=True, text=True, timeout=900,
+        env={**os.environ, "FLANFORGE_SLURM_NODES": os.environ.get("FLANFORGE_SLURM_NODES", "2")},
     )
     if proc.returncode in CLUSTER_UNAVAILABLE:
         reason = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
