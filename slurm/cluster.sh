@@ -131,7 +131,8 @@ check_conf_is_ours() {
 write_conf() {
     check_conf_is_ours
     local cpus mem node_lines="" i=0 node
-    cpus=$(nproc)
+    # nproc honours OMP_NUM_THREADS (often 1 in a training shell): count the CPUs themselves.
+    cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
     # slurmd drains a node that reports less memory than RealMemory: leave a margin.
     mem=$(free -m | awk -v n="${#NODES[@]}" '/^Mem:/ {printf "%d", $2 * 0.95 / n}')
     for node in "${NODES[@]}"; do
