@@ -33,7 +33,9 @@ class ModelConfig:
     hf_config: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments for the HF config class when initialising from scratch."""
     tokenizer_path: Optional[str] = None
-    """A local tokenizer (SentencePiece ``.model`` or HF dir). ``None``: train one on the mixture."""
+    """A local tokenizer: a SentencePiece model, a Hugging Face ``tokenizer.json``, or a directory
+    holding ``spiece.model``, ``tokenizer.model`` or ``tokenizer.json``. ``None``: the tokenizer
+    in ``model.path``, or (no ``model.path``) one trained on the mixture."""
     vocab_size: int = 2000
     """Vocabulary size of the SentencePiece tokenizer trained on first use."""
     fused_loss: bool = True

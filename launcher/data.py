@@ -13,15 +13,18 @@ from flanforge.launcher.dist import RankLayout
 from flanforge.mixtures.mixture import Mixture
 from flanforge.mixtures.shards import Manifest, ensure_prepared
 from flanforge.mixtures.stream import MixtureStream, StreamConfig, build_loader
+from flanforge.model.load import load_configured_tokenizer
 from flanforge.model.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 
 TOKENIZER_TEXTS = 20_000
 
 
 def prepare_tokenizer(cfg: Config, mixture: Mixture, rank0: bool) -> Tokenizer:
-    """The run's tokenizer: ``model.tokenizer_path``, the one saved with the run, or trained now on rank 0."""
-    if cfg.model.tokenizer_path is not None:
-        return load_tokenizer(cfg.model.tokenizer_path)
+    """The run's tokenizer: ``model.tokenizer_path``, the model directory's own, the one
+    saved with the run, or trained now on rank 0."""
+    configured = load_configured_tokenizer(cfg.model)
+    if configured is not None:
+        return configured
     run_tok = Path(cfg.output_dir) / "tokenizer"
     if rank0 and not (run_tok / "spiece.model").is_file():
         train_tokenizer(tokenizer_corpus(mixture, cfg.seed), run_tok, cfg.model.vocab_size)

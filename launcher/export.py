@@ -13,6 +13,8 @@ weight is silently dropped or left at its random init, and written with
     tokenizer.json               a fast tokenizer converted from spiece.model, checked to
     tokenizer_config.json        encode as it does (T5: appends </s>, as training did)
 
+(a run on a model's ``tokenizer.json`` gets that file and its configs, copied).
+
 and loads offline with ``AutoModelForCausalLM`` (``model.arch: decoder``) or
 ``AutoModelForSeq2SeqLM`` (``t5``), and ``AutoTokenizer``.
 
@@ -254,10 +256,21 @@ def first_mismatch(tok, spm_file: Path) -> str | None:
     return None
 
 
-def write_tokenizer(spm_file: Path, out: Path, arch: str) -> bool:
-    """Copy the SentencePiece model; add tokenizer.json when the conversion is exact. True if added."""
-    from flanforge.model.tokenizer import SPM_FILE
+def write_tokenizer(tokenizer, out: Path, arch: str) -> bool:
+    """Write the run's tokenizer to ``out``; True if that includes a ``tokenizer.json``.
 
+    A ``tokenizer.json`` tokenizer is copied with the configs beside it. A
+    SentencePiece model is copied, and a ``tokenizer.json`` converted from it is
+    added when the conversion encodes exactly as SentencePiece does.
+    """
+    from flanforge.model.tokenizer import JSON_CONFIGS, JSON_FILE, SPM_FILE, JsonTokenizer
+
+    if isinstance(tokenizer, JsonTokenizer):
+        for name in (JSON_FILE, *JSON_CONFIGS):
+            if tokenizer.path.with_name(name).is_file():
+                shutil.copyfile(tokenizer.path.with_name(name), out / name)
+        return True
+    spm_file = tokenizer.path
     shutil.copyfile(spm_file, out / SPM_FILE)
     try:
         tok = hf_tokenizer(spm_file, arch)
@@ -291,7 +304,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, tag: str | None = None,
     out = check_out_dir(out_dir, run_dir, overwrite)
 
     from flanforge.launcher.config import ConfigError, load_config
-    from flanforge.model.load import build_model, count_parameters
+    from flanforge.model.load import build_model, count_parameters, load_configured_tokenizer
     from flanforge.model.tokenizer import load_tokenizer
 
     try:
@@ -299,11 +312,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path, tag: str | None = None,
     except ConfigError as err:
         raise UserError(f"{run_dir / CONFIG_FILE} no longer loads: {err}") from None
     # The run's tokenizer, found as training found it (launcher/data.py: prepare_tokenizer).
-    tok_path = Path(cfg.model.tokenizer_path) if cfg.model.tokenizer_path else run_dir / "tokenizer"
     try:
-        tokenizer = load_tokenizer(tok_path)
+        tokenizer = load_configured_tokenizer(cfg.model) or load_tokenizer(run_dir / "tokenizer")
     except FileNotFoundError:
-        raise UserError(f"the run's tokenizer is missing: {tok_path}") from None
+        raise UserError(f"the run's tokenizer is missing: {run_dir / 'tokenizer'}") from None
 
     state = consolidate(run_dir, tag)
     # Architecture only: the weights all come from the checkpoint.
@@ -315,7 +327,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, tag: str | None = None,
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
-        has_json = write_tokenizer(tokenizer.path, tmp, cfg.model.arch)
+        has_json = write_tokenizer(tokenizer, tmp, cfg.model.arch)
         _default_permissions(tmp)
         if out.exists():
             shutil.rmtree(out)  # empty, or --overwrite
@@ -325,5 +337,5 @@ def export_run(run_dir: str | Path, out_dir: str | Path, tag: str | None = None,
         raise
     print(f"flanforge export: {run_dir} @ {tag} (ZeRO-{cfg.deepspeed.zero_stage}, {cfg.model.arch}, "
           f"{count_parameters(model) / 1e6:.2f}M parameters) -> {out}"
-          + ("" if has_json else " (tokenizer: spiece.model only)"), file=sys.stderr)
+          + ("" if has_json else f" (tokenizer: {tokenizer.path.name} only)"), file=sys.stderr)
     return out

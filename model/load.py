@@ -21,7 +21,7 @@ from transformers import (
 
 from flanforge.launcher.config import ModelConfig
 from flanforge.launcher.errors import UserError
-from flanforge.model.tokenizer import Tokenizer
+from flanforge.model.tokenizer import Tokenizer, load_tokenizer
 
 # A tiny Llama-style decoder (~3.5M parameters at vocab 2000): the demo's default.
 TINY_DECODER: dict[str, Any] = dict(
@@ -46,12 +46,33 @@ TINY_T5: dict[str, Any] = dict(
 )
 
 
+def tokenizer_source(cfg: ModelConfig) -> tuple[str, str] | None:
+    """(config key, path) of the tokenizer to load: ``model.tokenizer_path``, else the
+    model directory's own; None when there is neither (one is trained on the mixture)."""
+    if cfg.tokenizer_path is not None:
+        return "model.tokenizer_path", cfg.tokenizer_path
+    if cfg.path is not None:
+        return "model.path", cfg.path
+    return None
+
+
+def load_configured_tokenizer(cfg: ModelConfig) -> Tokenizer | None:
+    """The tokenizer :func:`tokenizer_source` names, or None; a missing or unreadable one is a UserError."""
+    source = tokenizer_source(cfg)
+    if source is None:
+        return None
+    key, path = source
+    try:
+        return load_tokenizer(path)
+    except (FileNotFoundError, ValueError) as err:
+        raise UserError(f"{key}: {err}") from None
+
+
 def check_paths(cfg: ModelConfig) -> None:
-    """Fail early, in one line, when a configured model or tokenizer path does not exist."""
+    """Fail early, in one line, when a configured model or tokenizer cannot be read."""
     if cfg.path is not None and not (Path(cfg.path) / "config.json").is_file():
         raise UserError(f"model.path: no Hugging Face model directory at {cfg.path} (config.json missing)")
-    if cfg.tokenizer_path is not None and not Path(cfg.tokenizer_path).exists():
-        raise UserError(f"model.tokenizer_path: {cfg.tokenizer_path} does not exist")
+    load_configured_tokenizer(cfg)
 
 
 def build_model(cfg: ModelConfig, tokenizer: Tokenizer, seed: int) -> torch.nn.Module:
@@ -61,6 +82,10 @@ def build_model(cfg: ModelConfig, tokenizer: Tokenizer, seed: int) -> torch.nn.M
         path = Path(cfg.path)
         auto = AutoModelForCausalLM if cfg.arch == "decoder" else AutoModelForSeq2SeqLM
         model = auto.from_pretrained(path, local_files_only=True, torch_dtype=torch.float32)
+        rows = model.get_input_embeddings().num_embeddings
+        if rows < tokenizer.vocab_size:
+            raise UserError(f"model.path: {path} embeds {rows} tokens but its tokenizer "
+                            f"({tokenizer.path}) has {tokenizer.vocab_size}: they do not belong together")
     else:
         torch.manual_seed(seed)
         ids = dict(pad_token_id=tokenizer.pad_id, eos_token_id=tokenizer.eos_id)

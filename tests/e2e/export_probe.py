@@ -53,12 +53,12 @@ def probe(run_dir: Path, layout) -> dict:
     from flanforge.launcher import checkpoint
     from flanforge.launcher.config import load_config
     from flanforge.launcher.engine import build_engine
-    from flanforge.model.load import build_model
+    from flanforge.model.load import build_model, load_configured_tokenizer
     from flanforge.model.loss import TrainingModel
     from flanforge.model.tokenizer import load_tokenizer
 
     cfg = load_config(run_dir / "config.yaml")
-    tokenizer = load_tokenizer(cfg.model.tokenizer_path or run_dir / "tokenizer")
+    tokenizer = load_configured_tokenizer(cfg.model) or load_tokenizer(run_dir / "tokenizer")
     model = build_model(cfg.model, tokenizer, cfg.seed)
     wrapped = TrainingModel(model, arch=cfg.model.arch, fused=cfg.model.fused_loss, zero_stage=cfg.deepspeed.zero_stage)
     engine = build_engine(wrapped, cfg, layout.world_size)
