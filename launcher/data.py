@@ -14,7 +14,7 @@ from flanforge.mixtures.mixture import Mixture
 from flanforge.mixtures.shards import Manifest, ensure_prepared
 from flanforge.mixtures.stream import MixtureStream, StreamConfig, build_loader
 from flanforge.model.load import load_configured_tokenizer
-from flanforge.model.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
+from flanforge.model.tokenizer import SPM_FILE, Tokenizer, load_tokenizer, train_tokenizer
 
 TOKENIZER_TEXTS = 20_000
 
@@ -26,7 +26,7 @@ def prepare_tokenizer(cfg: Config, mixture: Mixture, rank0: bool) -> Tokenizer:
     if configured is not None:
         return configured
     run_tok = Path(cfg.output_dir) / "tokenizer"
-    if rank0 and not (run_tok / "spiece.model").is_file():
+    if rank0 and not (run_tok / SPM_FILE).is_file():
         train_tokenizer(tokenizer_corpus(mixture, cfg.seed), run_tok, cfg.model.vocab_size)
     dist.barrier()
     return load_tokenizer(run_tok)

@@ -68,16 +68,20 @@ def load_configured_tokenizer(cfg: ModelConfig) -> Tokenizer | None:
         raise UserError(f"{key}: {err}") from None
 
 
-def check_paths(cfg: ModelConfig) -> None:
-    """Fail early, in one line, when a configured model or tokenizer cannot be read."""
+def check_model_path(cfg: ModelConfig) -> None:
     if cfg.path is not None and not (Path(cfg.path) / "config.json").is_file():
         raise UserError(f"model.path: no Hugging Face model directory at {cfg.path} (config.json missing)")
+
+
+def check_paths(cfg: ModelConfig) -> None:
+    """Fail early (before any rank starts), in one line, when a configured model or tokenizer cannot be read."""
+    check_model_path(cfg)
     load_configured_tokenizer(cfg)
 
 
 def build_model(cfg: ModelConfig, tokenizer: Tokenizer, seed: int) -> torch.nn.Module:
     """Return the HF model in fp32 on the CPU (DeepSpeed moves and casts it)."""
-    check_paths(cfg)
+    check_model_path(cfg)
     if cfg.path is not None:
         path = Path(cfg.path)
         auto = AutoModelForCausalLM if cfg.arch == "decoder" else AutoModelForSeq2SeqLM

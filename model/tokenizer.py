@@ -21,6 +21,7 @@ SPM_FILE = "spiece.model"
 SPM_FILES = (SPM_FILE, "tokenizer.model")
 JSON_FILE = "tokenizer.json"
 JSON_CONFIGS = ("tokenizer_config.json", "special_tokens_map.json")
+SPECIAL_TOKENS = ("eos_token", "bos_token", "unk_token", "pad_token")  # config keys, in _set_special_ids order
 
 
 class Tokenizer:
@@ -95,8 +96,7 @@ class JsonTokenizer(Tokenizer):
             raise ValueError(f"{json_file}: not a tokenizer.json the tokenizers library reads: {err}") from None
         self.vocab_size = self.tok.get_vocab_size(with_added_tokens=True)
         names = self._special_token_names()
-        ids = {key: self._token_id(names, key) for key in ("eos_token", "bos_token", "unk_token", "pad_token")}
-        self._set_special_ids(ids["eos_token"], ids["bos_token"], ids["unk_token"], ids["pad_token"])
+        self._set_special_ids(*(self._token_id(names, key) for key in SPECIAL_TOKENS))
 
     def _special_token_names(self) -> dict[str, str]:
         names: dict[str, str] = {}
@@ -108,7 +108,7 @@ class JsonTokenizer(Tokenizer):
                 data = json.loads(path.read_text())
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}: line {err.lineno}: {err.msg}") from None
-            for key in ("eos_token", "bos_token", "unk_token", "pad_token"):
+            for key in SPECIAL_TOKENS:
                 value = data.get(key)
                 if isinstance(value, dict):  # {"content": "<|end_of_text|>", ...}
                     value = value.get("content")

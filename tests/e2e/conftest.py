@@ -9,9 +9,6 @@ from pathlib import Path
 
 import pytest
 
-# Probes started with DeepSpeed's launcher directly share the JIT-op cache of `flanforge train`.
-os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
-
 ROOT = Path(__file__).parents[2]
 FLANFORGE = str(Path(sys.executable).with_name("flanforge"))
 DEMO = str(ROOT / "configs" / "demo.yaml")
@@ -56,12 +53,13 @@ def train(output_dir, *overrides):
 
 def probe(script, world, *args):
     """Run a probe script on ``world`` CPU ranks under DeepSpeed's own launcher; asserts it succeeded."""
+    from flanforge.launcher.config import load_config
     from flanforge.launcher.dist import free_port
+    from flanforge.launcher.launch import rank_env
 
     cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(world),
            "--master_port", str(free_port()), "--no_local_rank", str(script), *map(str, args)]
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONSAFEPATH": "1"}
-    proc = run_group(cmd, env=env)
+    proc = run_group(cmd, env=rank_env(load_config(None, [])))  # what `flanforge train` gives its ranks
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 

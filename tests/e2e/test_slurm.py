@@ -1,8 +1,8 @@
 """The project's sbatch scripts on a real Slurm cluster started on this machine.
 
-How the processes start: ``slurm/cluster.sh`` starts munged, slurmctld and two
-slurmd (two nodes on this one machine, so multi-node jobs run for real) (installing Debian's slurm-wlm with apt when it is missing); each
-test submits ``slurm/train.sbatch`` (or ``train_srun.sbatch`` / ``chain.sh``) with
+How the processes start: ``slurm/cluster.sh`` installs Debian's slurm-wlm with apt
+when it is missing and starts munged, slurmctld and two slurmd (two nodes on this
+one machine, so multi-node jobs run for real); each test submits ``slurm/train.sbatch`` (or ``train_srun.sbatch`` / ``chain.sh``) with
 ``sbatch``; Slurm runs one ``flanforge train`` per node through ``srun``, which
 starts DeepSpeed's launcher and two CPU ranks of ``configs/demo.yaml``.
 
