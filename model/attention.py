@@ -39,3 +39,18 @@ def segment_mask(
     empty = ~allowed.any(dim=-1)
     allowed[..., 0] |= empty
     return _to_float(allowed, dtype)
+
+
+def shared_prefix_mask(segments: torch.Tensor, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Causal float mask for a prompt followed by several continuations in one row.
+
+    ``segments`` (B, T): 1 on the shared prompt, 2..k on the continuations, 0 on
+    padding. Every token sees the past of its own segment and the whole prompt
+    before it, never another continuation: each continuation is computed as if
+    it alone followed the prompt (with position ids that restart after the prompt).
+    """
+    keys = segments[:, None, :]  # (B, 1, T)
+    allowed = ((segments[:, :, None] == keys) | (keys == 1)) & (keys > 0)
+    allowed &= torch.ones(segments.shape[1], segments.shape[1], dtype=torch.bool, device=segments.device).tril()
+    allowed[..., 0] |= ~allowed.any(dim=-1)  # padding queries keep one key: no NaNs
+    return _to_float(allowed, dtype)
