@@ -319,7 +319,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, tag: str | None = None,
 
     state = consolidate(run_dir, tag)
     # Architecture only: the weights all come from the checkpoint.
-    model = build_model(dataclasses.replace(cfg.model, gradient_checkpointing=False), tokenizer, cfg.seed)
+    model = build_model(dataclasses.replace(cfg.model, gradient_checkpointing=False), tokenizer, cfg.seed,
+                        training=False)
     load_strict(model, to_hf_state_dict(state, model))
     model.eval()
 

@@ -25,7 +25,7 @@ MUTABLE = (
     "train.log_top_tasks", "train.micro_batch_size", "mixture.weights", "mixture.num_workers",
     "mixture.on_bad_record", "mixture.shards_dir",
     "checkpoint.", "launch.", "deepspeed.offload_optimizer", "deepspeed.offload_param",
-    "output_dir",
+    "output_dir", "model.attention",
 )
 
 
