@@ -13,8 +13,8 @@ keeps a query inside its own segment (and, when causal, its own past):
                 Compiled on CUDA. torch has no FlexAttention backward on CPU, so there it
                 runs forward only (evaluation, tests). No attention dropout.
 
-``auto`` picks by device, here and nowhere else (:func:`resolve`): ``flex`` on
-CUDA when it is available for the model, ``sdpa_mask`` otherwise. A bool 4D mask
+``auto`` picks by device, here and nowhere else (:func:`resolve`): ``flex`` for
+training on CUDA when the model allows it, ``sdpa_mask`` otherwise. A bool 4D mask
 is misread by transformers' eager path, so the dense form is always float.
 """
 
@@ -72,7 +72,9 @@ def resolve(requested: str, device_type: str, *, training: bool = True, dropout:
         raise AttentionUnavailable(f"model.attention={requested!r} is unknown; choose one of {', '.join(IMPLEMENTATIONS)}")
     reasons = {name: unavailable_reason(name, device_type, training=training, dropout=dropout) for name in HF_NAMES}
     if requested == "auto":
-        preferred = ("flex", "sdpa_mask") if device_type == "cuda" else ("sdpa_mask",)
+        # Block sparsity pays on packed training rows; evaluation and generation run the
+        # model's own forward on padded batches (and a growing KV cache), where the dense path fits.
+        preferred = ("flex", "sdpa_mask") if device_type == "cuda" and training else ("sdpa_mask",)
         return next(name for name in preferred if reasons[name] is None)
     if reasons[requested] is not None:
         available = ", ".join(["auto"] + [name for name, reason in reasons.items() if reason is None])

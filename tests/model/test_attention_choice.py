@@ -17,7 +17,8 @@ def test_auto_is_the_dense_mask_on_cpu_and_flex_on_cuda():
     assert attention.resolve("auto", "cuda", dropout=0.0) == "flex"
     # FlexAttention has no attention dropout: a T5 trained with dropout keeps the dense mask.
     assert attention.resolve("auto", "cuda", dropout=0.1) == "sdpa_mask"
-    assert attention.resolve("auto", "cuda", training=False, dropout=0.1) == "flex"
+    assert attention.resolve("auto", "cuda", training=False) == "sdpa_mask"  # evaluation: padded batches
+    assert attention.resolve("flex", "cuda", training=False, dropout=0.1) == "flex"  # no dropout in eval
 
 
 def test_flex_runs_forward_only_on_cpu():
