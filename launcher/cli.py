@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "inspect": ("flanforge.launcher.inspect_mixture", "show a mixture's tasks, rates and rendered examples"),
     "prepare": ("flanforge.launcher.prepare", "write a mixture's task records as webdataset shards"),
     "export": ("flanforge.launcher.export", "consolidate a run's ZeRO shards into a Hugging Face model directory"),
+    "eval": ("flanforge.launcher.eval", "score a run, a checkpoint or a model directory on evaluation suites"),
 }
 
 

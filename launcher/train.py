@@ -102,7 +102,7 @@ def setup(cfg: Config) -> Run:
         run.counters = state.get("counters", {})
         log(run, f"resumed from step {run.step}" + (f"; changed: {changes}" if changes else ""))
     else:
-        log(run, f"model: {n_params / 1e6:.2f}M parameters; mixture '{mixture.name}' "
+        log(run, f"model: {n_params / 1e6:.2f}M parameters, attention {wrapped.attention}; mixture '{mixture.name}' "
                  f"with {len(mixture.tasks())} tasks; world size {layout.world_size}")
         metrics.text("config", Path(cfg.output_dir, rundir.CONFIG_FILE).read_text())
         metrics.text("examples", data.sample_prompts())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
+from flanforge.config_fields import may_change
 from flanforge.errors import ConfigError
 
 
@@ -28,6 +29,11 @@ class ModelConfig:
     """Compute the loss with the fused linear cross-entropy kernel (never builds full logits)."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward to save memory."""
+    attention: Literal["auto", "sdpa_mask", "eager_mask", "flex"] = may_change("auto")
+    """How packed rows are kept apart in attention: ``sdpa_mask``/``eager_mask`` (a dense 4D
+    mask, transformers' sdpa or eager kernel), ``flex`` (FlexAttention with a block-sparse
+    mask from the segment ids; CUDA for training), ``auto`` (``flex`` on CUDA when the model
+    allows it, else ``sdpa_mask``). See ``model/attention.py``."""
 
     def __post_init__(self) -> None:
         if self.vocab_size < 64:

@@ -120,7 +120,7 @@ def build_task(spec: dict[str, Any], base: Path) -> Task:
         instruction_first=position == "before",
         max_shots=_number(spec, "max_shots", 3, int),
         fewshot_budget=_number(spec, "fewshot_budget", 512, int),
-        metric=spec.get("metric", "rouge_l" if kind == "niv2" else "exact_match"),
+        metric=spec.get("metric", "rouge" if kind == "niv2" else "exact_match"),
     )
 
 

@@ -117,7 +117,7 @@ def test_niv2_task_file(tmp_path):
     path = tmp_path / "task999_add_one.json"
     path.write_text(json.dumps(NIV2))
     task = niv2_task(path, on_bad_record="skip")
-    assert task.name == "task999_add_one" and task.metric == "rouge_l"
+    assert task.name == "task999_add_one" and task.metric == "rouge"
     train = task.records("train")
     assert len(train) == 6 and task.bad_records == 1
     assert train[0] == {"definition": NIV2["Definition"][0], "input": "20", "output": "21", "outputs": ["21", "21.0"]}

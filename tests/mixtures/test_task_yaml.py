@@ -109,4 +109,4 @@ def test_a_mixture_yaml_takes_flan_exports_and_niv2_directories(tmp_path):
     )
     rates = registry.load_mixture(str(tmp_path / "mix.yaml")).rates()
     assert rates == pytest.approx({"copy0": 0.25, "copy1": 0.25, "task001_echo": 0.5 * 10 / 25, "task002_echo": 0.5 * 15 / 25})
-    assert registry.get_task("task002_echo").metric == "rouge_l"
+    assert registry.get_task("task002_echo").metric == "rouge"
