@@ -19,7 +19,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from flanforge.launcher.errors import UserError
+from flanforge.errors import UserError
 from flanforge.mixtures.evalsets import BENCHMARK_SUITES, KINDS
 
 UNTUNED = "untuned:"
@@ -126,7 +126,7 @@ def load_model(spec: str):
             raise UserError(f"{spec}: {run_dir} is not a flanforge run directory (no config.yaml)")
         cfg, tokenizer = load_run(run_dir)
         model_cfg = dataclasses.replace(cfg.model, gradient_checkpointing=False)
-        return tokenizer, cfg.model.arch, lambda: build_model(model_cfg, tokenizer, cfg.seed).eval()
+        return tokenizer, cfg.model.arch, lambda: build_model(model_cfg, tokenizer, cfg.seed, training=False).eval()
     path = Path(spec)
     if (path / "config.json").is_file():
         from transformers import AutoConfig
@@ -134,7 +134,7 @@ def load_model(spec: str):
         arch = "t5" if AutoConfig.from_pretrained(path, local_files_only=True).is_encoder_decoder else "decoder"
         model_cfg = ModelConfig(arch=arch, path=str(path))
         tokenizer = load_configured_tokenizer(model_cfg)
-        return tokenizer, arch, lambda: build_model(model_cfg, tokenizer, 0).eval()
+        return tokenizer, arch, lambda: build_model(model_cfg, tokenizer, 0, training=False).eval()
     run_dir, tag = spec, None
     if not path.is_dir() and ":" in spec:
         run_dir, tag = spec.rsplit(":", 1)

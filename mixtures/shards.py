@@ -22,6 +22,7 @@ with one ``pread``; a few file handles stay open in an LRU.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import multiprocessing
 import os
@@ -35,6 +36,7 @@ import numpy as np
 import webdataset
 from tqdm import tqdm
 
+from flanforge.files import atomic_write
 from flanforge.mixtures.mixture import Mixture
 from flanforge.mixtures.task import SPLITS, Task, TaskError
 
@@ -66,18 +68,17 @@ def task_dir(name: str) -> str:
 
 
 def _write_shard(path: Path, task: str, split: str, records: Sequence[dict], start: int) -> dict[str, Any]:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f, webdataset.TarWriter(f, mtime=0) as writer:
+    buf = io.BytesIO()
+    with webdataset.TarWriter(buf, mtime=0) as writer:
         for i, record in enumerate(records, start=start):
             try:
                 data = json.dumps(record, ensure_ascii=False).encode("utf-8")
             except (TypeError, ValueError) as err:
                 raise ShardError(f"task '{task}': {split} record {i} is not JSON-serialisable: {err}") from None
             writer.write({"__key__": f"{i:09d}", "json": data})
-    data = tmp.read_bytes()
-    entry = {"file": path.name, "num_records": len(records), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    os.replace(tmp, path)
-    return entry
+    data = buf.getvalue()
+    atomic_write(path, data)
+    return {"file": path.name, "num_records": len(records), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def write_task(task: Task, root: Path, records_per_shard: int = RECORDS_PER_SHARD) -> dict[str, Any]:
@@ -101,9 +102,7 @@ def write_task(task: Task, root: Path, records_per_shard: int = RECORDS_PER_SHAR
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 # Tasks handed to pool workers. Set in the parent just before a fork-started pool

@@ -8,12 +8,12 @@ directories. Relative paths are relative to the file. Files are read with
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import yaml
 
+from flanforge.errors import did_you_mean
 from flanforge.mixtures.mixture import Mixture, Rate
 from flanforge.mixtures.sources import niv2
 from flanforge.mixtures.sources.base import FileSource, existing
@@ -66,8 +66,7 @@ def _check_keys(spec: Any, allowed: Iterable[str], what: str) -> dict[str, Any]:
     allowed = list(allowed)
     for key in spec:
         if key not in allowed:
-            near = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.5)
-            hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(allowed)}"
+            hint = did_you_mean(str(key), allowed, otherwise=f"; valid keys: {', '.join(allowed)}")
             raise TaskError(f"{what}: unknown key '{key}'{hint}")
     return spec
 

@@ -19,7 +19,7 @@ from flanforge.launcher.config import Config, load_config
 from flanforge.launcher.launch import ranks_per_node
 from flanforge.mixtures.formats import FORMATS
 from flanforge.mixtures.mixture import Mixture
-from flanforge.mixtures.registry import load_mixture, set_bad_record_policy
+from flanforge.mixtures.registry import load_mixture
 from flanforge.mixtures.sources.base import POLICIES
 from flanforge.mixtures.task import Task, TaskError
 
@@ -54,8 +54,7 @@ def run(args: argparse.Namespace) -> int:
     name = args.mixture or (cfg.mixture.name if cfg else None)
     if name is None:
         raise TaskError("name a mixture (or pass --config)")
-    set_bad_record_policy(args.on_bad_record or (cfg.mixture.on_bad_record if cfg else "error"))
-    mixture = load_mixture(name)
+    mixture = load_mixture(name, args.on_bad_record or (cfg.mixture.on_bad_record if cfg else "error"))
     overrides = dict(cfg.mixture.weights) if cfg else {}
     budget = _budget(args, cfg)
     rows = task_rows(mixture, overrides, budget)
