@@ -29,7 +29,7 @@ import time
 
 import torch
 
-from flanforge.launcher.config import ModelConfig
+from flanforge.model.config import ModelConfig
 from flanforge.mixtures import registry
 from flanforge.mixtures.evalsets import build_suite
 from flanforge.model.load import build_model
@@ -53,7 +53,7 @@ def set_up(args):
     texts = [t for task in tasks for i in range(5)
              for t in (lambda ex: (ex.inputs, ex.targets))(task.render(task.records("train")[i], rng, i))]
     tokenizer = train_tokenizer(texts, tempfile.mkdtemp(prefix="bench-eval-tok-"), vocab_size=2000)
-    model = build_model(ModelConfig(arch=args.arch), tokenizer, seed=0).eval()
+    model = build_model(ModelConfig(arch=args.arch), tokenizer, seed=0, training=False).eval()
     count = lambda text: len(tokenizer.encode(text))  # noqa: E731
     # Sorted by length, as launcher/evaluator.py batches them (the naive loop does not care).
     prompts = sorted(tokenizer.encode_batch([e.prompt for e in examples(args.generate_suite, args.examples, False, count)]),

@@ -80,6 +80,33 @@ class Evaluator:
         return [SuiteResult(s, [self._score(si, ti, t, merged, prompts[si][ti]) for ti, t in enumerate(s.tasks)])
                 for si, s in enumerate(suites)]
 
+    def losses(self, groups: dict[str, list[tuple[str, str]]]) -> dict[str, float] | None:
+        """Per-token loss of each group's targets (EOS included) given their inputs, as training
+        computes it, and ``all`` over every group; on rank 0 (None elsewhere). Collective."""
+        items = [(g, x, y) for g, pairs in sorted(groups.items()) for x, y in pairs]
+        partial: dict[str, list[float]] = {}
+        for start in range(self.rank * self.batch_size, len(items), self.world_size * self.batch_size):
+            batch = items[start:start + self.batch_size]
+            inputs = self.tokenizer.encode_batch([x for _, x, _ in batch])
+            targets = self._option_ids([y for _, _, y in batch])
+            if self.max_length is not None:  # cut inputs from the left, as training's packer does
+                inputs = [x[max(0, len(x) + len(y) - self.max_length):] or x[-1:] for x, y in zip(inputs, targets)]
+            lls = self.scorer.loglikelihoods([(x, [y]) for x, y in zip(inputs, targets)])
+            for (group, _, _), ll, y in zip(batch, lls, targets):
+                total = partial.setdefault(group, [0.0, 0])
+                total[0] -= ll[0]
+                total[1] += len(y)
+        gathered = self.gather(partial)
+        if self.rank != 0:
+            return None
+        sums: dict[str, list[float]] = {}
+        for part in gathered:
+            for group, (nll, tokens) in part.items():
+                for key in (group, "all"):
+                    acc = sums.setdefault(key, [0.0, 0])
+                    acc[0], acc[1] = acc[0] + nll, acc[1] + tokens
+        return {k: nll / tokens for k, (nll, tokens) in sums.items()}
+
     # ------------------------------------------------------------------ batching
 
     def _prompt_ids(self, task: EvalTask) -> list[tuple[list[int], bool]]:
