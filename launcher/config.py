@@ -70,6 +70,9 @@ class MixtureConfig:
     """Examples per block, the unit of sampling, packing and work split (``None``: ``max(1024, 4 * seq_len)``)."""
     shards_dir: Optional[str] = None
     """Where ``flanforge prepare`` shards live; ``None``: ``<output_dir>/shards``, prepared on first use."""
+    data_dir: Optional[str] = None
+    """The Flan collection directory the ``flan2022`` mixture reads (parquet ``<submix>_<variant>_data/``
+    directories and/or ``*.jsonl[.gz]`` exports); needed only by ``name: flan2022``."""
 
     def __post_init__(self) -> None:
         if self.seq_len < 8:

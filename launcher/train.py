@@ -36,12 +36,13 @@ def run(args: argparse.Namespace) -> int:
         return train_rank(cfg)
     # Fail in one line before any rank starts.
     from flanforge.launcher.launch import launch_ranks
-    from flanforge.mixtures.registry import load_mixture, set_bad_record_policy
+    from flanforge.mixtures.registry import load_mixture, set_bad_record_policy, set_data_dir
     from flanforge.model.load import check_paths
 
     check_paths(cfg.model)
     rundir.check_run_dir(cfg)
     set_bad_record_policy(cfg.mixture.on_bad_record)
+    set_data_dir(cfg.mixture.data_dir)
     load_mixture(cfg.mixture.name)
 
     return launch_ranks(cfg, args.config, args.overrides)
@@ -70,7 +71,7 @@ def setup(cfg: Config) -> Run:
     from flanforge.launcher.data import TrainData, prepare_tokenizer
     from flanforge.launcher.engine import build_engine
     from flanforge.launcher.metrics import Metrics
-    from flanforge.mixtures.registry import load_mixture, set_bad_record_policy
+    from flanforge.mixtures.registry import load_mixture, set_bad_record_policy, set_data_dir
     from flanforge.model.load import build_model, count_parameters
     from flanforge.model.loss import TrainingModel
 
@@ -85,6 +86,7 @@ def setup(cfg: Config) -> Run:
     torch.distributed.barrier()
 
     set_bad_record_policy(cfg.mixture.on_bad_record)
+    set_data_dir(cfg.mixture.data_dir)
     mixture = load_mixture(cfg.mixture.name)
     tokenizer = prepare_tokenizer(cfg, mixture, rank0)
     model = build_model(cfg.model, tokenizer, cfg.seed)

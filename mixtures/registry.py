@@ -3,7 +3,8 @@
 Duplicates are rejected, unknown names are answered with the closest names,
 and ``reset()`` empties both registries for tests. The built-in suite
 (``builtin``, ``builtin_heldout``, ``demo`` and the ``builtin_*`` clusters)
-registers itself on the first lookup; its records are generated only when
+and ``flan2022`` (over the directory :func:`set_data_dir` names) register
+themselves on the first lookup; its records are generated only when
 read. :func:`load_mixture` also accepts a task or mixture YAML file, whose
 tasks are registered under their names (loading the same file again returns
 the same objects).
@@ -18,17 +19,20 @@ from typing import Callable
 from flanforge.mixtures.mixture import Mixture, Rate
 from flanforge.mixtures.sources import task_yaml
 from flanforge.mixtures.sources.base import bad_record_policy, set_bad_record_policy
+from flanforge.mixtures.sources.flan_collection import FlanCollection
 from flanforge.mixtures.task import Task, TaskError
 
 __all__ = [
     "register_task", "register_mixture", "get_task", "get_mixture", "load_mixture", "task_names",
-    "mixture_names", "reset", "set_bad_record_policy", "bad_record_policy",
+    "mixture_names", "reset", "set_bad_record_policy", "bad_record_policy", "set_data_dir",
 ]
 
 _TASKS: dict[str, Task] = {}
 _MIXTURES: dict[str, Mixture | Callable[[], Mixture]] = {}
 _FILES: dict[Path, Task | Mixture] = {}
 _BUILTINS_LOADED = False
+_DATA_DIR: Path | None = None
+FLAN2022 = "flan2022"
 
 
 def _unknown(kind: str, name: str, known: list[str]) -> TaskError:
@@ -58,6 +62,22 @@ def _ensure_builtins() -> None:
         from flanforge.mixtures import builtin  # the suite registers itself through this module
 
         builtin.register_all()
+        register_mixture(FLAN2022, _flan2022)
+
+
+def set_data_dir(path: str | Path | None) -> None:
+    """The directory the ``flan2022`` mixture reads (``mixture.data_dir``); the mixture is rebuilt on next use."""
+    global _DATA_DIR
+    _DATA_DIR = None if path is None else Path(path)
+    if FLAN2022 in _MIXTURES:
+        _MIXTURES[FLAN2022] = _flan2022
+
+
+def _flan2022() -> Mixture:
+    if _DATA_DIR is None:
+        raise TaskError("mixture 'flan2022' reads the Flan collection from a directory: set mixture.data_dir=DIR "
+                        "(inspect and prepare: --data-dir DIR)")
+    return FlanCollection(_DATA_DIR).mixture(FLAN2022)
 
 
 def get_task(name: str) -> Task:
@@ -127,9 +147,10 @@ def _resolve(kind: str, ref: str, base: Path) -> Task | Mixture:
 
 def reset(with_builtins: bool = True) -> None:
     """Empty the registries (tests). The built-in suite comes back on the next lookup unless ``with_builtins`` is False."""
-    global _BUILTINS_LOADED
+    global _BUILTINS_LOADED, _DATA_DIR
     _TASKS.clear()
     _MIXTURES.clear()
     _FILES.clear()
     _BUILTINS_LOADED = not with_builtins
+    _DATA_DIR = None
     set_bad_record_policy("error")
