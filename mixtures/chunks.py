@@ -21,6 +21,7 @@ import json
 import os
 import re
 import tarfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
@@ -56,8 +57,8 @@ def fingerprint_of(name: str, fields: Sequence[str], counts: Mapping[str, int]) 
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON atomically (temporary file, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
+    """Write ``data`` as JSON atomically (a temporary file of this writer's own, then rename)."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # concurrent writers (slices) never share one
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
     os.replace(tmp, path)
 
