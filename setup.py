@@ -42,6 +42,8 @@ setup(
         "tqdm>=4.66",
         "safetensors>=0.4",
         "pyarrow>=15",
+        "rouge-score>=0.1.2",  # ROUGE as T5 computes it (evaluation)
+        "matplotlib>=3.7",  # evaluation report plots
     ],
     extras_require={
         "test": ["pytest>=8"],

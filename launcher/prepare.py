@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from flanforge.mixtures.registry import load_mixture, set_bad_record_policy, set_data_dir
+from flanforge.mixtures.registry import load_mixture
 from flanforge.mixtures.shards import RECORDS_PER_SHARD, ShardError, prepare
 from flanforge.mixtures.sources.base import POLICIES
 from flanforge.mixtures.task import SPLITS
@@ -38,9 +38,7 @@ def _slice(text: str) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     part = _slice(args.slice)
-    set_bad_record_policy(args.on_bad_record)
-    set_data_dir(args.data_dir)
-    mixture = load_mixture(args.mixture)
+    mixture = load_mixture(args.mixture, args.on_bad_record, args.data_dir)
     start = time.perf_counter()
     manifest = prepare(mixture, args.out, workers=args.workers, records_per_shard=args.records_per_shard,
                        force=args.force, part=part)

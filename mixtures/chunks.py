@@ -21,12 +21,13 @@ import json
 import os
 import re
 import tarfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
+
+from flanforge.files import atomic_write, fsync_dir
 
 from flanforge.mixtures.task import SPLITS, TaskError
 
@@ -57,10 +58,8 @@ def fingerprint_of(name: str, fields: Sequence[str], counts: Mapping[str, int]) 
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON atomically (a temporary file of this writer's own, then rename)."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # concurrent writers (slices) never share one
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    """Write ``data`` as JSON atomically and durably."""
+    atomic_write(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def read_json(path: Path) -> Optional[dict[str, Any]]:
@@ -101,8 +100,11 @@ class ShardWriter:
     def close(self) -> dict[str, Any]:
         """Finish and publish the shard: ``{"file", "bytes", "sha256"}``."""
         self._write(_END)
+        self.file.flush()
+        os.fsync(self.file.fileno())
         self.file.close()
         os.replace(self.tmp, self.path)
+        fsync_dir(self.path.parent)
         return {"file": self.path.name, "bytes": self.bytes, "sha256": self.sha.hexdigest()}
 
     def abort(self) -> None:

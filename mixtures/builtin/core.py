@@ -151,6 +151,8 @@ class Family:
             "rationale_field": "rationale" if self.rationale else None,
             "inverted_templates": self.inverted_templates,
             "metadata": {"variant": tag},
+            # FLAN scores tasks with answer options by rank classification.
+            "metric": "accuracy" if self.options else "exact_match",
             **overrides,
         }
         train_size = lo + zlib.crc32(name.encode()) % (hi - lo)

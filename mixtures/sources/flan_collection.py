@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from flanforge.mixtures.chunks import RoutedWriter, fingerprint_of, read_json, write_json
 from flanforge.mixtures.mixture import Mixture, Rate
-from flanforge.mixtures.sources.base import bad_record_policy
+from flanforge.mixtures.sources.base import checked_policy
 from flanforge.mixtures.sources.flan_parts import SUBMIXES, VARIANTS, Unit, find_units, unit_rows
 from flanforge.mixtures.task import Task, TaskError, Template
 
@@ -90,23 +90,30 @@ class FlanCollection:
     def __init__(self, data_dir: str | Path, on_bad_record: Optional[str] = None):
         self.root = Path(data_dir).resolve()
         self.units, self.notes = find_units(self.root)
-        self.on_bad_record = on_bad_record
+        self.on_bad_record = None if on_bad_record is None else checked_policy(on_bad_record)
+        self.default_policy = "error"
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", self.root.name)
         self.key = f"{safe}-{hashlib.sha256(str(self.root).encode()).hexdigest()[:8]}"
 
     @property
     def policy(self) -> str:
-        return self.on_bad_record or bad_record_policy()
+        return self.on_bad_record or self.default_policy
+
+    def use_default_policy(self, policy: str) -> None:
+        """Follow ``policy`` unless the collection sets its own; under ``error`` a bad row is an error now."""
+        self.default_policy = checked_policy(policy)
+        if self.policy == "error" and self.problem:
+            raise TaskError(self.problem)
 
     @cached_property
     def scans(self) -> dict[str, dict[str, Any]]:
-        """Per unit (relative path): its scan; a bad row is an error here under the ``error`` policy."""
-        out = {}
-        for unit in self.units:
-            result = out[unit.rel] = scan(unit)
-            if result["problem"] and self.policy == "error":
-                raise TaskError(result["problem"])
-        return out
+        """Per unit (relative path): its scan."""
+        return {unit.rel: scan(unit) for unit in self.units}
+
+    @cached_property
+    def problem(self) -> Optional[str]:
+        """The first bad row, ``file: row N: problem``, or None."""
+        return next((r["problem"] for r in self.scans.values() if r["problem"]), None)
 
     @cached_property
     def counts(self) -> dict[str, int]:
@@ -147,6 +154,7 @@ class FlanCollection:
                 members.append((Mixture(submix, variants), Rate.fixed(SUBMIX_WEIGHTS[submix])))
         if not members:
             raise TaskError(f"{self.root}: no usable rows (every row was a bad record)")
+        self.use_default_policy(self.default_policy)
         return Mixture(name, members)
 
     def jobs(self, root: Path, force: bool) -> list[tuple[str, bool, Callable[[], int]]]:
@@ -278,3 +286,6 @@ class CollectionSource:
     @property
     def bad_records(self) -> int:
         return self.collection.bad.get(self.key, 0)
+
+    def use_default_policy(self, policy: str) -> None:
+        self.collection.use_default_policy(policy)

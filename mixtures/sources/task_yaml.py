@@ -9,12 +9,12 @@ task directories. Relative paths are relative to the file. Files are read with
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import yaml
 
+from flanforge.errors import did_you_mean
 from flanforge.mixtures.mixture import Mixture, Rate
 from flanforge.mixtures.sources import niv2
 from flanforge.mixtures.sources.base import FileSource, existing
@@ -68,8 +68,7 @@ def _check_keys(spec: Any, allowed: Iterable[str], what: str) -> dict[str, Any]:
     allowed = list(allowed)
     for key in spec:
         if key not in allowed:
-            near = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.5)
-            hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(allowed)}"
+            hint = did_you_mean(str(key), allowed, otherwise=f"; valid keys: {', '.join(allowed)}")
             raise TaskError(f"{what}: unknown key '{key}'{hint}")
     return spec
 
@@ -123,7 +122,7 @@ def build_task(spec: dict[str, Any], base: Path) -> Task:
         instruction_first=position == "before",
         max_shots=_number(spec, "max_shots", 3, int),
         fewshot_budget=_number(spec, "fewshot_budget", 512, int),
-        metric=spec.get("metric", "rouge_l" if kind == "niv2" else "exact_match"),
+        metric=spec.get("metric", "rouge" if kind == "niv2" else "exact_match"),
     )
 
 

@@ -26,7 +26,7 @@ def test_held_out_families_are_in_no_training_mixture():
     heldout_tasks = registry.get_mixture("builtin_heldout").tasks()
     assert {t.family for t in heldout_tasks} == held and len(heldout_tasks) >= 30
     for name in registry.mixture_names():
-        if name not in ("builtin_heldout", registry.FLAN2022):  # flan2022 needs a data directory
+        if name != "builtin_heldout":
             assert not {t.family for t in registry.get_mixture(name).tasks()} & held, name
 
 

@@ -149,8 +149,9 @@ def test_config_key_and_yaml_member_name_the_directory(collection, tmp_path):
     data_dir, expected = collection
     with pytest.raises(TaskError, match="set mixture.data_dir"):
         registry.get_mixture("flan2022")
-    registry.set_data_dir(data_dir)
-    assert sorted(t.name for t in registry.get_mixture("flan2022").tasks()) == sorted(expected)
+    with pytest.raises(TaskError, match="set mixture.data_dir"):
+        registry.load_mixture("flan2022")
+    assert sorted(t.name for t in registry.load_mixture("flan2022", data_dir=data_dir).tasks()) == sorted(expected)
     (tmp_path / "mix.yaml").write_text(f"mixture: mine\nmembers:\n  - flan_collection: {data_dir}\n    rate: 3\n"
                                        "  - mixture: demo\n    rate: 1\n")
     mine = registry.load_mixture(str(tmp_path / "mix.yaml"))

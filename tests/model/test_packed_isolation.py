@@ -1,28 +1,35 @@
-"""Packed rows keep examples apart: a packed row's outputs equal each example run alone."""
+"""Packed rows keep examples apart: a packed row's outputs equal each example run alone,
+for every attention implementation that runs on CPU (FlexAttention: forward only here)."""
 
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
 
+from flanforge.model import attention
 from flanforge.model.attention import segment_mask
 from flanforge.model.loss import TrainingModel
 
 torch.manual_seed(0)
 VOCAB = 61
+# Every implementation whose forward runs on this CPU.
+CPU_IMPLEMENTATIONS = [name for name in attention.HF_NAMES
+                       if attention.unavailable_reason(name, "cpu", training=False, dropout=0.0) is None]
 
 
-def decoder_model():
+def decoder_model(impl="sdpa_mask"):
     cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
     model = LlamaForCausalLM(cfg).eval()
-    model.config._attn_implementation = "sdpa"
+    attention.use(model, impl)
     return TrainingModel(model, arch="decoder", fused=True, zero_stage=0)
 
 
-def t5_model():
+def t5_model(impl="sdpa_mask"):
     cfg = T5Config(vocab_size=VOCAB, d_model=32, d_ff=64, d_kv=8, num_layers=2, num_decoder_layers=2, num_heads=4,
                    feed_forward_proj="gated-gelu", decoder_start_token_id=0, pad_token_id=0)
-    return TrainingModel(T5ForConditionalGeneration(cfg).eval(), arch="t5", fused=True, zero_stage=0)
+    model = T5ForConditionalGeneration(cfg).eval()
+    attention.use(model, impl)
+    return TrainingModel(model, arch="t5", fused=True, zero_stage=0)
 
 
 def pack(seqs, length):
@@ -46,12 +53,23 @@ def test_mask_blocks_cross_segment_and_future_positions():
     assert allowed[4].sum() == 1  # a padding query keeps one key, so softmax stays finite
 
 
-def test_decoder_packed_equals_alone():
-    model = decoder_model()
-    examples = [[5, 9, 12, 7], [3, 44, 8], [20, 21, 22, 23, 24]]
-    ids, seg, pos = pack(examples, 16)
+def random_examples(lengths, seed):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randint(2, VOCAB, (n,), generator=gen).tolist() for n in lengths]
+
+
+# Lengths cross FlexAttention's 128-token blocks, so whole blocks are skipped and others are partial.
+DECODER_LENGTHS = [100, 60, 90, 30]
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLEMENTATIONS)
+def test_decoder_packed_equals_alone(impl):
+    model = decoder_model(impl)
+    examples = random_examples(DECODER_LENGTHS, seed=1)
+    ids, seg, pos = pack(examples, 300)
     with torch.no_grad():
         packed = model.hidden_states({"input_ids": ids, "segment_ids": seg, "position_ids": pos})[0]
+        assert torch.isfinite(packed).all()  # padding rows too
         start = 0
         for ex in examples:
             alone_ids, alone_seg, alone_pos = pack([ex], len(ex))
@@ -72,14 +90,16 @@ def test_decoder_without_the_mask_would_leak():
     assert not torch.allclose(leaky[4:7], alone, atol=1e-4)
 
 
-def test_t5_packed_equals_alone():
-    model = t5_model()
-    pairs = [([5, 9, 12, 1], [0, 30, 31]), ([3, 44, 8, 17, 1], [0, 40]), ([20, 1], [0, 50, 51, 52])]
-    enc_ids, enc_seg, _ = pack([p[0] for p in pairs], 16)
-    dec_ids, dec_seg, _ = pack([p[1] for p in pairs], 12)
+@pytest.mark.parametrize("impl", CPU_IMPLEMENTATIONS)
+def test_t5_packed_equals_alone(impl):
+    model = t5_model(impl)
+    pairs = list(zip(random_examples([70, 90, 40], seed=2), random_examples([30, 100, 20], seed=3)))
+    enc_ids, enc_seg, _ = pack([p[0] for p in pairs], 256)
+    dec_ids, dec_seg, _ = pack([p[1] for p in pairs], 160)
     with torch.no_grad():
         packed = model.hidden_states({"input_ids": enc_ids, "segment_ids": enc_seg,
                                       "decoder_input_ids": dec_ids, "decoder_segment_ids": dec_seg})[0]
+        assert torch.isfinite(packed).all()
         start = 0
         for enc, dec in pairs:
             e_ids, e_seg, _ = pack([enc], len(enc))
@@ -88,6 +108,26 @@ def test_t5_packed_equals_alone():
                                          "decoder_input_ids": d_ids, "decoder_segment_ids": d_seg})[0]
             torch.testing.assert_close(packed[start:start + len(dec)], alone, rtol=1e-5, atol=1e-5)
             start += len(dec)
+
+
+def test_block_mask_skips_blocks_across_segments():
+    """The flex mask is block-sparse: a block whose queries and keys share no segment is never computed."""
+    _, seg, _ = pack(random_examples(DECODER_LENGTHS, seed=1), 300)
+    blocks = attention.segment_block_mask(seg, seg, causal=True).to_dense()[0, 0]  # (3, 3) query x key blocks
+    expected = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 1, 1]])  # block 2 (tokens 256..299) sees only segments 3-4
+    assert torch.equal(blocks.int(), expected)
+
+
+def test_block_mask_allows_what_the_dense_mask_allows():
+    seg = torch.tensor([[1, 1, 2, 2, 2, 0, 0], [1, 2, 2, 3, 3, 3, 3]])
+    from torch.nn.attention.flex_attention import create_mask
+
+    for causal in (True, False):
+        block = attention.segment_block_mask(seg, seg, causal=causal, block_size=4)
+        allowed = create_mask(block.mask_mod, 2, 1, 7, 7, device="cpu")[:, 0]  # (B, T, T)
+        dense = segment_mask(seg, seg, causal=causal)[:, 0] == 0
+        real = (seg > 0)[:, :, None]  # padding queries differ by design; their outputs are unused
+        assert torch.equal(allowed & real, dense & real)
 
 
 @pytest.mark.parametrize("arch", ["decoder", "t5"])
@@ -113,3 +153,24 @@ def test_fused_loss_equals_hf_loss(arch):
     with torch.no_grad():
         losses = model(batch)
     assert losses.sum() / (labels != -100).sum() == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["decoder", "t5"])
+def test_implementations_agree(arch):
+    """Same weights, same packed batch: every CPU implementation gives the dense-mask result
+    (guards the tests above, which would pass for an implementation that dropped T5's position bias)."""
+    model = decoder_model() if arch == "decoder" else t5_model()
+    ids, seg, pos = pack(random_examples(DECODER_LENGTHS, seed=4), 300)
+    batch = {"input_ids": ids, "segment_ids": seg, "position_ids": pos}
+    if arch == "t5":
+        dec_ids, dec_seg, _ = pack(random_examples([30, 100, 20, 5], seed=5), 160)
+        batch.update(decoder_input_ids=dec_ids, decoder_segment_ids=dec_seg)
+    real = (batch.get("decoder_segment_ids", seg) > 0)[0]
+    outputs = {}
+    with torch.no_grad():
+        for impl in CPU_IMPLEMENTATIONS:
+            attention.use(model.hf, impl)
+            outputs[impl] = TrainingModel(model.hf, arch=arch, fused=True, zero_stage=0).hidden_states(batch)[0][real]
+    for impl, out in outputs.items():
+        torch.testing.assert_close(out, outputs["sdpa_mask"], rtol=1e-5, atol=1e-5, msg=lambda m, i=impl: f"{i}: {m}")
+

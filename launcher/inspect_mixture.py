@@ -22,7 +22,7 @@ from flanforge.launcher.config import Config, load_config
 from flanforge.launcher.launch import ranks_per_node
 from flanforge.mixtures.formats import FORMATS
 from flanforge.mixtures.mixture import Mixture
-from flanforge.mixtures.registry import load_mixture, set_bad_record_policy, set_data_dir
+from flanforge.mixtures.registry import load_mixture
 from flanforge.mixtures.sources.base import POLICIES
 from flanforge.mixtures.sources.flan_collection import CollectionSource
 from flanforge.mixtures.task import Task, TaskError
@@ -59,9 +59,8 @@ def run(args: argparse.Namespace) -> int:
     name = args.mixture or (cfg.mixture.name if cfg else None)
     if name is None:
         raise TaskError("name a mixture (or pass --config)")
-    set_bad_record_policy(args.on_bad_record or (cfg.mixture.on_bad_record if cfg else "error"))
-    set_data_dir(args.data_dir or (cfg.mixture.data_dir if cfg else None))
-    mixture = load_mixture(name)
+    policy = args.on_bad_record or (cfg.mixture.on_bad_record if cfg else "error")
+    mixture = load_mixture(name, policy, args.data_dir or (cfg.mixture.data_dir if cfg else None))
     overrides = dict(cfg.mixture.weights) if cfg else {}
     budget = _budget(args, cfg)
     rows = task_rows(mixture, overrides, budget)
@@ -126,9 +125,10 @@ def task_rows(mixture: Mixture, overrides: dict[str, float], budget: Budget | No
 
 def collection_lacks(mixture: Mixture) -> list[str] | None:
     """What the mixture's Flan collection directories lack (None: it reads none)."""
-    collections = {id(t.source.collection): t.source.collection for t in mixture.tasks() if isinstance(t.source, CollectionSource)}
-    if not collections:
+    sources = [t.source for t in mixture.tasks() if isinstance(t.source, CollectionSource)]
+    if not sources:
         return None
+    collections = {id(s.collection): s.collection for s in sources}
     return [line for c in collections.values() for line in c.lacks()]
 
 
