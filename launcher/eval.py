@@ -19,7 +19,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from flanforge.launcher.errors import UserError
+from flanforge.errors import UserError
 from flanforge.mixtures.evalsets import BENCHMARK_SUITES, KINDS
 
 UNTUNED = "untuned:"

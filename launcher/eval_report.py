@@ -46,7 +46,7 @@ def results_dict(model: str, split: str, suites: Sequence[SuiteResult]) -> dict[
 
 def load_results(path: str | Path) -> dict[str, Any]:
     """A ``results.json``, or the one in a directory; a UserError when there is none."""
-    from flanforge.launcher.errors import UserError
+    from flanforge.errors import UserError
 
     path = Path(path)
     path = path / RESULTS if path.is_dir() else path

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import difflib
 import os
 import shutil
 import sys
@@ -41,7 +40,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from flanforge.launcher.errors import UserError
+from flanforge.errors import UserError, closest_first
 
 CONFIG_FILE = "config.yaml"
 WRAPPER_PREFIX = "hf."  # TrainingModel keeps the HF model as `self.hf`
@@ -84,10 +83,6 @@ def available_tags(run_dir: str | Path) -> list[str]:
                   if p.is_dir() and p.name.startswith(TAG_PREFIX) and (p / "trainer.json").is_file())
 
 
-def _closest_first(name: str, choices: list[str]) -> list[str]:
-    return sorted(choices, key=lambda c: (-difflib.SequenceMatcher(None, name, c).ratio(), c))
-
-
 def resolve_tag(run_dir: str | Path, tag: str | None = None) -> str:
     """The checkpoint tag to export: ``tag`` (a tag name or a step number) or the one ``latest`` names."""
     from flanforge.launcher.checkpoint import checkpoint_root, latest_tag, tag_for
@@ -113,7 +108,7 @@ def resolve_tag(run_dir: str | Path, tag: str | None = None) -> str:
     if (root / tag).is_dir():
         raise UserError(f"checkpoint {root / tag} is incomplete (its save was interrupted); "
                         f"complete ones: {', '.join(reversed(tags)) or 'none'}")
-    listed = ", ".join(_closest_first(tag, tags)) if tags else "none"
+    listed = ", ".join(closest_first(tag, tags)) if tags else "none"
     raise UserError(f"no checkpoint '{tag}' in {root}; available (closest first): {listed}")
 
 
@@ -299,7 +294,8 @@ def _default_permissions(directory: Path) -> None:
 
 def load_run(run_dir: str | Path):
     """``(config, tokenizer)`` of the run in ``run_dir``, the tokenizer found as training found it."""
-    from flanforge.launcher.config import ConfigError, load_config
+    from flanforge.errors import ConfigError
+    from flanforge.launcher.config import load_config
     from flanforge.model.load import load_configured_tokenizer
     from flanforge.model.tokenizer import load_tokenizer
 

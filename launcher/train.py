@@ -21,7 +21,7 @@ import torch
 
 from flanforge.launcher import checkpoint, rundir
 from flanforge.launcher.config import Config, load_config
-from flanforge.launcher.errors import TrainingStopped
+from flanforge.errors import TrainingStopped
 from flanforge.launcher.dist import RankLayout, export_torch_env, in_launched_rank, init_process_group, read_rank_layout
 
 
@@ -36,13 +36,12 @@ def run(args: argparse.Namespace) -> int:
         return train_rank(cfg)
     # Fail in one line before any rank starts.
     from flanforge.launcher.launch import launch_ranks
-    from flanforge.mixtures.registry import load_mixture, set_bad_record_policy
+    from flanforge.mixtures.registry import load_mixture
     from flanforge.model.load import check_paths
 
     check_paths(cfg.model)
     rundir.check_run_dir(cfg)
-    set_bad_record_policy(cfg.mixture.on_bad_record)
-    load_mixture(cfg.mixture.name)
+    load_mixture(cfg.mixture.name, cfg.mixture.on_bad_record, cfg.mixture.data_dir)
 
     return launch_ranks(cfg, args.config, args.overrides)
 
@@ -70,7 +69,7 @@ def setup(cfg: Config) -> Run:
     from flanforge.launcher.data import TrainData, prepare_tokenizer
     from flanforge.launcher.engine import build_engine
     from flanforge.launcher.metrics import Metrics
-    from flanforge.mixtures.registry import load_mixture, set_bad_record_policy
+    from flanforge.mixtures.registry import load_mixture
     from flanforge.model.load import build_model, count_parameters
     from flanforge.model.loss import TrainingModel
 
@@ -84,8 +83,7 @@ def setup(cfg: Config) -> Run:
         rundir.write_config(cfg)
     torch.distributed.barrier()
 
-    set_bad_record_policy(cfg.mixture.on_bad_record)
-    mixture = load_mixture(cfg.mixture.name)
+    mixture = load_mixture(cfg.mixture.name, cfg.mixture.on_bad_record, cfg.mixture.data_dir)
     tokenizer = prepare_tokenizer(cfg, mixture, rank0)
     model = build_model(cfg.model, tokenizer, cfg.seed)
     n_params = count_parameters(model)  # before ZeRO-3 partitions the weights

@@ -26,12 +26,12 @@ a YAML path            the task or mixture the file defines (its tasks' ``metric
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import random
 import re
 from dataclasses import dataclass, field
 from typing import Callable
 
+from flanforge.errors import did_you_mean
 from flanforge.mixtures.mixture import Mixture
 from flanforge.mixtures.task import Task, TaskError
 
@@ -94,7 +94,8 @@ def build_suite(spec: str, *, split: str = "validation", kind: str = "zero_shot"
     from flanforge.mixtures.sources import benchmarks, task_yaml
 
     if kind not in KINDS:
-        raise TaskError(f"unknown format kind '{kind}' (kinds: {', '.join(KINDS)}){_closest(kind, KINDS)}")
+        hint = did_you_mean(kind, KINDS, n=3, cutoff=0.4)
+        raise TaskError(f"unknown format kind '{kind}' (kinds: {', '.join(KINDS)}){hint}")
     name, _, path = spec.partition(":")
     if name in BENCHMARK_SUITES:
         if not path:
@@ -108,7 +109,7 @@ def build_suite(spec: str, *, split: str = "validation", kind: str = "zero_shot"
         name, pairs = mixture.name, _clustered(mixture)
     else:
         if name not in suite_names():
-            raise TaskError(f"unknown suite '{spec}'{_closest(name, suite_names())}")
+            raise TaskError(f"unknown suite '{spec}'{did_you_mean(name, suite_names(), n=3, cutoff=0.4)}")
         pairs = _clustered(get_mixture(name))
     suite = Suite(name, [])
     for task, cluster in pairs:
@@ -121,11 +122,6 @@ def build_suite(spec: str, *, split: str = "validation", kind: str = "zero_shot"
                                     max_new_tokens=int(1.25 * longest) + 8,
                                     answer_pattern=_cot_pattern() if fmt.endswith("_cot") else None))
     return suite
-
-
-def _closest(name: str, names) -> str:
-    near = difflib.get_close_matches(name, list(names), n=3, cutoff=0.4)
-    return f"; closest: {', '.join(near)}" if near else ""
 
 
 def _sub_mixtures(mixture: Mixture) -> list[Mixture]:

@@ -12,7 +12,6 @@ drawn from the caller's RNG, so every epoch can see another phrasing.
 
 from __future__ import annotations
 
-import difflib
 import random
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -22,6 +21,7 @@ import jinja2
 from jinja2 import meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from flanforge.errors import TaskError, did_you_mean
 from flanforge.mixtures.formats import FORMATS, Format, Parts, Style, block, compose, get_format, whitespace_tokens
 
 _ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
@@ -35,10 +35,6 @@ the answer options, ``exact_match`` and ``rouge`` score a greedy generation."""
 
 CHOICES_VARIABLE = "answer_choices"
 """What a template with ``choices`` (promptsource's ``answer_choices``) calls the rendered list."""
-
-
-class TaskError(ValueError):
-    """A task, template or record that cannot be used; the message names it."""
 
 
 @lru_cache(maxsize=None)
@@ -151,8 +147,7 @@ class Task:
         if not self.templates:
             raise TaskError(f"task '{self.name}': has no templates")
         if self.metric not in TASK_METRICS:
-            near = difflib.get_close_matches(self.metric, TASK_METRICS, n=2, cutoff=0.3)
-            hint = f"; did you mean {' or '.join(near)}?" if near else ""
+            hint = did_you_mean(self.metric, TASK_METRICS, n=2, cutoff=0.3)
             raise TaskError(f"task '{self.name}': unknown metric '{self.metric}' (metrics: {', '.join(TASK_METRICS)}){hint}")
         if self.max_shots < 1 or self.fewshot_budget < 1:
             raise TaskError(f"task '{self.name}': max_shots and fewshot_budget must be at least 1")
@@ -174,11 +169,9 @@ class Task:
         except jinja2.TemplateSyntaxError as err:
             raise TaskError(f"task '{self.name}', template '{tpl.id}': syntax error: {err}") from None
         for name in sorted(used - set(self.fields)):
-            near = difflib.get_close_matches(name, self.fields, n=1)
-            hint = f"; did you mean '{near[0]}'?" if near else ""
             raise TaskError(
                 f"task '{self.name}', template '{tpl.id}': field '{name}' is not one of "
-                f"the task's fields {list(self.fields)}{hint}"
+                f"the task's fields {list(self.fields)}{did_you_mean(name, self.fields, cutoff=0.6)}"
             )
 
     def _check_format(self, name: str) -> None:

@@ -19,8 +19,8 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
-from flanforge.launcher.config import ModelConfig
-from flanforge.launcher.errors import UserError
+from flanforge.errors import UserError
+from flanforge.model.config import ModelConfig
 from flanforge.model import attention
 from flanforge.model.tokenizer import Tokenizer, load_tokenizer
 

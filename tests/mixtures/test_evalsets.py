@@ -119,7 +119,7 @@ def test_accuracy_without_options_names_the_task(tmp_path):
 
 
 def test_unknown_metric_names_closest(tmp_path):
-    with pytest.raises(TaskError, match=r"task.yaml: task 'even_check': unknown metric 'acuracy'.*did you mean accuracy"):
+    with pytest.raises(TaskError, match=r"task.yaml: task 'even_check': unknown metric 'acuracy'.*closest: accuracy"):
         build_suite(_write_task(tmp_path, "acuracy"))
 
 

@@ -50,6 +50,14 @@ def test_a_task_yaml_becomes_a_registered_one_task_mixture(task_file):
     assert registry.load_mixture(str(task_file)) is mixture  # loading again gives the same objects
 
 
+def test_load_mixture_passes_its_bad_record_policy_to_sources_without_one(task_file):
+    task_file.write_text(TASK_YAML.replace("  on_bad_record: skip\n", ""))
+    with pytest.raises(TaskError, match=r"capitals.jsonl:11: missing field 'capital'"):
+        registry.load_mixture(str(task_file)).tasks()[0].records()
+    task = registry.load_mixture(str(task_file), on_bad_record="skip").tasks()[0]
+    assert task.num_examples("train") == 7 and task.bad_records == 1
+
+
 def test_a_mixture_yaml_names_task_files_registered_tasks_and_rates(task_file):
     (task_file.parent / "mix.yaml").write_text(
         "mixture: geo_and_words\n"

@@ -3,7 +3,7 @@
 import pytest
 
 from flanforge.launcher.config import ConfigError, ModelConfig, load_config
-from flanforge.launcher.errors import UserError
+from flanforge.errors import UserError
 from flanforge.model import attention
 from flanforge.model.load import build_model
 from flanforge.model.tokenizer import train_tokenizer
