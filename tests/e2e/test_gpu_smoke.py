@@ -44,6 +44,8 @@ def test_the_loss_and_training_stages_have_their_figures(smoke):
     for row in stages["fused_ce"]["by_tokens"].values():
         assert row["fused_loss_error"] < 1e-4 and row["reference"]["ms"] > 0 and row["fused"]["ms"] > 0
     assert stages["fused_ce"]["liger"].startswith("not run: ")
+    tuning = stages["fused_ce"]["kernel_tuning"]  # the Triton kernel's block sizes and warps, in the interpreter
+    assert len(tuning["ms"]) == 2 and tuning["fastest"] in tuning["ms"] and min(tuning["ms"].values()) > 0
     variants = stages["train"]["variants"]
     assert set(variants) == {"fused_loss+sdpa_mask", "fused_loss+eager_mask", "fused_loss+flex",
                              "unfused_loss+sdpa_mask"}
