@@ -37,9 +37,10 @@ def run(args: argparse.Namespace) -> int:
     # Fail in one line before any rank starts.
     from flanforge.launcher.launch import launch_ranks
     from flanforge.mixtures.registry import load_mixture
-    from flanforge.model.load import check_paths
+    from flanforge.model.load import check_paths, choose_attention
 
     check_paths(cfg.model)
+    choose_attention(cfg.model)
     rundir.check_run_dir(cfg)
     load_mixture(cfg.mixture.name, cfg.mixture.on_bad_record, cfg.mixture.data_dir)
 
