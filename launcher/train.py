@@ -37,11 +37,12 @@ def run(args: argparse.Namespace) -> int:
     # Fail in one line before any rank starts.
     from flanforge.launcher.launch import launch_ranks
     from flanforge.mixtures.registry import load_mixture
-    from flanforge.model.load import check_paths
+    from flanforge.model.load import check_paths, choose_attention
 
     check_paths(cfg.model)
+    choose_attention(cfg.model)
     rundir.check_run_dir(cfg)
-    load_mixture(cfg.mixture.name, cfg.mixture.on_bad_record)
+    load_mixture(cfg.mixture.name, cfg.mixture.on_bad_record, cfg.mixture.data_dir)
 
     return launch_ranks(cfg, args.config, args.overrides)
 
@@ -85,7 +86,7 @@ def setup(cfg: Config) -> Run:
         rundir.write_config(cfg)
     torch.distributed.barrier()
 
-    mixture = load_mixture(cfg.mixture.name, cfg.mixture.on_bad_record)
+    mixture = load_mixture(cfg.mixture.name, cfg.mixture.on_bad_record, cfg.mixture.data_dir)
     tokenizer = prepare_tokenizer(cfg, mixture, rank0)
     model = build_model(cfg.model, tokenizer, cfg.seed)
     n_params = count_parameters(model)  # before ZeRO-3 partitions the weights

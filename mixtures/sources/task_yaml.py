@@ -1,8 +1,9 @@
 """Tasks and mixtures written as YAML files, no Python needed (the README shows one).
 
 A file whose top-level key is ``task`` defines one task; ``mixture`` defines a
-mixture of tasks, sub-mixtures, Flan-collection exports and NIV2 task
-directories. Relative paths are relative to the file. Files are read with
+mixture of tasks, sub-mixtures, Flan-collection exports, a Flan-collection
+directory (``flan_collection: DIR``, the ``flan2022`` mixture over it) and NIV2
+task directories. Relative paths are relative to the file. Files are read with
 ``yaml.safe_load``; unknown keys are errors naming the closest valid key.
 """
 
@@ -17,6 +18,7 @@ from flanforge.errors import did_you_mean
 from flanforge.mixtures.mixture import Mixture, Rate
 from flanforge.mixtures.sources import niv2
 from flanforge.mixtures.sources.base import FileSource, existing
+from flanforge.mixtures.sources.flan_collection import FlanCollection
 from flanforge.mixtures.sources.flan_jsonl import flan_mixture
 from flanforge.mixtures.sources.hf_disk import HfDiskSource
 from flanforge.mixtures.sources.promptsource import load_templates
@@ -31,7 +33,7 @@ SOURCE_KEYS = ("type", "path", "splits", "holdout", "columns", "on_bad_record")
 SOURCE_TYPES = ("table", "hf_disk", "niv2")
 TEMPLATE_KEYS = ("id", "instruction", "input", "target", "choices")
 MIXTURE_KEYS = ("mixture", "members")
-MEMBER_KINDS = ("task", "mixture", "flan_jsonl", "niv2")
+MEMBER_KINDS = ("task", "mixture", "flan_jsonl", "flan_collection", "niv2")
 MEMBER_KEYS = (*MEMBER_KINDS, "rate", "task_rate", "on_bad_record")
 RATE_KEYS = ("cap", "temperature")
 
@@ -179,6 +181,8 @@ def _member(spec: Any, base: Path, resolve: Resolve, what: str) -> tuple[Task | 
         raise TaskError(f"{what}: set on_bad_record in the source of the task it names, not on the member")
     if kind == "flan_jsonl":
         return flan_mixture(base / ref, Path(ref).stem, _rate(spec.get("task_rate")), **policy), rate
+    if kind == "flan_collection":
+        return FlanCollection(base / ref, **policy).mixture("flan2022"), rate
     if kind == "niv2":
         return niv2.niv2_mixture(base / ref, Path(ref).name, _rate(spec.get("task_rate"), cap=5000), **policy), rate
     return resolve(kind, ref, base), rate
