@@ -157,3 +157,15 @@ def test_bad_input(run_dir, hf_dir, tmp_path, capsys):
     assert "--max-examples must be at least 1" in error_of(capsys, hf_dir, "--suites", "demo", "--out", out,
                                                            "--max-examples", 0)
     assert "no results.json" in error_of(capsys, hf_dir, "--suites", "demo", "--out", out, "--compare", tmp_path)
+
+
+def test_periodic_eval_config_is_checked():
+    from flanforge.errors import ConfigError
+    from flanforge.launcher.config import load_config
+
+    cfg = load_config(None, ["eval.every_steps=5", "eval.suites=[demo, builtin_heldout]"])
+    assert cfg.eval.suites == ["demo", "builtin_heldout"] and cfg.eval.max_examples_per_task == 20
+    with pytest.raises(ConfigError, match="eval.every_steps: .*ZeRO stages 0-2"):
+        load_config(None, ["eval.every_steps=5", "deepspeed.zero_stage=3"])
+    with pytest.raises(ConfigError, match="unknown config key 'eval.every_step'; did you mean 'eval.every_steps'"):
+        load_config(None, ["eval.every_step=5"])
