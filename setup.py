@@ -44,7 +44,7 @@ setup(
         "pyarrow>=15",
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        "test": ["pytest>=8", "hypothesis>=6.100"],
         "triton": ["triton>=3.0"],
     },
     entry_points={"console_scripts": ["flanforge=flanforge.launcher.cli:main"]},

@@ -127,9 +127,12 @@ def prepare(
     """Write every task of ``mixture`` as shards under ``out_dir`` (tasks in parallel) and the manifest.
 
     Tasks whose entry is present with the current fingerprint and whose shard
-    files are all present at their recorded sizes are skipped unless ``force``.
+    files are all present at their recorded sizes are skipped unless ``force``;
+    their checksums are verified (a shard corrupted in place is an error naming it).
     """
     global _POOL_TASKS
+    if workers < 1 or records_per_shard < 1:
+        raise ShardError(f"workers and records per shard must be at least 1, got {workers} and {records_per_shard}")
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     todo = [t for t in mixture.tasks() if force or not _is_current(t, root)]
@@ -148,7 +151,11 @@ def prepare(
             write_task(task, root, records_per_shard)
             bar.update()
     bar.close()
-    return write_manifest(root)
+    manifest = write_manifest(root)
+    # A skipped task's shards are present at their sizes; one corrupted in place is an error, not a success.
+    written = {t.name for t in todo}
+    manifest.check([t for t in mixture.tasks() if t.name not in written], checksums=True)
+    return manifest
 
 
 def _read_entry(root: Path, name: str) -> dict[str, Any] | None:
@@ -156,9 +163,45 @@ def _read_entry(root: Path, name: str) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        return check_entry(json.loads(path.read_text()), str(path))
+    except (json.JSONDecodeError, UnicodeDecodeError, ShardError):
         return None  # a damaged entry means the task is prepared again
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _field(data: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    value = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(value, kind) or isinstance(value, bool) or (isinstance(value, int) and value < 0):
+        raise ShardError(f"{where}: '{key}' is missing or malformed (got {value!r})")
+    return value
+
+
+def _plain_name(data: Any, key: str, where: str) -> str:
+    """A file or directory name inside the shards directory: never a path that leads out of it."""
+    name = _field(data, key, str, where)
+    if not _SAFE_NAME.fullmatch(name) or name in (".", ".."):
+        raise ShardError(f"{where}: '{key}' {name!r} is not a plain file name inside the shards directory")
+    return name
+
+
+def check_entry(entry: Any, where: str) -> dict[str, Any]:
+    """``entry`` if it is a task entry as :func:`write_task` writes it, else a :class:`ShardError` naming the key."""
+    _field(entry, "name", str, where)
+    _plain_name(entry, "dir", where)
+    _field(entry, "fingerprint", str, where)
+    _field(entry, "bad_records", int, where)
+    splits = _field(entry, "splits", dict, where)
+    for split in SPLITS:
+        info = _field(splits, split, dict, f"{where}: splits")
+        _field(info, "num_records", int, f"{where}: splits.{split}")
+        for i, shard in enumerate(_field(info, "shards", list, f"{where}: splits.{split}")):
+            at = f"{where}: splits.{split}.shards[{i}]"
+            _plain_name(shard, "file", at)
+            for key, kind in (("num_records", int), ("bytes", int), ("sha256", str)):
+                _field(shard, key, kind, at)
+    return entry
 
 
 def _is_current(task: Task, root: Path) -> bool:
@@ -178,7 +221,10 @@ def write_manifest(root: str | Path) -> "Manifest":
     root = Path(root)
     tasks = {}
     for path in sorted(root.glob(f"*/{ENTRY}")):
-        entry = json.loads(path.read_text())
+        try:
+            entry = check_entry(json.loads(path.read_text()), str(path))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ShardError(f"{path}: not a valid task entry: {err}") from None
         tasks[entry["name"]] = entry
     _write_json(root / MANIFEST, {"version": FORMAT_VERSION, "tasks": tasks})
     return Manifest.load(root)
@@ -212,7 +258,12 @@ class Manifest:
         version = data.get("version") if isinstance(data, dict) else None
         if version != FORMAT_VERSION:
             raise ShardError(f"{path}: manifest version {version!r}, expected {FORMAT_VERSION}")
-        return Manifest(root, data["tasks"])
+        tasks = data.get("tasks")
+        if not isinstance(tasks, dict):
+            raise ShardError(f"{path}: 'tasks' must be a mapping of task entries")
+        for name, entry in tasks.items():
+            check_entry(entry, f"{path}: task '{name}'")
+        return Manifest(root, tasks)
 
     def shards(self, task: str, split: str = "train") -> list[ShardInfo]:
         entry = self._entry(task)
