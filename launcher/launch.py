@@ -98,7 +98,7 @@ def launch_ranks(cfg: Config, config_path: str, overrides: list[str]) -> int:
                 break
             except KeyboardInterrupt:
                 proc.send_signal(signal.SIGINT)
-        first = report.first_error()
+        first = report.first_error(root=workdir)
         if first is None:
             return status
         print(first[1], file=sys.stderr, flush=True)

@@ -23,8 +23,8 @@ PEER_WAIT_S = 3.0
 """How long a rank that failed with an unexpected error waits for another rank's claim (which explains it)."""
 
 
-def _error_file() -> Path | None:
-    root = os.environ.get(ERROR_DIR_ENV)
+def _error_file(root: str | None = None) -> Path | None:
+    root = root or os.environ.get(ERROR_DIR_ENV)
     return Path(root) / ERROR_FILE if root else None
 
 
@@ -42,9 +42,10 @@ def claim(status: int, line: str) -> bool:
     return True
 
 
-def first_error(wait_s: float = 0.0) -> tuple[int, str] | None:
-    """``(status, line)`` a rank claimed, waiting up to ``wait_s`` for one to appear."""
-    path = _error_file()
+def first_error(wait_s: float = 0.0, root: str | None = None) -> tuple[int, str] | None:
+    """``(status, line)`` a rank claimed (in ``root``, default: this rank's error directory),
+    waiting up to ``wait_s`` for one to appear."""
+    path = _error_file(root)
     deadline = time.monotonic() + wait_s
     while path is not None:
         try:

@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import pytest
 
@@ -17,9 +17,8 @@ from flanforge.launcher import checkpoint, runlock
 from flanforge.launcher.errors import UserError
 from flanforge.mixtures import registry
 from flanforge.mixtures.mixture import Mixture, Rate
-from flanforge.mixtures.shards import ShardError, Manifest, prepare
-from flanforge.mixtures.sources.tabular import TableSource
-from flanforge.mixtures.task import Task, Template
+from flanforge.mixtures.shards import Manifest, ShardError, prepare
+from flanforge.mixtures.task import Task, TaskError, Template
 
 HOLD_LOCK = "import sys, time; from flanforge.launcher import runlock; runlock.acquire(sys.argv[1]); print('held', flush=True); time.sleep(600)"
 
@@ -153,3 +152,14 @@ def test_prepare_cli_reads_yaml_mixtures(tmp_path, capsys):
     assert main(["prepare", str(tmp_path / "task.yaml"), "--out", str(tmp_path / "x"), "--records-per-shard", "0"]) == 2
     assert capsys.readouterr().err.strip() == (
         "flanforge prepare: error: workers and records per shard must be at least 1, got 1 and 0")
+
+
+def test_preflight_names_a_task_with_no_usable_records(tmp_path):
+    from flanforge.launcher.preflight import check_mixture
+
+    (tmp_path / "task.yaml").write_text(
+        "task: hollow\nsource: {path: %s, on_bad_record: skip}\ntemplates:\n  - {id: t, input: '{{ question }}', target: '{{ answer }}'}\n"
+        % (Path(__file__).parent / "data" / "all_bad.jsonl"))
+    registry.reset()
+    with pytest.raises(TaskError, match=r"mixture 'hollow': task 'hollow' has no usable train records \(3 bad records skipped\)"):
+        check_mixture(registry.load_mixture(tmp_path / "task.yaml"))
