@@ -59,6 +59,7 @@ MANIFEST = "manifest.json"
 ENTRY = "entry.json"
 RECORDS_PER_SHARD = 1000
 FORMAT_VERSION = 2
+CHECKSUM_ALL_BYTES = 4 << 30
 
 
 def fingerprint(task: Task) -> str:
@@ -272,6 +273,11 @@ class Manifest:
             raise ShardError(f"task '{task}' is not in {self.root / MANIFEST}; run `flanforge prepare` for this mixture")
         return self.tasks[task]
 
+    def shard_bytes(self, tasks: Iterable[Task]) -> int:
+        """Bytes of the distinct shard files the tasks' pieces lie in."""
+        files = {f for t in tasks for split in SPLITS for f, _, _ in self._entry(t.name)["splits"][split]["pieces"]}
+        return sum(self.files[f][0] for f in files if f is not None)
+
     def check(self, tasks: Iterable[Task], checksums: bool = False) -> None:
         """Raise :class:`ShardError` naming the task or file unless every task's shards are usable.
 
@@ -301,10 +307,14 @@ def ensure_prepared(mixture: Mixture, out_dir: str | Path, workers: int = 1, pro
 
     Called on rank 0 before training; an all-zero mixture, a task without
     records or a damaged shard is an error here, before the first step.
+    Shards totalling more than :data:`CHECKSUM_ALL_BYTES` (a whole Flan
+    collection) are checked for presence and size here and hashed when a
+    reader first opens each one, so a start does not read hundreds of GB.
     """
     mixture.rates()  # raises when every rate is zero
     manifest = prepare(mixture, out_dir, workers=workers, progress=progress)
-    manifest.check(mixture.tasks(), checksums=True)
+    tasks = mixture.tasks()
+    manifest.check(tasks, checksums=manifest.shard_bytes(tasks) <= CHECKSUM_ALL_BYTES)
     return manifest
 
 
