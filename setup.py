@@ -32,7 +32,7 @@ setup(
         # user's CUDA build on a cluster); this range never upgrades it.
         "torch>=2.4",
         "deepspeed>=0.16",
-        "transformers>=4.46",
+        "transformers>=4.50",  # logits_to_keep (evaluation)
         "datasets>=3.0",
         "webdataset>=0.2.86",
         "sentencepiece>=0.2",

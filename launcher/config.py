@@ -108,6 +108,26 @@ class LaunchConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Evaluation between training steps: ``flanforge eval``'s code, run on every rank, logged to TensorBoard."""
+
+    every_steps: int = 0
+    """Evaluate every this many steps (0: never): ``eval/<suite>/<task>/<metric>``, ``eval/<suite>/mean``
+    and ``val/loss`` (per sub-mixture ``val/loss/<name>``). It reads neither the data stream nor any RNG
+    training uses, so the training losses are the same with and without it."""
+    suites: list[str] = field(default_factory=list)
+    """Suites as ``flanforge eval --suites`` takes them; empty: the training mixture (its validation split)."""
+    max_examples_per_task: int = 20
+    """Validation records per task, for the suites and for ``val/loss``."""
+    batch_size: int = 16
+    """Examples per forward (or per ``generate``)."""
+
+    def __post_init__(self) -> None:
+        if self.every_steps < 0 or self.max_examples_per_task < 1 or self.batch_size < 1:
+            raise ConfigError("eval.every_steps must be >= 0, eval.max_examples_per_task and eval.batch_size >= 1")
+
+
+@dataclass
 class Config:
     """The whole run. Keys that may change when a run resumes are marked ``may_change``
     (a marked section: every key under it); the others must stay equal."""
@@ -121,6 +141,12 @@ class Config:
     checkpoint: CheckpointConfig = may_change(default_factory=CheckpointConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     launch: LaunchConfig = may_change(default_factory=LaunchConfig)
+    eval: EvalConfig = may_change(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        if self.eval.every_steps and self.deepspeed.zero_stage == 3:
+            raise ConfigError("eval.every_steps: evaluation during training runs on ZeRO stages 0-2 (ZeRO-3 would "
+                              "gather the weights on every forward); evaluate ZeRO-3 checkpoints with flanforge eval")
 
 
 def _closest(key: str, valid: list[str]) -> str:

@@ -37,9 +37,10 @@ def run(args: argparse.Namespace) -> int:
     # Fail in one line before any rank starts.
     from flanforge.launcher.launch import launch_ranks
     from flanforge.mixtures.registry import load_mixture
-    from flanforge.model.load import check_paths
+    from flanforge.model.load import check_paths, choose_attention
 
     check_paths(cfg.model)
+    choose_attention(cfg.model)
     rundir.check_run_dir(cfg)
     load_mixture(cfg.mixture.name, cfg.mixture.on_bad_record, cfg.mixture.data_dir)
 
@@ -63,12 +64,14 @@ class Run:
     step: int = 0
     counters: dict[str, float] = field(default_factory=dict)
     stop_signal: int | None = None
+    evaluation: Any = None  # flanforge.launcher.periodic_eval.PeriodicEval
 
 
 def setup(cfg: Config) -> Run:
     from flanforge.launcher.data import TrainData, prepare_tokenizer
     from flanforge.launcher.engine import build_engine
     from flanforge.launcher.metrics import Metrics
+    from flanforge.launcher.periodic_eval import PeriodicEval
     from flanforge.mixtures.registry import load_mixture
     from flanforge.model.load import build_model, count_parameters
     from flanforge.model.loss import TrainingModel
@@ -97,6 +100,7 @@ def setup(cfg: Config) -> Run:
     data = TrainData(cfg, mixture, tokenizer, layout, None if state is None else state["data"])
     device_name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     run = Run(cfg, layout, engine, data, metrics, n_params=n_params, device_name=device_name)
+    run.evaluation = PeriodicEval(cfg, mixture, tokenizer, layout, metrics)
     if state is not None:
         run.step = state["step"]
         run.counters = state.get("counters", {})
@@ -169,6 +173,11 @@ def train(run: Run) -> None:
                 values["train/mfu"] = mfu
             run.metrics.scalars(run.step, values)
             log(run, format_line(run.step, values))
+        if run.evaluation.due(run.step):
+            scores = run.evaluation.run(run.step, engine)
+            if scores is not None:
+                log(run, f"step {run.step} eval: " + ", ".join(
+                    f"{k} {v:.4g}" for k, v in scores.items() if k.endswith("/mean") or k == "val/loss"))
 
         stop = stop_requested(run)
         due = stop or run.step == cfg.train.max_steps or (save_every and run.step % save_every == 0)

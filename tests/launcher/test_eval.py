@@ -13,7 +13,8 @@ import shutil
 import pytest
 
 from flanforge.launcher.cli import main
-from flanforge.launcher.config import Config, ModelConfig, dump_config
+from flanforge.launcher.config import Config, dump_config
+from flanforge.model.config import ModelConfig
 from flanforge.mixtures import registry
 from flanforge.mixtures.metrics import METRICS
 from flanforge.model.load import build_model
@@ -46,7 +47,7 @@ def hf_dir(run_dir, tmp_path_factory):
     from flanforge.launcher.export import load_run
 
     cfg, tokenizer = load_run(run_dir)
-    model = build_model(dataclasses.replace(cfg.model), tokenizer, cfg.seed)
+    model = build_model(dataclasses.replace(cfg.model), tokenizer, cfg.seed, training=False)
     out = tmp_path_factory.mktemp("hf") / "model"
     model.save_pretrained(out)
     shutil.copyfile(tokenizer.path, out / "spiece.model")

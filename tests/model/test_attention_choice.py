@@ -1,7 +1,10 @@
 """model.attention: the choice by device in one place, and a one-line error naming what is available."""
 
+from pathlib import Path
+
 import pytest
 
+from flanforge.launcher.cli import main
 from flanforge.launcher.config import ConfigError, ModelConfig, load_config
 from flanforge.errors import UserError
 from flanforge.model import attention
@@ -45,6 +48,19 @@ def test_build_model_refuses_flex_training_on_cpu_before_any_step(tmp_path):
     model = build_model(cfg, tokenizer, seed=0, training=False)  # evaluation may use it
     assert attention.implementation_of(model) == "flex"
     assert model.config._attn_implementation == attention.FLEX_HF_NAME
+
+
+def test_flanforge_train_refuses_it_before_any_rank_starts(tmp_path, monkeypatch, capsys):
+    """``flanforge train`` outside a rank checks first: no model built, no launcher started."""
+    for var in ("RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    demo = str(Path(__file__).parents[2] / "configs" / "demo.yaml")
+    assert main(["train", "--config", demo, f"output_dir={tmp_path}", "model.attention=flex"]) == 2
+    assert capsys.readouterr().err == (
+        "flanforge train: error: model.attention=flex is not available on cpu: torch "
+        f"{attention.torch.__version__} has no FlexAttention backward on CPU (forward only); "
+        "available: auto, sdpa_mask, eager_mask\n")
+    assert not (tmp_path / "config.yaml").exists()  # no rank ever started
 
 
 def test_unknown_attention_names_the_closest(tmp_path):
