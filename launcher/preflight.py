@@ -13,7 +13,8 @@ from __future__ import annotations
 from flanforge.launcher import checkpoint, rundir
 from flanforge.launcher.config import Config
 from flanforge.mixtures.mixture import Mixture
-from flanforge.mixtures.task import SPLITS, TaskError
+from flanforge.errors import TaskError
+from flanforge.mixtures.task import SPLITS
 
 
 def check_mixture(mixture: Mixture, weights: dict[str, float] | None = None) -> None:
@@ -29,15 +30,15 @@ def check_mixture(mixture: Mixture, weights: dict[str, float] | None = None) -> 
 
 def run_checks(cfg: Config) -> Mixture:
     """Everything that can be checked without starting a rank; returns the loaded mixture."""
-    from flanforge.mixtures.registry import load_mixture, set_bad_record_policy
-    from flanforge.model.load import check_paths
+    from flanforge.mixtures.registry import load_mixture
+    from flanforge.model.load import check_paths, choose_attention
 
     check_paths(cfg.model)  # loads the configured tokenizer
+    choose_attention(cfg.model)
     rundir.check_run_dir(cfg)
     tag = checkpoint.latest_tag(cfg.output_dir)
     if tag is not None:
         checkpoint.trainer_state(checkpoint.checkpoint_root(cfg.output_dir) / tag)
-    set_bad_record_policy(cfg.mixture.on_bad_record)
-    mixture = load_mixture(cfg.mixture.name)
+    mixture = load_mixture(cfg.mixture.name, cfg.mixture.on_bad_record, cfg.mixture.data_dir)
     check_mixture(mixture, cfg.mixture.weights)
     return mixture

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from flanforge.launcher.errors import UserError
+from flanforge.errors import UserError
 
 LOCK_FILE = ".lock"
 HELD_ENV = "FLANFORGE_RUN_LOCK_HELD"

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from flanforge.kernels import fused_linear_cross_entropy
-from flanforge.model.attention import segment_mask
+from flanforge.model.attention import implementation_of, packed_mask
+from flanforge.model.load import t5_scales_decoder_output
 
 IGNORE_INDEX = -100
 
@@ -30,12 +31,11 @@ class TrainingModel(nn.Module):
         self.arch = arch
         self.fused = fused
         self.head = hf_model.get_output_embeddings()
+        self.attention = implementation_of(hf_model)  # which mask the attention layers take
         config = hf_model.config
         self.softcap = getattr(config, "final_logit_softcapping", None)
-        # T5 scales the decoder output by d_model^-0.5 before a tied LM head, as HF's own
-        # forward does (transformers >= 5 names it `scale_decoder_outputs`).
-        scale = getattr(config, "scale_decoder_outputs", getattr(config, "tie_word_embeddings", False))
-        self.hidden_scale = config.d_model**-0.5 if arch == "t5" and scale else 1.0
+        # T5 may scale the decoder output by d_model^-0.5 before the LM head, as HF's own forward does.
+        self.hidden_scale = config.d_model**-0.5 if arch == "t5" and t5_scales_decoder_output(config) else 1.0
         if zero_stage == 3:
             import deepspeed
 
@@ -44,11 +44,15 @@ class TrainingModel(nn.Module):
     def hidden_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Final hidden states, (B, T, H) on the label side."""
         dtype = next(self.hf.parameters()).dtype
+
+        def mask(q_seg: torch.Tensor, k_seg: torch.Tensor, causal: bool):
+            return packed_mask(self.attention, q_seg, k_seg, causal=causal, dtype=dtype)
+
         if self.arch == "decoder":
             seg = batch["segment_ids"]
             out = self.hf.base_model(
                 input_ids=batch["input_ids"],
-                attention_mask=segment_mask(seg, seg, causal=True, dtype=dtype),
+                attention_mask=mask(seg, seg, True),
                 position_ids=batch["position_ids"],
                 use_cache=False,
             )
@@ -56,13 +60,13 @@ class TrainingModel(nn.Module):
         enc_seg, dec_seg = batch["segment_ids"], batch["decoder_segment_ids"]
         encoded = self.hf.encoder(
             input_ids=batch["input_ids"],
-            attention_mask=segment_mask(enc_seg, enc_seg, causal=False, dtype=dtype),
+            attention_mask=mask(enc_seg, enc_seg, False),
         ).last_hidden_state
         decoded = self.hf.decoder(
             input_ids=batch["decoder_input_ids"],
-            attention_mask=segment_mask(dec_seg, dec_seg, causal=True, dtype=dtype),
+            attention_mask=mask(dec_seg, dec_seg, True),
             encoder_hidden_states=encoded,
-            encoder_attention_mask=segment_mask(dec_seg, enc_seg, causal=False, dtype=dtype),
+            encoder_attention_mask=mask(dec_seg, enc_seg, False),
             use_cache=False,
         ).last_hidden_state
         return decoded * self.hidden_scale

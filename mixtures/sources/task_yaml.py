@@ -1,14 +1,14 @@
 """Tasks and mixtures written as YAML files, no Python needed (the README shows one).
 
 A file whose top-level key is ``task`` defines one task; ``mixture`` defines a
-mixture of tasks, sub-mixtures, Flan-collection exports and NIV2 task
-directories. Relative paths are relative to the file. Files are read with
+mixture of tasks, sub-mixtures, Flan-collection exports, a Flan-collection
+directory (``flan_collection: DIR``, the ``flan2022`` mixture over it) and NIV2
+task directories. Relative paths are relative to the file. Files are read with
 ``yaml.safe_load``; unknown keys are errors naming the closest valid key.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 import reprlib
 from pathlib import Path
@@ -17,10 +17,12 @@ from typing import Any, Callable, Iterable
 import jinja2
 import yaml
 
+from flanforge.errors import did_you_mean
 from flanforge.mixtures.mixture import Mixture, Rate
 from flanforge.mixtures.sandbox import TemplateLimitError
 from flanforge.mixtures.sources import niv2
 from flanforge.mixtures.sources.base import FileSource, existing
+from flanforge.mixtures.sources.flan_collection import FlanCollection
 from flanforge.mixtures.sources.flan_jsonl import flan_mixture
 from flanforge.mixtures.sources.hf_disk import HfDiskSource
 from flanforge.mixtures.sources.promptsource import load_templates
@@ -35,10 +37,9 @@ SOURCE_KEYS = ("type", "path", "splits", "holdout", "columns", "on_bad_record")
 SOURCE_TYPES = ("table", "hf_disk", "niv2")
 TEMPLATE_KEYS = ("id", "instruction", "input", "target", "choices")
 MIXTURE_KEYS = ("mixture", "members")
-MEMBER_KINDS = ("task", "mixture", "flan_jsonl", "niv2")
+MEMBER_KINDS = ("task", "mixture", "flan_jsonl", "flan_collection", "niv2")
 MEMBER_KEYS = (*MEMBER_KINDS, "rate", "task_rate", "on_bad_record")
 RATE_KEYS = ("cap", "temperature")
-METRICS = ("exact_match", "rouge_l")
 
 Resolve = Callable[[str, str, Path], "Task | Mixture"]
 """``resolve(kind, ref, base_dir)``: the task or mixture a member names (a registered name or a YAML path)."""
@@ -80,8 +81,7 @@ def _check_keys(spec: Any, allowed: Iterable[str], what: str) -> dict[str, Any]:
     allowed = list(allowed)
     for key in spec:
         if key not in allowed:
-            near = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.5)
-            hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(allowed)}"
+            hint = did_you_mean(str(key), allowed, otherwise=f"; valid keys: {', '.join(allowed)}")
             raise TaskError(f"{what}: unknown key {show(key)}{hint}")
     return spec
 
@@ -155,9 +155,6 @@ def build_task(spec: dict[str, Any], base: Path) -> Task:
     except TaskError as err:
         raise TaskError(f"task '{name}': {err}") from None
     formats = _list(spec, "formats", what, None) if spec.get("formats") is not None else None
-    metric = spec.get("metric", "rouge_l" if kind == "niv2" else "exact_match")
-    if metric not in METRICS:
-        raise TaskError(f"task '{name}': metric must be one of {list(METRICS)}, got {show(metric)}")
     position = spec.get("instruction_position", "before")
     if position not in ("before", "after"):
         raise TaskError(f"task '{name}': instruction_position must be 'before' or 'after', got {position!r}")
@@ -174,7 +171,7 @@ def build_task(spec: dict[str, Any], base: Path) -> Task:
         instruction_first=position == "before",
         max_shots=_number(spec, "max_shots", 3, int),
         fewshot_budget=_number(spec, "fewshot_budget", 512, int),
-        metric=metric,
+        metric=spec.get("metric", "rouge" if kind == "niv2" else "exact_match"),
     )
 
 
@@ -234,6 +231,8 @@ def _member(spec: Any, base: Path, resolve: Resolve, what: str) -> tuple[Task | 
         raise TaskError(f"{what}: set on_bad_record in the source of the task it names, not on the member")
     if kind == "flan_jsonl":
         return flan_mixture(base / ref, Path(ref).stem, _rate(spec.get("task_rate")), **policy), rate
+    if kind == "flan_collection":
+        return FlanCollection(base / ref, **policy).mixture("flan2022"), rate
     if kind == "niv2":
         return niv2.niv2_mixture(base / ref, Path(ref).name, _rate(spec.get("task_rate"), cap=5000), **policy), rate
     return resolve(kind, ref, base), rate

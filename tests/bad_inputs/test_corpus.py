@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from flanforge.launcher.config import ConfigError, load_config
-from flanforge.launcher.errors import USER_ERRORS
+from flanforge.errors import USER_ERRORS
 from flanforge.mixtures import registry
 from flanforge.mixtures.task import SPLITS
 

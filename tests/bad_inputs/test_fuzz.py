@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flanforge.launcher.config import ConfigError, all_keys, config_from_dict, load_config
-from flanforge.launcher.errors import USER_ERRORS
+from flanforge.errors import USER_ERRORS
 from flanforge.mixtures import registry
 from flanforge.mixtures.mixture import Mixture, Rate
 from flanforge.mixtures.sources import task_yaml

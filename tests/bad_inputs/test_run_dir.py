@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from flanforge.launcher import checkpoint, runlock
-from flanforge.launcher.errors import UserError
+from flanforge.errors import UserError
 from flanforge.mixtures import registry
 from flanforge.mixtures.mixture import Mixture, Rate
 from flanforge.mixtures.shards import Manifest, ShardError, prepare
@@ -117,25 +117,35 @@ def test_prepare_options_that_would_write_nothing_are_errors(tmp_path, workers, 
     assert not (tmp_path / "manifest.json").exists()
 
 
+def _first_file(data):
+    return next(iter(data["files"]))
+
+
 @pytest.mark.parametrize("edit, problem", [
-    (lambda e: e.update(dir="../outside"), r"'dir' '\.\./outside' is not a plain file name"),
-    (lambda e: e["splits"]["train"]["shards"][0].update(file="/etc/passwd"), r"splits\.train\.shards\[0\]: 'file'"),
-    (lambda e: e["splits"].pop("validation"), r"splits: 'validation' is missing or malformed"),
-    (lambda e: e["splits"]["train"].update(num_records="5"), r"splits\.train: 'num_records' is missing or malformed"),
-    (lambda e: e.update(bad_records=-1), r"'bad_records' is missing or malformed"),
+    (lambda d: d["files"].update({"../outside.tar": [1, "x"]}),
+     r"files: a shard path must be a plain relative path inside the shards directory, got '\.\./outside\.tar'"),
+    (lambda d: d["tasks"]["tiny"]["splits"]["train"]["pieces"][0].__setitem__(0, "/etc/passwd"),
+     r"task 'tiny': splits\.train: a shard path must be a plain relative path"),
+    (lambda d: d["tasks"]["tiny"]["splits"]["train"]["pieces"][0].__setitem__(0, "tiny/other.tar"),
+     r"task 'tiny': splits\.train: a piece names a file the manifest does not list"),
+    (lambda d: d["tasks"]["tiny"]["splits"].pop("validation"), r"task 'tiny': splits\.validation: expected \{num_records"),
+    (lambda d: d["tasks"]["tiny"]["splits"]["train"].update(num_records="5"), r"task 'tiny': splits\.train: expected"),
+    (lambda d: d["tasks"]["tiny"]["splits"]["train"].update(num_records=9), r"task 'tiny': splits\.train: pieces hold 5 records, but num_records is, got '9'"),
+    (lambda d: d["tasks"]["tiny"].update(bad_records=-1), r"task 'tiny': 'bad_records' must be a count"),
+    (lambda d: d["files"].update({_first_file(d): [12]}), r"files\[.*\]: expected \[size, sha256\]"),
 ])
 def test_malformed_manifest_is_an_error_naming_the_key(tmp_path, edit, problem):
     prepare(small_mixture(), tmp_path, progress=False)
     data = json.loads((tmp_path / "manifest.json").read_text())
-    edit(data["tasks"]["tiny"])
+    edit(data)
     (tmp_path / "manifest.json").write_text(json.dumps(data))
-    with pytest.raises(ShardError, match=rf"manifest\.json: task 'tiny'.*{problem}"):
+    with pytest.raises(ShardError, match=rf"manifest\.json: {problem}"):
         Manifest.load(tmp_path)
 
 
 def test_manifest_without_tasks_mapping(tmp_path):
-    (tmp_path / "manifest.json").write_text(json.dumps({"version": 1, "tasks": [1]}))
-    with pytest.raises(ShardError, match="'tasks' must be a mapping"):
+    (tmp_path / "manifest.json").write_text(json.dumps({"version": 2, "tasks": [1], "files": {}}))
+    with pytest.raises(ShardError, match="'tasks' and 'files' must be mappings"):
         Manifest.load(tmp_path)
 
 

@@ -2,7 +2,7 @@
 bugs; among ranks sharing an error directory only the first failure is printed."""
 
 from flanforge.launcher import report
-from flanforge.launcher.errors import UserError
+from flanforge.errors import UserError
 
 
 def test_user_error_is_one_line_exit_2(capsys, monkeypatch):
