@@ -150,11 +150,14 @@ class RoutedWriter:
         self.slots: dict[str, int] = {}
 
     def add(self, key: str, line: bytes) -> None:
-        buffer = self.buffers.setdefault(key, [])
+        buffer = self.buffers.get(key)
+        if buffer is None:
+            buffer = self.buffers[key] = []
+            self.sizes[key] = 0
         buffer.append(line)
-        self.sizes[key] = self.sizes.get(key, 0) + len(line)
+        size = self.sizes[key] = self.sizes[key] + len(line)
         self.buffered += len(line)
-        if len(buffer) >= CHUNK_RECORDS or self.sizes[key] >= CHUNK_BYTES:
+        if len(buffer) >= CHUNK_RECORDS or size >= CHUNK_BYTES:
             self._flush(key)
         elif self.buffered >= BUFFER_BYTES:
             for k in list(self.buffers):

@@ -49,6 +49,7 @@ from flanforge.mixtures.chunks import (
     ShardError, ShardInfo, chunk_index, encode, fingerprint_of, read_json, read_shard, verify_shard, write_json,
     write_records,
 )
+from flanforge.mixtures.manifest_check import check_manifest
 from flanforge.mixtures.mixture import Mixture
 from flanforge.mixtures.sources import flan_collection
 from flanforge.mixtures.task import SPLITS, Task
@@ -59,6 +60,7 @@ MANIFEST = "manifest.json"
 ENTRY = "entry.json"
 RECORDS_PER_SHARD = 1000
 FORMAT_VERSION = 2
+CHECKSUM_ALL_BYTES = 4 << 30
 
 
 def fingerprint(task: Task) -> str:
@@ -156,17 +158,21 @@ def prepare(
     ``part=(i, n)`` does only every ``n``-th job starting at ``i`` (the job
     list is fixed, so ``n`` processes or nodes share the work without
     overlap). Jobs that are done (entry present, current, its shards at their
-    sizes) are skipped unless ``force``. The manifest lists what is complete;
+    sizes) are skipped unless ``force``, and their checksums verified (a shard
+    corrupted in place is an error naming it). The manifest lists what is complete;
     a collection appears once all its parts are done.
     """
     global _POOL_JOBS
     index, count = part
     if not 0 <= index < count:
         raise ShardError(f"slice {index}/{count}: expected i/n with 0 <= i < n")
+    if workers < 1 or records_per_shard < 1:
+        raise ShardError(f"workers and records per shard must be at least 1, got {workers} and {records_per_shard}")
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    jobs = [job for i, (_, done, job) in enumerate(plan(mixture, root, records_per_shard, force))
-            if i % count == index and not done]
+    mine = [(name, done, job) for i, (name, done, job) in enumerate(plan(mixture, root, records_per_shard, force))
+            if i % count == index]
+    jobs = [job for _, done, job in mine if not done]
     bar = tqdm(total=len(jobs), desc=f"prepare {mixture.name}", unit="job", disable=not progress)
     records = 0
     results: Iterable[int]
@@ -186,7 +192,13 @@ def prepare(
             bar.set_postfix(records=records)
             bar.update()
     bar.close()
-    return write_manifest(root)
+    manifest = write_manifest(root)
+    # A skipped task's shards are present at their sizes; one corrupted in place is an error, not a success.
+    # (Past CHECKSUM_ALL_BYTES, a reader hashes each shard when it first opens it instead.)
+    skipped = {name for name, done, _ in mine if done}
+    kept = [t for t in mixture.tasks() if f"task {t.name}" in skipped]
+    manifest.check(kept, checksums=manifest.shard_bytes(kept) <= CHECKSUM_ALL_BYTES)
+    return manifest
 
 
 def _is_current(task: Task, root: Path) -> bool:
@@ -247,7 +259,7 @@ class Manifest:
             )
         if version != FORMAT_VERSION:
             raise ShardError(f"{path}: manifest version {version!r}, expected {FORMAT_VERSION}")
-        return Manifest(root, data["tasks"], data["files"])
+        return Manifest(root, *check_manifest(data, str(path)))
 
     def shards(self, task: str, split: str = "train") -> list[ShardInfo]:
         """The pieces of ``task``'s ``split``, in record order."""
@@ -271,6 +283,11 @@ class Manifest:
         if task not in self.tasks:
             raise ShardError(f"task '{task}' is not in {self.root / MANIFEST}; run `flanforge prepare` for this mixture")
         return self.tasks[task]
+
+    def shard_bytes(self, tasks: Iterable[Task]) -> int:
+        """Bytes of the distinct shard files the tasks' pieces lie in."""
+        files = {f for t in tasks for split in SPLITS for f, _, _ in self._entry(t.name)["splits"][split]["pieces"]}
+        return sum(self.files[f][0] for f in files if f is not None)
 
     def check(self, tasks: Iterable[Task], checksums: bool = False) -> None:
         """Raise :class:`ShardError` naming the task or file unless every task's shards are usable.
@@ -301,10 +318,14 @@ def ensure_prepared(mixture: Mixture, out_dir: str | Path, workers: int = 1, pro
 
     Called on rank 0 before training; an all-zero mixture, a task without
     records or a damaged shard is an error here, before the first step.
+    Shards totalling more than :data:`CHECKSUM_ALL_BYTES` (a whole Flan
+    collection) are checked for presence and size here and hashed when a
+    reader first opens each one, so a start does not read hundreds of GB.
     """
     mixture.rates()  # raises when every rate is zero
     manifest = prepare(mixture, out_dir, workers=workers, progress=progress)
-    manifest.check(mixture.tasks(), checksums=True)
+    tasks = mixture.tasks()
+    manifest.check(tasks, checksums=manifest.shard_bytes(tasks) <= CHECKSUM_ALL_BYTES)
     return manifest
 
 

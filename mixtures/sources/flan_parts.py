@@ -111,30 +111,37 @@ def find_units(data_dir: str | Path) -> tuple[list[Unit], list[str]]:
 
 def unit_rows(unit: Unit, encode: bool = True) -> Iterator[Row]:
     """Every row of the unit as :data:`Row`; ``encode=False`` skips building the JSON lines (counting)."""
-    rows = _parquet_rows(unit) if unit.variant else _jsonl_rows(unit)
-    formats: dict[str, str] = {}
+    rows = _parquet_rows(unit, counting=not encode) if unit.variant else _jsonl_rows(unit)
+    routes: dict[tuple, tuple[Optional[str], Optional[str], str]] = {}  # (name, type, source) -> key, problem, line end
     for n, row in enumerate(rows, 1):
         if row is None:
             continue  # a blank line
         if isinstance(row, str):
             yield None, None, f"{_where(unit, n)}: {row}"
             continue
-        inputs, targets, name, template_type, source = row
-        key, problem = _key(unit, name, template_type, source)
+        inputs, targets, labels = row
+        try:
+            key, problem, end = routes.get(labels) or routes.setdefault(labels, _route(unit, *labels))
+        except TypeError:  # a label that is not hashable (JSON list or object): a bad row either way
+            key, problem, end = _route(unit, *labels)
         if problem is None:
             problem = _problem(inputs, targets)
         if problem is not None:
             yield key, None, f"{_where(unit, n)}: {problem}"
-            continue
-        fmt = formats.get(template_type) or formats.setdefault(template_type, normalise_format(template_type))
-        if not encode:
+        elif not encode:
             yield key, b"", None
-            continue
-        try:
-            line = f'{{"inputs": {encode_basestring(inputs)}, "targets": {encode_basestring(targets)}, "template_type": "{fmt}"}}\n'
-            yield key, line.encode("utf-8"), None
-        except UnicodeEncodeError:
-            yield key, None, f"{_where(unit, n)}: text that is not valid Unicode (a lone surrogate)"
+        else:
+            try:
+                yield key, f'{{"inputs": {encode_basestring(inputs)}, "targets": {encode_basestring(targets)}{end}'.encode(), None
+            except UnicodeEncodeError:
+                yield key, None, f"{_where(unit, n)}: text that is not valid Unicode (a lone surrogate)"
+
+
+def _route(unit: Unit, name, template_type, source) -> tuple[Optional[str], Optional[str], str]:
+    """The task key of rows with these labels (or the problem with them), and the end of their JSON line."""
+    key, problem = _key(unit, name, template_type, source)
+    fmt = normalise_format(template_type) if problem is None else ""
+    return key, problem, f', "template_type": "{fmt}"}}\n'
 
 
 def _where(unit: Unit, n: int) -> str:
@@ -168,7 +175,12 @@ def _problem(inputs, targets) -> Optional[str]:
     return None
 
 
-def _parquet_rows(unit: Unit) -> Iterator[tuple]:
+def _parquet_rows(unit: Unit, counting: bool) -> Iterator[tuple]:
+    """``(inputs, targets, (task_name, template_type, None))`` per row, a batch at a time.
+
+    ``counting``: the large ``inputs`` column is not read when the row groups'
+    statistics say it holds no null (its only check); ``""`` stands in for it.
+    """
     import pyarrow as pa  # imported on use: most runs never read parquet
     import pyarrow.parquet as pq
 
@@ -176,22 +188,33 @@ def _parquet_rows(unit: Unit) -> Iterator[tuple]:
         part = pq.ParquetFile(unit.path)
     except (pa.ArrowException, OSError) as err:
         raise TaskError(f"{unit.path}: not a parquet file ({err})") from None
-    names = part.schema_arrow.names
+    schema = part.schema_arrow
     columns = []
     for column in COLUMNS:
-        found = next((c for c in (column, column.lstrip("_")) if c in names), None)
+        found = next((c for c in (column, column.lstrip("_")) if c in schema.names), None)
         if found is None:
-            raise TaskError(f"{unit.path}: no column '{column}' (columns: {', '.join(names)})")
+            raise TaskError(f"{unit.path}: no column '{column}' (columns: {', '.join(schema.names)})")
+        if not (pa.types.is_string(schema.field(found).type) or pa.types.is_large_string(schema.field(found).type)):
+            raise TaskError(f"{unit.path}: column '{found}' holds {schema.field(found).type}, not text")
         columns.append(found)
+    skip_inputs = counting and _no_nulls(part, schema.names.index(columns[0]))
     with part:
-        for batch in part.iter_batches(batch_size=BATCH_ROWS, columns=columns):
-            values = [batch.column(i).to_pylist() for i in range(len(columns))]
-            yield from zip(*values, [None] * batch.num_rows)
+        for batch in part.iter_batches(batch_size=BATCH_ROWS, columns=columns[skip_inputs:]):
+            values = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+            inputs = [""] * batch.num_rows if skip_inputs else values.pop(0)
+            targets, names, types = values
+            yield from zip(inputs, targets, zip(names, types, [None] * batch.num_rows))
+
+
+def _no_nulls(part, column: int) -> bool:
+    """Every row group's statistics for the column say it holds no null."""
+    groups = (part.metadata.row_group(g).column(column).statistics for g in range(part.metadata.num_row_groups))
+    return all(stats is not None and stats.has_null_count and stats.null_count == 0 for stats in groups)
 
 
 def _jsonl_rows(unit: Unit) -> Iterator[tuple | str | None]:
-    """``(inputs, targets, task_name, template_type, task_source)`` per line; a bad line as a problem string,
-    a blank one as None."""
+    """``(inputs, targets, (task_name, template_type, task_source))`` per line; a bad line as a problem
+    string, a blank one as None."""
     opener = gzip.open if unit.path.name.endswith(".gz") else open
     try:
         with opener(unit.path, "rb") as f:
@@ -211,7 +234,8 @@ def _jsonl_rows(unit: Unit) -> Iterator[tuple | str | None]:
                     yield f"expected a JSON object, got {type(obj).__name__}"
                     continue
                 get = obj.get
-                yield (get("inputs"), get("targets"), get("task_name", get("_task_name")),
-                       get("template_type", get("_template_type")), get("task_source", get("_task_source")))
+                yield get("inputs"), get("targets"), (get("task_name", get("_task_name")),
+                                                      get("template_type", get("_template_type")),
+                                                      get("task_source", get("_task_source")))
     except (gzip.BadGzipFile, EOFError) as err:
         raise TaskError(f"{unit.path}: not a readable gzip file ({err})") from None

@@ -202,3 +202,17 @@ def test_cli_prepare_demo(tmp_path, capsys):
     assert f"{len(names)} tasks" in capsys.readouterr().out
     manifest = Manifest.load(tmp_path)
     assert sorted(manifest.tasks) == names and all(manifest.num_records(t) > 0 for t in names)
+
+
+def test_large_shard_sets_are_hashed_when_first_read_not_up_front(tmp_path, monkeypatch):
+    mix = mixture(make_task("alpha"))
+    manifest = ensure_prepared(mix, tmp_path)
+    assert manifest.shard_bytes(mix.tasks()) == sum(s.bytes for split in shards.SPLITS for s in manifest.shards("alpha", split))
+    shard = manifest.shards("alpha")[0]
+    data = bytearray(shard.path.read_bytes())
+    data[600] ^= 0xFF
+    shard.path.write_bytes(bytes(data))
+    monkeypatch.setattr(shards, "CHECKSUM_ALL_BYTES", 1000)  # below this mixture's shards
+    manifest = ensure_prepared(mix, tmp_path)  # sizes only
+    with pytest.raises(ShardError, match="sha256 does not match"):
+        ShardReader(manifest).record("alpha", 0)

@@ -1,12 +1,10 @@
 """model.attention: the choice by device in one place, and a one-line error naming what is available."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from flanforge.launcher.cli import main
 from flanforge.launcher.config import ConfigError, ModelConfig, load_config
 from flanforge.errors import UserError
 from flanforge.model import attention
@@ -52,18 +50,16 @@ def test_build_model_refuses_flex_training_on_cpu_before_any_step(tmp_path):
     assert model.config._attn_implementation == attention.FLEX_HF_NAME
 
 
-def test_flanforge_train_refuses_it_before_any_rank_starts(tmp_path):
-    """``flanforge train`` checks outside a rank (no model built, no launcher started)."""
-    flanforge = str(Path(sys.executable).with_name("flanforge"))
+def test_flanforge_train_refuses_it_before_any_rank_starts(tmp_path, monkeypatch, capsys):
+    """``flanforge train`` outside a rank checks first: no model built, no launcher started."""
+    for var in ("RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
     demo = str(Path(__file__).parents[2] / "configs" / "demo.yaml")
-    proc = subprocess.run([flanforge, "train", "--config", demo, f"output_dir={tmp_path}", "model.attention=flex"],
-                          capture_output=True, text=True, timeout=300,
-                          env={k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK")})
-    assert proc.returncode != 0
-    assert proc.stderr.strip().splitlines()[-1].endswith(
-        "model.attention=flex is not available on cpu: torch "
+    assert main(["train", "--config", demo, f"output_dir={tmp_path}", "model.attention=flex"]) == 2
+    assert capsys.readouterr().err == (
+        "flanforge train: error: model.attention=flex is not available on cpu: torch "
         f"{attention.torch.__version__} has no FlexAttention backward on CPU (forward only); "
-        "available: auto, sdpa_mask, eager_mask")
+        "available: auto, sdpa_mask, eager_mask\n")
     assert not (tmp_path / "config.yaml").exists()  # no rank ever started
 
 
