@@ -295,3 +295,15 @@ def test_a_stream_over_collection_shards_resumes_mid_shard_exactly(collection, t
     assert {task for task, _ in seen} <= set(expected) and len(seen) > 10
     decoded = {tokenizer.decode(batch["input_ids"][0].tolist()) for batch in full}
     assert any("question" in text for text in decoded)  # the rows hold the parts' prompts
+
+
+def test_cli_prepare_slices_a_flan_collection(collection, tmp_path, capsys):
+    data_dir, expected = collection
+    out = str(tmp_path / "shards")
+    args = ["prepare", "flan2022", "--data-dir", str(data_dir), "--out", out]
+    assert cli.main([*args, "--slice", "0/2"]) == 0
+    assert "tasks wait for jobs of other slices" in capsys.readouterr().out
+    assert cli.main([*args, "--slice", "1/2", "--workers", "2"]) == 0
+    assert f"{len(expected)} tasks, {sum(map(len, expected.values()))} records" in capsys.readouterr().out
+    assert cli.main([*args, "--slice", "2/2"]) == 2
+    assert "slice 2/2: expected i/n with 0 <= i < n" in capsys.readouterr().err
