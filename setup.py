@@ -46,7 +46,7 @@ setup(
         "matplotlib>=3.7",  # evaluation report plots
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        "test": ["pytest>=8", "hypothesis>=6.100"],
         "triton": ["triton>=3.0"],
     },
     entry_points={"console_scripts": ["flanforge=flanforge.launcher.cli:main"]},

@@ -55,6 +55,9 @@ class MixtureConfig:
 
     def __post_init__(self) -> None:
         _check_stream_values("mixture", self.seq_len, self.block_size, self.num_workers)
+        for name, weight in self.weights.items():
+            if weight < 0:
+                raise ConfigError(f"mixture.weights.{name} must be >= 0, got {weight!r}")
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ from flanforge.mixtures.chunks import (
     ShardError, ShardInfo, chunk_index, encode, fingerprint_of, read_json, read_shard, verify_shard, write_json,
     write_records,
 )
+from flanforge.mixtures.manifest_check import check_manifest
 from flanforge.mixtures.mixture import Mixture
 from flanforge.mixtures.sources import flan_collection
 from flanforge.mixtures.task import SPLITS, Task
@@ -182,16 +183,20 @@ def prepare(
     ``part=(i, n)`` does only every ``n``-th job starting at ``i`` (the job
     list is fixed, so ``n`` processes or nodes share the work without
     overlap). Jobs that are done (entry present, current, its shards at their
-    sizes) are skipped unless ``force``. The manifest lists what is complete;
+    sizes) are skipped unless ``force``, and their checksums verified (a shard
+    corrupted in place is an error naming it). The manifest lists what is complete;
     a collection appears once all its parts are done.
     """
     index, count = part
     if not 0 <= index < count:
         raise ShardError(f"slice {index}/{count}: expected i/n with 0 <= i < n")
+    if workers < 1 or records_per_shard < 1:
+        raise ShardError(f"workers and records per shard must be at least 1, got {workers} and {records_per_shard}")
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    jobs = [job for i, (_, done, job) in enumerate(plan(mixture, root, records_per_shard, force))
-            if i % count == index and not done]
+    mine = [(name, done, job) for i, (name, done, job) in enumerate(plan(mixture, root, records_per_shard, force))
+            if i % count == index]
+    jobs = [job for _, done, job in mine if not done]
     bar = tqdm(total=len(jobs), desc=f"prepare {mixture.name}", unit="job", disable=not progress)
     records = 0
     for n in _run(jobs, workers):
@@ -199,7 +204,13 @@ def prepare(
         bar.set_postfix(records=records)
         bar.update()
     bar.close()
-    return write_manifest(root)
+    manifest = write_manifest(root)
+    # A skipped task's shards are present at their sizes; one corrupted in place is an error, not a success.
+    # (Past CHECKSUM_ALL_BYTES, a reader hashes each shard when it first opens it instead.)
+    skipped = {name for name, done, _ in mine if done}
+    kept = [t for t in mixture.tasks() if f"task {t.name}" in skipped]
+    manifest.check(kept, checksums=manifest.shard_bytes(kept) <= CHECKSUM_ALL_BYTES)
+    return manifest
 
 
 def _is_current(task: Task, root: Path) -> bool:
@@ -260,7 +271,7 @@ class Manifest:
             )
         if version != FORMAT_VERSION:
             raise ShardError(f"{path}: manifest version {version!r}, expected {FORMAT_VERSION}")
-        return Manifest(root, data["tasks"], data["files"])
+        return Manifest(root, *check_manifest(data, str(path)))
 
     def shards(self, task: str, split: str = "train") -> list[ShardInfo]:
         """The pieces of ``task``'s ``split``, in record order."""
