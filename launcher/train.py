@@ -14,15 +14,15 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
-from flanforge.launcher import checkpoint, rundir
+from flanforge.launcher import rundir
 from flanforge.launcher.config import Config, load_config
 from flanforge.errors import TrainingStopped
 from flanforge.launcher.dist import RankLayout, export_torch_env, in_launched_rank, init_process_group, read_rank_layout
+from flanforge.launcher.rundir import RunDir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,22 +50,51 @@ def run(args: argparse.Namespace) -> int:
 
 
 @dataclass
+class TrainState:
+    """The trainer's resume state (registered with the checkpointer as ``trainer``)."""
+
+    step: int = 0
+    counters: dict[str, float] = field(default_factory=dict)
+    """Run-long counts, e.g. ``nonfinite_skipped``."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "counters": dict(self.counters)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step, self.counters = int(state["step"]), dict(state.get("counters", {}))
+
+
+@dataclass
 class Run:
     """Everything the loop needs, built once by :func:`setup`."""
 
     cfg: Config
     layout: RankLayout
+    run_dir: RunDir
     engine: Any
     data: Any  # flanforge.launcher.data.TrainData
     metrics: Any  # flanforge.launcher.metrics.Metrics
+    checkpointer: Any  # flanforge.launcher.checkpoint.Checkpointer
+    state: TrainState
     n_params: int = 0
     device_name: str = "cpu"
-    step: int = 0
-    counters: dict[str, float] = field(default_factory=dict)
     stop_signal: int | None = None
+
+    @property
+    def step(self) -> int:
+        return self.state.step
+
+    @step.setter
+    def step(self, value: int) -> None:
+        self.state.step = value
+
+    @property
+    def counters(self) -> dict[str, float]:
+        return self.state.counters
 
 
 def setup(cfg: Config) -> Run:
+    from flanforge.launcher.checkpoint import Checkpointer
     from flanforge.launcher.data import TrainData, prepare_tokenizer
     from flanforge.launcher.engine import build_engine
     from flanforge.launcher.metrics import Metrics
@@ -77,10 +106,11 @@ def setup(cfg: Config) -> Run:
     export_torch_env(layout)
     init_process_group()
     rank0 = layout.rank == 0
+    run_dir = RunDir.of(cfg)
     changes = rundir.check_run_dir(cfg)
     torch.distributed.barrier()  # every rank has read the old config.yaml before rank 0 replaces it
     if rank0:
-        rundir.write_config(cfg)
+        run_dir.write_config(cfg)
     torch.distributed.barrier()
 
     mixture = load_mixture(cfg.mixture.name, cfg.mixture.on_bad_record)
@@ -88,23 +118,22 @@ def setup(cfg: Config) -> Run:
     model = build_model(cfg.model, tokenizer, cfg.seed)
     n_params = count_parameters(model)  # before ZeRO-3 partitions the weights
     wrapped = TrainingModel(model, arch=cfg.model.arch, fused=cfg.model.fused_loss, zero_stage=cfg.deepspeed.zero_stage)
-    universal = checkpoint.needs_universal(cfg.output_dir, layout.world_size, layout.rank)
-    engine = build_engine(wrapped, cfg, layout.world_size, load_universal=universal)
-    state = checkpoint.load(engine, cfg.output_dir, layout.rank, universal)
+    data = TrainData(cfg, mixture, tokenizer, layout)
+    state = TrainState()
+    checkpointer = Checkpointer(run_dir, {"trainer": state, "data": data}, rank=layout.rank,
+                                world_size=layout.world_size, keep_last=cfg.checkpoint.keep_last)
+    engine = build_engine(wrapped, cfg, layout.world_size, load_universal=checkpointer.needs_universal())
+    resumed = checkpointer.load(engine)
     # Steps logged after the checkpoint by a run that was killed are purged from TensorBoard.
-    resume_step = 0 if state is None else state["step"]
-    metrics = Metrics(Path(cfg.output_dir) / "tensorboard", enabled=rank0, purge_step=resume_step + 1)
-    data = TrainData(cfg, mixture, tokenizer, layout, None if state is None else state["data"])
+    metrics = Metrics(run_dir.tensorboard, enabled=rank0, purge_step=state.step + 1)
     device_name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    run = Run(cfg, layout, engine, data, metrics, n_params=n_params, device_name=device_name)
-    if state is not None:
-        run.step = state["step"]
-        run.counters = state.get("counters", {})
+    run = Run(cfg, layout, run_dir, engine, data, metrics, checkpointer, state, n_params=n_params, device_name=device_name)
+    if resumed:
         log(run, f"resumed from step {run.step}" + (f"; changed: {changes}" if changes else ""))
     else:
         log(run, f"model: {n_params / 1e6:.2f}M parameters, attention {wrapped.attention}; mixture '{mixture.name}' "
                  f"with {len(mixture.tasks())} tasks; world size {layout.world_size}")
-        metrics.text("config", Path(cfg.output_dir, rundir.CONFIG_FILE).read_text())
+        metrics.text("config", run_dir.config.read_text())
         metrics.text("examples", data.sample_prompts())
     for sig in (signal.SIGUSR1, signal.SIGTERM):
         signal.signal(sig, lambda signum, _frame: setattr(run, "stop_signal", signum))
@@ -177,10 +206,10 @@ def train(run: Run) -> None:
         if stop:
             log(run, f"stopping at step {run.step} on signal {signal.Signals(run.stop_signal or signal.SIGTERM).name}")
             if run.layout.rank == 0:
-                Path(cfg.output_dir, "PREEMPTED").write_text(f"{run.step}\n")
+                run.run_dir.preempted.write_text(f"{run.step}\n")
             return
     if run.layout.rank == 0:
-        Path(cfg.output_dir, "PREEMPTED").unlink(missing_ok=True)
+        run.run_dir.preempted.unlink(missing_ok=True)
 
 
 def injected_nonfinite_steps() -> set[int]:
@@ -212,7 +241,7 @@ def guard_nonfinite(run: Run, finite: bool, in_a_row: int) -> int:
     if in_a_row + 1 >= run.cfg.train.max_nonfinite_in_a_row:
         raise TrainingStopped(
             f"stopping: {in_a_row + 1} steps in a row with a non-finite loss (train.max_nonfinite_in_a_row="
-            f"{run.cfg.train.max_nonfinite_in_a_row}); the last good checkpoint is kept in {run.cfg.output_dir}/checkpoints"
+            f"{run.cfg.train.max_nonfinite_in_a_row}); the last good checkpoint is kept in {run.run_dir.checkpoints}"
         )
     return in_a_row + 1
 
@@ -227,8 +256,7 @@ def stop_requested(run: Run) -> bool:
 
 
 def save(run: Run) -> None:
-    state = {"data": run.data.state_dict(), "counters": run.counters}
-    tag = checkpoint.save(run.engine, run.cfg, run.step, state, run.layout.rank)
+    tag = run.checkpointer.save(run.engine, run.step, run.cfg)
     log(run, f"saved checkpoint {tag}")
 
 
