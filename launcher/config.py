@@ -13,7 +13,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 
@@ -38,8 +38,9 @@ class ModelConfig:
     in ``model.path``, or (no ``model.path``) one trained on the mixture."""
     vocab_size: int = 2000
     """Vocabulary size of the SentencePiece tokenizer trained on first use."""
-    fused_loss: bool = True
-    """Compute the loss with the fused linear cross-entropy kernel (never builds full logits)."""
+    fused_loss: Union[bool, Literal["auto"]] = "auto"
+    """Compute the loss with the fused linear cross-entropy kernel (never builds full logits);
+    ``auto``: on GPUs always, on CPUs only from a 32k vocabulary (below it plain logits are faster)."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward to save memory."""
 

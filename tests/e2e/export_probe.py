@@ -54,7 +54,7 @@ def probe(run_dir: Path, layout) -> dict:
     from flanforge.launcher.config import load_config
     from flanforge.launcher.engine import build_engine
     from flanforge.model.load import build_model, load_configured_tokenizer
-    from flanforge.model.loss import TrainingModel
+    from flanforge.model.training_forward import TrainingModel
     from flanforge.model.tokenizer import load_tokenizer
 
     cfg = load_config(run_dir / "config.yaml")
@@ -68,7 +68,7 @@ def probe(run_dir: Path, layout) -> dict:
     inputs, batch = sample_batch(cfg.model.arch, tokenizer.vocab_size)
     with torch.no_grad():
         logits = engine.module.hf(**inputs, use_cache=False).logits.float()  # (B, T, V)
-        losses = engine(batch).float()  # (B, T)
+        losses = engine(batch)[1]  # (B, T)
     out = {"step": state["step"], "inputs": inputs, "batch": batch, "logits": logits, "losses": losses}
     engine.destroy()
     return out

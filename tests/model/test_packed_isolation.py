@@ -5,7 +5,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
 
 from flanforge.model.attention import segment_mask
-from flanforge.model.loss import TrainingModel
+from flanforge.model.training_forward import TrainingModel
 
 torch.manual_seed(0)
 VOCAB = 61
@@ -111,5 +111,7 @@ def test_fused_loss_equals_hf_loss(arch):
             logits = model.hf(input_ids=ids, decoder_input_ids=dec).logits[0]
         expected = torch.nn.functional.cross_entropy(logits, labels[0])
     with torch.no_grad():
-        losses = model(batch)
-    assert losses.sum() / (labels != -100).sum() == pytest.approx(expected.item(), rel=1e-5)
+        loss, losses = model(batch)
+    n_targets = (labels != -100).sum()
+    assert losses.sum() / n_targets == pytest.approx(expected.item(), rel=1e-5)
+    assert loss / n_targets == pytest.approx(expected.item(), rel=1e-5)  # weight 1 per target token
