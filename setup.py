@@ -44,7 +44,8 @@ setup(
         "pyarrow>=15",
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        # accelerate: HF Trainer's runtime, for the side-by-side benchmark that CI runs in quick mode.
+        "test": ["pytest>=8", "accelerate>=1.0"],
         "triton": ["triton>=3.0"],
     },
     entry_points={"console_scripts": ["flanforge=flanforge.launcher.cli:main"]},

@@ -4,6 +4,7 @@
     python benchmarks/vs_hf_trainer.py --zero 3
     python benchmarks/vs_hf_trainer.py --quick             # a handful of steps, short rows (CI)
     python benchmarks/vs_hf_trainer.py --flanforge model.fused_loss=false   # extra overrides
+    python benchmarks/vs_hf_trainer.py --baseline /work/main/.venv/bin/flanforge   # also another flanforge install
 
 Both systems, in one invocation, get the same data, model, tokenizer, ZeRO
 stage, ranks, micro-batch and maximum length:
@@ -104,10 +105,10 @@ def rank_env() -> dict[str, str]:
     return env
 
 
-def run_flanforge(args: argparse.Namespace, work: Path, flan: Path, steps: int) -> dict:
-    out = work / f"flanforge_z{args.zero}"
+def write_flanforge_config(args: argparse.Namespace, work: Path, flan: Path, steps: int, name: str) -> Path:
+    """flanforge's config for the benchmark (output in ``work/<name>_z<stage>``), its path."""
     cfg = {
-        "output_dir": str(out), "seed": 1234,
+        "output_dir": str(work / f"{name}_z{args.zero}"), "seed": 1234,
         "model": {"arch": "decoder", "tokenizer_path": str(work / "tokenizer"),
                   "hf_config": {k: v for k, v in MODEL.items() if k != "max_position_embeddings"}},
         "mixture": {"name": str(work / "mixture.yaml"), "seq_len": args.max_len, "shards_dir": str(work / "shards")},
@@ -117,11 +118,18 @@ def run_flanforge(args: argparse.Namespace, work: Path, flan: Path, steps: int) 
         "launch": {"nproc_per_node": 2, "threads_per_rank": 1, "master_port": args.port},
     }
     (work / "mixture.yaml").write_text(yaml.safe_dump({"mixture": "dialogsum_bench", "members": [{"flan_jsonl": str(flan)}]}))
-    (work / "flanforge.yaml").write_text(yaml.safe_dump(cfg))
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_flanforge(args: argparse.Namespace, work: Path, flan: Path, steps: int, exe: str, name: str) -> dict:
+    config = write_flanforge_config(args, work, flan, steps, name)
+    out = work / f"{name}_z{args.zero}"
     if out.exists():
         subprocess.run(["rm", "-rf", str(out)], check=True)
-    cmd = [str(Path(sys.executable).parent / "flanforge"), "train", "--config", str(work / "flanforge.yaml"), *args.flanforge]
-    rss = run_wrapped(cmd, rank_env(), work / f"flanforge_z{args.zero}.log")
+    cmd = [exe, "train", "--config", str(config), *args.flanforge]
+    rss = run_wrapped(cmd, rank_env(), work / f"{name}_z{args.zero}.log")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0})
@@ -176,6 +184,7 @@ def main() -> None:
     p.add_argument("--port", type=int, default=29611)
     p.add_argument("--systems", default="flanforge,hf")
     p.add_argument("--flanforge", nargs="*", default=[], metavar="KEY=VALUE", help="extra flanforge overrides")
+    p.add_argument("--baseline", metavar="FLANFORGE", help="another flanforge executable to measure too (before/after)")
     p.add_argument("--quick", action="store_true", help="6 steps, 2 of warm-up, rows of 128 tokens")
     args = p.parse_args()
     if args.quick:
@@ -188,15 +197,22 @@ def main() -> None:
                      "flanforge_overrides": args.flanforge, "loadavg_before": os.getloadavg()[0]}
     systems = args.systems.split(",")
     if "flanforge" in systems:
-        results["flanforge"] = run_flanforge(args, work, flan, args.steps)
+        results["flanforge"] = run_flanforge(args, work, flan, args.steps, str(Path(sys.executable).parent / "flanforge"),
+                                             "flanforge")
         print("flanforge", results["flanforge"], flush=True)
     if "hf" in systems:
         results["hf_trainer"] = run_hf(args, work, hf_data, model, args.steps)
         print("hf_trainer", results["hf_trainer"], flush=True)
+    if args.baseline:
+        results["baseline"] = run_flanforge(args, work, flan, args.steps, args.baseline, "baseline")
+        print("baseline", results["baseline"], flush=True)
     if "flanforge" in results and "hf_trainer" in results:
         ff, hf = results["flanforge"], results["hf_trainer"]
         results["useful_tokens_ratio"] = round(ff["useful_tokens_per_s"] / hf["useful_tokens_per_s"], 3)
         results["all_tokens_ratio"] = round(ff["all_tokens_per_s"] / hf["all_tokens_per_s"], 3)
+    if "baseline" in results:
+        results["flanforge_vs_baseline"] = round(
+            results["flanforge"]["useful_tokens_per_s"] / results["baseline"]["useful_tokens_per_s"], 3)
     results["loadavg_after"] = os.getloadavg()[0]
     print(json.dumps(results))
 
