@@ -8,11 +8,14 @@ config). The ranks run flanforge's real ``train()`` loop: ``--warmup`` steps
 unprofiled, then ``--steps`` under ``torch.profiler``. The phases are labelled
 from outside the loop, by wrapping what the loop calls (nothing in flanforge
 knows about the profiler): data wait (the DataLoader's ``__next__``), forward
-(``engine.forward``; within it attention and the LM head + loss), backward
-(``engine.backward``), optimizer (``engine.step``, which holds ZeRO's gradient
-reduction and AdamW), collectives (``torch.distributed`` calls, wherever they
-happen) and logging (``log_step``). Checkpoints are not written. Rank 0
-prints a table of each phase's share of the profiled wall time; the last line is one JSON object.
+(``engine.forward``; within it attention, i.e. every ``scaled_dot_product_attention``
+call, and the LM head + loss), backward (``engine.backward``), optimizer
+(``engine.step``: ZeRO's gradient reduction and AdamW), collectives
+(``torch.distributed`` calls, wherever they happen, so they overlap the other
+phases) and logging. Checkpoints are not written. ``--pythonpath`` profiles
+another checkout (the code before a change, say) with the same data and
+config. Rank 0's figures are printed as a table of seconds per step and share
+of the profiled wall time; the last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -42,32 +45,41 @@ def labelled(label: str, fn):
     return wrapper
 
 
+def wrap(owner, names: tuple[str, ...], label: str) -> None:
+    """Label ``owner.<name>`` for each of ``names`` it has (older flanforge versions lack some)."""
+    for name in names:
+        if hasattr(owner, name):
+            setattr(owner, name, labelled(label, getattr(owner, name)))
+
+
 def patch_phases(run) -> None:
-    """Wrap what the loop calls in ``record_function`` labels (attention and loss are patched before setup)."""
+    """Wrap what the loop calls in ``record_function`` labels."""
+    import importlib
+
     import torch.distributed as dist
+    import torch.nn.functional as F
     from flanforge.launcher import train as train_mod
 
-    engine = run.engine
-    engine.forward = labelled("forward", engine.forward)
-    engine.backward = labelled("backward", engine.backward)
-    engine.step = labelled("optimizer", engine.step)
-    for name in ("all_reduce", "all_gather_object", "all_gather", "all_gather_into_tensor", "broadcast",
-                 "reduce_scatter", "reduce_scatter_tensor", "barrier"):
-        if hasattr(dist, name):
-            setattr(dist, name, labelled("collectives", getattr(dist, name)))
-    train_mod.log_step = labelled("logging", train_mod.log_step)
+    wrap(run.engine, ("forward",), "forward")
+    wrap(run.engine, ("backward",), "backward")
+    wrap(run.engine, ("step",), "optimizer")
+    wrap(F, ("scaled_dot_product_attention",), "attention")
+    wrap(F, ("cross_entropy",), "loss")
+    for module in ("flanforge.model.training_forward", "flanforge.model.loss"):  # after / before the rename
+        try:
+            wrap(importlib.import_module(module), ("fused_linear_cross_entropy",), "loss")
+        except ImportError:
+            pass
+    wrap(dist, ("all_reduce", "all_gather_object", "all_gather", "all_gather_into_tensor", "broadcast",
+                "reduce_scatter", "reduce_scatter_tensor", "barrier"), "collectives")
+    wrap(train_mod, ("log_step",), "logging")
+    if not hasattr(train_mod, "log_step"):  # before log_step existed, the loop logged inline
+        wrap(type(run.data), ("counters",), "logging")
+        wrap(run.metrics, ("scalars",), "logging")
+        wrap(importlib.import_module("flanforge.launcher.loss").LossWindow, ("summary",), "logging")
     train_mod.save = lambda run: None
-    loader = run.data.loader
-    loader_iter = type(iter(loader))
-    loader_iter.__next__ = labelled("data_wait", loader_iter.__next__)
-
-
-def patch_model() -> None:
-    from flanforge.model import attention, training_forward
-
-    attention.segment_attention = labelled("attention", attention.segment_attention)
-    training_forward.fused_linear_cross_entropy = labelled("loss", training_forward.fused_linear_cross_entropy)
-    training_forward.F.cross_entropy = labelled("loss", training_forward.F.cross_entropy)
+    loader_iter = type(iter(run.data.loader))
+    wrap(loader_iter, ("__next__",), "data_wait")
 
 
 def rank_main(args: argparse.Namespace) -> None:
@@ -75,28 +87,29 @@ def rank_main(args: argparse.Namespace) -> None:
     from flanforge.launcher import train as train_mod
     from flanforge.launcher.config import load_config
 
-    patch_model()
     cfg = load_config(args.config, args.flanforge)
     run = train_mod.setup(cfg)
     patch_phases(run)
     # One train() call (one DataLoader iterator): the profiler's schedule skips the
-    # warm-up steps and records the next ones; log_step (every step) marks step ends.
-    schedule = torch.profiler.schedule(wait=max(args.warmup - 1, 0), warmup=1 if args.warmup else 0, active=args.steps)
+    # warm-up steps and records the next ones; guard_nonfinite (once a step, after its
+    # optimizer step) marks step ends.
+    schedule = torch.profiler.schedule(wait=args.warmup - 1, warmup=1, active=args.steps)
     ends: list[float] = []
     prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], schedule=schedule)
-    log_step = train_mod.log_step
+    guard = train_mod.guard_nonfinite
 
-    def log_and_step(*a, **kw):
-        log_step(*a, **kw)
+    def guard_and_step(*a, **kw):
+        out = guard(*a, **kw)
         ends.append(time.perf_counter())
         prof.step()
+        return out
 
-    train_mod.log_step = log_and_step
+    train_mod.guard_nonfinite = guard_and_step
     cfg.train.max_steps = args.warmup + args.steps
     with prof:
         train_mod.train(run)
     if run.layout.rank == 0:
-        wall = ends[args.warmup + args.steps - 1] - ends[args.warmup - 1] if args.warmup else ends[-1] - ends[0]
+        wall = ends[args.warmup + args.steps - 1] - ends[args.warmup - 1]
         averages = prof.key_averages()
         totals = {e.key: e.cpu_time_total / 1e6 for e in averages if e.key in PHASES}
         top = [(e.key, round(e.self_cpu_time_total / 1e6, 3)) for e in
@@ -110,6 +123,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=3, help="steps run before the profiled ones (at least 1)")
+    p.add_argument("--pythonpath", help="put this first on the ranks' PYTHONPATH (profile another flanforge checkout)")
     p.add_argument("--zero", type=int, default=2)
     p.add_argument("--micro-batch", type=int, default=8)
     p.add_argument("--max-len", type=int, default=512)
@@ -135,8 +149,11 @@ def main() -> None:
     cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(args.port),
            "--no_local_rank", __file__, "--rank", "--config", str(config), "--out", str(out),
            "--steps", str(args.steps), "--warmup", str(args.warmup), "--flanforge", *args.flanforge]
+    env = vs.rank_env()
+    if args.pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.pythonpath, env.get("PYTHONPATH")]))
     with (work / "profile.log").open("w") as log:
-        rc = subprocess.call(cmd, env=vs.rank_env(), stdout=log, stderr=subprocess.STDOUT)
+        rc = subprocess.call(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     if rc != 0:
         raise SystemExit(f"profiled run failed (exit {rc}); see {work / 'profile.log'}")
     result = json.loads(out.read_text())
