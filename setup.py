@@ -32,7 +32,7 @@ setup(
         # user's CUDA build on a cluster); this range never upgrades it.
         "torch>=2.4",
         "deepspeed>=0.16",
-        "transformers>=4.46",
+        "transformers>=4.50",  # logits_to_keep (evaluation)
         "datasets>=3.0",
         "webdataset>=0.2.86",
         "sentencepiece>=0.2",
@@ -42,6 +42,8 @@ setup(
         "tqdm>=4.66",
         "safetensors>=0.4",
         "pyarrow>=15",
+        "rouge-score>=0.1.2",  # ROUGE as T5 computes it (evaluation)
+        "matplotlib>=3.7",  # evaluation report plots
     ],
     extras_require={
         # accelerate: HF Trainer's runtime, for the side-by-side benchmark that CI runs in quick mode.

@@ -33,7 +33,8 @@ import torch
 import torch.distributed as dist
 
 from flanforge.launcher.config import Config, dump_config
-from flanforge.launcher.errors import UserError
+from flanforge.errors import UserError
+from flanforge.files import atomic_write
 
 LATEST = "latest"
 TAG_PREFIX = "step_"
@@ -77,15 +78,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def save(engine, cfg: Config, step: int, trainer_state: dict[str, Any], rank: int) -> str:
     """Write a checkpoint on every rank and publish it; returns its tag."""
     root = checkpoint_root(cfg.output_dir)
@@ -98,10 +90,10 @@ def save(engine, cfg: Config, step: int, trainer_state: dict[str, Any], rank: in
         dump_config(cfg, root / tag / "config.yaml")
         # trainer.json marks the tag complete: written last, before the barrier.
         state = {"step": step, "world_size": dist.get_world_size(), **trainer_state}
-        _write_atomic(root / tag / "trainer.json", json.dumps(state))
+        atomic_write(root / tag / "trainer.json", json.dumps(state))
     dist.barrier()
     if rank == 0:
-        _write_atomic(root / LATEST, tag)
+        atomic_write(root / LATEST, tag)
         _prune(root, keep=cfg.checkpoint.keep_last, current=tag)
     dist.barrier()
     return tag

@@ -11,14 +11,15 @@ import argparse
 import importlib
 import sys
 
-from flanforge.launcher.errors import USER_ERRORS
+from flanforge.errors import USER_ERRORS
 
 # name -> (module, help)
 SUBCOMMANDS = {
     "train": ("flanforge.launcher.train", "train on a mixture with DeepSpeed (starts the launcher itself)"),
-    "inspect": ("flanforge.launcher.inspect", "show a mixture's tasks, rates and rendered examples"),
+    "inspect": ("flanforge.launcher.inspect_mixture", "show a mixture's tasks, rates and rendered examples"),
     "prepare": ("flanforge.launcher.prepare", "write a mixture's task records as webdataset shards"),
     "export": ("flanforge.launcher.export", "consolidate a run's ZeRO shards into a Hugging Face model directory"),
+    "eval": ("flanforge.launcher.eval", "score a run, a checkpoint or a model directory on evaluation suites"),
 }
 
 

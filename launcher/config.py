@@ -8,102 +8,48 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """An expected user mistake in a config: reported in one line, no traceback."""
-
-
-@dataclass
-class ModelConfig:
-    """Which network to train."""
-
-    arch: Literal["decoder", "t5"] = "decoder"
-    """``decoder``: an ``AutoModelForCausalLM`` (Llama-style); ``t5``: ``AutoModelForSeq2SeqLM``."""
-    path: Optional[str] = None
-    """A local Hugging Face model directory. ``None``: random init from ``hf_config``."""
-    hf_config: dict[str, Any] = field(default_factory=dict)
-    """Keyword arguments for the HF config class when initialising from scratch."""
-    tokenizer_path: Optional[str] = None
-    """A local tokenizer: a SentencePiece model, a Hugging Face ``tokenizer.json``, or a directory
-    holding ``spiece.model``, ``tokenizer.model`` or ``tokenizer.json``. ``None``: the tokenizer
-    in ``model.path``, or (no ``model.path``) one trained on the mixture."""
-    vocab_size: int = 2000
-    """Vocabulary size of the SentencePiece tokenizer trained on first use."""
-    fused_loss: Union[bool, Literal["auto"]] = "auto"
-    """Compute the loss with the fused linear cross-entropy kernel (never builds full logits);
-    ``auto``: on GPUs always, on CPUs only from a 32k vocabulary (below it plain logits are faster)."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in backward to save memory."""
-
-    def __post_init__(self) -> None:
-        if self.vocab_size < 64:
-            raise ConfigError(f"model.vocab_size={self.vocab_size} is too small (at least 64)")
-
-
-@dataclass
-class MixtureConfig:
-    """What the sampler streams and how rows are packed."""
-
-    name: str = "demo"
-    """A registered mixture name, or a path to a task/mixture YAML file."""
-    seq_len: int = 128
-    """Length of a packed training row, in tokens."""
-    include_inputs_in_loss: bool = False
-    """Also train on input tokens (FLAN and the SDE study train on targets only)."""
-    overlong: Literal["truncate", "drop"] = "truncate"
-    """What to do with an example longer than ``seq_len``: cut its input from the left, or drop it."""
-    on_bad_record: Literal["error", "skip"] = "error"
-    """Malformed source records: stop with an error naming file:line, or skip and count them."""
-    weights: dict[str, float] = field(default_factory=dict)
-    """Override sub-mixture weights by name (allowed to change on resume)."""
-    num_workers: int = 0
-    """DataLoader worker processes per rank."""
-    block_size: Optional[int] = None
-    """Examples per block, the unit of sampling, packing and work split (``None``: ``max(1024, 4 * seq_len)``)."""
-    shards_dir: Optional[str] = None
-    """Where ``flanforge prepare`` shards live; ``None``: ``<output_dir>/shards``, prepared on first use."""
-
-    def __post_init__(self) -> None:
-        if self.seq_len < 8:
-            raise ConfigError(f"mixture.seq_len={self.seq_len} is too small (at least 8)")
+from flanforge.config_fields import may_change
+from flanforge.errors import ConfigError, did_you_mean
+from flanforge.files import atomic_write
+from flanforge.mixtures.config import MixtureConfig
+from flanforge.model.config import ModelConfig
 
 
 @dataclass
 class TrainConfig:
     """Optimisation and the step budget."""
 
-    max_steps: int = 300
+    max_steps: int = may_change(300)
     """Optimizer steps to run."""
-    micro_batch_size: int = 4
+    micro_batch_size: int = may_change(4)
     """Packed rows per rank per forward pass."""
     grad_accum: int = 1
     """Micro-batches accumulated per optimizer step."""
-    lr: float = 1e-3
+    lr: float = may_change(1e-3)
     """Peak learning rate (AdamW)."""
-    weight_decay: float = 0.0
+    weight_decay: float = may_change(0.0)
     betas: tuple[float, float] = (0.9, 0.95)
-    schedule: Literal["constant", "linear", "cosine"] = "constant"
+    schedule: Literal["constant", "linear", "cosine"] = may_change("constant")
     """LR schedule after warmup; FLAN used a constant rate."""
-    warmup_steps: int = 0
-    grad_clip: float = 1.0
+    warmup_steps: int = may_change(0)
+    grad_clip: float = may_change(1.0)
     """Clip the global gradient norm to this (0 disables)."""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     loss_normalization: Literal["global_token", "sequence"] = "global_token"
     """``global_token``: mean over every target token of the global batch; ``sequence``: mean of per-example means."""
-    log_every: int = 1
+    log_every: int = may_change(1)
     """Write TensorBoard scalars every this many steps."""
-    log_top_tasks: int = 16
+    log_top_tasks: int = may_change(16)
     """Log a per-task loss for this many tasks, the ones with the highest mixing rates."""
-    max_nonfinite_in_a_row: int = 5
+    max_nonfinite_in_a_row: int = may_change(5)
     """Stop the run after this many consecutive non-finite losses."""
 
     def __post_init__(self) -> None:
@@ -135,9 +81,9 @@ class DeepSpeedConfig:
     """ZeRO settings passed to DeepSpeed's engine."""
 
     zero_stage: Literal[0, 1, 2, 3] = 2
-    offload_optimizer: bool = False
+    offload_optimizer: bool = may_change(False)
     """Keep optimizer states on the CPU (ZeRO-Offload)."""
-    offload_param: bool = False
+    offload_param: bool = may_change(False)
     """Keep parameters on the CPU (ZeRO-3 only)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Merged last into the generated DeepSpeed config, for settings flanforge does not name."""
@@ -162,23 +108,49 @@ class LaunchConfig:
 
 
 @dataclass
-class Config:
-    """The whole run."""
+class EvalConfig:
+    """Evaluation between training steps: ``flanforge eval``'s code, run on every rank, logged to TensorBoard."""
 
-    output_dir: str = "runs/demo"
+    every_steps: int = 0
+    """Evaluate every this many steps (0: never): ``eval/<suite>/<task>/<metric>``, ``eval/<suite>/mean``
+    and ``val/loss`` (per sub-mixture ``val/loss/<name>``). It reads neither the data stream nor any RNG
+    training uses, so the training losses are the same with and without it."""
+    suites: list[str] = field(default_factory=list)
+    """Suites as ``flanforge eval --suites`` takes them; empty: the training mixture (its validation split)."""
+    max_examples_per_task: int = 20
+    """Validation records per task, for the suites and for ``val/loss``."""
+    batch_size: int = 16
+    """Examples per forward (or per ``generate``)."""
+
+    def __post_init__(self) -> None:
+        if self.every_steps < 0 or self.max_examples_per_task < 1 or self.batch_size < 1:
+            raise ConfigError("eval.every_steps must be >= 0, eval.max_examples_per_task and eval.batch_size >= 1")
+
+
+@dataclass
+class Config:
+    """The whole run. Keys that may change when a run resumes are marked ``may_change``
+    (a marked section: every key under it); the others must stay equal."""
+
+    output_dir: str = may_change("runs/demo")
     """Run directory: config.yaml, tokenizer/, tensorboard/, checkpoints/."""
     seed: int = 1234
     model: ModelConfig = field(default_factory=ModelConfig)
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    checkpoint: CheckpointConfig = may_change(default_factory=CheckpointConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
-    launch: LaunchConfig = field(default_factory=LaunchConfig)
+    launch: LaunchConfig = may_change(default_factory=LaunchConfig)
+    eval: EvalConfig = may_change(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        if self.eval.every_steps and self.deepspeed.zero_stage == 3:
+            raise ConfigError("eval.every_steps: evaluation during training runs on ZeRO stages 0-2 (ZeRO-3 would "
+                              "gather the weights on every forward); evaluate ZeRO-3 checkpoints with flanforge eval")
 
 
 def _closest(key: str, valid: list[str]) -> str:
-    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    return f"; did you mean '{match[0]}'?" if match else f"; valid keys: {', '.join(valid)}"
+    return did_you_mean(key, valid, otherwise=f"; valid keys: {', '.join(valid)}")
 
 
 def _check_type(value: Any, tp: Any, key: str) -> Any:
@@ -201,9 +173,7 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:
-            hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-            extra = f"; did you mean '{hint[0]}'?" if hint else ""
-            raise ConfigError(f"{key}: {value!r} is not one of {list(choices)}{extra}")
+            raise ConfigError(f"{key}: {value!r} is not one of {list(choices)}{did_you_mean(str(value), choices, cutoff=0.6)}")
         return value
     if origin is dict:
         if not isinstance(value, dict):
@@ -351,7 +321,4 @@ def to_dict(cfg: Config) -> dict[str, Any]:
 
 def dump_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML, atomically (readers never see half a file)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    tmp.replace(path)
+    atomic_write(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -12,7 +12,8 @@ from flanforge.launcher.config import Config
 from flanforge.launcher.dist import RankLayout
 from flanforge.mixtures.mixture import Mixture
 from flanforge.mixtures.shards import Manifest, ensure_prepared
-from flanforge.mixtures.stream import MixtureStream, StreamConfig, build_loader
+from flanforge.mixtures.config import StreamConfig
+from flanforge.mixtures.stream import MixtureStream, build_loader
 from flanforge.model.load import load_configured_tokenizer
 from flanforge.model.tokenizer import SPM_FILE, Tokenizer, load_tokenizer, train_tokenizer
 
@@ -59,15 +60,8 @@ class TrainData:
         if layout.rank == 0:
             ensure_prepared(mixture, root)  # prepares what is missing, checks checksums
         dist.barrier()
-        stream_cfg = StreamConfig(
-            seed=cfg.seed,
-            seq_len=cfg.mixture.seq_len,
-            micro_batch_size=cfg.train.micro_batch_size,
-            block_size=cfg.mixture.block_size,
-            arch=cfg.model.arch,
-            include_inputs_in_loss=cfg.mixture.include_inputs_in_loss,
-            overlong=cfg.mixture.overlong,
-            num_workers=cfg.mixture.num_workers,
+        stream_cfg = StreamConfig.from_section(
+            cfg.mixture, seed=cfg.seed, micro_batch_size=cfg.train.micro_batch_size, arch=cfg.model.arch
         )
         weights = cfg.mixture.weights or None
         self.world_size = layout.world_size

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import difflib
 import os
 import shutil
 import sys
@@ -41,7 +40,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from flanforge.launcher.errors import UserError
+from flanforge.errors import UserError, closest_first
 
 CONFIG_FILE = "config.yaml"
 WRAPPER_PREFIX = "hf."  # TrainingModel keeps the HF model as `self.hf`
@@ -84,10 +83,6 @@ def available_tags(run_dir: str | Path) -> list[str]:
                   if p.is_dir() and p.name.startswith(TAG_PREFIX) and (p / "trainer.json").is_file())
 
 
-def _closest_first(name: str, choices: list[str]) -> list[str]:
-    return sorted(choices, key=lambda c: (-difflib.SequenceMatcher(None, name, c).ratio(), c))
-
-
 def resolve_tag(run_dir: str | Path, tag: str | None = None) -> str:
     """The checkpoint tag to export: ``tag`` (a tag name or a step number) or the one ``latest`` names."""
     from flanforge.launcher.checkpoint import checkpoint_root, latest_tag, tag_for
@@ -113,7 +108,7 @@ def resolve_tag(run_dir: str | Path, tag: str | None = None) -> str:
     if (root / tag).is_dir():
         raise UserError(f"checkpoint {root / tag} is incomplete (its save was interrupted); "
                         f"complete ones: {', '.join(reversed(tags)) or 'none'}")
-    listed = ", ".join(_closest_first(tag, tags)) if tags else "none"
+    listed = ", ".join(closest_first(tag, tags)) if tags else "none"
     raise UserError(f"no checkpoint '{tag}' in {root}; available (closest first): {listed}")
 
 
@@ -297,31 +292,47 @@ def _default_permissions(directory: Path) -> None:
         path.chmod(0o666 & ~umask)
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, tag: str | None = None, *, overwrite: bool = False) -> Path:
-    """Export checkpoint ``tag`` (default: ``latest``) of the run in ``run_dir`` to ``out_dir``; returns ``out_dir``."""
-    run_dir = Path(run_dir)
-    tag = resolve_tag(run_dir, tag)
-    out = check_out_dir(out_dir, run_dir, overwrite)
-
-    from flanforge.launcher.config import ConfigError, load_config
-    from flanforge.model.load import build_model, count_parameters, load_configured_tokenizer
+def load_run(run_dir: str | Path):
+    """``(config, tokenizer)`` of the run in ``run_dir``, the tokenizer found as training found it."""
+    from flanforge.errors import ConfigError
+    from flanforge.launcher.config import load_config
+    from flanforge.model.load import load_configured_tokenizer
     from flanforge.model.tokenizer import load_tokenizer
 
+    run_dir = Path(run_dir)
     try:
         cfg = load_config(run_dir / CONFIG_FILE)
     except ConfigError as err:
         raise UserError(f"{run_dir / CONFIG_FILE} no longer loads: {err}") from None
-    # The run's tokenizer, found as training found it (launcher/data.py: prepare_tokenizer).
+    # launcher/data.py: prepare_tokenizer
     try:
         tokenizer = load_configured_tokenizer(cfg.model) or load_tokenizer(run_dir / "tokenizer")
     except FileNotFoundError:
         raise UserError(f"the run's tokenizer is missing: {run_dir / 'tokenizer'}") from None
+    return cfg, tokenizer
 
+
+def checkpoint_model(run_dir: str | Path, tag: str):
+    """``(model, config, tokenizer)``: the run's architecture with checkpoint ``tag``'s consolidated weights."""
+    from flanforge.model.load import build_model
+
+    cfg, tokenizer = load_run(run_dir)
     state = consolidate(run_dir, tag)
     # Architecture only: the weights all come from the checkpoint.
-    model = build_model(dataclasses.replace(cfg.model, gradient_checkpointing=False), tokenizer, cfg.seed)
+    model = build_model(dataclasses.replace(cfg.model, gradient_checkpointing=False), tokenizer, cfg.seed,
+                        training=False)
     load_strict(model, to_hf_state_dict(state, model))
-    model.eval()
+    return model.eval(), cfg, tokenizer
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, tag: str | None = None, *, overwrite: bool = False) -> Path:
+    """Export checkpoint ``tag`` (default: ``latest``) of the run in ``run_dir`` to ``out_dir``; returns ``out_dir``."""
+    from flanforge.model.load import count_parameters
+
+    run_dir = Path(run_dir)
+    tag = resolve_tag(run_dir, tag)
+    out = check_out_dir(out_dir, run_dir, overwrite)
+    model, cfg, tokenizer = checkpoint_model(run_dir, tag)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

@@ -13,26 +13,17 @@ from typing import Any
 
 import yaml
 
+from flanforge.config_fields import key_may_change
 from flanforge.launcher.config import Config, dump_config, to_dict
-from flanforge.launcher.errors import UserError
+from flanforge.errors import UserError
 
 CONFIG_FILE = "config.yaml"
-
-# Dotted prefixes of keys that may differ when resuming a run.
-MUTABLE = (
-    "train.max_steps", "train.lr", "train.schedule", "train.warmup_steps", "train.grad_clip",
-    "train.log_every", "train.max_nonfinite_in_a_row", "train.weight_decay",
-    "train.log_top_tasks", "train.micro_batch_size", "mixture.weights", "mixture.num_workers",
-    "mixture.on_bad_record", "mixture.shards_dir",
-    "checkpoint.", "launch.", "deepspeed.offload_optimizer", "deepspeed.offload_param",
-    "output_dir",
-)
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
-        if isinstance(value, dict) and value and key != "weights":
+        if isinstance(value, dict) and key != "weights":  # weights: one value, listed whole
             out.update(_flatten(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
@@ -58,7 +49,7 @@ def check_run_dir(cfg: Config) -> dict[str, tuple[Any, Any]]:
         return {}
     old = yaml.safe_load(path.read_text()) or {}
     changes = config_changes(old, to_dict(cfg))
-    fixed = {k: v for k, v in changes.items() if not k.startswith(MUTABLE)}
+    fixed = {k: v for k, v in changes.items() if not key_may_change(Config, k)}
     if fixed:
         shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(fixed.items())[:5])
         raise UserError(

@@ -21,7 +21,7 @@ import torch
 
 from flanforge.launcher import checkpoint, rundir
 from flanforge.launcher.config import Config, load_config
-from flanforge.launcher.errors import TrainingStopped
+from flanforge.errors import TrainingStopped
 from flanforge.launcher.dist import RankLayout, export_torch_env, in_launched_rank, init_process_group, read_rank_layout
 
 
@@ -36,13 +36,13 @@ def run(args: argparse.Namespace) -> int:
         return train_rank(cfg)
     # Fail in one line before any rank starts.
     from flanforge.launcher.launch import launch_ranks
-    from flanforge.mixtures.registry import load_mixture, set_bad_record_policy
-    from flanforge.model.load import check_paths
+    from flanforge.mixtures.registry import load_mixture
+    from flanforge.model.load import check_paths, choose_attention
 
     check_paths(cfg.model)
+    choose_attention(cfg.model)
     rundir.check_run_dir(cfg)
-    set_bad_record_policy(cfg.mixture.on_bad_record)
-    load_mixture(cfg.mixture.name)
+    load_mixture(cfg.mixture.name, cfg.mixture.on_bad_record, cfg.mixture.data_dir)
 
     return launch_ranks(cfg, args.config, args.overrides)
 
@@ -64,14 +64,16 @@ class Run:
     step: int = 0
     counters: dict[str, float] = field(default_factory=dict)
     stop_signal: int | None = None
+    evaluation: Any = None  # flanforge.launcher.periodic_eval.PeriodicEval
 
 
 def setup(cfg: Config) -> Run:
     from flanforge.launcher.data import TrainData, prepare_tokenizer
     from flanforge.launcher.engine import build_engine
     from flanforge.launcher.metrics import Metrics
-    from flanforge.mixtures.registry import load_mixture, set_bad_record_policy
-    from flanforge.model.load import build_model, count_parameters
+    from flanforge.launcher.periodic_eval import PeriodicEval
+    from flanforge.mixtures.registry import load_mixture
+    from flanforge.model.load import build_model, count_parameters, training_device_type
     from flanforge.model.training_forward import TrainingModel, use_fused_loss
 
     layout = read_rank_layout()
@@ -84,12 +86,11 @@ def setup(cfg: Config) -> Run:
         rundir.write_config(cfg)
     torch.distributed.barrier()
 
-    set_bad_record_policy(cfg.mixture.on_bad_record)
-    mixture = load_mixture(cfg.mixture.name)
+    mixture = load_mixture(cfg.mixture.name, cfg.mixture.on_bad_record, cfg.mixture.data_dir)
     tokenizer = prepare_tokenizer(cfg, mixture, rank0)
     model = build_model(cfg.model, tokenizer, cfg.seed)
     n_params = count_parameters(model)  # before ZeRO-3 partitions the weights
-    fused = use_fused_loss(cfg.model.fused_loss, tokenizer.vocab_size, "cuda" if torch.cuda.is_available() else "cpu")
+    fused = use_fused_loss(cfg.model.fused_loss, tokenizer.vocab_size, training_device_type())
     wrapped = TrainingModel(model, arch=cfg.model.arch, fused=fused, zero_stage=cfg.deepspeed.zero_stage)
     universal = checkpoint.needs_universal(cfg.output_dir, layout.world_size, layout.rank)
     engine = build_engine(wrapped, cfg, layout.world_size, load_universal=universal)
@@ -100,12 +101,14 @@ def setup(cfg: Config) -> Run:
     data = TrainData(cfg, mixture, tokenizer, layout, None if state is None else state["data"])
     device_name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     run = Run(cfg, layout, engine, data, metrics, n_params=n_params, device_name=device_name)
+    run.evaluation = PeriodicEval(cfg, mixture, tokenizer, layout, metrics)
     if state is not None:
         run.step = state["step"]
         run.counters = state.get("counters", {})
         log(run, f"resumed from step {run.step}" + (f"; changed: {changes}" if changes else ""))
     else:
-        log(run, f"model: {n_params / 1e6:.2f}M parameters; mixture '{mixture.name}' "
+        log(run, f"model: {n_params / 1e6:.2f}M parameters, attention {wrapped.attention}, "
+                 f"{'fused' if fused else 'plain'} loss; mixture '{mixture.name}' "
                  f"with {len(mixture.tasks())} tasks; world size {layout.world_size}")
         metrics.text("config", Path(cfg.output_dir, rundir.CONFIG_FILE).read_text())
         metrics.text("examples", data.sample_prompts())
@@ -163,6 +166,11 @@ def train(run: Run) -> None:
         step_time = time.perf_counter() - t0
         if logging:
             log_step(run, window, keys, lr, step_time, t_data)
+        if run.evaluation.due(run.step):
+            scores = run.evaluation.run(run.step, engine)
+            if scores is not None:
+                log(run, f"step {run.step} eval: " + ", ".join(
+                    f"{k} {v:.4g}" for k, v in scores.items() if k.endswith("/mean") or k == "val/loss"))
 
         due = stop or run.step == cfg.train.max_steps or (save_every and run.step % save_every == 0)
         if due and not nonfinite_in_a_row:  # never checkpoint right after a skipped step

@@ -21,10 +21,11 @@ drives it.
 
 from __future__ import annotations
 
-import difflib
 import random
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Sequence
+
+from flanforge.errors import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,7 @@ def get_format(name: str) -> Format:
     try:
         return FORMATS[name]
     except KeyError:
-        near = difflib.get_close_matches(name, FORMATS, n=2, cutoff=0.3)
-        hint = f"; did you mean {' or '.join(near)}?" if near else ""
+        hint = did_you_mean(name, FORMATS, n=2, cutoff=0.3)
         raise ValueError(f"unknown format '{name}' (formats: {', '.join(FORMATS)}){hint}") from None
 
 

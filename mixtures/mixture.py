@@ -9,10 +9,10 @@ effective probability is the product of the probabilities down its path.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Iterator, Optional, Union
 
+from flanforge.errors import did_you_mean
 from flanforge.mixtures.task import Task, TaskError
 
 
@@ -94,8 +94,7 @@ class Mixture:
         known = {m.name for _, m, _ in self.walk()}
         for name in overrides:
             if name not in known:
-                near = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
-                hint = f"; closest: {', '.join(near)}" if near else ""
+                hint = did_you_mean(name, sorted(known), n=3, cutoff=0.4)
                 raise TaskError(f"mixture '{self.name}': no member '{name}' to override{hint}")
         return self._rates(overrides)
 

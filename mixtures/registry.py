@@ -3,38 +3,40 @@
 Duplicates are rejected, unknown names are answered with the closest names,
 and ``reset()`` empties both registries for tests. The built-in suite
 (``builtin``, ``builtin_heldout``, ``demo`` and the ``builtin_*`` clusters)
-registers itself on the first lookup; its records are generated only when
+is registered on the first lookup; its records are generated only when
 read. :func:`load_mixture` also accepts a task or mixture YAML file, whose
 tasks are registered under their names (loading the same file again returns
-the same objects).
+the same objects), and ``flan2022``: FLAN 2022's mixture over a Flan
+collection directory (``data_dir``).
 """
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Callable
 
+from flanforge.errors import did_you_mean
 from flanforge.mixtures.mixture import Mixture, Rate
 from flanforge.mixtures.sources import task_yaml
-from flanforge.mixtures.sources.base import bad_record_policy, set_bad_record_policy
+from flanforge.mixtures.sources.base import FileSource, checked_policy
+from flanforge.mixtures.sources.flan_collection import CollectionSource, FlanCollection
 from flanforge.mixtures.task import Task, TaskError
 
 __all__ = [
     "register_task", "register_mixture", "get_task", "get_mixture", "load_mixture", "task_names",
-    "mixture_names", "reset", "set_bad_record_policy", "bad_record_policy",
+    "mixture_names", "reset",
 ]
 
 _TASKS: dict[str, Task] = {}
 _MIXTURES: dict[str, Mixture | Callable[[], Mixture]] = {}
 _FILES: dict[Path, Task | Mixture] = {}
 _BUILTINS_LOADED = False
+_COLLECTIONS: dict[Path, Mixture] = {}
+FLAN2022 = "flan2022"
 
 
 def _unknown(kind: str, name: str, known: list[str]) -> TaskError:
-    near = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
-    hint = f"; closest: {', '.join(near)}" if near else ""
-    return TaskError(f"unknown {kind} '{name}'{hint}")
+    return TaskError(f"unknown {kind} '{name}'{did_you_mean(name, known, n=3, cutoff=0.4)}")
 
 
 def register_task(task: Task) -> Task:
@@ -55,9 +57,13 @@ def _ensure_builtins() -> None:
     global _BUILTINS_LOADED
     if not _BUILTINS_LOADED:
         _BUILTINS_LOADED = True
-        from flanforge.mixtures import builtin  # the suite registers itself through this module
+        from flanforge.mixtures import builtin  # on first lookup: its family modules are large
 
-        builtin.register_all()
+        for mixture in builtin.mixtures():
+            register_mixture(mixture.name, mixture)
+            for task in mixture.tasks():
+                if _TASKS.get(task.name) is not task:
+                    register_task(task)
 
 
 def get_task(name: str) -> Task:
@@ -69,6 +75,9 @@ def get_task(name: str) -> Task:
 
 def get_mixture(name: str) -> Mixture:
     _ensure_builtins()
+    if name == FLAN2022:
+        raise TaskError("mixture 'flan2022' reads a Flan collection directory: set mixture.data_dir=DIR "
+                        "(inspect and prepare: --data-dir DIR)")
     if name not in _MIXTURES:
         raise _unknown("mixture", name, list(_MIXTURES))
     entry = _MIXTURES[name]
@@ -87,13 +96,29 @@ def mixture_names() -> list[str]:
     return sorted(_MIXTURES)
 
 
-def load_mixture(name_or_path: str | Path) -> Mixture:
-    """A registered mixture, or the mixture a YAML file defines (a task file gives a one-task mixture)."""
+def load_mixture(name_or_path: str | Path, on_bad_record: str = "error", data_dir: str | Path | None = None) -> Mixture:
+    """A registered mixture, the mixture a YAML file defines (a task file gives a one-task mixture),
+    or ``flan2022`` over the Flan collection in ``data_dir``.
+
+    ``on_bad_record`` (``error`` or ``skip``) is the bad-record policy of every
+    file source of the mixture that does not set its own.
+    """
+    policy = checked_policy(on_bad_record)
     ref = str(name_or_path)
-    if not task_yaml.is_yaml_path(ref):
-        return get_mixture(ref)
-    loaded = _load_file(Path(ref))
-    return loaded if isinstance(loaded, Mixture) else get_mixture(loaded.name)
+    if ref == FLAN2022 and data_dir is not None:
+        key = Path(data_dir).resolve()
+        if key not in _COLLECTIONS:
+            _COLLECTIONS[key] = FlanCollection(key).mixture(FLAN2022)
+        mixture = _COLLECTIONS[key]
+    elif task_yaml.is_yaml_path(ref):
+        loaded = _load_file(Path(ref))
+        mixture = loaded if isinstance(loaded, Mixture) else get_mixture(loaded.name)
+    else:
+        mixture = get_mixture(ref)
+    for task in mixture.tasks():
+        if isinstance(task.source, (FileSource, CollectionSource)):
+            task.source.use_default_policy(policy)
+    return mixture
 
 
 def _load_file(path: Path) -> Task | Mixture:
@@ -131,5 +156,5 @@ def reset(with_builtins: bool = True) -> None:
     _TASKS.clear()
     _MIXTURES.clear()
     _FILES.clear()
+    _COLLECTIONS.clear()
     _BUILTINS_LOADED = not with_builtins
-    set_bad_record_policy("error")

@@ -47,61 +47,18 @@ import hashlib
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal, NamedTuple, Optional, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from flanforge.mixtures.config import StreamConfig
 from flanforge.mixtures.mixture import Mixture
 from flanforge.mixtures.packing import DROPPED, TRUNCATED, Packer, stack_rows
 from flanforge.mixtures.shards import Manifest, ShardReader
 from flanforge.mixtures.task import TaskError
-from flanforge.model.tokenizer import Tokenizer
-
-
-@dataclass(frozen=True)
-class StreamConfig:
-    """How the stream samples, packs and splits. Only ``micro_batch_size`` and ``num_workers`` may change on resume."""
-
-    seed: int
-    seq_len: int
-    """Packed row length (decoder), or encoder row length (T5)."""
-    micro_batch_size: int
-    """Rows per batch a consumer yields."""
-    block_size: Optional[int] = None
-    """Examples per block: the unit of sampling, packing and work split; never depends on world size.
-    ``None``: ``max(1024, 4 * seq_len)``. Packing wastes about half a row per block, so its efficiency
-    is about ``1 - 0.5 / rows per block``; with 4 * seq_len examples a block fills about
-    4 x (mean example tokens) rows, whatever the row length."""
-    arch: Literal["decoder", "t5"] = "decoder"
-    target_len: Optional[int] = None
-    """T5 decoder row length; ``None``: ``seq_len``."""
-    include_inputs_in_loss: bool = False
-    overlong: Literal["truncate", "drop"] = "truncate"
-    num_workers: int = 0
-    """DataLoader workers per rank; 0 counts as one consumer (the main process)."""
-
-    def __post_init__(self) -> None:
-        if self.block_size is None:
-            object.__setattr__(self, "block_size", max(1024, 4 * self.seq_len))
-        for key in ("micro_batch_size", "block_size"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"StreamConfig.{key} must be at least 1, got {getattr(self, key)}")
-        if self.num_workers < 0:
-            raise ValueError(f"StreamConfig.num_workers must be >= 0, got {self.num_workers}")
-        if self.seed < 0:
-            raise ValueError(f"StreamConfig.seed must be >= 0, got {self.seed}")
-
-    def layout(self) -> dict[str, Any]:
-        """What fixes the global stream's rows: must not change on resume."""
-        return {
-            "block_size": self.block_size,
-            "seq_len": self.seq_len,
-            "target_len": self.target_len or self.seq_len,
-            "arch": self.arch,
-            "overlong": self.overlong,
-        }
+from flanforge.mixtures.tokens import TextTokenizer
 
 
 # ---- which task each example comes from -----------------------------------------
@@ -338,7 +295,7 @@ class MixtureStream(IterableDataset):
     def __init__(
         self,
         mixture: Mixture,
-        tokenizer: Tokenizer,
+        tokenizer: TextTokenizer,
         cfg: StreamConfig,
         manifest: Manifest | str | Path,
         rank: int = 0,
@@ -355,12 +312,12 @@ class MixtureStream(IterableDataset):
         self.group_of = mixture.group_of()
         self.rates = mixture.rates(rate_overrides)  # raises when every rate is zero
         self.packer = Packer(
-            cfg.arch, cfg.seq_len, cfg.target_len or cfg.seq_len, cfg.overlong,
+            cfg.arch, cfg.seq_len, cfg.target_len, cfg.overlong,
             cfg.include_inputs_in_loss, tokenizer.pad_id, tokenizer.eos_id,
         )
         # few-shot exemplars are dropped (whole) to fit a row: inputs + targets + EOS(s)
         self.fewshot_budget = cfg.seq_len - 1 if cfg.arch == "decoder" else cfg.seq_len + self.packer.target_len - 2
-        self.reader = ShardReader(self.manifest)
+        self.reader = ShardReader(self.manifest, self.tasks)
         self.load_state_dict(state)
 
     @property
@@ -377,7 +334,8 @@ class MixtureStream(IterableDataset):
         else:
             start = StreamState.from_dict(state)
             saved, now = {"seed": start.seed, **start.layout}, {"seed": self.cfg.seed, **layout}
-            changed = [f"{k} (saved {saved.get(k)!r}, now {v!r})" for k, v in now.items() if saved.get(k) != v]
+            # a key the saved layout lacks was not recorded by the version that saved it
+            changed = [f"{k} (saved {saved[k]!r}, now {v!r})" for k, v in now.items() if k in saved and saved[k] != v]
             if changed:
                 raise ValueError("the saved stream state cannot continue with this configuration: " + ", ".join(changed))
         # blocks below the horizon keep the rates they were drawn with; the current rates apply from it on

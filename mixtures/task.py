@@ -12,7 +12,6 @@ drawn from the caller's RNG, so every epoch can see another phrasing.
 
 from __future__ import annotations
 
-import difflib
 import random
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -22,6 +21,7 @@ import jinja2
 from jinja2 import meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from flanforge.errors import TaskError, did_you_mean
 from flanforge.mixtures.formats import FORMATS, Format, Parts, Style, block, compose, get_format, whitespace_tokens
 
 _ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
@@ -29,12 +29,12 @@ _ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescap
 SPLITS = ("train", "exemplars", "validation")
 """``exemplars`` is the few-shot pool: disjoint from ``train``, so no exemplar is ever a training target."""
 
+TASK_METRICS = ("accuracy", "exact_match", "rouge")
+"""What a task's ``metric`` may name (``mixtures/metrics.py``): ``accuracy`` is rank classification over
+the answer options, ``exact_match`` and ``rouge`` score a greedy generation."""
+
 CHOICES_VARIABLE = "answer_choices"
 """What a template with ``choices`` (promptsource's ``answer_choices``) calls the rendered list."""
-
-
-class TaskError(ValueError):
-    """A task, template or record that cannot be used; the message names it."""
 
 
 @lru_cache(maxsize=None)
@@ -63,6 +63,9 @@ class Template:
     target: str = "{{ answer }}"
     instruction: str = ""
     choices: str | None = None
+    original_task: bool = True
+    """promptsource's ``metadata.original_task``: evaluation renders only templates where it holds
+    (as T0 scored them); the others train but never evaluate."""
 
     def fields(self) -> set[str]:
         """Names the template reads from a record (raises ``jinja2.TemplateSyntaxError``)."""
@@ -93,6 +96,10 @@ class Example:
     task: str
     template_id: str
     format: str
+    answer: str = ""
+    """The query's target before the format shaped it (no rationale): what evaluation compares with."""
+    options: tuple[str, ...] = ()
+    """The query's answer options (rank classification scores each)."""
 
 
 RecordSource = Callable[[str], Sequence[dict[str, Any]]]
@@ -128,7 +135,7 @@ class Task:
     fewshot_budget: int = 512
     """Tokens (inputs + targets) a few-shot example may take; the renderer's caller may pass its own."""
     metric: str = "exact_match"
-    """How evaluation scores a prediction against ``targets`` (``exact_match`` or ``rouge_l``)."""
+    """How evaluation scores the task: one of :data:`TASK_METRICS`."""
     format_field: str | None = None
     """For records that are already rendered (Flan-collection exports): the field naming their format."""
 
@@ -139,6 +146,9 @@ class Task:
         self.formats = tuple(self.formats)
         if not self.templates:
             raise TaskError(f"task '{self.name}': has no templates")
+        if self.metric not in TASK_METRICS:
+            hint = did_you_mean(self.metric, TASK_METRICS, n=2, cutoff=0.3)
+            raise TaskError(f"task '{self.name}': unknown metric '{self.metric}' (metrics: {', '.join(TASK_METRICS)}){hint}")
         if self.max_shots < 1 or self.fewshot_budget < 1:
             raise TaskError(f"task '{self.name}': max_shots and fewshot_budget must be at least 1")
         seen: set[str] = set()
@@ -159,11 +169,9 @@ class Task:
         except jinja2.TemplateSyntaxError as err:
             raise TaskError(f"task '{self.name}', template '{tpl.id}': syntax error: {err}") from None
         for name in sorted(used - set(self.fields)):
-            near = difflib.get_close_matches(name, self.fields, n=1)
-            hint = f"; did you mean '{near[0]}'?" if near else ""
             raise TaskError(
                 f"task '{self.name}', template '{tpl.id}': field '{name}' is not one of "
-                f"the task's fields {list(self.fields)}{hint}"
+                f"the task's fields {list(self.fields)}{did_you_mean(name, self.fields, cutoff=0.6)}"
             )
 
     def _check_format(self, name: str) -> None:
@@ -206,11 +214,13 @@ class Task:
         format_name: str | None = None,
         fewshot_budget: int | None = None,
         instruction_first: bool | None = None,
+        shots: int | None = None,
     ) -> Example:
         """Render ``record``; every choice (format, template, exemplars, delimiters) is drawn from ``rng``.
 
         ``format_name`` forces a format (evaluation, ``inspect --render``; records
-        that come rendered keep their own);
+        that come rendered keep their own); ``shots`` fixes how many exemplars a
+        few-shot format draws (evaluation; default 1..max_shots);
         ``count_tokens`` measures the few-shot budget (whitespace pieces when
         None). A few-shot example whose first exemplar alone overflows the
         budget is rendered in the zero-shot counterpart format, and says so.
@@ -219,32 +229,34 @@ class Task:
             tpl = rng.choice(self.templates)
             parts = self._parts(tpl, record, f"example {index}")
             inputs = "\n\n".join(s for s in (parts.instruction, parts.input) if s)
-            return Example(inputs, parts.target, self.name, tpl.id, str(record[self.format_field]))
+            return Example(inputs, parts.target, self.name, tpl.id, str(record[self.format_field]), parts.target,
+                           tuple(parts.options))
         fmt = self._format(format_name or rng.choice(self.formats))
         tpl = rng.choice(self.inverted_templates if fmt.inverted else self.templates)
         style = Style.draw(rng)
         parts = self._parts(tpl, record, f"example {index}")
         query = block(parts, fmt, style)
-        shots = self._shots(tpl, fmt, style, rng, parts.instruction) if fmt.few_shot else []
+        exemplars = self._shots(tpl, fmt, style, rng, parts.instruction, shots) if fmt.few_shot else []
         fmt, inputs, targets = compose(
             parts.instruction,
             query,
-            shots,
+            exemplars,
             fmt,
             style,
             self.instruction_first if instruction_first is None else instruction_first,
             fewshot_budget or self.fewshot_budget,
             count_tokens or whitespace_tokens,
         )
-        return Example(inputs, targets, self.name, tpl.id, fmt.name)
+        return Example(inputs, targets, self.name, tpl.id, fmt.name, parts.target, tuple(parts.options))
 
     def _format(self, name: str) -> Format:
         if name not in self.formats:
             raise TaskError(f"task '{self.name}': format '{name}' is not one of its formats {list(self.formats)}")
         return FORMATS[name]
 
-    def _shots(self, tpl: Template, fmt: Format, style: Style, rng: random.Random, instruction: str) -> list[tuple[str, str]]:
-        """1..max_shots solved exemplars from the ``exemplars`` split, rendered like the query.
+    def _shots(self, tpl: Template, fmt: Format, style: Style, rng: random.Random, instruction: str,
+               count: int | None = None) -> list[tuple[str, str]]:
+        """``count`` (default: 1..max_shots) solved exemplars from the ``exemplars`` split, rendered like the query.
 
         The instruction is stated once for all of them, so it must not depend on the record.
         """
@@ -252,7 +264,8 @@ class Task:
         if not pool:
             raise TaskError(f"task '{self.name}': format '{fmt.name}' needs an 'exemplars' split, which is empty")
         shots = []
-        for i in rng.sample(range(len(pool)), min(rng.randint(1, self.max_shots), len(pool))):
+        count = rng.randint(1, self.max_shots) if count is None else count
+        for i in rng.sample(range(len(pool)), min(count, len(pool))):
             parts = self._parts(tpl, pool[i], f"exemplar {i}")
             if parts.instruction != instruction:
                 raise TaskError(

@@ -1,36 +1,133 @@
-"""Attention that keeps packed examples apart.
+"""Attention over packed rows: which kernel runs, and the mask it is given.
 
-Two ways, one result (``tests/model/test_packed_isolation.py``):
+A packed row holds several examples; position ids that restart per example do
+not by themselves stop attention across examples. Each implementation below
+keeps a query inside its own segment (and, when causal, its own past):
 
-- ``segment_mask``: a dense block-diagonal float mask ``(B, 1, Tq, Tk)`` (0 where
-  allowed, the dtype's minimum elsewhere), which transformers' sdpa/eager paths
-  take as they are. Position ids that restart per example do not by themselves
-  stop attention across examples; the mask does. A bool 4D mask is misread by
-  the eager path, so the float form is used. The whole ``T x T`` score matrix is
-  still computed, and the mask then discards what crosses a boundary.
-- ``SEGMENT_ATTENTION``: an attention implementation registered with
-  transformers that runs causal attention on each example of a row alone
-  (``torch.nn.functional.scaled_dot_product_attention`` per segment, the way
-  varlen kernels do on GPUs). No mask is built and no score across a boundary is
-  computed: for rows of two or three examples that is 2-3x less attention work.
-  The decoder uses it; without ``segments`` (a plain HF forward, e.g. at export
-  or evaluation) it is exactly transformers' sdpa attention.
+    sdpa_mask   a dense 4D float mask ``(B, 1, Tq, Tk)`` (0 where allowed, the dtype's
+                minimum elsewhere) through transformers' ``sdpa`` path. Runs anywhere.
+    eager_mask  the same mask through transformers' ``eager`` path (matmul + softmax).
+    flex        FlexAttention (``torch.nn.attention.flex_attention``) with a ``BlockMask``
+                built from the segment ids, as torchtitan masks documents: blocks with
+                no allowed (query, key) pair are skipped and no (Tq, Tk) mask is kept.
+                Compiled on CUDA. torch has no FlexAttention backward on CPU, so there it
+                runs forward only (evaluation, tests). No attention dropout.
+    segments    no mask at all: causal ``scaled_dot_product_attention`` on each example of
+                a row alone (a varlen kernel's layout, one call per example), from the
+                examples' token ranges computed on the host. No score across a boundary
+                is computed: on rows of two or three examples, 2-3x less attention work
+                than the dense mask. Decoder-only (T5's relative position bias and
+                cross-attention take a mask); without ranges it is transformers' sdpa.
+
+``auto`` picks by device, here and nowhere else (:func:`resolve`): for training,
+``flex`` on CUDA when the model allows it, ``segments`` for a decoder, else
+``sdpa_mask``; for evaluation ``sdpa_mask``. A bool 4D mask is misread by
+transformers' eager path, so the dense form is always float.
 """
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+import functools
+from typing import Callable
 
-SEGMENT_ATTENTION = "flanforge_segments"
+import torch
+
+FLEX_HF_NAME = "flanforge_flex"
+SEGMENTS_HF_NAME = "flanforge_segments"
+# model.attention -> the name transformers knows the attention function by.
+HF_NAMES = {"sdpa_mask": "sdpa", "eager_mask": "eager", "flex": FLEX_HF_NAME, "segments": SEGMENTS_HF_NAME}
+IMPLEMENTATIONS = ("auto", *HF_NAMES)
+FLEX_BLOCK_SIZE = 128
+
+
+class AttentionUnavailable(ValueError):
+    """The requested implementation cannot run here; the message names the ones that can."""
+
+
+# --------------------------------------------------------------------------- choice
+
+
+def flex_available() -> bool:
+    try:
+        import torch.nn.attention.flex_attention  # noqa: F401  (torch >= 2.5)
+    except ImportError:
+        return False
+    return True
+
 
 Segments = list[list[tuple[int, int]]]
-"""Per row, the ``(start, stop)`` token range of each example, in order; padding after the last."""
+"""Per row, the ``(start, stop)`` token range of each example, in order."""
 
 
-def _to_float(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
-    return mask.masked_fill_(~allowed, torch.finfo(dtype).min).unsqueeze(1)  # (B, 1, Tq, Tk)
+def unavailable_reason(name: str, device_type: str, *, training: bool, dropout: float,
+                       arch: str = "decoder") -> str | None:
+    """Why implementation ``name`` cannot run on ``device_type`` for this model, or None if it can."""
+    if name == "segments" and arch != "decoder":
+        return "per-segment attention runs decoder-only models (T5's bias and cross-attention take a mask)"
+    if name != "flex":
+        return None
+    if not flex_available():
+        return f"torch {torch.__version__} has no torch.nn.attention.flex_attention (torch >= 2.5 has)"
+    if device_type not in ("cuda", "cpu"):
+        return f"FlexAttention does not run on {device_type} here"
+    if training and device_type == "cpu":
+        return f"torch {torch.__version__} has no FlexAttention backward on CPU (forward only)"
+    if training and dropout > 0:
+        return f"FlexAttention has no attention dropout and the model's is {dropout}"
+    return None
+
+
+def resolve(requested: str, device_type: str, *, training: bool = True, dropout: float = 0.0,
+            arch: str = "decoder") -> str:
+    """The implementation to use: ``requested``, or for ``auto`` the best one for the device.
+
+    Raises :class:`AttentionUnavailable` (one line, naming what is available) when
+    the requested implementation cannot run on ``device_type``.
+    """
+    if requested not in IMPLEMENTATIONS:
+        raise AttentionUnavailable(f"model.attention={requested!r} is unknown; choose one of {', '.join(IMPLEMENTATIONS)}")
+    reasons = {name: unavailable_reason(name, device_type, training=training, dropout=dropout, arch=arch)
+               for name in HF_NAMES}
+    if requested == "auto":
+        # Skipping cross-example work pays on packed training rows; evaluation and generation run
+        # the model's own forward on padded batches (and a growing KV cache), where the dense path fits.
+        preferred = ("flex", "segments", "sdpa_mask") if device_type == "cuda" else ("segments", "sdpa_mask")
+        preferred = preferred if training else ("sdpa_mask",)
+        return next(name for name in preferred if reasons[name] is None)
+    if reasons[requested] is not None:
+        available = ", ".join(["auto"] + [name for name, reason in reasons.items() if reason is None])
+        raise AttentionUnavailable(
+            f"model.attention={requested} is not available on {device_type}: {reasons[requested]}; available: {available}"
+        )
+    return requested
+
+
+def attention_dropout(config) -> float:
+    """The attention-probability dropout of a transformers config (T5: ``dropout_rate``)."""
+    if getattr(config, "model_type", "") == "t5":
+        return float(config.dropout_rate)
+    return float(getattr(config, "attention_dropout", 0.0) or 0.0)
+
+
+def use(model: torch.nn.Module, name: str) -> None:
+    """Make every attention layer of the transformers ``model`` (sub-models included) run ``name``."""
+    if name == "flex":
+        register_flex()
+    if name == "segments":
+        register_segments()
+    model.set_attn_implementation(HF_NAMES[name])
+
+
+def implementation_of(model: torch.nn.Module) -> str:
+    """The ``model.attention`` name the transformers ``model`` runs now (see :func:`use`)."""
+    hf_name = model.config._attn_implementation
+    for name, known in HF_NAMES.items():
+        if known == hf_name:
+            return name
+    raise AttentionUnavailable(f"attention implementation {hf_name!r} is not one flanforge builds masks for")
+
+
+# --------------------------------------------------------------------------- masks
 
 
 def segment_mask(
@@ -55,12 +152,50 @@ def segment_mask(
     # their outputs are never used in the loss.
     empty = ~allowed.any(dim=-1)
     allowed[..., 0] |= empty
-    return _to_float(allowed, dtype)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return mask.masked_fill_(~allowed, torch.finfo(dtype).min).unsqueeze(1)  # (B, 1, Tq, Tk)
+
+
+def shared_prefix_mask(segments: torch.Tensor, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Causal float mask for a prompt followed by several continuations in one row (evaluation).
+
+    ``segments`` (B, T): 1 on the shared prompt, 2..k on the continuations, 0 on
+    padding. Every token sees the past of its own segment and the whole prompt
+    before it, never another continuation: each continuation is computed as if
+    it alone followed the prompt (with position ids that restart after the prompt).
+    """
+    keys = segments[:, None, :]  # (B, 1, T)
+    allowed = ((segments[:, :, None] == keys) | (keys == 1)) & (keys > 0)
+    allowed &= torch.ones(segments.shape[1], segments.shape[1], dtype=torch.bool, device=segments.device).tril()
+    allowed[..., 0] |= ~allowed.any(dim=-1)  # padding queries keep one key: no NaNs
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return mask.masked_fill_(~allowed, torch.finfo(dtype).min).unsqueeze(1)  # (B, 1, T, T)
+
+
+def segment_block_mask(
+    q_segments: torch.Tensor, k_segments: torch.Tensor, *, causal: bool, block_size: int = FLEX_BLOCK_SIZE
+):
+    """FlexAttention ``BlockMask`` allowing what :func:`segment_mask` allows for real tokens.
+
+    Padding queries (segment 0) attend to padding keys, or to nothing (FlexAttention
+    then returns 0 for them, never NaN); their outputs are never used in the loss.
+    """
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def same_segment(b, h, q, kv):
+        allowed = q_segments[b, q] == k_segments[b, kv]
+        return allowed & (q >= kv) if causal else allowed
+
+    (batch, tq), tk = q_segments.shape, k_segments.shape[1]
+    return create_block_mask(
+        same_segment, batch, None, tq, tk, device=q_segments.device, BLOCK_SIZE=block_size,
+        _compile=q_segments.device.type == "cuda",
+    )
 
 
 def segment_ranges(segment_ids: torch.Tensor) -> Segments:
     """The ``(start, stop)`` of every example of every row, from host-side segment ids (B, T)
-    laid out as the packer lays them (1..k back to back, 0 for padding at the end)."""
+    as the packer lays them out (1..k, each example's tokens contiguous, 0 for padding)."""
     out: Segments = []
     for row in segment_ids.tolist():
         ranges, start = [], 0
@@ -73,51 +208,110 @@ def segment_ranges(segment_ids: torch.Tensor) -> Segments:
     return out
 
 
-def segment_attention(
-    module: torch.nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    dropout: float = 0.0,
-    scaling: float | None = None,
-    segments: Segments | None = None,
-    **kwargs,
-) -> tuple[torch.Tensor, None]:
-    """Causal self-attention within each segment; query (B, Hq, T, D), key/value (B, Hkv, T, D).
+def packed_mask(name: str, q_segments: torch.Tensor, k_segments: torch.Tensor, *, causal: bool, dtype: torch.dtype):
+    """The ``attention_mask`` implementation ``name`` takes for these segments (a 4D tensor, a
+    BlockMask, or None for ``segments``, which takes the examples' ranges instead)."""
+    if name == "segments":
+        return None
+    if name == "flex":
+        return segment_block_mask(q_segments, k_segments, causal=causal)
+    return segment_mask(q_segments, k_segments, causal=causal, dtype=dtype)
 
-    Returns (B, T, Hq, D) as transformers' attention functions do. Padding
-    positions get zeros (their outputs never reach the loss).
+
+# --------------------------------------------------------------------------- flex kernel
+
+
+@functools.cache
+def _flex_kernel(device_type: str) -> Callable:
+    from torch.nn.attention.flex_attention import flex_attention
+
+    # Compiled, FlexAttention is a fused block-sparse kernel; eager, it is a reference
+    # that materialises the scores (CPU forward, for tests and evaluation).
+    return torch.compile(flex_attention, dynamic=False) if device_type == "cuda" else flex_attention
+
+
+def flex_attention_forward(module, query, key, value, attention_mask, *, scaling=None, dropout=0.0,
+                           position_bias=None, **_kwargs):
+    """transformers attention function: FlexAttention with a ``BlockMask`` (or no mask).
+
+    query (B, Hq, Tq, D), key and value (B, Hkv, Tk, D); returns ((B, Tq, Hq, D), None).
+    ``position_bias`` (T5's relative bias, (1, H, Tq, Tk), shared by the batch) is
+    added to the scores.
     """
+    if dropout > 0:
+        raise AttentionUnavailable(f"model.attention=flex has no attention dropout (got {dropout}); use sdpa_mask")
+    score_mod = None
+    if position_bias is not None:
+        def score_mod(score, b, h, q, kv):
+            return score + position_bias[0, h, q, kv]
+
+    heads, kv_heads = query.shape[1], key.shape[1]
+    # Grouped-query attention natively when the head count is a power of two (as the
+    # compiled kernel wants), else by repeating the key/value heads.
+    gqa = heads != kv_heads and heads & (heads - 1) == 0
+    if heads != kv_heads and not gqa:
+        key, value = (t.repeat_interleave(heads // kv_heads, dim=1) for t in (key, value))
+    out = _flex_kernel(query.device.type)(
+        query, key, value, score_mod=score_mod, block_mask=attention_mask, scale=scaling, enable_gqa=gqa
+    )
+    return out.transpose(1, 2).contiguous(), None  # (B, Tq, Hq, D)
+
+
+@functools.cache
+def register_flex() -> None:
+    """Register :func:`flex_attention_forward` with transformers, once. Its mask function is
+    transformers' own FlexAttention one, so the model's own forward (evaluation, generation
+    with 2D padding masks) builds a correct BlockMask; training passes a prepared one."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    AttentionInterface.register(FLEX_HF_NAME, flex_attention_forward)
+    AttentionMaskInterface.register(FLEX_HF_NAME, ALL_MASK_ATTENTION_FUNCTIONS["flex_attention"])
+
+
+# --------------------------------------------------------------------------- per-segment kernel
+
+
+def segment_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
+                              segments: Segments | None = None, **kwargs):
+    """transformers attention function: causal attention within each example of a row.
+
+    query (B, Hq, T, D), key and value (B, Hkv, T, D); returns ((B, T, Hq, D), None).
+    Padding positions get zeros (their outputs never reach the loss). Without
+    ``segments`` (the model's own forward) it is transformers' sdpa attention.
+    """
+    import torch.nn.functional as F
     from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
     if segments is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
     if kwargs.get("softcap") is not None or kwargs.get("sliding_window") is not None:
-        raise ValueError(f"{SEGMENT_ATTENTION} attention supports neither softcap nor sliding windows")
+        raise AttentionUnavailable("model.attention=segments supports neither softcapped nor sliding-window attention")
     groups = getattr(module, "num_key_value_groups", 1)
     key, value = repeat_kv(key, groups), repeat_kv(value, groups)
-    batch, heads, length, dim = query.shape
+    _, heads, length, dim = query.shape
     rows = []
     for b, ranges in enumerate(segments):
         parts, at = [], 0
-        for s, e in [*ranges, (length, length)]:
-            if s > at:  # padding
-                parts.append(query.new_zeros(1, heads, s - at, dim))
-            if e > s:
+        for start, stop in [*ranges, (length, length)]:
+            if start > at:  # padding
+                parts.append(query.new_zeros(1, heads, start - at, dim))
+            if stop > start:
                 parts.append(F.scaled_dot_product_attention(
-                    query[b:b + 1, :, s:e], key[b:b + 1, :, s:e], value[b:b + 1, :, s:e],
-                    dropout_p=dropout, scale=scaling, is_causal=True))  # (1, H, e - s, D)
-            at = e
+                    query[b:b + 1, :, start:stop], key[b:b + 1, :, start:stop], value[b:b + 1, :, start:stop],
+                    dropout_p=dropout, scale=scaling, is_causal=True))  # (1, H, stop - start, D)
+            at = stop
         rows.append(torch.cat(parts, dim=2) if len(parts) > 1 else parts[0])
     return torch.cat(rows, dim=0).transpose(1, 2).contiguous(), None  # (B, T, H, D)
 
 
-def register_segment_attention() -> None:
-    """Make ``SEGMENT_ATTENTION`` a transformers attention implementation (masks built as for sdpa)."""
+@functools.cache
+def register_segments() -> None:
+    """Register :func:`segment_attention_forward` with transformers, once; masks (for the
+    model's own forward) are built as for sdpa."""
     from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
-    AttentionInterface.register(SEGMENT_ATTENTION, segment_attention)
-    ALL_MASK_ATTENTION_FUNCTIONS.register(SEGMENT_ATTENTION, sdpa_mask)
+    AttentionInterface.register(SEGMENTS_HF_NAME, segment_attention_forward)
+    AttentionMaskInterface.register(SEGMENTS_HF_NAME, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
     LlamaConfig,
@@ -19,8 +20,9 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
-from flanforge.launcher.config import ModelConfig
-from flanforge.launcher.errors import UserError
+from flanforge.errors import UserError
+from flanforge.model.config import ModelConfig
+from flanforge.model import attention
 from flanforge.model.tokenizer import Tokenizer, load_tokenizer
 
 # A tiny Llama-style decoder (~3.5M parameters at vocab 2000): the demo's default.
@@ -33,7 +35,8 @@ TINY_DECODER: dict[str, Any] = dict(
     max_position_embeddings=2048,
     tie_word_embeddings=False,
 )
-# A tiny T5 (FLAN-T5 layout: gated-gelu; an untied head where transformers keeps one apart).
+# A tiny T5 in FLAN-T5's layout: gated-gelu, no d_model^-0.5 scaling before the LM head
+# (an untied head before transformers 5; from 5 on T5's head is always tied to the embedding).
 TINY_T5: dict[str, Any] = dict(
     d_model=256,
     d_ff=512,
@@ -79,8 +82,41 @@ def check_paths(cfg: ModelConfig) -> None:
     load_configured_tokenizer(cfg)
 
 
-def build_model(cfg: ModelConfig, tokenizer: Tokenizer, seed: int) -> torch.nn.Module:
-    """Return the HF model in fp32 on the CPU (DeepSpeed moves and casts it)."""
+def training_device_type() -> str:
+    """The device type ranks train on: CUDA when torch sees a GPU (DeepSpeed picks it then), else CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def choose_attention(cfg: ModelConfig, hf_config=None, *, device_type: str | None = None,
+                     training: bool = True) -> str:
+    """The attention implementation ``model.attention`` means for this model on ``device_type``
+    (default: :func:`training_device_type`); a UserError naming the available ones if it cannot run.
+
+    ``hf_config``: the model's transformers config; None reads it without building the model
+    (``model.path``'s config.json, or the from-scratch config), so ``flanforge train`` can
+    check before any rank starts.
+    """
+    if hf_config is None:
+        if cfg.path is not None:
+            hf_config = AutoConfig.from_pretrained(cfg.path, local_files_only=True)
+        elif cfg.arch == "decoder":
+            hf_config = LlamaConfig(**{**TINY_DECODER, **cfg.hf_config})
+        else:
+            hf_config = T5Config(**{**TINY_T5, **cfg.hf_config})
+    try:
+        return attention.resolve(cfg.attention, device_type or training_device_type(), training=training,
+                                 dropout=attention.attention_dropout(hf_config), arch=cfg.arch)
+    except attention.AttentionUnavailable as err:
+        raise UserError(str(err)) from None
+
+
+def build_model(cfg: ModelConfig, tokenizer: Tokenizer, seed: int, *, device_type: str | None = None,
+                training: bool = True) -> torch.nn.Module:
+    """Return the HF model in fp32 on the CPU (DeepSpeed moves and casts it), its attention
+    layers set to ``model.attention`` for ``device_type`` (default: :func:`training_device_type`).
+
+    An attention implementation that cannot run there is a UserError naming the ones that can.
+    """
     check_model_path(cfg)
     if cfg.path is not None:
         path = Path(cfg.path)
@@ -101,11 +137,31 @@ def build_model(cfg: ModelConfig, tokenizer: Tokenizer, seed: int) -> torch.nn.M
             hf = T5Config(**{**TINY_T5, **cfg.hf_config, **ids, "decoder_start_token_id": tokenizer.pad_id,
                              "vocab_size": tokenizer.vocab_size})
             model = T5ForConditionalGeneration(hf)
-    # Packed rows need an explicit 4D mask, which the eager and sdpa kernels take.
-    model.config._attn_implementation = "sdpa"
+            init_t5_head(model)
+    attention.use(model, choose_attention(cfg, model.config, device_type=device_type, training=training))
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
+
+
+def t5_scales_decoder_output(config) -> bool:
+    """Whether T5 multiplies the decoder output by d_model^-0.5 before the LM head
+    (transformers >= 5 names it ``scale_decoder_outputs``; older ones scale a tied head)."""
+    return bool(getattr(config, "scale_decoder_outputs", getattr(config, "tie_word_embeddings", False)))
+
+
+def init_t5_head(model: T5ForConditionalGeneration) -> None:
+    """Give a from-scratch T5 small first logits, so its first loss is near ln(vocab).
+
+    transformers draws the embedding and the LM head with std 1: without the d_model^-0.5
+    output scaling the first logits have std ~sqrt(d_model) (a first loss of ~100); with
+    it, a tied head still favours the input token, which the residual stream carries.
+    So the head gets the fan-in std d_model^-0.5 (T5X's init of T5 1.1's separate head);
+    when transformers ties it to the embedding (always, from transformers 5 on), the
+    embedding gets it too. Pretrained weights never come here.
+    """
+    with torch.no_grad():
+        model.lm_head.weight.normal_(0.0, model.config.d_model**-0.5)
 
 
 def count_parameters(model: torch.nn.Module) -> int:

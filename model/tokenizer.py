@@ -14,6 +14,8 @@ from typing import Iterable
 
 import sentencepiece as spm
 
+from flanforge.files import atomic_write
+
 PAD_ID, EOS_ID, BOS_ID, UNK_ID = 0, 1, 2, 3
 SPM_FILE = "spiece.model"
 # What a model directory may hold, in the order they are looked for: the
@@ -153,9 +155,7 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | Path, vocab_size: int) 
         num_threads=1,
         minloglevel=2,
     )
-    tmp = out_dir / (SPM_FILE + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(out_dir / SPM_FILE)
+    atomic_write(out_dir / SPM_FILE, buf.getvalue())
     return SentencePieceTokenizer(out_dir / SPM_FILE)
 
 

@@ -22,9 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from flanforge.kernels import IGNORE_INDEX, fused_linear_cross_entropy
-from flanforge.model.attention import SEGMENT_ATTENTION, register_segment_attention, segment_mask, segment_ranges
+from flanforge.model.attention import implementation_of, packed_mask, segment_ranges
+from flanforge.model.load import t5_scales_decoder_output
 
-# Below this vocabulary size a CPU run computes the loss from full logits (see use_fused_loss).
+# Below this vocabulary size a CPU run computes the loss from plain logits (see use_fused_loss).
 CPU_FUSED_MIN_VOCAB = 32_000
 
 
@@ -33,8 +34,8 @@ def use_fused_loss(setting: bool | str, vocab_size: int, device_type: str) -> bo
     ``"auto"``: always on GPUs, and on CPUs from ``CPU_FUSED_MIN_VOCAB`` up.
 
     On a CPU with a small vocabulary the logits of a micro-batch's target tokens are a
-    few MiB, so the fused kernel saves no memory that matters, and its chunk loop is
-    slower than one plain matmul and ``F.cross_entropy`` (BENCHMARKS.md, "fused loss on CPU").
+    few MiB, so the fused kernel saves no memory that matters, and its chunk loop is no
+    faster than one plain matmul and ``F.cross_entropy`` (BENCHMARKS.md, "fused loss on CPU").
     """
     if setting != "auto":
         return bool(setting)
@@ -51,8 +52,10 @@ class TrainingModel(nn.Module):
     unweighted per-token losses in the labels' shape (0 where the label is ignored), detached.
 
     ``batch["target_index"]`` (n,) and ``batch["loss_weights"]`` (n,) are the flat
-    positions of the target tokens and their weights (``launcher/loss.py`` adds
-    them, computed on the host); without them every labelled token has weight 1.
+    positions of the target tokens and their weights, and ``batch["segments"]`` each
+    row's example ranges (``launcher/train.py`` adds them, computed on the host);
+    without them every labelled token has weight 1 and the ranges are read from the
+    segment ids.
     """
 
     def __init__(self, hf_model: nn.Module, *, arch: str, fused: bool, zero_stage: int):
@@ -61,16 +64,11 @@ class TrainingModel(nn.Module):
         self.arch = arch
         self.fused = fused
         self.head = hf_model.get_output_embeddings()
+        self.attention = implementation_of(hf_model)  # which mask the attention layers take
         config = hf_model.config
         self.softcap = getattr(config, "final_logit_softcapping", None)
-        # T5 scales the decoder output by d_model^-0.5 before a tied LM head, as HF's own
-        # forward does (transformers >= 5 names it `scale_decoder_outputs`).
-        scale = getattr(config, "scale_decoder_outputs", getattr(config, "tie_word_embeddings", False))
-        self.hidden_scale = config.d_model**-0.5 if arch == "t5" and scale else 1.0
-        if arch == "decoder":
-            # Each packed example attends only within itself, without a (B, 1, T, T) mask.
-            register_segment_attention()
-            hf_model.config._attn_implementation = SEGMENT_ATTENTION
+        # T5 may scale the decoder output by d_model^-0.5 before the LM head, as HF's own forward does.
+        self.hidden_scale = config.d_model**-0.5 if arch == "t5" and t5_scales_decoder_output(config) else 1.0
         if zero_stage == 3:
             import deepspeed
 
@@ -79,24 +77,33 @@ class TrainingModel(nn.Module):
     def hidden_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Final hidden states, (B, T, H) on the label side."""
         dtype = next(self.hf.parameters()).dtype
+
+        def mask(q_seg: torch.Tensor, k_seg: torch.Tensor, causal: bool):
+            return packed_mask(self.attention, q_seg, k_seg, causal=causal, dtype=dtype)
+
         if self.arch == "decoder":
-            segments = batch.get("segments")  # host-side ranges (train.py), so no device-to-host copy here
-            if segments is None:
-                segments = segment_ranges(batch["segment_ids"].cpu())
+            seg = batch["segment_ids"]
+            extra = {}
+            if self.attention == "segments":  # host-side ranges (train.py), so no device-to-host copy here
+                extra["segments"] = batch.get("segments") or segment_ranges(seg.cpu())
             out = self.hf.base_model(
-                input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False, segments=segments,
+                input_ids=batch["input_ids"],
+                attention_mask=mask(seg, seg, True),
+                position_ids=batch["position_ids"],
+                use_cache=False,
+                **extra,
             )
             return out.last_hidden_state
         enc_seg, dec_seg = batch["segment_ids"], batch["decoder_segment_ids"]
         encoded = self.hf.encoder(
             input_ids=batch["input_ids"],
-            attention_mask=segment_mask(enc_seg, enc_seg, causal=False, dtype=dtype),
+            attention_mask=mask(enc_seg, enc_seg, False),
         ).last_hidden_state
         decoded = self.hf.decoder(
             input_ids=batch["decoder_input_ids"],
-            attention_mask=segment_mask(dec_seg, dec_seg, causal=True, dtype=dtype),
+            attention_mask=mask(dec_seg, dec_seg, True),
             encoder_hidden_states=encoded,
-            encoder_attention_mask=segment_mask(dec_seg, enc_seg, causal=False, dtype=dtype),
+            encoder_attention_mask=mask(dec_seg, enc_seg, False),
             use_cache=False,
         ).last_hidden_state
         return decoded * self.hidden_scale

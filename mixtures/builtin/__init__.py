@@ -20,7 +20,6 @@ from __future__ import annotations
 from flanforge.mixtures.builtin import arithmetic, classify, convert, counting, extraction, heldout, lists, logic, strings
 from flanforge.mixtures.builtin.core import Family
 from flanforge.mixtures.mixture import Mixture, Rate
-from flanforge.mixtures.registry import register_mixture, register_task
 
 CLUSTERS: dict[str, tuple[tuple[Family, ...], int, float]] = {
     # cluster: (families, per-task cap, weight of the cluster in ``builtin``)
@@ -56,14 +55,12 @@ def family_counts() -> dict[str, int]:
 
 
 def _cluster(name: str, families: tuple[Family, ...], cap: int) -> Mixture:
-    return Mixture(name, [(register_task(task), Rate.examples(cap=cap)) for f in families for task in f.tasks()])
+    return Mixture(name, [(task, Rate.examples(cap=cap)) for f in families for task in f.tasks()])
 
 
 def _demo() -> Mixture:
     tasks = {
-        name: register_task(
-            FAMILIES[family].task(tag, name=name, formats=formats, max_shots=1, fewshot_budget=DEMO_FEWSHOT_BUDGET)
-        )
+        name: FAMILIES[family].task(tag, name=name, formats=formats, max_shots=1, fewshot_budget=DEMO_FEWSHOT_BUDGET)
         for name, (family, tag, formats) in DEMO.items()
     }
     words = Mixture("demo_words", [(tasks[n], Rate.examples(cap=2000)) for n in list(DEMO)[:3]])
@@ -71,14 +68,9 @@ def _demo() -> Mixture:
     return Mixture("demo", [(words, Rate.fixed(1.0)), (numbers, Rate.fixed(1.0))])
 
 
-def register_all() -> None:
-    """Register every built-in task and mixture (no record is generated here)."""
-    clusters = []
-    for name, (families, cap, weight) in CLUSTERS.items():
-        sub = _cluster(f"builtin_{name}", families, cap)
-        register_mixture(sub.name, sub)
-        clusters.append((sub, Rate.fixed(weight)))
-    register_mixture("builtin", Mixture("builtin", clusters))
-    register_mixture("builtin_heldout", _cluster("builtin_heldout", HELDOUT, HELDOUT_CAP))
-    register_mixture("demo", _demo())
+def mixtures() -> list[Mixture]:
+    """Every built-in mixture (no record is generated here); the registry registers them and their tasks."""
+    clusters = [_cluster(f"builtin_{name}", families, cap) for name, (families, cap, _) in CLUSTERS.items()]
+    weighted = [(sub, Rate.fixed(weight)) for sub, (_, _, weight) in zip(clusters, CLUSTERS.values())]
+    return [*clusters, Mixture("builtin", weighted), _cluster("builtin_heldout", HELDOUT, HELDOUT_CAP), _demo()]
 

@@ -3,8 +3,9 @@
 A row that cannot be used (bad JSON, non-UTF-8 bytes, a missing field, an
 empty target) is an error naming ``file:line`` and the field, or, with the
 policy ``skip``, is skipped and counted in the source's ``bad_records``. The
-policy is set per source (``on_bad_record`` in a task YAML) or for every
-source at once with :func:`set_bad_record_policy` (``registry`` re-exports it).
+policy is set per source (``on_bad_record`` in a task YAML); a source that sets
+none follows the policy the run passes to ``registry.load_mixture`` (the
+config's ``mixture.on_bad_record``; ``error`` by default).
 """
 
 from __future__ import annotations
@@ -17,23 +18,12 @@ from typing import Any, Iterator, Mapping, Sequence
 from flanforge.mixtures.task import SPLITS, TaskError
 
 POLICIES = ("error", "skip")
-_policy = "error"
 
 RowStream = Iterator[tuple[str, "dict[str, Any] | str"]]
 """``(where, row)`` pairs; ``row`` is the record, or a string saying what is wrong with the line."""
 
 
-def set_bad_record_policy(policy: str) -> None:
-    """The policy of every source that does not set its own: ``error`` (default) or ``skip``."""
-    global _policy
-    _policy = _checked_policy(policy)
-
-
-def bad_record_policy() -> str:
-    return _policy
-
-
-def _checked_policy(policy: str) -> str:
+def checked_policy(policy: str) -> str:
     if policy not in POLICIES:
         raise TaskError(f"on_bad_record must be one of {list(POLICIES)}, got '{policy}'")
     return policy
@@ -83,10 +73,17 @@ class FileSource:
         self.fields = tuple(fields)
         self.target_fields = tuple(target_fields)
         self.columns = dict(columns or {})
-        self.on_bad_record = None if on_bad_record is None else _checked_policy(on_bad_record)
+        self.on_bad_record = None if on_bad_record is None else checked_policy(on_bad_record)
+        self.default_policy = "error"
         self.seed = seed
         self.bad_records = 0
         self._records: dict[str, list[dict[str, Any]]] | None = None
+
+    def use_default_policy(self, policy: str) -> None:
+        """Follow ``policy`` unless the source sets its own (records already read are read again)."""
+        policy = checked_policy(policy)
+        if self.on_bad_record is None and policy != self.default_policy:
+            self.default_policy, self._records, self.bad_records = policy, None, 0
 
     @property
     def has_exemplars(self) -> bool:
@@ -102,7 +99,7 @@ class FileSource:
         return self._records.get(split, [])
 
     def _load(self) -> dict[str, list[dict[str, Any]]]:
-        policy = self.on_bad_record or _policy
+        policy = self.on_bad_record or self.default_policy
         out = {split: self._read(location, policy) for split, location in self.splits.items()}
         train = out["train"]
         picks = random.Random(f"{self.seed}/holdout").sample(range(len(train)), min(sum(self.holdout.values()), len(train)))

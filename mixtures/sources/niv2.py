@@ -74,7 +74,7 @@ def niv2_task(path: str | Path, name: str | None = None, **source_kwargs: Any) -
         source=Niv2Source(path, **source_kwargs),
         formats=("zs_noopt", "fs_noopt"),
         family="niv2",
-        metric="rouge_l",
+        metric="rouge",
     )
 
 

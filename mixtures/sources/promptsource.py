@@ -2,7 +2,8 @@
 
 Each template has a ``jinja`` string with ``|||`` between the prompt and the
 target, and optionally ``answer_choices`` (a jinja string of choices separated
-by ``|||``, available to the template as ``answer_choices``). The file's
+by ``|||``, available to the template as ``answer_choices``) and ``metadata``, whose
+``original_task`` marks the templates evaluation may use (T0's rule). The file's
 ``!Template`` and ``!TemplateMetadata`` tags are read as plain mappings by a
 safe loader: nothing in the file can construct a Python object.
 """
@@ -42,5 +43,7 @@ def load_templates(path: str | Path) -> list[Template]:
         pieces = str(entry.get("jinja", "")).split("|||")
         if len(pieces) != 2:
             raise TaskError(f"{path}: template '{name}': expected one '|||' between prompt and target, found {len(pieces) - 1}")
-        templates.append(Template(name, pieces[0], pieces[1], choices=entry.get("answer_choices")))
+        metadata = entry.get("metadata") or {}
+        original = bool(metadata.get("original_task", False)) if isinstance(metadata, dict) else False
+        templates.append(Template(name, pieces[0], pieces[1], choices=entry.get("answer_choices"), original_task=original))
     return templates

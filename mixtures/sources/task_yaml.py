@@ -1,22 +1,24 @@
 """Tasks and mixtures written as YAML files, no Python needed (the README shows one).
 
 A file whose top-level key is ``task`` defines one task; ``mixture`` defines a
-mixture of tasks, sub-mixtures, Flan-collection exports and NIV2 task
-directories. Relative paths are relative to the file. Files are read with
+mixture of tasks, sub-mixtures, Flan-collection exports, a Flan-collection
+directory (``flan_collection: DIR``, the ``flan2022`` mixture over it) and NIV2
+task directories. Relative paths are relative to the file. Files are read with
 ``yaml.safe_load``; unknown keys are errors naming the closest valid key.
 """
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import yaml
 
+from flanforge.errors import did_you_mean
 from flanforge.mixtures.mixture import Mixture, Rate
 from flanforge.mixtures.sources import niv2
 from flanforge.mixtures.sources.base import FileSource, existing
+from flanforge.mixtures.sources.flan_collection import FlanCollection
 from flanforge.mixtures.sources.flan_jsonl import flan_mixture
 from flanforge.mixtures.sources.hf_disk import HfDiskSource
 from flanforge.mixtures.sources.promptsource import load_templates
@@ -31,7 +33,7 @@ SOURCE_KEYS = ("type", "path", "splits", "holdout", "columns", "on_bad_record")
 SOURCE_TYPES = ("table", "hf_disk", "niv2")
 TEMPLATE_KEYS = ("id", "instruction", "input", "target", "choices")
 MIXTURE_KEYS = ("mixture", "members")
-MEMBER_KINDS = ("task", "mixture", "flan_jsonl", "niv2")
+MEMBER_KINDS = ("task", "mixture", "flan_jsonl", "flan_collection", "niv2")
 MEMBER_KEYS = (*MEMBER_KINDS, "rate", "task_rate", "on_bad_record")
 RATE_KEYS = ("cap", "temperature")
 
@@ -66,8 +68,7 @@ def _check_keys(spec: Any, allowed: Iterable[str], what: str) -> dict[str, Any]:
     allowed = list(allowed)
     for key in spec:
         if key not in allowed:
-            near = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.5)
-            hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(allowed)}"
+            hint = did_you_mean(str(key), allowed, otherwise=f"; valid keys: {', '.join(allowed)}")
             raise TaskError(f"{what}: unknown key '{key}'{hint}")
     return spec
 
@@ -121,7 +122,7 @@ def build_task(spec: dict[str, Any], base: Path) -> Task:
         instruction_first=position == "before",
         max_shots=_number(spec, "max_shots", 3, int),
         fewshot_budget=_number(spec, "fewshot_budget", 512, int),
-        metric=spec.get("metric", "rouge_l" if kind == "niv2" else "exact_match"),
+        metric=spec.get("metric", "rouge" if kind == "niv2" else "exact_match"),
     )
 
 
@@ -180,6 +181,8 @@ def _member(spec: Any, base: Path, resolve: Resolve, what: str) -> tuple[Task | 
         raise TaskError(f"{what}: set on_bad_record in the source of the task it names, not on the member")
     if kind == "flan_jsonl":
         return flan_mixture(base / ref, Path(ref).stem, _rate(spec.get("task_rate")), **policy), rate
+    if kind == "flan_collection":
+        return FlanCollection(base / ref, **policy).mixture("flan2022"), rate
     if kind == "niv2":
         return niv2.niv2_mixture(base / ref, Path(ref).name, _rate(spec.get("task_rate"), cap=5000), **policy), rate
     return resolve(kind, ref, base), rate

@@ -14,7 +14,7 @@ import torch
 
 from flanforge.launcher.cli import main
 from flanforge.launcher.config import Config, dump_config
-from flanforge.launcher.errors import UserError
+from flanforge.errors import UserError
 from flanforge.launcher.export import (
     check_out_dir,
     export_run,

@@ -52,8 +52,4 @@ def test_a_factory_is_built_once_on_first_use():
 
 def test_bad_record_policy_is_checked():
     with pytest.raises(TaskError, match="on_bad_record must be one of"):
-        registry.set_bad_record_policy("ignore")
-    registry.set_bad_record_policy("skip")
-    assert registry.bad_record_policy() == "skip"
-    registry.reset()
-    assert registry.bad_record_policy() == "error"
+        registry.load_mixture("demo", on_bad_record="ignore")

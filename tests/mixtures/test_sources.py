@@ -5,7 +5,6 @@ import random
 
 import pytest
 
-from flanforge.mixtures import registry
 from flanforge.mixtures.sources.base import record_key
 from flanforge.mixtures.sources.flan_jsonl import flan_mixture
 from flanforge.mixtures.sources.niv2 import niv2_task
@@ -70,15 +69,21 @@ def test_a_bad_record_is_an_error_naming_file_line_and_field(tmp_path, kind):
     assert str(err.value).startswith(f"{path}:2: {problem}")
 
 
-def test_skipped_bad_records_are_counted_per_source_and_by_the_registry_default(tmp_path):
+def test_skipped_bad_records_are_counted_per_source_and_under_a_default_policy(tmp_path):
     path = tmp_path / "data.jsonl"
     path.write_bytes(b"".join([json.dumps(ROWS[0]).encode() + b"\n", *(line for line, _ in BAD_LINES.values()),
                                json.dumps(ROWS[1]).encode() + b"\n"]))
     source = TableSource({"train": path}, on_bad_record="skip", **FIELDS)
     assert source("train") == ROWS[:2] and source.bad_records == 4
-    registry.set_bad_record_policy("skip")
     default = TableSource({"train": path}, **FIELDS)
+    default.use_default_policy("skip")
     assert len(default("train")) == 2 and default.bad_records == 4
+    default.use_default_policy("error")  # records read under another policy are read again
+    with pytest.raises(TaskError, match="data.jsonl:2"):
+        default("train")
+    own = TableSource({"train": path}, on_bad_record="skip", **FIELDS)
+    own.use_default_policy("error")  # a source's own policy wins
+    assert len(own("train")) == 2
 
 
 def test_csv_bad_rows_name_their_line(tmp_path):
@@ -112,7 +117,7 @@ def test_niv2_task_file(tmp_path):
     path = tmp_path / "task999_add_one.json"
     path.write_text(json.dumps(NIV2))
     task = niv2_task(path, on_bad_record="skip")
-    assert task.name == "task999_add_one" and task.metric == "rouge_l"
+    assert task.name == "task999_add_one" and task.metric == "rouge"
     train = task.records("train")
     assert len(train) == 6 and task.bad_records == 1
     assert train[0] == {"definition": NIV2["Definition"][0], "input": "20", "output": "21", "outputs": ["21", "21.0"]}

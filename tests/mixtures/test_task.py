@@ -71,7 +71,7 @@ def test_formats_are_checked_against_what_the_task_has():
         make_task(formats=("fs_cot",))
     with pytest.raises(TaskError, match="needs inverted_templates"):
         make_task(formats=("zs_inv",))
-    with pytest.raises(TaskError, match="did you mean zs_noopt"):
+    with pytest.raises(TaskError, match="closest: zs_noopt"):
         make_task(formats=("zs_nopt",))
 
 

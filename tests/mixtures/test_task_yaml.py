@@ -50,6 +50,14 @@ def test_a_task_yaml_becomes_a_registered_one_task_mixture(task_file):
     assert registry.load_mixture(str(task_file)) is mixture  # loading again gives the same objects
 
 
+def test_load_mixture_passes_its_bad_record_policy_to_sources_without_one(task_file):
+    task_file.write_text(TASK_YAML.replace("  on_bad_record: skip\n", ""))
+    with pytest.raises(TaskError, match=r"capitals.jsonl:11: missing field 'capital'"):
+        registry.load_mixture(str(task_file)).tasks()[0].records()
+    task = registry.load_mixture(str(task_file), on_bad_record="skip").tasks()[0]
+    assert task.num_examples("train") == 7 and task.bad_records == 1
+
+
 def test_a_mixture_yaml_names_task_files_registered_tasks_and_rates(task_file):
     (task_file.parent / "mix.yaml").write_text(
         "mixture: geo_and_words\n"
@@ -101,4 +109,4 @@ def test_a_mixture_yaml_takes_flan_exports_and_niv2_directories(tmp_path):
     )
     rates = registry.load_mixture(str(tmp_path / "mix.yaml")).rates()
     assert rates == pytest.approx({"copy0": 0.25, "copy1": 0.25, "task001_echo": 0.5 * 10 / 25, "task002_echo": 0.5 * 15 / 25})
-    assert registry.get_task("task002_echo").metric == "rouge_l"
+    assert registry.get_task("task002_echo").metric == "rouge"

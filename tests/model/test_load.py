@@ -3,7 +3,7 @@
 import pytest
 
 from flanforge.launcher.config import ModelConfig
-from flanforge.launcher.errors import UserError
+from flanforge.errors import UserError
 from flanforge.model.load import TINY_DECODER, build_model, check_paths, load_configured_tokenizer
 from flanforge.model.tokenizer import JsonTokenizer, SentencePieceTokenizer, load_tokenizer, train_tokenizer
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from flanforge.launcher import inspect
+from flanforge.launcher import inspect_mixture
 from flanforge.launcher.cli import main
 from flanforge.mixtures import registry
 
@@ -19,8 +19,8 @@ def clean_registry():
 
 def run(capsys, *argv):
     parser = argparse.ArgumentParser()
-    inspect.add_arguments(parser)
-    assert inspect.run(parser.parse_args(list(argv))) == 0
+    inspect_mixture.add_arguments(parser)
+    assert inspect_mixture.run(parser.parse_args(list(argv))) == 0
     return capsys.readouterr().out
 
 

@@ -1,0 +1,135 @@
+"""``flanforge eval`` in one process: the output contract, --compare, untuned:RUN_DIR, bad input.
+
+Models are tiny random HF models saved with ``save_pretrained`` next to a
+SentencePiece tokenizer trained here; checkpoint round trips through real
+ZeRO runs (and the two-rank evaluation) are in tests/e2e/test_eval.py.
+"""
+
+import dataclasses
+import json
+import random
+import shutil
+
+import pytest
+
+from flanforge.launcher.cli import main
+from flanforge.launcher.config import Config, dump_config
+from flanforge.model.config import ModelConfig
+from flanforge.mixtures import registry
+from flanforge.mixtures.metrics import METRICS
+from flanforge.model.load import build_model
+from flanforge.model.tokenizer import train_tokenizer
+
+TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+        "num_key_value_heads": 2}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run directory before its first step: config.yaml and the tokenizer (enough for untuned:)."""
+    registry.reset()
+    texts = []
+    rng = random.Random(0)
+    for task in registry.get_mixture("demo").tasks():
+        for i in range(40):
+            ex = task.render(task.records("train")[i], rng, i)
+            texts += [ex.inputs, ex.targets]
+    run = tmp_path_factory.mktemp("run")
+    train_tokenizer(texts, run / "tokenizer", vocab_size=500)
+    cfg = Config(output_dir=str(run), model=ModelConfig(vocab_size=500, hf_config=dict(TINY)))
+    dump_config(cfg, run / "config.yaml")
+    return run
+
+
+@pytest.fixture(scope="module")
+def hf_dir(run_dir, tmp_path_factory):
+    """The run's untuned model saved as a Hugging Face directory."""
+    from flanforge.launcher.export import load_run
+
+    cfg, tokenizer = load_run(run_dir)
+    model = build_model(dataclasses.replace(cfg.model), tokenizer, cfg.seed, training=False)
+    out = tmp_path_factory.mktemp("hf") / "model"
+    model.save_pretrained(out)
+    shutil.copyfile(tokenizer.path, out / "spiece.model")
+    return out
+
+
+def evaluate(capsys, *argv) -> int:
+    code = main(["eval", *map(str, argv)])
+    capsys.readouterr()
+    return code
+
+
+def test_outputs_follow_the_contract(hf_dir, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert evaluate(capsys, hf_dir, "--suites", "demo", "builtin_heldout", "--out", out, "--max-examples", 3) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["model"] == str(hf_dir) and set(results["suites"]) == {"demo", "builtin_heldout"}
+    demo = results["suites"]["demo"]
+    assert set(demo["tasks"]) == {t.name for t in registry.get_mixture("demo").tasks()}
+    for name, task in demo["tasks"].items():
+        assert task["n"] == 3 and set(task["metrics"]) <= set(METRICS)
+        assert all(0.0 <= v <= 100.0 for v in task["metrics"].values())
+        for metric, (lo, hi) in task["ci95"].items():
+            assert lo <= task["metrics"][metric] <= hi
+    assert set(demo["tasks"]["demo_add"]["metrics"]) == {"exact_match", "exact_match_strict"}
+    heldout = results["suites"]["builtin_heldout"]
+    anagram = next(t for n, t in heldout["tasks"].items() if n.startswith("anagram_check"))
+    assert set(anagram["metrics"]) == {"accuracy", "accuracy_norm"} and anagram["format"] == "zs_opt"
+    # Suite means are the unweighted means over tasks.
+    ems = [t["metrics"]["exact_match"] for t in demo["tasks"].values() if "exact_match" in t["metrics"]]
+    assert demo["mean"]["exact_match"] == pytest.approx(sum(ems) / len(ems))
+    lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    n_examples = sum(t["n"] for s in results["suites"].values() for t in s["tasks"].values())
+    assert len(lines) == n_examples
+    generated = [p for p in lines if p["task"] == "demo_add"]
+    assert all({"prompt", "references", "prediction", "scores", "invalid"} <= set(p) for p in generated)
+    # An untrained model's empty answers are counted, not dropped.
+    assert demo["tasks"]["demo_add"]["invalid"] == sum(p["invalid"] for p in generated)
+    report = (out / "report.md").read_text()
+    assert "### Per cluster" in report and "demo_numbers" in report and "demo_add" in report
+    assert list(out.glob("*.png"))
+
+
+def test_compare_reports_deltas(hf_dir, tmp_path, capsys):
+    base = tmp_path / "base"
+    assert evaluate(capsys, hf_dir, "--suites", "demo", "--out", base, "--max-examples", 2) == 0
+    out = tmp_path / "tuned"
+    assert evaluate(capsys, hf_dir, "--suites", "demo", "--out", out, "--max-examples", 2, "--compare", base) == 0
+    report = (out / "report.md").read_text()
+    assert "| base | Δ" in report and "+0.0" in report and str(hf_dir) in report
+
+
+def test_untuned_is_the_runs_seeded_init(run_dir, hf_dir, tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert evaluate(capsys, f"untuned:{run_dir}", "--suites", "demo", "--out", a, "--max-examples", 2) == 0
+    assert evaluate(capsys, hf_dir, "--suites", "demo", "--out", b, "--max-examples", 2) == 0
+    pa = (a / "predictions.jsonl").read_text()
+    assert pa == (b / "predictions.jsonl").read_text()
+    assert "loglikelihoods" in pa
+
+
+def error_of(capsys, *argv) -> str:
+    assert main(["eval", *map(str, argv)]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_bad_input(run_dir, hf_dir, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    err = error_of(capsys, hf_dir, "--suites", "dmeo", "--out", out)
+    assert "unknown suite 'dmeo'" in err and "demo" in err
+    err = error_of(capsys, f"{run_dir}:step_00000300", "--suites", "demo", "--out", out)
+    assert "no checkpoint 'step_00000300'" in err and "available (closest first): none" in err
+    (run_dir / "checkpoints" / "step_00000200").mkdir(parents=True)
+    (run_dir / "checkpoints" / "step_00000200" / "trainer.json").write_text("{}")
+    try:
+        err = error_of(capsys, f"{run_dir}:step_00000300", "--suites", "demo", "--out", out)
+        assert "no checkpoint 'step_00000300'" in err and "step_00000200" in err
+    finally:
+        shutil.rmtree(run_dir / "checkpoints")
+    assert "no such run or model directory" in error_of(capsys, tmp_path / "nope", "--suites", "demo", "--out", out)
+    assert "--max-examples must be at least 1" in error_of(capsys, hf_dir, "--suites", "demo", "--out", out,
+                                                           "--max-examples", 0)
+    assert "no results.json" in error_of(capsys, hf_dir, "--suites", "demo", "--out", out, "--compare", tmp_path)

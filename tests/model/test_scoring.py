@@ -1,0 +1,106 @@
+"""Model-side scoring: batched log-likelihoods equal sums of the model's own log-probabilities, and
+batched greedy generation equals a step-by-step argmax loop without a cache; decoder and T5."""
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
+
+from flanforge.model.scoring import Scorer
+
+PAD, EOS, VOCAB = 0, 1, 50
+
+
+def tiny(arch: str):
+    torch.manual_seed(0)
+    if arch == "decoder":
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                             num_attention_heads=4, num_key_value_heads=4, pad_token_id=PAD,
+                                             eos_token_id=EOS, bos_token_id=2))
+    else:
+        model = T5ForConditionalGeneration(T5Config(vocab_size=VOCAB, d_model=32, d_ff=64, d_kv=8, num_layers=2,
+                                                    num_heads=4, pad_token_id=PAD, eos_token_id=EOS,
+                                                    decoder_start_token_id=PAD))
+    model.config._attn_implementation = "sdpa"
+    # Larger weights than the init so that greedy outputs vary with the prompt.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(4.0)
+    return model.eval()
+
+
+REQUESTS = [  # (prompt, options): options of different lengths share a prompt
+    ([5, 6, 7], [[8, 9, EOS], [10, EOS], [8, 11, 12, 13, EOS]]),
+    ([11], [[12, 13, 14, 15, EOS]]),
+    ([3, 4, 5, 6, 7, 8, 9], [[20, EOS], [21, EOS]]),
+]
+PAIRS = [(p, o) for p, opts in REQUESTS for o in opts]
+
+
+def hand_loglikelihood(model, arch, prompt, target):
+    """Sum over target tokens of log_softmax(logits) from one unpadded forward of the model itself."""
+    with torch.no_grad():
+        if arch == "decoder":
+            ids = torch.tensor([prompt + target])
+            logp = model(input_ids=ids).logits[0].log_softmax(-1)
+            return sum(float(logp[len(prompt) - 1 + j, tok]) for j, tok in enumerate(target))
+        logits = model(input_ids=torch.tensor([prompt + [EOS]]), decoder_input_ids=torch.tensor([[PAD] + target[:-1]])).logits
+        logp = logits[0].log_softmax(-1)
+        return sum(float(logp[j, tok]) for j, tok in enumerate(target))
+
+
+@pytest.mark.parametrize("arch", ["decoder", "t5"])
+def test_loglikelihoods_equal_hand_sums(arch):
+    model = tiny(arch)
+    scorer = Scorer(model, arch, PAD, EOS)
+    batched = [ll for lls in scorer.loglikelihoods(REQUESTS) for ll in lls]  # all in one padded forward
+    expected = [hand_loglikelihood(model, arch, p, t) for p, t in PAIRS]
+    # fp32: packing and padding change the kernels' shapes, hence rounding (about 1e-5 relative here)
+    assert batched == pytest.approx(expected, rel=5e-5, abs=1e-4)
+    alone = [scorer.loglikelihoods([(p, [o])])[0][0] for p, o in PAIRS]
+    assert alone == pytest.approx(batched, rel=5e-5, abs=1e-4)
+    assert len(set(round(v, 3) for v in batched)) == len(batched)  # the pairs really differ
+
+
+def greedy_no_cache(model, arch, prompt, max_new):
+    """The reference: argmax of a full forward per new token, no KV cache, no padding."""
+    out = []
+    with torch.no_grad():
+        for _ in range(max_new):
+            if arch == "decoder":
+                logits = model(input_ids=torch.tensor([prompt + out]), use_cache=False).logits[0, -1]
+            else:
+                logits = model(input_ids=torch.tensor([prompt + [EOS]]), decoder_input_ids=torch.tensor([[PAD] + out]),
+                               use_cache=False).logits[0, -1]
+            token = int(logits.argmax())
+            if token == EOS:
+                break
+            out.append(token)
+    return out
+
+
+@pytest.mark.parametrize("arch", ["decoder", "t5"])
+def test_batched_generate_equals_greedy_loop(arch):
+    model = tiny(arch)
+    scorer = Scorer(model, arch, PAD, EOS)
+    prompts = [[5, 6, 7], [11], [3, 4, 5, 6, 7, 8, 9], [30, 31]]
+    batched = scorer.generate(prompts, max_new_tokens=6)
+    expected = [greedy_no_cache(model, arch, p, 6) for p in prompts]
+    assert batched == expected
+    assert len({tuple(r) for r in batched}) > 1
+
+
+def test_generate_stops_at_stop_strings():
+    model = tiny("decoder")
+    scorer = Scorer(model, "decoder", PAD, EOS)
+    full = scorer.generate([[5, 6, 7]], max_new_tokens=6)[0]
+    assert len(full) >= 3
+    decode = lambda ids: " ".join(map(str, ids))  # noqa: E731
+    stop = decode(full[:2])
+    stopped = scorer.generate([[5, 6, 7]], max_new_tokens=6, stops=[stop], decode=decode)[0]
+    assert stopped == full[:2]
+
+
+def test_rejects_empty_targets():
+    scorer = Scorer(tiny("decoder"), "decoder", PAD, EOS)
+    with pytest.raises(ValueError, match="at least one token"):
+        scorer.loglikelihoods([([5], [[]])])
