@@ -47,7 +47,7 @@ setup(
     ],
     extras_require={
         # accelerate: HF Trainer's runtime, for the side-by-side benchmark that CI runs in quick mode.
-        "test": ["pytest>=8", "accelerate>=1.0"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "accelerate>=1.0"],
         "triton": ["triton>=3.0"],
     },
     entry_points={"console_scripts": ["flanforge=flanforge.launcher.cli:main"]},

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -54,7 +56,11 @@ def latest_tag(output_dir: str | Path) -> Optional[str]:
     path = root / LATEST
     if not path.is_file():
         return None
-    tag = path.read_text().strip()
+    tag = path.read_text(errors="replace").strip()
+    if not re.fullmatch(rf"{TAG_PREFIX}\d{{8}}", tag):
+        # Only a tag this module writes: a path in `latest` must never lead outside the run.
+        raise UserError(f"{path} holds {tag[:80]!r}, not a checkpoint tag like '{tag_for(0)}'; "
+                        f"write an existing tag into it (ls {root}) or start a new output_dir")
     if not (root / tag / "trainer.json").is_file():
         raise UserError(
             f"{path} names checkpoint '{tag}', but {root / tag} is missing or incomplete; "
@@ -125,7 +131,7 @@ def needs_universal(output_dir: str | Path, world_size: int, rank: int) -> bool:
     if tag is None:
         return False
     tag_dir = checkpoint_root(output_dir) / tag
-    saved = json.loads((tag_dir / "trainer.json").read_text())["world_size"]
+    saved = trainer_state(tag_dir)["world_size"]
     if saved == world_size:
         return False
     if rank == 0 and not (tag_dir / UNIVERSAL).is_dir():
@@ -150,14 +156,39 @@ def load(engine, output_dir: str | Path, rank: int, universal: bool = False) -> 
     if tag is None:
         return None
     root = checkpoint_root(output_dir)
-    if universal:
-        load_path, _ = engine.load_checkpoint(str(root / tag), tag=UNIVERSAL)
-    else:
-        load_path, _ = engine.load_checkpoint(str(root), tag=tag)
+    state = trainer_state(root / tag)
+    try:
+        if universal:
+            load_path, _ = engine.load_checkpoint(str(root / tag), tag=UNIVERSAL)
+        else:
+            load_path, _ = engine.load_checkpoint(str(root), tag=tag)
+        if not universal:  # RNG streams are per rank: they only carry over to the same world size
+            _set_rng_state(torch.load(root / tag / f"rng_rank{rank}.pt", weights_only=False))
+    except UNREADABLE as err:
+        raise unreadable(root / tag, err) from None
     if load_path is None:
         raise UserError(f"DeepSpeed could not load checkpoint {root / tag}")
-    state = json.loads((root / tag / "trainer.json").read_text())
-    rng_file = root / tag / f"rng_rank{rank}.pt"
-    if not universal:  # RNG streams are per rank: they only carry over to the same world size
-        _set_rng_state(torch.load(rng_file, weights_only=False))
+    return state
+
+
+UNREADABLE = (OSError, RuntimeError, EOFError, pickle.UnpicklingError, KeyError, ValueError, AssertionError)
+"""What torch.load and DeepSpeed raise on a truncated or overwritten checkpoint file."""
+
+
+def unreadable(tag_dir: Path, err: BaseException) -> UserError:
+    """A checkpoint file that cannot be read (truncated, overwritten): one line naming it."""
+    what = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+    return UserError(f"{tag_dir}: checkpoint cannot be read ({type(err).__name__}: {what}); it is truncated or "
+                     f"damaged: point {tag_dir.parent / LATEST} at an older complete tag or start a new output_dir")
+
+
+def trainer_state(tag_dir: Path) -> dict[str, Any]:
+    """A checkpoint's ``trainer.json``, checked to be a JSON object with its step and world size."""
+    path = tag_dir / "trainer.json"
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise unreadable(tag_dir, err) from None
+    if not (isinstance(state, dict) and isinstance(state.get("step"), int) and isinstance(state.get("world_size"), int)):
+        raise unreadable(tag_dir, ValueError(f"{path} lacks an integer 'step' and 'world_size'"))
     return state

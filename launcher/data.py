@@ -10,6 +10,7 @@ import torch.distributed as dist
 
 from flanforge.launcher.config import Config
 from flanforge.launcher.dist import RankLayout
+from flanforge.errors import UserError
 from flanforge.mixtures.mixture import Mixture
 from flanforge.mixtures.shards import Manifest, ensure_prepared
 from flanforge.mixtures.config import StreamConfig
@@ -30,7 +31,10 @@ def prepare_tokenizer(cfg: Config, mixture: Mixture, rank0: bool) -> Tokenizer:
     if rank0 and not (run_tok / SPM_FILE).is_file():
         train_tokenizer(tokenizer_corpus(mixture, cfg.seed), run_tok, cfg.model.vocab_size)
     dist.barrier()
-    return load_tokenizer(run_tok)
+    try:
+        return load_tokenizer(run_tok)
+    except (FileNotFoundError, ValueError) as err:
+        raise UserError(f"the run's tokenizer is damaged: {err}") from None
 
 
 def tokenizer_corpus(mixture: Mixture, seed: int) -> list[str]:

@@ -19,9 +19,9 @@ from typing import Any, Iterator
 
 import torch
 
-from flanforge.launcher import checkpoint, rundir
+from flanforge.launcher import checkpoint, rundir, runlock
 from flanforge.launcher.config import Config, load_config
-from flanforge.errors import TrainingStopped
+from flanforge.errors import TrainingStopped, UserError
 from flanforge.launcher.dist import RankLayout, export_torch_env, in_launched_rank, init_process_group, read_rank_layout
 
 
@@ -36,14 +36,11 @@ def run(args: argparse.Namespace) -> int:
         return train_rank(cfg)
     # Fail in one line before any rank starts.
     from flanforge.launcher.launch import launch_ranks
-    from flanforge.mixtures.registry import load_mixture
-    from flanforge.model.load import check_paths, choose_attention
+    from flanforge.launcher.preflight import run_checks
 
-    check_paths(cfg.model)
-    choose_attention(cfg.model)
-    rundir.check_run_dir(cfg)
-    load_mixture(cfg.mixture.name, cfg.mixture.on_bad_record, cfg.mixture.data_dir)
-
+    if cfg.launch.node_rank == 0:  # one lock per run, held by the first node's launcher
+        runlock.acquire(cfg.output_dir)
+    run_checks(cfg)
     return launch_ranks(cfg, args.config, args.overrides)
 
 
@@ -69,7 +66,7 @@ class Run:
 
 def setup(cfg: Config) -> Run:
     from flanforge.launcher.data import TrainData, prepare_tokenizer
-    from flanforge.launcher.engine import build_engine
+    from flanforge.launcher.engine import apply_resumable_keys, build_engine
     from flanforge.launcher.metrics import Metrics
     from flanforge.launcher.periodic_eval import PeriodicEval
     from flanforge.mixtures.registry import load_mixture
@@ -80,6 +77,8 @@ def setup(cfg: Config) -> Run:
     export_torch_env(layout)
     init_process_group()
     rank0 = layout.rank == 0
+    runlock.acquire_for_rank(cfg.output_dir, layout.rank)
+    injected_error(layout.rank)
     changes = rundir.check_run_dir(cfg)
     torch.distributed.barrier()  # every rank has read the old config.yaml before rank 0 replaces it
     if rank0:
@@ -95,6 +94,8 @@ def setup(cfg: Config) -> Run:
     universal = checkpoint.needs_universal(cfg.output_dir, layout.world_size, layout.rank)
     engine = build_engine(wrapped, cfg, layout.world_size, load_universal=universal)
     state = checkpoint.load(engine, cfg.output_dir, layout.rank, universal)
+    if state is not None:
+        apply_resumable_keys(engine, cfg)  # a changed train.lr / weight_decay is used from the first step
     # Steps logged after the checkpoint by a run that was killed are purged from TensorBoard.
     resume_step = 0 if state is None else state["step"]
     metrics = Metrics(Path(cfg.output_dir) / "tensorboard", enabled=rank0, purge_step=resume_step + 1)
@@ -221,6 +222,12 @@ def injected_nonfinite_steps() -> set[int]:
     """Steps whose loss is made NaN on purpose: ``FLANFORGE_INJECT_NONFINITE=3,4`` (fault-injection tests)."""
     raw = os.environ.get("FLANFORGE_INJECT_NONFINITE", "")
     return {int(s) for s in raw.split(",") if s.strip()}
+
+
+def injected_error(rank: int) -> None:
+    """``FLANFORGE_INJECT_ERROR=R`` makes rank R fail with a user error once the ranks are connected (tests)."""
+    if os.environ.get("FLANFORGE_INJECT_ERROR") == str(rank):
+        raise UserError(f"injected error on rank {rank} (FLANFORGE_INJECT_ERROR)")
 
 
 def guard_nonfinite(run: Run, nonfinite: bool, in_a_row: int) -> int:

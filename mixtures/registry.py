@@ -30,6 +30,7 @@ __all__ = [
 _TASKS: dict[str, Task] = {}
 _MIXTURES: dict[str, Mixture | Callable[[], Mixture]] = {}
 _FILES: dict[Path, Task | Mixture] = {}
+_LOADING: list[Path] = []  # YAML files being loaded, outermost first (a file met again is a cycle)
 _BUILTINS_LOADED = False
 _COLLECTIONS: dict[Path, Mixture] = {}
 FLAN2022 = "flan2022"
@@ -123,9 +124,16 @@ def load_mixture(name_or_path: str | Path, on_bad_record: str = "error", data_di
 
 def _load_file(path: Path) -> Task | Mixture:
     path = path.resolve()
+    if path in _LOADING:
+        cycle = " -> ".join(str(p) for p in _LOADING[_LOADING.index(path):] + [path])
+        raise TaskError(f"{path}: the mixture includes itself ({cycle})")
     if path not in _FILES:
         _ensure_builtins()
-        loaded = task_yaml.load(path, _resolve)
+        _LOADING.append(path)
+        try:
+            loaded = task_yaml.load(path, _resolve)
+        finally:
+            _LOADING.pop()
         members = loaded.tasks() if isinstance(loaded, Mixture) else [loaded]
         for task in members:
             if _TASKS.get(task.name, task) is not task:
