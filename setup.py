@@ -32,7 +32,7 @@ setup(
         # user's CUDA build on a cluster); this range never upgrades it.
         "torch>=2.4",
         "deepspeed>=0.16",
-        "transformers>=4.46",
+        "transformers>=4.50",  # logits_to_keep (evaluation)
         "datasets>=3.0",
         "webdataset>=0.2.86",
         "sentencepiece>=0.2",
@@ -46,7 +46,8 @@ setup(
         "matplotlib>=3.7",  # evaluation report plots
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        # accelerate: HF Trainer's runtime, for the side-by-side benchmark that CI runs in quick mode.
+        "test": ["pytest>=8", "hypothesis>=6.100", "accelerate>=1.0"],
         "triton": ["triton>=3.0"],
     },
     entry_points={"console_scripts": ["flanforge=flanforge.launcher.cli:main"]},

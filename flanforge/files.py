@@ -6,18 +6,20 @@ A leaf module: it imports nothing of the project.
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 
 def atomic_write(path: str | Path, data: str | bytes) -> None:
     """Replace ``path`` with ``data`` atomically and durably.
 
-    Writes ``<path>.tmp``, fsyncs it, renames it over ``path`` and fsyncs the
-    directory, so after a crash ``path`` holds either the old or the new
+    Writes ``<path>.<random>.tmp`` (a name of its own, so concurrent writers of
+    one path never share it), fsyncs it, renames it over ``path`` and fsyncs
+    the directory, so after a crash ``path`` holds either the old or the new
     content, never a prefix, and the rename itself survives a power loss.
     """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
     with open(tmp, "wb") as fh:
         fh.write(data.encode() if isinstance(data, str) else data)
         fh.flush()

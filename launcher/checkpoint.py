@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import shutil
 import signal
@@ -113,7 +114,7 @@ class Checkpointer:
         tag = self.run_dir.latest_tag()
         if tag is None:
             return False
-        saved = json.loads(self.run_dir.trainer_state(tag).read_text())["world_size"]
+        saved = trainer_state(self.run_dir, tag)["world_size"]
         self.universal = saved != self.world_size
         if self.universal and self.rank == 0 and not self.run_dir.universal(tag).is_dir():
             print(f"[flanforge] checkpoint {tag} was written by {saved} ranks, resuming on {self.world_size}: "
@@ -128,18 +129,44 @@ class Checkpointer:
         tag = self.run_dir.latest_tag()
         if tag is None:
             return False
-        if self.universal:
-            load_path, _ = engine.load_checkpoint(str(self.run_dir.checkpoint(tag)), tag=RunDir.UNIVERSAL)
-        else:
-            load_path, _ = engine.load_checkpoint(str(self.run_dir.checkpoints), tag=tag)
+        saved = _upgrade(trainer_state(self.run_dir, tag))
+        try:
+            if self.universal:
+                load_path, _ = engine.load_checkpoint(str(self.run_dir.checkpoint(tag)), tag=RunDir.UNIVERSAL)
+            else:
+                load_path, _ = engine.load_checkpoint(str(self.run_dir.checkpoints), tag=tag)
+            if not self.universal:  # RNG streams are per rank: they only carry over to the same world size
+                _set_rng_state(torch.load(self.run_dir.rng_state(tag, self.rank), weights_only=False))
+        except UNREADABLE as err:
+            raise unreadable(self.run_dir, tag, err) from None
         if load_path is None:
             raise UserError(f"DeepSpeed could not load checkpoint {self.run_dir.checkpoint(tag)}")
-        saved = _upgrade(json.loads(self.run_dir.trainer_state(tag).read_text()))
         for name, state in self.states.items():
             state.load_state_dict(saved[name])
-        if not self.universal:  # RNG streams are per rank: they only carry over to the same world size
-            _set_rng_state(torch.load(self.run_dir.rng_state(tag, self.rank), weights_only=False))
         return True
+
+
+UNREADABLE = (OSError, RuntimeError, EOFError, pickle.UnpicklingError, KeyError, ValueError, AssertionError)
+"""What torch.load and DeepSpeed raise on a truncated or overwritten checkpoint file."""
+
+
+def unreadable(run_dir: RunDir, tag: str, err: BaseException) -> UserError:
+    """A checkpoint file that cannot be read (truncated, overwritten): one line naming it."""
+    what = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+    return UserError(f"{run_dir.checkpoint(tag)}: checkpoint cannot be read ({type(err).__name__}: {what}); it is "
+                     f"truncated or damaged: point {run_dir.latest} at an older complete tag or start a new output_dir")
+
+
+def trainer_state(run_dir: RunDir, tag: str) -> dict[str, Any]:
+    """A checkpoint's ``trainer.json``, checked to be a JSON object with its step and world size."""
+    path = run_dir.trainer_state(tag)
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise unreadable(run_dir, tag, err) from None
+    if not (isinstance(state, dict) and isinstance(state.get("step"), int) and isinstance(state.get("world_size"), int)):
+        raise unreadable(run_dir, tag, ValueError(f"{path} lacks an integer 'step' and 'world_size'"))
+    return state
 
 
 def _upgrade(saved: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 Each subcommand module has ``add_arguments(parser)`` and ``run(args) -> int``.
 Expected user mistakes (:class:`UserError` and its kin) print one line and
-exit non-zero, without a traceback.
+exit 2, without a traceback; anything else is a bug: its traceback, one line, exit 1
+(``launcher/report.py``; in ranks, only the first failing rank reports).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import importlib
 import sys
 
 from flanforge.errors import USER_ERRORS
+from flanforge.launcher.report import fail
 
 # name -> (module, help)
 SUBCOMMANDS = {
@@ -43,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return importlib.import_module(args._module).run(args) or 0
     except USER_ERRORS as err:
-        print(f"flanforge {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return fail(args.command, err, user_error=True)
+    except Exception as err:  # a bug: its traceback, then one line (exit 1)
+        return fail(args.command, err, user_error=False)
 
 
 if __name__ == "__main__":

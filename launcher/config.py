@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +23,14 @@ from flanforge.errors import ConfigError, did_you_mean
 from flanforge.files import atomic_write
 from flanforge.mixtures.config import MixtureConfig
 from flanforge.model.config import ModelConfig
+
+
+def _at_least(section: object, prefix: str, minimum: float, *keys: str) -> None:
+    """Raise naming ``prefix.key`` unless every key's value is >= ``minimum``."""
+    for key in keys:
+        value = getattr(section, key)
+        if value < minimum:
+            raise ConfigError(f"{prefix}.{key} must be at least {minimum}, got {value!r}")
 
 
 @dataclass
@@ -58,8 +68,9 @@ class TrainConfig:
                 raise ConfigError(f"train.{key} must be at least 1, got {getattr(self, key)}")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be positive, got {self.lr}")
-        if self.warmup_steps < 0:
-            raise ConfigError(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+        _at_least(self, "train", 0, "warmup_steps", "weight_decay", "grad_clip", "log_top_tasks")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"train.betas must both be in [0, 1), got {list(self.betas)}")
 
 
 @dataclass
@@ -106,6 +117,33 @@ class LaunchConfig:
     threads_per_rank: int = 1
     """``OMP_NUM_THREADS`` for each CPU rank (ranks fight for cores otherwise)."""
 
+    def __post_init__(self) -> None:
+        _at_least(self, "launch", 0, "nproc_per_node", "node_rank")
+        _at_least(self, "launch", 1, "nnodes", "threads_per_rank", "master_port")
+        if self.node_rank >= self.nnodes or self.master_port > 65535:
+            raise ConfigError(f"launch.node_rank must be < launch.nnodes ({self.nnodes}) and launch.master_port "
+                              f"<= 65535, got {self.node_rank} and {self.master_port}")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation between training steps: ``flanforge eval``'s code, run on every rank, logged to TensorBoard."""
+
+    every_steps: int = 0
+    """Evaluate every this many steps (0: never): ``eval/<suite>/<task>/<metric>``, ``eval/<suite>/mean``
+    and ``val/loss`` (per sub-mixture ``val/loss/<name>``). It reads neither the data stream nor any RNG
+    training uses, so the training losses are the same with and without it."""
+    suites: list[str] = field(default_factory=list)
+    """Suites as ``flanforge eval --suites`` takes them; empty: the training mixture (its validation split)."""
+    max_examples_per_task: int = 20
+    """Validation records per task, for the suites and for ``val/loss``."""
+    batch_size: int = 16
+    """Examples per forward (or per ``generate``)."""
+
+    def __post_init__(self) -> None:
+        if self.every_steps < 0 or self.max_examples_per_task < 1 or self.batch_size < 1:
+            raise ConfigError("eval.every_steps must be >= 0, eval.max_examples_per_task and eval.batch_size >= 1")
+
 
 @dataclass
 class Config:
@@ -121,6 +159,12 @@ class Config:
     checkpoint: CheckpointConfig = may_change(default_factory=CheckpointConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     launch: LaunchConfig = may_change(default_factory=LaunchConfig)
+    eval: EvalConfig = may_change(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        if self.eval.every_steps and self.deepspeed.zero_stage == 3:
+            raise ConfigError("eval.every_steps: evaluation during training runs on ZeRO stages 0-2 (ZeRO-3 would "
+                              "gather the weights on every forward); evaluate ZeRO-3 checkpoints with flanforge eval")
 
 
 def _closest(key: str, valid: list[str]) -> str:
@@ -165,19 +209,28 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
             for i, v in enumerate(value)
         ]
         return tuple(items) if origin is tuple else items
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str):
-        # YAML 1.1 reads "3e-4" (no dot) as a string.
-        try:
-            return float(value)
-        except ValueError:
-            pass
+    if tp is float:
+        return _finite(value, key)
     if tp is bool and not isinstance(value, bool):
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
     if tp in (int, float, str) and (not isinstance(value, tp) or isinstance(value, bool)):
         raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
     return value
+
+
+def _finite(value: Any, key: str) -> float:
+    """``value`` as a finite float: ints widen, and YAML 1.1 reads "3e-4" (no dot) as a string."""
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+    if isinstance(number, bool) or not isinstance(number, (int, float)):
+        raise ConfigError(f"{key}: expected float, got {value!r}")
+    if not math.isfinite(number):
+        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+    return float(number)
 
 
 def _type_name(tp: Any) -> str:
@@ -227,7 +280,10 @@ def apply_override(data: dict[str, Any], override: str) -> None:
     key = key.strip()
     if key not in all_keys() and not _under_free_mapping(key):
         raise ConfigError(f"unknown config key '{key}'{_closest(key, all_keys())}")
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override '{override}': not a valid YAML value: {err}".replace("\n", " ")) from None
     node = data
     parts = key.split(".")
     for part in parts[:-1]:
@@ -276,8 +332,20 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     try:
         return config_from_dict(data)
     except ConfigError as err:
-        where = f"{path}: " if path is not None else ""
+        culprit = _override_named_in(str(err), overrides)
+        where = f"override '{culprit}': " if culprit else f"{path}: " if path is not None else ""
         raise ConfigError(f"{where}{err}") from None
+
+
+def _override_named_in(message: str, overrides: list[str]) -> str | None:
+    """The command-line override whose key (or a key under it) an error message names: the
+    culprit is that override, not the config file it overrides. The last one wins, as it did."""
+    found = None
+    for override in overrides:
+        key = override.split("=", 1)[0].strip()
+        if re.search(rf"(?<![\w.]){re.escape(key)}(?![\w])", message):
+            found = override
+    return found
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import torch.distributed as dist
 
 from flanforge.launcher.config import Config
 from flanforge.launcher.dist import RankLayout
+from flanforge.errors import UserError
 from flanforge.launcher.rundir import RunDir
 from flanforge.mixtures.mixture import Mixture
 from flanforge.mixtures.shards import Manifest, ensure_prepared
@@ -30,7 +31,10 @@ def prepare_tokenizer(cfg: Config, mixture: Mixture, rank0: bool) -> Tokenizer:
     if rank0 and not (run_tok / SPM_FILE).is_file():
         train_tokenizer(tokenizer_corpus(mixture, cfg.seed), run_tok, cfg.model.vocab_size)
     dist.barrier()
-    return load_tokenizer(run_tok)
+    try:
+        return load_tokenizer(run_tok)
+    except (FileNotFoundError, ValueError) as err:
+        raise UserError(f"the run's tokenizer is damaged: {err}") from None
 
 
 def tokenizer_corpus(mixture: Mixture, seed: int) -> list[str]:
@@ -74,15 +78,30 @@ class TrainData:
         dist.all_gather_object(out, obj)
         return out
 
-    def counters(self) -> dict[str, int]:
-        """Over-length examples truncated/dropped (all ranks, whole run) and bad records skipped. Collective."""
-        totals = {"overlong_truncated": 0, "overlong_dropped": 0, **self.base_counters}
-        for per_task in self._gather(self.tracker.counters):
-            for counts in per_task.values():
-                for key, n in counts.items():
-                    totals[f"overlong_{key}"] = totals.get(f"overlong_{key}", 0) + n
+    def local_overlong(self) -> dict[str, int]:
+        """This rank's over-length examples truncated/dropped since the run (re)started."""
+        totals = {"overlong_truncated": 0, "overlong_dropped": 0}
+        for counts in self.tracker.counters.values():
+            for key, n in counts.items():
+                totals[f"overlong_{key}"] = totals.get(f"overlong_{key}", 0) + n
+        return totals
+
+    def run_counters(self, overlong: dict[str, float]) -> dict[str, float]:
+        """The whole run's counters from the ranks' summed ``local_overlong``: the resumed run's counts
+        added, and the bad records skipped."""
+        totals = {**overlong}
+        for key, n in self.base_counters.items():
+            totals[key] = totals.get(key, 0) + n
         totals["bad_records_skipped"] = sum(self.stream.bad_records().values())
         return totals
+
+    def counters(self) -> dict[str, int]:
+        """Over-length examples truncated/dropped (all ranks, whole run) and bad records skipped. Collective."""
+        summed: dict[str, int] = {}
+        for part in self._gather(self.local_overlong()):
+            for key, n in part.items():
+                summed[key] = summed.get(key, 0) + n
+        return self.run_counters(summed)
 
     def state_dict(self) -> dict[str, Any]:
         """The stream's world-size-independent state plus the counters. Collective."""

@@ -88,3 +88,25 @@ def build_engine(model: torch.nn.Module, cfg: Config, world_size: int, load_univ
         config=deepspeed_config(cfg, world_size, load_universal),
     )
     return engine
+
+
+def apply_resumable_keys(engine, cfg: Config) -> None:
+    """After a checkpoint is loaded, let the config's resumable optimizer keys win over the saved ones.
+
+    DeepSpeed restores the optimizer's param groups and the scheduler's base rates
+    from the checkpoint, so a changed ``train.lr`` or ``train.weight_decay`` would be
+    reported but not used. The schedule (``train.schedule``, ``warmup_steps``,
+    ``max_steps``) is the config's already: LambdaLR does not save plain functions.
+    The scheduler's step count (optimizer steps applied) carries on.
+    """
+    scheduler = engine.lr_scheduler
+    factor = lr_lambda(cfg)
+    groups = scheduler.optimizer.param_groups
+    scheduler.base_lrs = [cfg.train.lr] * len(groups)
+    scheduler.lr_lambdas = [factor] * len(groups)
+    # Groups as build_engine made them: decayed weights first, then biases and norms.
+    for group, decays in zip(groups, (True, False)):
+        group["initial_lr"] = cfg.train.lr
+        group["weight_decay"] = cfg.train.weight_decay if decays else 0.0
+        group["lr"] = cfg.train.lr * factor(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in groups]

@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from flanforge.launcher.dist import export_torch_env, init_process_group, read_rank_layout
-    from flanforge.launcher.eval_report import load_results, results_dict, write_outputs
+    from flanforge.launcher.eval_report import load_results, read_history, results_dict, write_outputs
+    from flanforge.launcher.periodic_eval import history_file
     from flanforge.launcher.evaluator import Evaluator
     from flanforge.model.scoring import Scorer
 
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         export_torch_env(layout)
         init_process_group()
     device = torch.device(f"cuda:{layout.local_rank}" if torch.cuda.is_available() else "cpu")
-    tokenizer, arch, build = load_model(args.model)
+    tokenizer, arch, build, run_dir = load_model(args.model)
     suites = build_suites(args, lambda text: len(tokenizer.encode(text)))
     model = build()
     gather = None
@@ -78,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     results = evaluator.run(suites)
     if results is not None:
         data = results_dict(args.model, args.split, results)
-        write_outputs(Path(args.out), data, results, baseline)
+        history = read_history(history_file(run_dir)) if run_dir is not None else None
+        write_outputs(Path(args.out), data, results, baseline, history)
         for name, suite in data["suites"].items():
             means = ", ".join(f"{m} {v:.1f}" for m, v in suite["mean"].items())
             print(f"flanforge eval: {name}: {len(suite['tasks'])} tasks; {means}", file=sys.stderr)
@@ -114,9 +116,10 @@ def max_length(model, arch: str) -> int | None:
 
 
 def load_model(spec: str):
-    """``(tokenizer, arch, build)`` for a MODEL argument (see the module doc); ``build()`` returns
-    the model in eval mode (the tokenizer comes first so that bad suites fail before weights load)."""
-    from flanforge.launcher.config import ModelConfig
+    """``(tokenizer, arch, build, run_dir)`` for a MODEL argument (see the module doc); ``build()`` returns
+    the model in eval mode (the tokenizer comes first so that bad suites fail before weights load);
+    ``run_dir`` is the training run of a checkpoint (its periodic evaluations are plotted), else None."""
+    from flanforge.model.config import ModelConfig
     from flanforge.launcher.export import checkpoint_model, load_run, resolve_tag
     from flanforge.launcher.rundir import RunDir
     from flanforge.model.load import build_model, load_configured_tokenizer
@@ -127,7 +130,7 @@ def load_model(spec: str):
             raise UserError(f"{spec}: {run_dir} is not a flanforge run directory (no {RunDir.CONFIG})")
         cfg, tokenizer = load_run(run_dir)
         model_cfg = dataclasses.replace(cfg.model, gradient_checkpointing=False)
-        return tokenizer, cfg.model.arch, lambda: build_model(model_cfg, tokenizer, cfg.seed, training=False).eval()
+        return tokenizer, cfg.model.arch, lambda: build_model(model_cfg, tokenizer, cfg.seed, training=False).eval(), None
     path = Path(spec)
     if (path / "config.json").is_file():
         from transformers import AutoConfig
@@ -135,7 +138,7 @@ def load_model(spec: str):
         arch = "t5" if AutoConfig.from_pretrained(path, local_files_only=True).is_encoder_decoder else "decoder"
         model_cfg = ModelConfig(arch=arch, path=str(path))
         tokenizer = load_configured_tokenizer(model_cfg)
-        return tokenizer, arch, lambda: build_model(model_cfg, tokenizer, 0, training=False).eval()
+        return tokenizer, arch, lambda: build_model(model_cfg, tokenizer, 0, training=False).eval(), None
     run_dir, tag = spec, None
     if not path.is_dir() and ":" in spec:
         run_dir, tag = spec.rsplit(":", 1)
@@ -143,4 +146,4 @@ def load_model(spec: str):
         raise UserError(f"MODEL {spec}: no such run or model directory")
     tag = resolve_tag(run_dir, tag)
     cfg, tokenizer = load_run(run_dir)
-    return tokenizer, cfg.model.arch, lambda: checkpoint_model(run_dir, tag)[0]
+    return tokenizer, cfg.model.arch, lambda: checkpoint_model(run_dir, tag)[0], Path(run_dir)

@@ -68,7 +68,8 @@ def cluster_means(suite: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def write_outputs(out: Path, results: dict[str, Any], suites: Sequence[SuiteResult],
-                  baseline: dict[str, Any] | None = None) -> None:
+                  baseline: dict[str, Any] | None = None, history: list[dict[str, Any]] | None = None) -> None:
+    """Every output file; ``history``: the run's periodic evaluations (``<run>/eval/history.jsonl``), plotted by step."""
     out.mkdir(parents=True, exist_ok=True)
     (out / RESULTS).write_text(json.dumps(results, indent=2) + "\n")
     with open(out / PREDICTIONS, "w") as fh:
@@ -77,6 +78,8 @@ def write_outputs(out: Path, results: dict[str, Any], suites: Sequence[SuiteResu
                 for record in t.predictions:
                     fh.write(json.dumps({"suite": s.suite.name, "format": t.task.format, **record}) + "\n")
     plots = write_plots(out, results, baseline)
+    if history:
+        plots.append(plot_history(out, history))
     (out / REPORT).write_text(report_markdown(results, baseline, plots))
 
 
@@ -166,3 +169,42 @@ def write_plots(out: Path, results: dict[str, Any], baseline: dict[str, Any] | N
         plt.close(fig)
         names.append(name)
     return names
+
+
+def read_history(path: Path) -> list[dict[str, Any]]:
+    """The entries of a ``history.jsonl``, the last one of each step (a resumed run may repeat steps)."""
+    if not path.is_file():
+        return []
+    by_step = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            entry = json.loads(line)
+            by_step[entry["step"]] = entry
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def plot_history(out: Path, history: list[dict[str, Any]]) -> str:
+    """``training_curve.png``: each suite's mean metrics and the validation loss against the training step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [e["step"] for e in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for suite in history[-1]["suites"]:
+        for metric in history[-1]["suites"][suite]["mean"]:
+            left.plot(steps, [e["suites"].get(suite, {}).get("mean", {}).get(metric, float("nan")) for e in history],
+                      marker="o", label=f"{suite} {metric}")
+    left.set_xlabel("step")
+    left.set_ylabel("score")
+    left.set_ylim(0, 100)
+    left.legend(fontsize="small")
+    right.plot(steps, [e["val_loss"].get("all", float("nan")) for e in history], marker="o")
+    right.set_xlabel("step")
+    right.set_ylabel("val/loss")
+    fig.tight_layout()
+    name = "training_curve.png"
+    fig.savefig(out / name, dpi=100)
+    plt.close(fig)
+    return name

@@ -1,9 +1,8 @@
 """Run evaluation suites through a model, data-parallel, and score them.
 
 Work is cut into batches that do not depend on the number of ranks: each
-task's examples (generation) or ``(example, option)`` pairs (rank
-classification) are sorted by length and chunked into ``batch_size``-sized
-batches, and rank ``r`` runs batches ``r, r + W, r + 2W, ...``. Every batch is
+task's examples (with all their options, for rank classification) are sorted
+by length and chunked into ``batch_size``-sized batches, and rank ``r`` runs batches ``r, r + W, r + 2W, ...``. Every batch is
 therefore computed exactly as a one-rank run computes it, and the raw outputs
 gathered on rank 0 (``all_gather_object``) are identical to a one-rank run's;
 scoring happens after the gather. Nothing here touches an RNG.
@@ -54,7 +53,7 @@ class _Unit:
 
     suite: int
     task: int
-    items: list[tuple[int, int]]  # (example, option); option -1 for generation
+    examples: list[int]
 
 
 class Evaluator:
@@ -71,7 +70,7 @@ class Evaluator:
         """Results on rank 0 (None elsewhere). Collective: every rank calls it with the same suites."""
         prompts = [[self._prompt_ids(t) for t in s.tasks] for s in suites]
         units = self._units(suites, prompts)
-        outputs: dict[tuple[int, int, int, int], Any] = {}
+        outputs: dict[tuple[int, int, int], Any] = {}
         for unit in units[self.rank::self.world_size]:
             outputs.update(self._compute(suites[unit.suite].tasks[unit.task], prompts[unit.suite][unit.task], unit))
         gathered = self.gather(outputs)
@@ -80,6 +79,33 @@ class Evaluator:
         merged = {k: v for part in gathered for k, v in part.items()}
         return [SuiteResult(s, [self._score(si, ti, t, merged, prompts[si][ti]) for ti, t in enumerate(s.tasks)])
                 for si, s in enumerate(suites)]
+
+    def losses(self, groups: dict[str, list[tuple[str, str]]]) -> dict[str, float] | None:
+        """Per-token loss of each group's targets (EOS included) given their inputs, as training
+        computes it, and ``all`` over every group; on rank 0 (None elsewhere). Collective."""
+        items = [(g, x, y) for g, pairs in sorted(groups.items()) for x, y in pairs]
+        partial: dict[str, list[float]] = {}
+        for start in range(self.rank * self.batch_size, len(items), self.world_size * self.batch_size):
+            batch = items[start:start + self.batch_size]
+            inputs = self.tokenizer.encode_batch([x for _, x, _ in batch])
+            targets = self._option_ids([y for _, _, y in batch])
+            if self.max_length is not None:  # cut inputs from the left, as training's packer does
+                inputs = [x[max(0, len(x) + len(y) - self.max_length):] or x[-1:] for x, y in zip(inputs, targets)]
+            lls = self.scorer.loglikelihoods([(x, [y]) for x, y in zip(inputs, targets)])
+            for (group, _, _), ll, y in zip(batch, lls, targets):
+                total = partial.setdefault(group, [0.0, 0])
+                total[0] -= ll[0]
+                total[1] += len(y)
+        gathered = self.gather(partial)
+        if self.rank != 0:
+            return None
+        sums: dict[str, list[float]] = {}
+        for part in gathered:
+            for group, (nll, tokens) in part.items():
+                for key in (group, "all"):
+                    acc = sums.setdefault(key, [0.0, 0])
+                    acc[0], acc[1] = acc[0] + nll, acc[1] + tokens
+        return {k: nll / tokens for k, (nll, tokens) in sums.items()}
 
     # ------------------------------------------------------------------ batching
 
@@ -98,26 +124,23 @@ class Evaluator:
         for si, suite in enumerate(suites):
             for ti, task in enumerate(suite.tasks):
                 ids = prompts[si][ti]
-                if task.metric == "accuracy":
-                    items = [(e, o) for e, ex in enumerate(task.examples) for o in range(len(ex.options))]
-                else:
-                    items = [(e, -1) for e in range(len(task.examples))]
-                items.sort(key=lambda item: -len(ids[item[0]][0]))  # stable: a fixed order on every rank
-                units += [_Unit(si, ti, items[i:i + self.batch_size]) for i in range(0, len(items), self.batch_size)]
+                order = sorted(range(len(task.examples)), key=lambda e: -len(ids[e][0]))  # stable: same on every rank
+                units += [_Unit(si, ti, order[i:i + self.batch_size]) for i in range(0, len(order), self.batch_size)]
         return units
 
-    def _compute(self, task: EvalTask, prompts, unit: _Unit) -> dict[tuple[int, int, int, int], Any]:
-        key = lambda e, o: (unit.suite, unit.task, e, o)  # noqa: E731
+    def _compute(self, task: EvalTask, prompts, unit: _Unit) -> dict[tuple[int, int, int], Any]:
+        """Raw outputs of one batch: per example, its options' log-likelihoods or its generated text."""
+        keys = [(unit.suite, unit.task, e) for e in unit.examples]
         if task.metric == "accuracy":
-            pairs = [(prompts[e][0], self._option_ids(task.examples[e].options[o])) for e, o in unit.items]
-            return {key(e, o): ll for (e, o), ll in zip(unit.items, self.scorer.loglikelihoods(pairs))}
-        rows = self.scorer.generate([prompts[e][0] for e, _ in unit.items], task.max_new_tokens,
+            requests = [(prompts[e][0], self._option_ids(task.examples[e].options)) for e in unit.examples]
+            return dict(zip(keys, self.scorer.loglikelihoods(requests)))
+        rows = self.scorer.generate([prompts[e][0] for e in unit.examples], task.max_new_tokens,
                                     task.stops, self.tokenizer.decode)
-        return {key(e, o): self.tokenizer.decode(row) for (e, o), row in zip(unit.items, rows)}
+        return {key: self.tokenizer.decode(row) for key, row in zip(keys, rows)}
 
-    def _option_ids(self, option: str) -> list[int]:
+    def _option_ids(self, options: Sequence[str]) -> list[list[int]]:
         # Options are targets: scored with the EOS training ended every target with.
-        return self.tokenizer.encode(option) + [self.scorer.eos_id]
+        return [ids + [self.scorer.eos_id] for ids in self.tokenizer.encode_batch(list(options))]
 
     # ------------------------------------------------------------------ scoring
 
@@ -126,11 +149,11 @@ class Evaluator:
         for e, ex in enumerate(task.examples):
             record: dict[str, Any] = {"task": task.name, "index": e, "prompt": ex.prompt, "references": list(ex.references)}
             if task.metric == "accuracy":
-                lls = [outputs[(si, ti, e, o)] for o in range(len(ex.options))]
+                lls = outputs[(si, ti, e)]
                 score, pred = rank_classification(lls, ex.options, ex.correct)
                 record.update(options=list(ex.options), loglikelihoods=lls, prediction=ex.options[pred])
             else:
-                text = self._cut(outputs[(si, ti, e, -1)], task.stops)
+                text = self._cut(outputs[(si, ti, e)], task.stops)
                 answer = extract_answer(text, task.answer_pattern)
                 invalid += answer is None
                 score = self._generation_score(task.metric, text, answer, ex.references)

@@ -116,21 +116,27 @@ def consolidate(run_dir: str | Path, tag: str) -> dict[str, Any]:
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     from tqdm import tqdm
 
-    root = RunDir(run_dir).checkpoints
+    from flanforge.launcher.checkpoint import UNREADABLE, unreadable
+
+    paths = RunDir(run_dir)
+    root = paths.checkpoints
     if not any((root / tag).glob("*_optim_states.pt")):
         raise UserError(f"{root / tag} holds no ZeRO optimizer shards (*_optim_states.pt): "
                         f"export reads checkpoints of ZeRO stage 1, 2 or 3 runs")
-    # DeepSpeed reports what it reads with print(): keep stdout for the result.
-    with contextlib.redirect_stdout(sys.stderr):
-        lazy = get_fp32_state_dict_from_zero_checkpoint(str(root), tag=tag, lazy_mode=True)
-    # Materialise tensor by tensor (ZeRO-3: gather the partitions) behind a progress
-    # bar; names DeepSpeed recorded as shared keep sharing one tensor, as its own
-    # `to_torch_tensor` does.
-    state: dict[str, Any] = {}
-    done: dict[int, str] = {}
-    for name, lazy_tensor in tqdm(lazy.items(), desc=f"consolidating {tag}", unit="tensor", file=sys.stderr):
-        first = done.setdefault(id(lazy_tensor), name)
-        state[name] = state[first] if first != name else lazy_tensor.contiguous()
+    try:
+        # DeepSpeed reports what it reads with print(): keep stdout for the result.
+        with contextlib.redirect_stdout(sys.stderr):
+            lazy = get_fp32_state_dict_from_zero_checkpoint(str(root), tag=tag, lazy_mode=True)
+        # Materialise tensor by tensor (ZeRO-3: gather the partitions) behind a progress
+        # bar; names DeepSpeed recorded as shared keep sharing one tensor, as its own
+        # `to_torch_tensor` does.
+        state: dict[str, Any] = {}
+        done: dict[int, str] = {}
+        for name, lazy_tensor in tqdm(lazy.items(), desc=f"consolidating {tag}", unit="tensor", file=sys.stderr):
+            first = done.setdefault(id(lazy_tensor), name)
+            state[name] = state[first] if first != name else lazy_tensor.contiguous()
+    except UNREADABLE as err:
+        raise unreadable(paths, tag, err) from None
     return state
 
 

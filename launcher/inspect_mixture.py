@@ -4,7 +4,10 @@ MIXTURE is a registered name (``builtin``, ``demo``, ...) or a task/mixture
 YAML file. The table shows, per sub-mixture and task, the training examples,
 the cap, the effective sampling rate, and (given a step budget) how many
 epochs of the task that budget draws. ``--render N`` prints N examples per
-format; ``--json`` prints one JSON document instead of the table.
+format; ``--json`` prints one JSON document instead of the table. For a
+Flan collection (``flan2022 --data-dir DIR``) it also lists what the
+directory lacks (``"lacks"``): FLAN 2022 variants with no records, and what
+was not read.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from flanforge.mixtures.formats import FORMATS
 from flanforge.mixtures.mixture import Mixture
 from flanforge.mixtures.registry import load_mixture
 from flanforge.mixtures.sources.base import POLICIES
+from flanforge.mixtures.sources.flan_collection import CollectionSource
 from flanforge.mixtures.task import Task, TaskError
 
 
@@ -36,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--render", type=int, default=0, metavar="N", help="print N rendered examples per format")
     parser.add_argument("--seed", type=int, default=0, help="seed of the rendered examples")
     parser.add_argument("--on-bad-record", choices=POLICIES, help="override the bad-record policy")
+    parser.add_argument("--data-dir", help="the Flan collection directory of `flan2022` (default: the config's mixture.data_dir)")
     parser.add_argument("--json", action="store_true", help='print {"tasks": [...]} as one JSON document')
 
 
@@ -54,12 +59,16 @@ def run(args: argparse.Namespace) -> int:
     name = args.mixture or (cfg.mixture.name if cfg else None)
     if name is None:
         raise TaskError("name a mixture (or pass --config)")
-    mixture = load_mixture(name, args.on_bad_record or (cfg.mixture.on_bad_record if cfg else "error"))
+    policy = args.on_bad_record or (cfg.mixture.on_bad_record if cfg else "error")
+    mixture = load_mixture(name, policy, args.data_dir or (cfg.mixture.data_dir if cfg else None))
     overrides = dict(cfg.mixture.weights) if cfg else {}
     budget = _budget(args, cfg)
     rows = task_rows(mixture, overrides, budget)
+    lacks = collection_lacks(mixture)
     if args.json:
         doc: dict[str, Any] = {"mixture": mixture.name, "tasks": rows}
+        if lacks is not None:
+            doc["lacks"] = lacks
         if budget:
             doc["budget"] = {"steps": budget.steps, "examples_per_step": budget.examples_per_step}
         if args.render:
@@ -67,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=1))
         return 0
     print(table(mixture, rows, budget))
+    if lacks:
+        print("\nthe Flan collection directory lacks:\n" + "\n".join(f"  {line}" for line in lacks))
     if args.render:
         for ex in rendered(mixture, overrides, args.render, args.seed):
             print(f"\n=== {ex['format']} | {ex['task']} | template {ex['template_id']}\n{ex['inputs']}\n--- target\n{ex['targets']}")
@@ -110,6 +121,15 @@ def task_rows(mixture: Mixture, overrides: dict[str, float], budget: Budget | No
             row["epochs"] = budget.examples * row["rate"] / examples if examples else None
         rows.append(row)
     return rows
+
+
+def collection_lacks(mixture: Mixture) -> list[str] | None:
+    """What the mixture's Flan collection directories lack (None: it reads none)."""
+    sources = [t.source for t in mixture.tasks() if isinstance(t.source, CollectionSource)]
+    if not sources:
+        return None
+    collections = {id(s.collection): s.collection for s in sources}
+    return [line for c in collections.values() for line in c.lacks()]
 
 
 def table(mixture: Mixture, rows: list[dict[str, Any]], budget: Budget | None) -> str:

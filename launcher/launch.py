@@ -21,6 +21,7 @@ from pathlib import Path
 import psutil
 import torch
 
+from flanforge.launcher import report, runlock
 from flanforge.launcher.config import Config
 
 RANK_MODULE = "flanforge.launcher.train"
@@ -58,6 +59,7 @@ def _placeholder_hostfile(workdir: str, nnodes: int, slots: int) -> str:
 def rank_env(cfg: Config) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONSAFEPATH"] = "1"
+    env[runlock.HELD_ENV] = "1"  # flanforge train took the run's lock before starting the ranks
     # DeepSpeed JIT-builds ops against this interpreter: one cache per environment,
     # or two venvs sharing ~/.cache would rebuild each other's ops on every start.
     env.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
@@ -83,13 +85,21 @@ def _ignore_usr1() -> None:
 
 
 def launch_ranks(cfg: Config, config_path: str, overrides: list[str]) -> int:
+    """Run the ranks; a rank's error line is printed again last, and its exit status (2: user error) returned."""
     with tempfile.TemporaryDirectory(prefix="flanforge-launch-") as workdir:
         cmd = launcher_command(cfg, config_path, overrides, workdir)
-        proc = subprocess.Popen(cmd, env=rank_env(cfg), preexec_fn=_ignore_usr1)
+        env = {**rank_env(cfg), report.ERROR_DIR_ENV: workdir}
+        proc = subprocess.Popen(cmd, env=env, preexec_fn=_ignore_usr1)
         for sig in (signal.SIGUSR1, signal.SIGTERM):
             signal.signal(sig, lambda _signum, _frame: _forward_to_ranks(proc))
         while True:
             try:
-                return proc.wait()
+                status = proc.wait()
+                break
             except KeyboardInterrupt:
                 proc.send_signal(signal.SIGINT)
+        first = report.first_error(root=workdir)
+        if first is None:
+            return status
+        print(first[1], file=sys.stderr, flush=True)
+        return first[0]

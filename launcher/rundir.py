@@ -21,6 +21,7 @@ budget, world size, ...) may change, and are reported.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -92,7 +93,11 @@ class RunDir:
         """The tag ``latest`` names, checked to be complete; None for a fresh run."""
         if not self.latest.is_file():
             return None
-        tag = self.latest.read_text().strip()
+        tag = self.latest.read_text(errors="replace").strip()
+        if not re.fullmatch(rf"{self.TAG_PREFIX}\d{{8}}", tag):
+            # Only a tag this module writes: a path in `latest` must never lead outside the run.
+            raise UserError(f"{self.latest} holds {tag[:80]!r}, not a checkpoint tag like '{self.tag_for(0)}'; "
+                            f"write an existing tag into it (ls {self.checkpoints}) or start a new output_dir")
         if not self.trainer_state(tag).is_file():
             raise UserError(
                 f"{self.latest} names checkpoint '{tag}', but {self.checkpoint(tag)} is missing or incomplete; "

@@ -49,9 +49,15 @@ class MixtureConfig:
     """Examples per block, the unit of sampling, packing and work split (``None``: ``max(1024, 4 * seq_len)``)."""
     shards_dir: Optional[str] = may_change(None)
     """Where ``flanforge prepare`` shards live; ``None``: ``<output_dir>/shards``, prepared on first use."""
+    data_dir: Optional[str] = None
+    """The Flan collection directory ``name: flan2022`` reads (parquet ``<submix>_<variant>_data/``
+    directories and/or JSON Lines exports ``*.jsonl``/``*.json``, gzipped or not); other mixtures ignore it."""
 
     def __post_init__(self) -> None:
         _check_stream_values("mixture", self.seq_len, self.block_size, self.num_workers)
+        for name, weight in self.weights.items():
+            if weight < 0:
+                raise ConfigError(f"mixture.weights.{name} must be >= 0, got {weight!r}")
 
 
 @dataclass(frozen=True)

@@ -196,3 +196,17 @@ def _cot_pattern() -> re.Pattern[str]:
     from flanforge.mixtures.metrics import COT_ANSWER
 
     return COT_ANSWER
+
+
+def validation_pairs(mixture: Mixture, per_task: int, count_tokens: Callable[[str], int] | None = None
+                     ) -> dict[str, list[tuple[str, str]]]:
+    """Sub-mixture -> ``(inputs, targets)`` of each task's first ``per_task`` validation records, rendered
+    as training renders them (a format and template drawn per record, here from a seeded RNG)."""
+    groups = mixture.group_of()
+    out: dict[str, list[tuple[str, str]]] = {}
+    for task in mixture.tasks():
+        records = task.records("validation")
+        for i in range(min(per_task, len(records))):
+            ex = task.render(records[i], random.Random(f"val/{task.name}/{i}"), i, count_tokens=count_tokens)
+            out.setdefault(groups[task.name], []).append((ex.inputs, ex.targets))
+    return out

@@ -9,11 +9,27 @@ effective probability is the product of the probabilities down its path.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterator, Optional, Union
 
 from flanforge.errors import did_you_mean
 from flanforge.mixtures.task import Task, TaskError
+
+
+def check_weight(value: object, what: str) -> float:
+    """``value`` as a float if it is a finite number >= 0, else a :class:`TaskError` naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise TaskError(f"{what} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _origin(task: Task) -> str:
+    """Where a task comes from, for error messages (its source's file when it has one)."""
+    source = task.source
+    path = (getattr(source, "path", None) or getattr(getattr(source, "file", None), "path", None)
+            or getattr(source, "splits", {}).get("train"))
+    return f"{task.family or 'task'} from {path}" if path else f"{task.family or 'task'} '{task.name}'"
 
 
 @dataclass(frozen=True)
@@ -33,18 +49,21 @@ class Rate:
         return Rate(cap=cap, temperature=temperature)
 
     def __post_init__(self) -> None:
-        if self.weight is not None and self.weight < 0:
-            raise TaskError(f"rate weight must be >= 0, got {self.weight}")
-        if self.temperature <= 0:
-            raise TaskError(f"rate temperature must be > 0, got {self.temperature}")
-        if self.cap is not None and self.cap < 0:
-            raise TaskError(f"rate cap must be >= 0, got {self.cap}")
+        if self.weight is not None:
+            check_weight(self.weight, "rate weight")
+        if not (isinstance(self.temperature, (int, float)) and 0 < self.temperature < math.inf):
+            raise TaskError(f"rate temperature must be a finite number > 0, got {self.temperature!r}")
+        if self.cap is not None and (isinstance(self.cap, bool) or not isinstance(self.cap, int) or self.cap < 0):
+            raise TaskError(f"rate cap must be an integer >= 0, got {self.cap!r}")
 
     def value(self, num_examples: int) -> float:
         if self.weight is not None:
             return self.weight
         n = num_examples if self.cap is None else min(num_examples, self.cap)
-        return float(n) ** (1.0 / self.temperature)
+        try:
+            return float(n) ** (1.0 / self.temperature)
+        except OverflowError:
+            raise TaskError(f"rate temperature {self.temperature} is too small: {n} examples give an infinite rate") from None
 
 
 Member = Union[Task, "Mixture"]
@@ -64,6 +83,20 @@ class Mixture:
             raise TaskError(f"mixture '{self.name}': member(s) listed twice: {dupes}")
         if not self.members:
             raise TaskError(f"mixture '{self.name}': has no members")
+        self._check_task_names()
+
+    def _check_task_names(self) -> None:
+        """Two different tasks under one name are an error, whichever sources they come from and
+        whatever their order: records are looked up by task name, so one would silently shadow
+        the other. The same task object reached through two sub-mixtures is fine."""
+        seen: dict[str, Task] = {}
+        for _, member, _ in self.walk():
+            if isinstance(member, Task) and seen.setdefault(member.name, member) is not member:
+                first = seen[member.name]
+                raise TaskError(
+                    f"mixture '{self.name}': two different tasks are named '{member.name}' "
+                    f"({_origin(first)} and {_origin(member)}); rename one of them"
+                )
 
     def walk(self) -> Iterator[tuple["Mixture", Member, Rate]]:
         """``(parent, member, rate)`` for every member at every depth, depth first."""
@@ -79,7 +112,11 @@ class Mixture:
         """Normalised weights of the direct members; ``overrides`` replaces a member's rate value by name."""
         overrides = overrides or {}
         raw = {m.name: overrides.get(m.name, r.value(m.num_examples())) for m, r in self.members}
+        for name, value in overrides.items():
+            check_weight(value, f"mixture '{self.name}': weight override '{name}'")
         total = sum(raw.values())
+        if not math.isfinite(total):
+            raise TaskError(f"mixture '{self.name}': the rates of its members add up to infinity ({total})")
         if total <= 0:
             raise TaskError(f"mixture '{self.name}': every rate is zero, nothing can be sampled")
         return {k: v / total for k, v in raw.items()}

@@ -6,7 +6,8 @@ and ``reset()`` empties both registries for tests. The built-in suite
 is registered on the first lookup; its records are generated only when
 read. :func:`load_mixture` also accepts a task or mixture YAML file, whose
 tasks are registered under their names (loading the same file again returns
-the same objects).
+the same objects), and ``flan2022``: FLAN 2022's mixture over a Flan
+collection directory (``data_dir``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from flanforge.errors import did_you_mean
 from flanforge.mixtures.mixture import Mixture, Rate
 from flanforge.mixtures.sources import task_yaml
 from flanforge.mixtures.sources.base import FileSource, checked_policy
+from flanforge.mixtures.sources.flan_collection import CollectionSource, FlanCollection
 from flanforge.mixtures.task import Task, TaskError
 
 __all__ = [
@@ -28,7 +30,10 @@ __all__ = [
 _TASKS: dict[str, Task] = {}
 _MIXTURES: dict[str, Mixture | Callable[[], Mixture]] = {}
 _FILES: dict[Path, Task | Mixture] = {}
+_LOADING: list[Path] = []  # YAML files being loaded, outermost first (a file met again is a cycle)
 _BUILTINS_LOADED = False
+_COLLECTIONS: dict[Path, Mixture] = {}
+FLAN2022 = "flan2022"
 
 
 def _unknown(kind: str, name: str, known: list[str]) -> TaskError:
@@ -71,6 +76,9 @@ def get_task(name: str) -> Task:
 
 def get_mixture(name: str) -> Mixture:
     _ensure_builtins()
+    if name == FLAN2022:
+        raise TaskError("mixture 'flan2022' reads a Flan collection directory: set mixture.data_dir=DIR "
+                        "(inspect and prepare: --data-dir DIR)")
     if name not in _MIXTURES:
         raise _unknown("mixture", name, list(_MIXTURES))
     entry = _MIXTURES[name]
@@ -89,30 +97,43 @@ def mixture_names() -> list[str]:
     return sorted(_MIXTURES)
 
 
-def load_mixture(name_or_path: str | Path, on_bad_record: str = "error") -> Mixture:
-    """A registered mixture, or the mixture a YAML file defines (a task file gives a one-task mixture).
+def load_mixture(name_or_path: str | Path, on_bad_record: str = "error", data_dir: str | Path | None = None) -> Mixture:
+    """A registered mixture, the mixture a YAML file defines (a task file gives a one-task mixture),
+    or ``flan2022`` over the Flan collection in ``data_dir``.
 
     ``on_bad_record`` (``error`` or ``skip``) is the bad-record policy of every
     file source of the mixture that does not set its own.
     """
     policy = checked_policy(on_bad_record)
     ref = str(name_or_path)
-    if task_yaml.is_yaml_path(ref):
+    if ref == FLAN2022 and data_dir is not None:
+        key = Path(data_dir).resolve()
+        if key not in _COLLECTIONS:
+            _COLLECTIONS[key] = FlanCollection(key).mixture(FLAN2022)
+        mixture = _COLLECTIONS[key]
+    elif task_yaml.is_yaml_path(ref):
         loaded = _load_file(Path(ref))
         mixture = loaded if isinstance(loaded, Mixture) else get_mixture(loaded.name)
     else:
         mixture = get_mixture(ref)
     for task in mixture.tasks():
-        if isinstance(task.source, FileSource):
+        if isinstance(task.source, (FileSource, CollectionSource)):
             task.source.use_default_policy(policy)
     return mixture
 
 
 def _load_file(path: Path) -> Task | Mixture:
     path = path.resolve()
+    if path in _LOADING:
+        cycle = " -> ".join(str(p) for p in _LOADING[_LOADING.index(path):] + [path])
+        raise TaskError(f"{path}: the mixture includes itself ({cycle})")
     if path not in _FILES:
         _ensure_builtins()
-        loaded = task_yaml.load(path, _resolve)
+        _LOADING.append(path)
+        try:
+            loaded = task_yaml.load(path, _resolve)
+        finally:
+            _LOADING.pop()
         members = loaded.tasks() if isinstance(loaded, Mixture) else [loaded]
         for task in members:
             if _TASKS.get(task.name, task) is not task:
@@ -143,4 +164,5 @@ def reset(with_builtins: bool = True) -> None:
     _TASKS.clear()
     _MIXTURES.clear()
     _FILES.clear()
+    _COLLECTIONS.clear()
     _BUILTINS_LOADED = not with_builtins

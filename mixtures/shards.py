@@ -1,53 +1,68 @@
 """Webdataset shards of tasks' raw records: writing (`prepare`), the manifest, random-access reading.
 
-Layout of a shards directory::
+Layout of a shards directory (format 2)::
 
-    manifest.json                      every prepared task (assembled from the entries)
-    <task>/entry.json                  a task's manifest entry, written last
-    <task>/<split>-00000.tar ...       webdataset shards: one sample per record,
-                                       key = record index (9 digits), field ``json``
+    manifest.json                        every prepared task (assembled from the entries)
+    <task>/entry.json                    a task's manifest entry, written last
+    <task>/<split>-00000.tar ...         webdataset shards of chunked JSON-line records (``chunks.py``)
+    collections/<name>/...               Flan-collection parts (``sources/flan_collection.py``)
+
+A task's records are a list of *pieces*: ``[file, slot, records]``, the
+records of stream ``slot`` in shard ``file`` (relative to the directory). A
+file-backed task has one piece per shard of its own; a Flan-collection part
+is written once, into shards shared by the tasks it holds. A task whose
+source generates its records on demand (the built-in suite: ``random_access``
+sources) is not materialised: its pieces have no file and the reader asks the
+task for the record, so ``prepare builtin`` only writes entries.
 
 A shard is written under a temporary name and renamed when complete, and a
-task's ``entry.json`` is written (atomically) only after all of its shards are
-in place, so a crash leaves no entry that names a half-written shard;
-re-running skips tasks whose entry is present and current. Tar members carry a
-fixed mtime, so the same records always give the same bytes and checksums.
+task's ``entry.json`` (a collection part's marker) is written atomically only
+after its shards are in place, so a crash leaves nothing that names a
+half-written shard; re-running skips what is present and current. The work
+is a list of jobs (tasks and collection parts) that ``part=(i, n)`` slices
+across processes or nodes (``flanforge prepare --slice i/n``). A directory
+written by an older flanforge (one tar member per record, manifest format 1)
+is rebuilt by ``prepare`` and refused, with that advice, by the reader.
 
 Reading: :class:`ShardReader` gives random access to record ``i`` of a task's
 split. It opens a shard on first use, checks its size and sha256 against the
-manifest, indexes the tar members' data offsets, and then reads each record
-with one ``pread``; a few file handles stay open in an LRU.
+manifest, indexes every record's byte range, and then reads each record with
+one ``pread``; a few file handles stay open in an LRU.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import multiprocessing
 import os
 import re
 from collections import OrderedDict
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from functools import partial
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
-import webdataset
 from tqdm import tqdm
 
-from flanforge.files import atomic_write
+from flanforge.mixtures.chunks import (
+    ShardError, ShardInfo, chunk_index, encode, fingerprint_of, read_json, read_shard, verify_shard, write_json,
+    write_records,
+)
+from flanforge.mixtures.manifest_check import check_manifest
 from flanforge.mixtures.mixture import Mixture
-from flanforge.mixtures.task import SPLITS, Task, TaskError
+from flanforge.mixtures.sources import flan_collection
+from flanforge.mixtures.task import SPLITS, Task
+
+__all__ = ["Manifest", "ShardError", "ShardInfo", "ShardReader", "ensure_prepared", "prepare", "write_manifest"]
 
 MANIFEST = "manifest.json"
 ENTRY = "entry.json"
 RECORDS_PER_SHARD = 1000
-FORMAT_VERSION = 1
-
-
-class ShardError(TaskError):
-    """A shards directory that cannot be used as it is; the message names the file or task."""
+FORMAT_VERSION = 2
+CHECKSUM_ALL_BYTES = 4 << 30
 
 
 def fingerprint(task: Task) -> str:
@@ -55,8 +70,7 @@ def fingerprint(task: Task) -> str:
 
     Templates and formats are not in it: records are stored raw and rendered online.
     """
-    spec = {"name": task.name, "fields": list(task.fields), "counts": {s: task.num_examples(s) for s in SPLITS}}
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    return fingerprint_of(task.name, task.fields, {s: task.num_examples(s) for s in SPLITS})
 
 
 def task_dir(name: str) -> str:
@@ -67,52 +81,92 @@ def task_dir(name: str) -> str:
     return safe
 
 
-def _write_shard(path: Path, task: str, split: str, records: Sequence[dict], start: int) -> dict[str, Any]:
-    buf = io.BytesIO()
-    with webdataset.TarWriter(buf, mtime=0) as writer:
-        for i, record in enumerate(records, start=start):
-            try:
-                data = json.dumps(record, ensure_ascii=False).encode("utf-8")
-            except (TypeError, ValueError) as err:
-                raise ShardError(f"task '{task}': {split} record {i} is not JSON-serialisable: {err}") from None
-            writer.write({"__key__": f"{i:09d}", "json": data})
-    data = buf.getvalue()
-    atomic_write(path, data)
-    return {"file": path.name, "num_records": len(records), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+def generated(task: Task) -> bool:
+    """Records made on demand, deterministically and cheaply (no shards needed)."""
+    return bool(getattr(task.source, "random_access", False))
 
 
-def write_task(task: Task, root: Path, records_per_shard: int = RECORDS_PER_SHARD) -> dict[str, Any]:
-    """Write one task's shards for every split, then its entry; returns the entry."""
+def write_task(task: Task, root: Path, records_per_shard: int = RECORDS_PER_SHARD) -> int:
+    """Write one task's shards for every split, then its entry; returns the records written."""
     out = root / task_dir(task.name)
     out.mkdir(parents=True, exist_ok=True)
     (out / ENTRY).unlink(missing_ok=True)  # the old entry must not outlive the shards it names
-    entry: dict[str, Any] = {"name": task.name, "dir": out.name, "fingerprint": fingerprint(task), "splits": {}}
+    virtual = generated(task)
+    entry: dict[str, Any] = {"name": task.name, "dir": out.name, "fingerprint": fingerprint(task),
+                             "format": FORMAT_VERSION, "splits": {}, "files": {}}
+    written = 0
     for split in SPLITS:
         records = task.records(split)
         if split == "train" and len(records) == 0:
             raise ShardError(f"task '{task.name}' has no train records")
-        shards = [
-            _write_shard(out / f"{split}-{k:05d}.tar", task.name, split, records[start: start + records_per_shard], start)
-            for k, start in enumerate(range(0, len(records), records_per_shard))
-        ]
-        entry["splits"][split] = {"num_records": len(records), "shards": shards}
+        pieces = []
+        for k, start in enumerate(range(0, len(records), records_per_shard)):
+            stop = min(start + records_per_shard, len(records))
+            if virtual:
+                pieces.append([None, 0, stop - start])
+                continue
+            lines = (encode(records[i], f"task '{task.name}': {split} record {i}") for i in range(start, stop))
+            shard = write_records(out / f"{split}-{k:05d}.tar", lines)
+            rel = f"{out.name}/{shard['file']}"
+            entry["files"][rel] = [shard["bytes"], shard["sha256"]]
+            pieces.append([rel, 0, shard["num_records"]])
+            written += shard["num_records"]
+        entry["splits"][split] = {"num_records": len(records), "pieces": pieces}
     entry["bad_records"] = task.bad_records  # malformed source records the task's source skipped
-    _write_json(out / ENTRY, entry)
-    return entry
+    write_json(out / ENTRY, entry)
+    return written
 
 
-def _write_json(path: Path, data: Any) -> None:
-    atomic_write(path, json.dumps(data, indent=1, sort_keys=True))
+# ---- prepare: a list of jobs, sliced across processes and nodes ----------------------
+
+Job = Callable[[], int]
+"""Writes one task or collection part; returns the records it wrote."""
+
+# Jobs handed to pool workers. Set in the parent just before a fork-started pool
+# is created, so workers inherit them (tasks' record sources need not pickle).
+_POOL_JOBS: list[Job] = []
 
 
-# Tasks handed to pool workers. Set in the parent just before a fork-started pool
-# is created, so workers inherit the Task objects (whose record sources need not pickle).
-_POOL_TASKS: dict[str, Task] = {}
+def _run_pooled(i: int) -> int:
+    return _POOL_JOBS[i]()
 
 
-def _write_pooled(job: tuple[str, str, int]) -> dict[str, Any]:
-    name, root, records_per_shard = job
-    return write_task(_POOL_TASKS[name], Path(root), records_per_shard)
+def _run(jobs: list[Job], workers: int) -> Iterator[int]:
+    """Run the jobs (in ``workers`` forked processes), yielding each one's records as it finishes.
+
+    A worker that dies (killed, out of memory) is an error, not a hang: what
+    its job wrote was never published, and running prepare again redoes it.
+    """
+    global _POOL_JOBS
+    if workers <= 1 or len(jobs) <= 1:
+        yield from (job() for job in jobs)
+        return
+    _POOL_JOBS = jobs
+    pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("fork"))
+    try:
+        for future in as_completed([pool.submit(_run_pooled, i) for i in range(len(jobs))]):
+            yield future.result()
+    except BrokenProcessPool:
+        raise ShardError("a prepare worker died (killed, or out of memory) before its job finished; nothing "
+                         "it wrote is published; run prepare again to finish the remaining jobs") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        _POOL_JOBS = []
+
+
+def plan(mixture: Mixture, root: Path, records_per_shard: int, force: bool) -> list[tuple[str, bool, Job]]:
+    """Every job of the mixture, in a fixed order: ``(name, done, job)``."""
+    jobs: list[tuple[str, bool, Job]] = []
+    collections: dict[str, flan_collection.FlanCollection] = {}
+    for task in mixture.tasks():
+        if isinstance(task.source, flan_collection.CollectionSource):
+            collections.setdefault(task.source.collection.key, task.source.collection)
+        else:
+            done = not force and _is_current(task, root)
+            jobs.append((f"task {task.name}", done, partial(write_task, task, root, records_per_shard)))
+    for collection in collections.values():
+        jobs += collection.jobs(root, force)
+    return jobs
 
 
 def prepare(
@@ -122,81 +176,82 @@ def prepare(
     records_per_shard: int = RECORDS_PER_SHARD,
     force: bool = False,
     progress: bool = True,
+    part: tuple[int, int] = (0, 1),
 ) -> "Manifest":
-    """Write every task of ``mixture`` as shards under ``out_dir`` (tasks in parallel) and the manifest.
+    """Write every task of ``mixture`` as shards under ``out_dir`` (jobs in parallel) and the manifest.
 
-    Tasks whose entry is present with the current fingerprint and whose shard
-    files are all present at their recorded sizes are skipped unless ``force``.
+    ``part=(i, n)`` does only every ``n``-th job starting at ``i`` (the job
+    list is fixed, so ``n`` processes or nodes share the work without
+    overlap). Jobs that are done (entry present, current, its shards at their
+    sizes) are skipped unless ``force``, and their checksums verified (a shard
+    corrupted in place is an error naming it). The manifest lists what is complete;
+    a collection appears once all its parts are done.
     """
-    global _POOL_TASKS
+    index, count = part
+    if not 0 <= index < count:
+        raise ShardError(f"slice {index}/{count}: expected i/n with 0 <= i < n")
+    if workers < 1 or records_per_shard < 1:
+        raise ShardError(f"workers and records per shard must be at least 1, got {workers} and {records_per_shard}")
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    todo = [t for t in mixture.tasks() if force or not _is_current(t, root)]
-    jobs = [(t.name, str(root), records_per_shard) for t in todo]
-    bar = tqdm(total=len(jobs), desc=f"prepare {mixture.name}", unit="task", disable=not progress)
-    if workers > 1 and len(jobs) > 1:
-        _POOL_TASKS = {t.name: t for t in todo}
-        try:
-            with multiprocessing.get_context("fork").Pool(min(workers, len(jobs))) as pool:
-                for _ in pool.imap_unordered(_write_pooled, jobs):
-                    bar.update()
-        finally:
-            _POOL_TASKS = {}
-    else:
-        for task in todo:
-            write_task(task, root, records_per_shard)
-            bar.update()
+    mine = [(name, done, job) for i, (name, done, job) in enumerate(plan(mixture, root, records_per_shard, force))
+            if i % count == index]
+    jobs = [job for _, done, job in mine if not done]
+    bar = tqdm(total=len(jobs), desc=f"prepare {mixture.name}", unit="job", disable=not progress)
+    records = 0
+    for n in _run(jobs, workers):
+        records += n
+        bar.set_postfix(records=records)
+        bar.update()
     bar.close()
-    return write_manifest(root)
-
-
-def _read_entry(root: Path, name: str) -> dict[str, Any] | None:
-    path = root / task_dir(name) / ENTRY
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None  # a damaged entry means the task is prepared again
+    manifest = write_manifest(root)
+    # A skipped task's shards are present at their sizes; one corrupted in place is an error, not a success.
+    # (Past CHECKSUM_ALL_BYTES, a reader hashes each shard when it first opens it instead.)
+    skipped = {name for name, done, _ in mine if done}
+    kept = [t for t in mixture.tasks() if f"task {t.name}" in skipped]
+    manifest.check(kept, checksums=manifest.shard_bytes(kept) <= CHECKSUM_ALL_BYTES)
+    return manifest
 
 
 def _is_current(task: Task, root: Path) -> bool:
-    """The task's entry is there, with its fingerprint, and names shards present at their sizes."""
-    entry = _read_entry(root, task.name)
-    if entry is None:
+    """The task's entry is there, in this format, with its fingerprint, and names shards present at their sizes."""
+    entry = read_json(root / task_dir(task.name) / ENTRY)
+    if entry is None or entry.get("format") != FORMAT_VERSION:
         return False
     try:
-        Manifest(root, {task.name: entry}).check([task])
+        Manifest(root, {task.name: entry}, entry["files"]).check([task])
     except ShardError:
         return False
     return True
 
 
 def write_manifest(root: str | Path) -> "Manifest":
-    """Assemble ``manifest.json`` from every task entry under ``root``."""
+    """Assemble ``manifest.json`` from every current task entry and every complete collection."""
     root = Path(root)
-    tasks = {}
+    tasks: dict[str, Any] = {}
+    files: dict[str, list] = {}
     for path in sorted(root.glob(f"*/{ENTRY}")):
-        entry = json.loads(path.read_text())
-        tasks[entry["name"]] = entry
-    _write_json(root / MANIFEST, {"version": FORMAT_VERSION, "tasks": tasks})
+        entry = read_json(path)
+        if entry and entry.get("format") == FORMAT_VERSION:  # older entries are not published: prepare rebuilds them
+            files.update(entry.pop("files"))
+            tasks[entry["name"]] = entry
+    collection_tasks, collection_files = flan_collection.entries(root)
+    tasks.update((entry["name"], entry) for entry in collection_tasks)
+    files.update(collection_files)
+    write_json(root / MANIFEST, {"version": FORMAT_VERSION, "tasks": tasks, "files": files})
     return Manifest.load(root)
 
 
-@dataclass(frozen=True)
-class ShardInfo:
-    path: Path
-    num_records: int
-    bytes: int
-    sha256: str
+# ---- reading ------------------------------------------------------------------------
 
 
 class Manifest:
-    """The index of a shards directory: per task and split, shard files, record counts and checksums."""
+    """The index of a shards directory: per task and split, its pieces; per shard file, size and sha256."""
 
-    def __init__(self, root: Path, tasks: dict[str, dict[str, Any]]):
+    def __init__(self, root: Path, tasks: dict[str, dict[str, Any]], files: dict[str, list]):
         self.root = root
         self.tasks = tasks
+        self.files = files
 
     @staticmethod
     def load(root: str | Path) -> "Manifest":
@@ -209,16 +264,25 @@ class Manifest:
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ShardError(f"{path}: not a valid manifest: {err}") from None
         version = data.get("version") if isinstance(data, dict) else None
+        if version == 1:
+            raise ShardError(
+                f"{path}: shards in the old format 1 (one tar member per record); rebuild them in format "
+                f"{FORMAT_VERSION} with `flanforge prepare MIXTURE --out {root}` (prepare rebuilds old tasks)"
+            )
         if version != FORMAT_VERSION:
             raise ShardError(f"{path}: manifest version {version!r}, expected {FORMAT_VERSION}")
-        return Manifest(root, data["tasks"])
+        return Manifest(root, *check_manifest(data, str(path)))
 
     def shards(self, task: str, split: str = "train") -> list[ShardInfo]:
-        entry = self._entry(task)
-        return [
-            ShardInfo(self.root / entry["dir"] / s["file"], s["num_records"], s["bytes"], s["sha256"])
-            for s in entry["splits"][split]["shards"]
-        ]
+        """The pieces of ``task``'s ``split``, in record order."""
+        out = []
+        for file, slot, n in self._entry(task)["splits"][split]["pieces"]:
+            if file is None:
+                out.append(ShardInfo(None, n, 0, "", slot))
+            else:
+                size, sha = self.files[file]
+                out.append(ShardInfo(self.root / file, n, size, sha, slot))
+        return out
 
     def num_records(self, task: str, split: str = "train") -> int:
         return self._entry(task)["splits"][split]["num_records"]
@@ -232,52 +296,33 @@ class Manifest:
             raise ShardError(f"task '{task}' is not in {self.root / MANIFEST}; run `flanforge prepare` for this mixture")
         return self.tasks[task]
 
+    def shard_bytes(self, tasks: Iterable[Task]) -> int:
+        """Bytes of the distinct shard files the tasks' pieces lie in."""
+        files = {f for t in tasks for split in SPLITS for f, _, _ in self._entry(t.name)["splits"][split]["pieces"]}
+        return sum(self.files[f][0] for f in files if f is not None)
+
     def check(self, tasks: Iterable[Task], checksums: bool = False) -> None:
         """Raise :class:`ShardError` naming the task or file unless every task's shards are usable.
 
         Checks: the task is in the manifest with its current fingerprint and has
         train records; every shard file exists at its recorded size (and, with
-        ``checksums``, has its recorded sha256).
+        ``checksums``, has its recorded sha256), each file once.
         """
+        seen: set[Path] = set()
         for task in tasks:
             entry = self._entry(task.name)
             if entry["fingerprint"] != fingerprint(task):
                 raise ShardError(
-                    f"task '{task.name}': shards in {self.root / entry['dir']} were prepared from another "
+                    f"task '{task.name}': shards in {self.root} were prepared from another "
                     "definition of the task (fingerprint mismatch); run `flanforge prepare` again"
                 )
             if self.num_records(task.name) == 0:
                 raise ShardError(f"task '{task.name}' has no train records")
             for split in SPLITS:
                 for shard in self.shards(task.name, split):
-                    verify_shard(shard, checksums)
-
-
-def verify_shard(shard: ShardInfo, checksum: bool = True) -> None:
-    """Raise :class:`ShardError` unless the shard exists at its recorded size (and sha256)."""
-    if checksum:
-        read_shard(shard)
-    elif not shard.path.is_file():
-        raise ShardError(f"{shard.path}: shard is missing")
-    elif shard.path.stat().st_size != shard.bytes:
-        _size_error(shard, shard.path.stat().st_size)
-
-
-def read_shard(shard: ShardInfo) -> bytes:
-    """The shard's bytes, checked against the manifest's size and sha256."""
-    try:
-        data = shard.path.read_bytes()
-    except FileNotFoundError:
-        raise ShardError(f"{shard.path}: shard is missing") from None
-    if len(data) != shard.bytes:
-        _size_error(shard, len(data))
-    if hashlib.sha256(data).hexdigest() != shard.sha256:
-        raise ShardError(f"{shard.path}: sha256 does not match the manifest (corrupted or rewritten)")
-    return data
-
-
-def _size_error(shard: ShardInfo, size: int) -> None:
-    raise ShardError(f"{shard.path}: shard is {size} bytes, the manifest says {shard.bytes} (truncated or rewritten)")
+                    if shard.path is not None and shard.path not in seen:
+                        seen.add(shard.path)
+                        verify_shard(shard, checksums)
 
 
 def ensure_prepared(mixture: Mixture, out_dir: str | Path, workers: int = 1, progress: bool = False) -> Manifest:
@@ -285,31 +330,46 @@ def ensure_prepared(mixture: Mixture, out_dir: str | Path, workers: int = 1, pro
 
     Called on rank 0 before training; an all-zero mixture, a task without
     records or a damaged shard is an error here, before the first step.
+    Shards totalling more than :data:`CHECKSUM_ALL_BYTES` (a whole Flan
+    collection) are checked for presence and size here and hashed when a
+    reader first opens each one, so a start does not read hundreds of GB.
     """
     mixture.rates()  # raises when every rate is zero
     manifest = prepare(mixture, out_dir, workers=workers, progress=progress)
-    manifest.check(mixture.tasks(), checksums=True)
+    tasks = mixture.tasks()
+    manifest.check(tasks, checksums=manifest.shard_bytes(tasks) <= CHECKSUM_ALL_BYTES)
     return manifest
 
 
 class ShardReader:
-    """Random access to records of prepared tasks; one per process (holds file handles)."""
+    """Random access to records of prepared tasks; one per process (holds file handles).
 
-    def __init__(self, manifest: Manifest, max_open: int = 64):
+    ``tasks`` gives the records of tasks prepared without shards (generated on demand).
+    """
+
+    def __init__(self, manifest: Manifest, tasks: Mapping[str, Task] | None = None, max_open: int = 64):
         self.manifest = manifest
+        self.tasks = dict(tasks or {})
         self.max_open = max_open
         self._files: OrderedDict[Path, int] = OrderedDict()  # path -> fd, least recently used first
-        self._index: dict[Path, np.ndarray] = {}  # path -> (num_records, 2) data offset, size
+        self._index: dict[Path, dict[int, np.ndarray]] = {}  # path -> slot -> (records, 2) offset, length
         self._layout: dict[tuple[str, str], tuple[list[ShardInfo], np.ndarray]] = {}
 
     def record(self, task: str, index: int, split: str = "train") -> dict[str, Any]:
         shards, starts = self._shards(task, split)
         k = int(np.searchsorted(starts, index, side="right")) - 1
         shard = shards[k]
+        if shard.path is None:
+            if task not in self.tasks:
+                raise ShardError(f"task '{task}' is generated on demand; pass its Task to the ShardReader")
+            return dict(self.tasks[task].records(split)[index])
         fd = self._open(shard)
-        offset, size = self._index[shard.path][index - starts[k]]
-        data = os.pread(fd, int(size), int(offset))
-        return json.loads(data)
+        rows = self._index[shard.path].get(shard.slot)
+        if rows is None or len(rows) != shard.num_records:
+            have = 0 if rows is None else len(rows)
+            raise ShardError(f"{shard.path}: holds {have} records of slot {shard.slot}, the manifest says {shard.num_records}")
+        offset, size = rows[index - starts[k]]
+        return json.loads(os.pread(fd, int(size), int(offset)))
 
     def _shards(self, task: str, split: str) -> tuple[list[ShardInfo], np.ndarray]:
         key = (task, split)
@@ -320,12 +380,13 @@ class ShardReader:
         return self._layout[key]
 
     def _open(self, shard: ShardInfo) -> int:
+        assert shard.path is not None
         fd = self._files.get(shard.path)
         if fd is not None:
             self._files.move_to_end(shard.path)
             return fd
         if shard.path not in self._index:
-            self._index[shard.path] = _tar_index(shard, read_shard(shard))
+            self._index[shard.path] = chunk_index(read_shard(shard), shard.path)
         if len(self._files) >= self.max_open:
             os.close(self._files.popitem(last=False)[1])
         fd = self._files[shard.path] = os.open(shard.path, os.O_RDONLY)
@@ -334,29 +395,3 @@ class ShardReader:
     def close(self) -> None:
         while self._files:
             os.close(self._files.popitem()[1])
-
-
-_USTAR_MAGIC = np.frombuffer(b"ustar\x0000", dtype=np.uint8)
-_OCTAL = 8 ** np.arange(10, -1, -1)
-
-
-def _tar_index(shard: ShardInfo, data: bytes) -> np.ndarray:
-    """(num_records, 2): data offset and size of each record's ``json`` member, in key order.
-
-    Reads the ustar headers of ``data`` with numpy instead of ``tarfile``, whose
-    per-member overhead made opening the ~2K shards one ``builtin`` block
-    touches take a minute. Sound for a shard whose sha256 matched: prepare
-    wrote it as ustar members in key order, and a header is the only 512-byte
-    block with the ustar magic at byte 257 (JSON text holds no NUL byte).
-    """
-    if len(data) % 512:
-        raise ShardError(f"{shard.path}: not a tar file (its size is not a multiple of 512 bytes)")
-    blocks = np.frombuffer(data, dtype=np.uint8).reshape(-1, 512)
-    headers = np.flatnonzero((blocks[:, 257:265] == _USTAR_MAGIC).all(axis=1))
-    digits = blocks[headers, 124:135].astype(np.int64) - ord("0")  # size: 11 octal digits
-    if (digits < 0).any() or (digits > 7).any() or not (blocks[headers, 156] == ord("0")).all():
-        raise ShardError(f"{shard.path}: not a shard of regular ustar members as prepare writes them")
-    rows = np.stack([(headers + 1) * 512, digits @ _OCTAL], axis=1)
-    if len(rows) != shard.num_records:
-        raise ShardError(f"{shard.path}: holds {len(rows)} records, the manifest says {shard.num_records}")
-    return rows

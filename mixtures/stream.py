@@ -317,7 +317,7 @@ class MixtureStream(IterableDataset):
         )
         # few-shot exemplars are dropped (whole) to fit a row: inputs + targets + EOS(s)
         self.fewshot_budget = cfg.seq_len - 1 if cfg.arch == "decoder" else cfg.seq_len + self.packer.target_len - 2
-        self.reader = ShardReader(self.manifest)
+        self.reader = ShardReader(self.manifest, self.tasks)
         self.load_state_dict(state)
 
     @property

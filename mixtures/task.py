@@ -19,12 +19,12 @@ from typing import Any, Callable, Sequence
 
 import jinja2
 from jinja2 import meta
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from flanforge.errors import TaskError, did_you_mean
+from flanforge.mixtures import sandbox
 from flanforge.mixtures.formats import FORMATS, Format, Parts, Style, block, compose, get_format, whitespace_tokens
 
-_ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+_ENV = sandbox.LimitedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
 
 SPLITS = ("train", "exemplars", "validation")
 """``exemplars`` is the few-shot pool: disjoint from ``train``, so no exemplar is ever a training target."""
@@ -44,7 +44,9 @@ def _compiled(source: str) -> jinja2.Template:
 
 @lru_cache(maxsize=None)
 def _variables(source: str) -> frozenset[str]:
-    return frozenset(meta.find_undeclared_variables(_ENV.parse(source)))
+    tree = _ENV.parse(source)
+    sandbox.check_constants(tree)  # a constant too big to compute is refused when the task loads
+    return frozenset(meta.find_undeclared_variables(tree))
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,8 @@ class Template:
     (as T0 scored them); the others train but never evaluate."""
 
     def fields(self) -> set[str]:
-        """Names the template reads from a record (raises ``jinja2.TemplateSyntaxError``)."""
+        """Names the template reads from a record (raises ``jinja2.TemplateSyntaxError`` or
+        :class:`~flanforge.mixtures.sandbox.TemplateLimitError`)."""
         sources = [self.instruction, self.input, self.target, self.choices or ""]
         used = set().union(*(_variables(s) for s in sources))
         return used - {CHOICES_VARIABLE} if self.choices is not None else used
@@ -81,9 +84,9 @@ class Template:
         """``(instruction, input, target, choices)`` for ``record``."""
         choices = None
         if self.choices is not None:
-            choices = [c.strip() for c in _compiled(self.choices).render(record).split("|||")]
+            choices = [c.strip() for c in sandbox.render(_compiled(self.choices), record).split("|||")]
             record = {**record, CHOICES_VARIABLE: choices}
-        texts = (_compiled(s).render(record).strip() for s in (self.instruction, self.input, self.target))
+        texts = (sandbox.render(_compiled(s), record).strip() for s in (self.instruction, self.input, self.target))
         return (*texts, choices)
 
 
@@ -167,7 +170,9 @@ class Task:
         try:
             used = tpl.fields()
         except jinja2.TemplateSyntaxError as err:
-            raise TaskError(f"task '{self.name}', template '{tpl.id}': syntax error: {err}") from None
+            raise TaskError(f"task '{self.name}', template '{tpl.id}': syntax error at line {err.lineno}: {err.message}") from None
+        except sandbox.TemplateLimitError as err:
+            raise TaskError(f"task '{self.name}', template '{tpl.id}': {err}") from None
         for name in sorted(used - set(self.fields)):
             raise TaskError(
                 f"task '{self.name}', template '{tpl.id}': field '{name}' is not one of "

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
     LlamaConfig,
@@ -86,6 +87,29 @@ def training_device_type() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def choose_attention(cfg: ModelConfig, hf_config=None, *, device_type: str | None = None,
+                     training: bool = True) -> str:
+    """The attention implementation ``model.attention`` means for this model on ``device_type``
+    (default: :func:`training_device_type`); a UserError naming the available ones if it cannot run.
+
+    ``hf_config``: the model's transformers config; None reads it without building the model
+    (``model.path``'s config.json, or the from-scratch config), so ``flanforge train`` can
+    check before any rank starts.
+    """
+    if hf_config is None:
+        if cfg.path is not None:
+            hf_config = AutoConfig.from_pretrained(cfg.path, local_files_only=True)
+        elif cfg.arch == "decoder":
+            hf_config = LlamaConfig(**{**TINY_DECODER, **cfg.hf_config})
+        else:
+            hf_config = T5Config(**{**TINY_T5, **cfg.hf_config})
+    try:
+        return attention.resolve(cfg.attention, device_type or training_device_type(), training=training,
+                                 dropout=attention.attention_dropout(hf_config), arch=cfg.arch)
+    except attention.AttentionUnavailable as err:
+        raise UserError(str(err)) from None
+
+
 def build_model(cfg: ModelConfig, tokenizer: Tokenizer, seed: int, *, device_type: str | None = None,
                 training: bool = True) -> torch.nn.Module:
     """Return the HF model in fp32 on the CPU (DeepSpeed moves and casts it), its attention
@@ -114,12 +138,7 @@ def build_model(cfg: ModelConfig, tokenizer: Tokenizer, seed: int, *, device_typ
                              "vocab_size": tokenizer.vocab_size})
             model = T5ForConditionalGeneration(hf)
             init_t5_head(model)
-    try:
-        chosen = attention.resolve(cfg.attention, device_type or training_device_type(), training=training,
-                                   dropout=attention.attention_dropout(model.config))
-    except attention.AttentionUnavailable as err:
-        raise UserError(str(err)) from None
-    attention.use(model, chosen)
+    attention.use(model, choose_attention(cfg, model.config, device_type=device_type, training=training))
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model

@@ -1,10 +1,10 @@
 """Model-side evaluation: summed target log-likelihoods and greedy generation, batched.
 
-Both take token ids, never text, and a whole batch at a time: every option of
-an example goes through one forward with the others (and with other examples'
-options), and generation is one ``generate`` call with the KV cache for the
-batch. A batch of one is the naive loop (one forward per option, one
-``generate`` per example) that ``benchmarks/eval.py`` compares against.
+Both take token ids, never text, and a whole batch at a time: the options of
+an example share one row after one copy of its prompt, and several examples
+go through one forward; generation is one ``generate`` call with the KV cache
+for the batch. One option (or prompt) per call is the naive loop (one forward
+per option, one ``generate`` per example) that ``benchmarks/eval.py`` compares against.
 
 Inputs are laid out as training lays them out (``mixtures/packing.py``): a
 decoder reads ``prompt + target`` with the target scored from the prompt's
@@ -20,6 +20,8 @@ from typing import Callable, Sequence
 
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+
+from flanforge.model.attention import segment_mask, shared_prefix_mask
 
 Ids = Sequence[int]
 
@@ -62,43 +64,85 @@ class Scorer:
             raise ValueError(f"arch must be 'decoder' or 't5', got {self.arch!r}")
 
     @torch.no_grad()
-    def loglikelihoods(self, pairs: Sequence[tuple[Ids, Ids]]) -> list[float]:
-        """Summed log-likelihood of each ``target`` given its ``prompt``, all pairs in one forward."""
-        if any(not t for _, t in pairs) or (self.arch == "decoder" and any(not p for p, _ in pairs)):
-            raise ValueError("every target (and, for a decoder, every prompt) needs at least one token")
-        if self.arch == "decoder":
-            ids, mask = _pad([list(p) + list(t) for p, t in pairs], self.pad_id)
-            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                use_cache=False).logits  # (B, T, V)
-            starts = [len(p) - 1 for p, _ in pairs]  # logits[t] predicts token t + 1
-        else:
-            enc, enc_mask = _pad([list(p) + [self.eos_id] for p, _ in pairs], self.pad_id)
-            start = self.model.config.decoder_start_token_id
-            dec, dec_mask = _pad([[start, *t[:-1]] for _, t in pairs], self.pad_id)
-            logits = self.model(input_ids=enc.to(self.device), attention_mask=enc_mask.to(self.device),
-                                decoder_input_ids=dec.to(self.device),
-                                decoder_attention_mask=dec_mask.to(self.device), use_cache=False).logits
-            starts = [0] * len(pairs)
+    def loglikelihoods(self, requests: Sequence[tuple[Ids, Sequence[Ids]]]) -> list[list[float]]:
+        """Summed log-likelihood of every option given its prompt: ``[(prompt, [option, ...]), ...]``.
+
+        One forward for the whole batch, one row per prompt: the prompt is computed once and its
+        options follow it in the same row, each seeing the prompt and itself only (a decoder row is
+        ``prompt o1 o2 ...`` under :func:`shared_prefix_mask`; a T5 row encodes the prompt once and
+        decodes ``<start> o1 <start> o2 ...`` block-diagonally).
+        """
+        if any(not o for _, opts in requests for o in opts) or any(not opts for _, opts in requests):
+            raise ValueError("every request needs options, and every option at least one token")
+        if self.arch == "decoder" and any(not p for p, _ in requests):
+            raise ValueError("a decoder prompt needs at least one token")
+        layouts = [self._layout(list(p), [list(o) for o in opts]) for p, opts in requests]
+        rows, segments, positions, spans = (list(x) for x in zip(*layouts))
+        logits, shifts = self._forward_options(requests, rows, segments, positions)  # (B, T', V)
         out = []
-        for i, (_, target) in enumerate(pairs):
-            rows = logits[i, starts[i]:starts[i] + len(target)].float().log_softmax(-1)  # (len(target), V)
-            out.append(float(rows.gather(1, torch.as_tensor(list(target), device=rows.device)[:, None]).sum()))
+        for i, row_spans in enumerate(spans):
+            out.append([])
+            for at, target in row_spans:
+                logp = logits[i, [p + shifts[i] for p in at]].float().log_softmax(-1)  # (len(target), V)
+                out[-1].append(float(logp.gather(1, torch.as_tensor(target, device=logp.device)[:, None]).sum()))
         return out
+
+    def _layout(self, prompt: list[int], options: list[list[int]]):
+        """One row: ``(ids, segment ids, position ids, [(positions predicting option, option), ...])``.
+
+        Decoder: ``prompt o1 o2 ...``, segment 1 the prompt, each option's positions continuing the
+        prompt's; option token j is predicted at the position before it (the prompt's last for j = 0).
+        T5 (decoder side; the prompt goes to the encoder): ``<start> o1[:-1] <start> o2[:-1] ...``.
+        """
+        t5 = self.arch == "t5"
+        ids, seg, pos, spans = ([], [], [], []) if t5 else (list(prompt), [1] * len(prompt), list(range(len(prompt))), [])
+        for s, option in enumerate(options, start=2):
+            at = list(range(len(ids), len(ids) + len(option)))
+            piece = [self.model.config.decoder_start_token_id, *option[:-1]] if t5 else option
+            spans.append((at if t5 else [len(prompt) - 1, *at[:-1]], option))
+            start = 0 if t5 else len(prompt)
+            ids, seg, pos = ids + piece, seg + [s] * len(piece), pos + list(range(start, start + len(piece)))
+        return ids, seg, pos, spans
+
+    def _forward_options(self, requests, rows, segments, positions) -> tuple[torch.Tensor, list[int]]:
+        """Logits of the rows and, per row, what to add to a position of the row to index them."""
+        dtype = next(self.model.parameters()).dtype
+        if self.arch == "decoder":
+            # Left padding puts every row's options at the end, so the LM head runs on the last
+            # `keep` positions only (the options and the prompt's last token), never the whole prompt.
+            keep = max(len(r) - len(p) for r, (p, _) in zip(rows, requests)) + 1
+            ids, _ = _pad(rows, self.pad_id, left=True)
+            seg, _ = _pad(segments, 0, left=True)
+            pos, _ = _pad(positions, 0, left=True)
+            logits = self.model(input_ids=ids.to(self.device), position_ids=pos.to(self.device), use_cache=False,
+                                attention_mask=shared_prefix_mask(seg.to(self.device), dtype=dtype),
+                                logits_to_keep=keep).logits
+            return logits, [keep - len(r) for r in rows]
+        ids, _ = _pad(rows, self.pad_id)
+        seg, _ = _pad(segments, 0)
+        enc, enc_mask = _pad([list(p) + [self.eos_id] for p, _ in requests], self.pad_id)
+        # T5's decoder bias depends on relative positions only: packed options see the same distances.
+        dec_mask = segment_mask(seg.to(self.device), seg.to(self.device), causal=True, dtype=dtype)
+        logits = self.model(input_ids=enc.to(self.device), attention_mask=enc_mask.to(self.device),
+                            decoder_input_ids=ids.to(self.device), decoder_attention_mask=dec_mask,
+                            use_cache=False).logits
+        return logits, [0] * len(rows)
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[Ids], max_new_tokens: int, stops: Sequence[str] = (),
-                 decode: Callable[[list[int]], str] | None = None) -> list[list[int]]:
+                 decode: Callable[[list[int]], str] | None = None, min_new_tokens: int = 0) -> list[list[int]]:
         """Greedy continuations of ``prompts`` (one batched ``generate`` with the KV cache), each cut at EOS.
 
         With ``stops`` (and ``decode``, ids to text) a row also ends once its text contains a stop string;
-        cutting the text there is the caller's.
+        cutting the text there is the caller's. ``min_new_tokens`` holds EOS back that long (benchmarks:
+        the same work on every path).
         """
         if self.arch == "decoder":
             ids, mask = _pad(prompts, self.pad_id, left=True)  # left: new tokens follow every prompt directly
         else:
             ids, mask = _pad([list(p) + [self.eos_id] for p in prompts], self.pad_id)
         config = GenerationConfig(
-            max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
+            max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=False, num_beams=1, use_cache=True,
             eos_token_id=self.eos_id, pad_token_id=self.pad_id,
             decoder_start_token_id=getattr(self.model.config, "decoder_start_token_id", None),
         )

@@ -68,7 +68,10 @@ class SentencePieceTokenizer(Tokenizer):
 
     def __init__(self, model_file: str | Path):
         self.path = Path(model_file)
-        self.sp = spm.SentencePieceProcessor(model_file=str(model_file))
+        try:
+            self.sp = spm.SentencePieceProcessor(model_file=str(model_file))
+        except (RuntimeError, OSError) as err:  # sentencepiece's "could not parse ModelProto"
+            raise ValueError(f"{model_file}: not a SentencePiece model ({' '.join(str(err).split())[:120]})") from None
         self.vocab_size = self.sp.get_piece_size()
         self._set_special_ids(self.sp.eos_id(), self.sp.bos_id(), self.sp.unk_id(), self.sp.pad_id())
 

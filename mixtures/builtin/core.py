@@ -15,7 +15,7 @@ import random
 import zlib
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from flanforge.mixtures.sources.base import record_key
 from flanforge.mixtures.task import Task, TaskError, Template
@@ -88,6 +88,8 @@ class GeneratedSource:
     params: dict[str, Any]
     key: str
     train_size: int
+    random_access: ClassVar[bool] = True
+    """Record ``i`` is made on demand, cheaply and always the same: ``prepare`` writes no shards for it."""
 
     def __call__(self, split: str) -> Sequence[dict[str, Any]]:
         if split == "exemplars":

@@ -11,6 +11,7 @@ config's ``mixture.on_bad_record``; ``error`` by default).
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -40,7 +41,9 @@ class FileSource:
     ``splits`` maps a split to a location the subclass's :meth:`rows` reads (a
     path for files). ``holdout`` carves ``exemplars`` and/or ``validation``
     out of ``train`` with a seeded draw. Every field in ``fields`` must be
-    present, and every one in ``target_fields`` non-empty; ``columns`` renames
+    present, and every one in ``target_fields`` non-empty; a value must be text, a
+    finite number, a boolean or a list of those (``text_fields``: text only), never
+    a JSON object, a nested list, NaN or infinity; ``columns`` renames
     (field -> column). A training record identical to an exemplar or
     validation record is dropped from ``train``, so no exemplar is ever a
     training target.
@@ -56,6 +59,7 @@ class FileSource:
         columns: Mapping[str, str] | None = None,
         on_bad_record: str | None = None,
         seed: int = 0,
+        text_fields: Sequence[str] = (),
     ):
         self.holdout = dict(holdout or {})
         for split in [*splits, *self.holdout]:
@@ -73,6 +77,7 @@ class FileSource:
         self.fields = tuple(fields)
         self.target_fields = tuple(target_fields)
         self.columns = dict(columns or {})
+        self.text_fields = tuple(text_fields)
         self.on_bad_record = None if on_bad_record is None else checked_policy(on_bad_record)
         self.default_policy = "error"
         self.seed = seed
@@ -129,11 +134,37 @@ class FileSource:
             column = self.columns.get(f, f)
             if row.get(column) is None:
                 return f"missing field '{f}'" + (f" (column '{column}')" if column != f else "")
+            kind = value_problem(row[column], text=f in self.text_fields)
+            if kind:
+                return f"field '{f}' {kind}"
         for f in self.target_fields:
             value = row[self.columns.get(f, f)]
             if (isinstance(value, str) and not value.strip()) or (isinstance(value, (list, tuple)) and not value):
                 return f"empty target field '{f}'"
         return None
+
+
+def value_problem(value: Any, text: bool = False) -> str | None:
+    """What is wrong with a field's value (its JSON type or shape), or None when it can be rendered."""
+    if text:
+        return None if isinstance(value, str) else f"must be text, got {_kind(value)}"
+    if isinstance(value, (list, tuple)):
+        bad = next((v for v in value if not _scalar(v)), None)
+        return None if bad is None else f"is a list holding {_kind(bad)}; items must be text or numbers"
+    return None if _scalar(value) else f"is {_kind(value)}; expected text, a number or a list of them"
+
+
+def _scalar(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, (str, int, bool))
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, (bool, int, float)):
+        return f"the {'non-finite ' if isinstance(value, float) else ''}{type(value).__name__} {value}"
+    names = {str: "text", dict: "a JSON object", list: "a list", tuple: "a list", type(None): "null"}
+    return names.get(type(value), f"a value of type {type(value).__name__}")
 
 
 def existing(path: str | Path) -> Path:

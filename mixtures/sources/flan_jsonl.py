@@ -64,7 +64,7 @@ class FlanJsonlSource(FileSource):
 
     def __init__(self, file: FlanFile, task_name: str, **kwargs: Any):
         self.file = file
-        super().__init__({"train": task_name}, fields=FIELDS, target_fields=("targets",), **kwargs)
+        super().__init__({"train": task_name}, fields=FIELDS, target_fields=("targets",), text_fields=FIELDS, **kwargs)
 
     def rows(self, location: str) -> RowStream:
         return iter(self.file.rows_by_task[location])
@@ -77,7 +77,9 @@ def flan_mixture(path: str | Path, name: str, task_rate: Rate = Rate.examples(),
     for task_name, rows in file.rows_by_task.items():
         good = [row for _, row in rows if isinstance(row, dict)]
         formats = sorted({row["template_type"] for row in good if isinstance(row.get("template_type"), str)})
-        task_source = next((row["task_source"] for row in good if row.get("task_source")), "unknown")
+        # Rows whose fields are not text are bad records (the source reports them); they name nothing here.
+        task_source = next((row["task_source"] for row in good if isinstance(row.get("task_source"), str)
+                            and row["task_source"]), "unknown")
         task = Task(
             name=task_name,
             fields=FIELDS,

@@ -19,7 +19,10 @@ class HfDiskSource(FileSource):
     def rows(self, location: str) -> RowStream:
         import datasets  # imported on use: it takes seconds, and most runs never need it
 
-        saved = datasets.load_from_disk(str(existing(self.path)))
+        try:
+            saved = datasets.load_from_disk(str(existing(self.path)))
+        except (FileNotFoundError, ValueError, OSError) as err:
+            raise TaskError(f"{self.path}: not a dataset saved with save_to_disk: {' '.join(str(err).split())[:160]}") from None
         if isinstance(saved, datasets.DatasetDict):
             if location not in saved:
                 raise TaskError(f"{self.path}: no saved split '{location}' (saved: {', '.join(saved)})")

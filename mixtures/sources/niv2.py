@@ -35,7 +35,8 @@ class Niv2Source(FileSource):
     def __init__(self, path: str | Path, **kwargs: Any):
         self.path = Path(path)
         super().__init__(
-            {"train": "Instances", "exemplars": "Positive Examples"}, fields=FIELDS, target_fields=("output",), **kwargs
+            {"train": "Instances", "exemplars": "Positive Examples"}, fields=FIELDS, target_fields=("output",),
+            text_fields=("definition", "input", "output"), **kwargs
         )
 
     @cached_property
@@ -52,16 +53,25 @@ class Niv2Source(FileSource):
         return doc
 
     def rows(self, location: str) -> RowStream:
-        definition = " ".join(self.document.get("Definition") or [])
-        for i, item in enumerate(self.document.get(location) or []):
+        definition = self.document.get("Definition") or []
+        definition = [definition] if isinstance(definition, str) else definition
+        if not isinstance(definition, list) or not all(isinstance(d, str) for d in definition):
+            raise TaskError(f"{self.path}: 'Definition' must be a list of strings, got {str(definition)[:80]!r}")
+        items = self.document.get(location) or []
+        if not isinstance(items, list):
+            raise TaskError(f"{self.path}: '{location}' must be a list of objects, got {type(items).__name__}")
+        for i, item in enumerate(items):
             where = f"{self.path}: {location}[{i}]"
             if not isinstance(item, dict):
                 yield where, f"expected an object, got {type(item).__name__}"
                 continue
             outputs = item.get("output")
             outputs = [outputs] if isinstance(outputs, str) else outputs
+            if outputs is not None and not (isinstance(outputs, list) and all(isinstance(o, str) for o in outputs)):
+                yield where, f"'output' must be a string or a list of strings, got {str(outputs)[:80]!r}"
+                continue
             first = None if outputs is None else (outputs[0] if outputs else "")
-            yield where, {"definition": definition, "input": item.get("input"), "output": first, "outputs": outputs}
+            yield where, {"definition": " ".join(definition), "input": item.get("input"), "output": first, "outputs": outputs}
 
 
 def niv2_task(path: str | Path, name: str | None = None, **source_kwargs: Any) -> Task:

@@ -40,10 +40,13 @@ def load_templates(path: str | Path) -> list[Template]:
         if not isinstance(entry, dict):
             raise TaskError(f"{path}: template '{key}' is not a mapping")
         name = str(entry.get("name") or key)
-        pieces = str(entry.get("jinja", "")).split("|||")
+        jinja, choices = entry.get("jinja", ""), entry.get("answer_choices")
+        if not isinstance(jinja, str) or not (choices is None or isinstance(choices, str)):
+            raise TaskError(f"{path}: template '{name}': 'jinja' and 'answer_choices' must be strings")
+        pieces = jinja.split("|||")
         if len(pieces) != 2:
             raise TaskError(f"{path}: template '{name}': expected one '|||' between prompt and target, found {len(pieces) - 1}")
         metadata = entry.get("metadata") or {}
         original = bool(metadata.get("original_task", False)) if isinstance(metadata, dict) else False
-        templates.append(Template(name, pieces[0], pieces[1], choices=entry.get("answer_choices"), original_task=original))
+        templates.append(Template(name, pieces[0], pieces[1], choices=choices, original_task=original))
     return templates

@@ -60,13 +60,27 @@ def _csv_rows(path: Path, delimiter: str) -> RowStream:
             except UnicodeDecodeError as err:
                 problems.append((n, f"non-UTF-8 bytes at column {err.start + 1}"))
     reader = csv.DictReader(lines, delimiter=delimiter)
-    rows = [(numbers[reader.line_num - 1], row) for row in reader]
+    try:
+        rows = [(numbers[reader.line_num - 1], _csv_row(row)) for row in reader]
+    except csv.Error as err:
+        raise TaskError(f"{path}:{numbers[reader.line_num - 1]}: not a readable {path.suffix[1:]} file: {err}") from None
     for n, row in sorted(problems + rows, key=lambda item: item[0]):
         yield f"{path}:{n}", row
+
+
+def _csv_row(row: dict[Any, Any]) -> dict[str, Any] | str:
+    """The row, or what is wrong with its shape (more cells than the header has columns)."""
+    if None in row:
+        return f"{len(row) - 1 + len(row[None])} cells, but the header has {len(row) - 1} columns"
+    return row
 
 
 def _parquet_rows(path: Path) -> RowStream:
     import pyarrow.parquet as pq  # imported on use: most runs never read parquet
 
-    for i, row in enumerate(pq.read_table(path).to_pylist(), 1):
+    try:
+        table = pq.read_table(path)
+    except Exception as err:  # pyarrow raises ArrowInvalid, OSError, ... on a file that is not parquet
+        raise TaskError(f"{path}: not a readable parquet file: {' '.join(str(err).split())[:160]}") from None
+    for i, row in enumerate(table.to_pylist(), 1):
         yield f"{path}: row {i}", row

@@ -1,22 +1,28 @@
 """Tasks and mixtures written as YAML files, no Python needed (the README shows one).
 
 A file whose top-level key is ``task`` defines one task; ``mixture`` defines a
-mixture of tasks, sub-mixtures, Flan-collection exports and NIV2 task
-directories. Relative paths are relative to the file. Files are read with
+mixture of tasks, sub-mixtures, Flan-collection exports, a Flan-collection
+directory (``flan_collection: DIR``, the ``flan2022`` mixture over it) and NIV2
+task directories. Relative paths are relative to the file. Files are read with
 ``yaml.safe_load``; unknown keys are errors naming the closest valid key.
 """
 
 from __future__ import annotations
 
+import math
+import reprlib
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import jinja2
 import yaml
 
 from flanforge.errors import did_you_mean
 from flanforge.mixtures.mixture import Mixture, Rate
+from flanforge.mixtures.sandbox import TemplateLimitError
 from flanforge.mixtures.sources import niv2
 from flanforge.mixtures.sources.base import FileSource, existing
+from flanforge.mixtures.sources.flan_collection import FlanCollection
 from flanforge.mixtures.sources.flan_jsonl import flan_mixture
 from flanforge.mixtures.sources.hf_disk import HfDiskSource
 from flanforge.mixtures.sources.promptsource import load_templates
@@ -31,7 +37,7 @@ SOURCE_KEYS = ("type", "path", "splits", "holdout", "columns", "on_bad_record")
 SOURCE_TYPES = ("table", "hf_disk", "niv2")
 TEMPLATE_KEYS = ("id", "instruction", "input", "target", "choices")
 MIXTURE_KEYS = ("mixture", "members")
-MEMBER_KINDS = ("task", "mixture", "flan_jsonl", "niv2")
+MEMBER_KINDS = ("task", "mixture", "flan_jsonl", "flan_collection", "niv2")
 MEMBER_KEYS = (*MEMBER_KINDS, "rate", "task_rate", "on_bad_record")
 RATE_KEYS = ("cap", "temperature")
 
@@ -60,22 +66,62 @@ def load(path: str | Path, resolve: Resolve) -> Task | Mixture:
         raise TaskError(f"{path}: {err}") from None
 
 
+_SHOW = reprlib.Repr()
+_SHOW.maxstring = _SHOW.maxother = 60
+
+
+def show(value: Any) -> str:
+    """A short repr for error messages (YAML aliases can make a value huge)."""
+    return _SHOW.repr(value)
+
+
 def _check_keys(spec: Any, allowed: Iterable[str], what: str) -> dict[str, Any]:
     if not isinstance(spec, dict):
-        raise TaskError(f"{what}: expected a mapping, got {spec!r}")
+        raise TaskError(f"{what}: expected a mapping, got {show(spec)}")
     allowed = list(allowed)
     for key in spec:
         if key not in allowed:
             hint = did_you_mean(str(key), allowed, otherwise=f"; valid keys: {', '.join(allowed)}")
-            raise TaskError(f"{what}: unknown key '{key}'{hint}")
+            raise TaskError(f"{what}: unknown key {show(key)}{hint}")
     return spec
 
 
-def _name(spec: dict[str, Any], key: str) -> str:
+def _name(spec: dict[str, Any], key: str, what: str = "") -> str:
     name = spec.get(key)
     if not isinstance(name, str) or not name.strip():
-        raise TaskError(f"'{key}' must be a non-empty name, got {name!r}")
+        raise TaskError(f"{what}'{key}' must be a non-empty string, got {show(name)}")
     return name
+
+
+def _optional_name(spec: dict[str, Any], key: str, what: str) -> str | None:
+    return None if spec.get(key) is None else _name(spec, key, what)
+
+
+def _list(spec: dict[str, Any], key: str, what: str, default: Any = ()) -> list[Any]:
+    """``spec[key]`` as a list; null, a string (which would be walked letter by letter) or a mapping is an error."""
+    value = spec.get(key, default)
+    if not isinstance(value, (list, tuple)):
+        raise TaskError(f"{what}'{key}' must be a list, got {show(value)}")
+    return list(value)
+
+
+def _mapping(spec: dict[str, Any], key: str, what: str, kind: type) -> dict[str, Any]:
+    """``spec[key]`` (absent: empty) as a mapping of names to values of ``kind``."""
+    value = spec.get(key) or {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, kind) and not isinstance(v, bool) for k, v in value.items()
+    ):
+        raise TaskError(f"{what}'{key}' must be a mapping of names to {kind.__name__} values, got {show(value)}")
+    return value
+
+
+def _fields_of(template: Template, what: str) -> set[str]:
+    try:
+        return template.fields()
+    except jinja2.TemplateSyntaxError as err:
+        raise TaskError(f"{what}, template '{template.id}': syntax error at line {err.lineno}: {err.message}") from None
+    except TemplateLimitError as err:
+        raise TaskError(f"{what}, template '{template.id}': {err}") from None
 
 
 def build_task(spec: dict[str, Any], base: Path) -> Task:
@@ -87,23 +133,28 @@ def build_task(spec: dict[str, Any], base: Path) -> Task:
         raise TaskError(f"task '{name}': source type '{kind}' is not one of {list(SOURCE_TYPES)}")
     if "templates" in spec and "promptsource" in spec:
         raise TaskError(f"task '{name}': give 'templates' or 'promptsource', not both")
+    what = f"task '{name}': "
     if "promptsource" in spec:
-        templates = load_templates(base / spec["promptsource"])
+        templates = load_templates(base / _name(spec, "promptsource", what))
     elif "templates" in spec:
-        templates = [_template(t, f"task '{name}'") for t in spec["templates"]]
+        templates = [_template(t, f"task '{name}'") for t in _list(spec, "templates", what)]
     elif kind == "niv2":
         templates = list(niv2.TEMPLATES)
     else:
         raise TaskError(f"task '{name}': needs 'templates' or 'promptsource'")
-    inverted = [_template(t, f"task '{name}'") for t in spec.get("inverted_templates", [])]
-    options_field, rationale_field = spec.get("options_field"), spec.get("rationale_field")
-    used = set().union(*(t.fields() for t in templates + inverted)) | {options_field, rationale_field}
+    inverted = [_template(t, f"task '{name}'") for t in _list(spec, "inverted_templates", what)]
+    options_field, rationale_field = (_optional_name(spec, k, what) for k in ("options_field", "rationale_field"))
+    used = set().union(*(_fields_of(t, f"task '{name}'") for t in templates + inverted)) | {options_field, rationale_field}
     default_fields = niv2.FIELDS if kind == "niv2" else sorted(used - {None})
-    fields = tuple(spec.get("fields", default_fields))
-    if not fields or not all(isinstance(f, str) for f in fields) or isinstance(spec.get("fields"), str):
+    fields = tuple(_list(spec, "fields", what, default_fields))
+    if not fields or not all(isinstance(f, str) for f in fields):
         raise TaskError(f"task '{name}': 'fields' must be a non-empty list of names")
     targets = sorted(set().union(*(t.target_fields() for t in templates)) & set(fields))
-    source = _source(source_spec, kind, base, fields, targets)
+    try:
+        source = _source(source_spec, kind, base, fields, targets)
+    except TaskError as err:
+        raise TaskError(f"task '{name}': {err}") from None
+    formats = _list(spec, "formats", what, None) if spec.get("formats") is not None else None
     position = spec.get("instruction_position", "before")
     if position not in ("before", "after"):
         raise TaskError(f"task '{name}': instruction_position must be 'before' or 'after', got {position!r}")
@@ -112,7 +163,7 @@ def build_task(spec: dict[str, Any], base: Path) -> Task:
         fields=fields,
         templates=tuple(templates),
         source=source,
-        formats=tuple(spec.get("formats") or _default_formats(source, options_field, rationale_field, inverted)),
+        formats=tuple(formats or _default_formats(source, options_field, rationale_field, inverted)),
         family="yaml",
         options_field=options_field,
         rationale_field=rationale_field,
@@ -129,18 +180,19 @@ def _template(spec: Any, what: str) -> Template:
     for key in ("id", "input"):
         if not isinstance(spec.get(key), str):
             raise TaskError(f"{what}: every template needs a string '{key}'")
+    for key, value in spec.items():
+        if not isinstance(value, str) and not (key == "target" and isinstance(value, (int, float))):
+            raise TaskError(f"{what}, template '{spec['id']}': '{key}' must be a string, got {show(value)}")
     return Template(**{k: str(v) for k, v in spec.items()})
 
 
 def _source(spec: dict[str, Any], kind: str, base: Path, fields: tuple[str, ...], targets: list[str]) -> FileSource:
-    if "path" not in spec:
-        raise TaskError("source: needs a 'path'")
-    path = base / spec["path"]
-    common = {"holdout": spec.get("holdout"), "on_bad_record": spec.get("on_bad_record")}
+    path = base / _name(spec, "path", "source: ")
+    common = {"holdout": _mapping(spec, "holdout", "source: ", int), "on_bad_record": spec.get("on_bad_record")}
     if kind == "niv2":
         return niv2.Niv2Source(path, **common)
-    checks = {"fields": fields, "target_fields": targets, "columns": spec.get("columns"), **common}
-    splits = spec.get("splits") or {}
+    checks = {"fields": fields, "target_fields": targets, "columns": _mapping(spec, "columns", "source: ", str), **common}
+    splits = _mapping(spec, "splits", "source: ", str)
     if kind == "hf_disk":
         return HfDiskSource(path, split_names={"train": "train", **splits}, **checks)
     return TableSource({"train": path, **{split: base / p for split, p in splits.items()}}, **checks)
@@ -163,7 +215,7 @@ def build_mixture(spec: dict[str, Any], base: Path, resolve: Resolve) -> Mixture
     name = _name(spec, "mixture")
     members = spec.get("members")
     if not isinstance(members, list) or not members:
-        raise TaskError(f"mixture '{name}': 'members' must be a non-empty list")
+        raise TaskError(f"mixture '{name}': 'members' must be a non-empty list, got {show(members)}")
     return Mixture(name, [_member(m, base, resolve, f"mixture '{name}'") for m in members])
 
 
@@ -171,14 +223,16 @@ def _member(spec: Any, base: Path, resolve: Resolve, what: str) -> tuple[Task | 
     spec = _check_keys(spec, MEMBER_KEYS, f"{what}: member")
     kinds = [k for k in MEMBER_KINDS if k in spec]
     if len(kinds) != 1:
-        raise TaskError(f"{what}: a member names exactly one of {list(MEMBER_KINDS)}, got {spec}")
-    kind, ref = kinds[0], str(spec[kinds[0]])
+        raise TaskError(f"{what}: a member names exactly one of {list(MEMBER_KINDS)}, got {show(spec)}")
+    kind, ref = kinds[0], _name(spec, kinds[0], f"{what}: member ")
     rate = _rate(spec.get("rate"))
     policy = {"on_bad_record": spec.get("on_bad_record")}
     if kind in ("task", "mixture") and "on_bad_record" in spec:
         raise TaskError(f"{what}: set on_bad_record in the source of the task it names, not on the member")
     if kind == "flan_jsonl":
         return flan_mixture(base / ref, Path(ref).stem, _rate(spec.get("task_rate")), **policy), rate
+    if kind == "flan_collection":
+        return FlanCollection(base / ref, **policy).mixture("flan2022"), rate
     if kind == "niv2":
         return niv2.niv2_mixture(base / ref, Path(ref).name, _rate(spec.get("task_rate"), cap=5000), **policy), rate
     return resolve(kind, ref, base), rate
@@ -198,6 +252,7 @@ def _number(spec: dict[str, Any], key: str, default: Any, kind: type) -> Any:
     value = spec.get(key, default)
     if value is default:
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
-        raise TaskError(f"'{key}' must be a{'n integer' if kind is int else ' number'}, got {value!r}")
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or (kind is int and value != int(value))):
+        raise TaskError(f"'{key}' must be a{'n integer' if kind is int else ' finite number'}, got {show(value)}")
     return kind(value)

@@ -56,7 +56,7 @@ def probe(run_dir: Path, layout) -> dict:
     from flanforge.launcher.rundir import RunDir
     from flanforge.launcher.train import TrainState
     from flanforge.model.load import build_model, load_configured_tokenizer
-    from flanforge.model.loss import TrainingModel
+    from flanforge.model.training_forward import TrainingModel
     from flanforge.model.tokenizer import load_tokenizer
 
     paths = RunDir(run_dir)
@@ -72,7 +72,7 @@ def probe(run_dir: Path, layout) -> dict:
     inputs, batch = sample_batch(cfg.model.arch, tokenizer.vocab_size)
     with torch.no_grad():
         logits = engine.module.hf(**inputs, use_cache=False).logits.float()  # (B, T, V)
-        losses = engine(batch).float()  # (B, T)
+        losses = engine(batch)[1]  # (B, T)
     out = {"step": state.step, "inputs": inputs, "batch": batch, "logits": logits, "losses": losses}
     engine.destroy()
     return out

@@ -16,6 +16,7 @@ is checked as well where accounting is enabled.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -88,10 +89,11 @@ class Jobs:
         self.logs = logs
         self.ids: list[int] = []
 
-    def sbatch(self, *args: str, options: tuple[str, ...] = (), script: str = "train.sbatch", check: bool = True):
+    def sbatch(self, *args: str, options: tuple[str, ...] = (), script: str = "train.sbatch", check: bool = True,
+               extra: tuple[str, ...] = TINY):
         cmd = [
             "sbatch", "--parsable", f"--output={self.logs}/slurm-%j.log", f"--chdir={REPO}", *options,
-            str(SLURM_DIR / script), *args, *TINY,
+            str(SLURM_DIR / script), *args, *extra,
         ]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, env=job_env(), timeout=60)
         if not check:
@@ -400,3 +402,28 @@ def test_chain_runs_the_first_job_and_cancels_the_rest_when_done(jobs, tmp_path)
     assert f"cancelling the rest of the chain: {ids[1]} {ids[2]}" in jobs.log(ids[0])
     for later in ids[1:]:
         assert wait_job(jobs, later, timeout=60)["JobState"] == "CANCELLED"
+
+
+# --- prepare as a job array ------------------------------------------------------------
+
+
+def test_prepare_sbatch_array_splits_the_jobs_and_publishes_them_all(jobs, tmp_path):
+    """Two array tasks run `flanforge prepare --slice 0/2` and `1/2`; together every task is published."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for k in range(4):
+        (data / f"t{k}.jsonl").write_text("".join(json.dumps({"q": f"q{i}", "a": f"a{i}"}) + "\n" for i in range(20)))
+        (data / f"t{k}.yaml").write_text(
+            f"task: t{k}\nsource:\n  path: t{k}.jsonl\ntemplates:\n  - id: x\n    input: '{{{{ q }}}}'\n    target: '{{{{ a }}}}'\n"
+        )
+    (data / "mix.yaml").write_text("mixture: four\nmembers:\n" + "".join(f"  - task: t{k}.yaml\n" for k in range(4)))
+    out = tmp_path / "shards"
+    job_id = jobs.sbatch(str(data / "mix.yaml"), str(out), options=("--array=0-1",), script="prepare.sbatch", extra=())
+    for k in range(2):
+        task = f"{job_id}_{k}"
+        info = wait_job(jobs, task)  # type: ignore[arg-type]
+        assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", info
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(manifest["tasks"]) == ["t0", "t1", "t2", "t3"]
+    logs = "".join(p.read_text(errors="replace") for p in jobs.logs.glob("*.log"))
+    assert "slice 0/2" in logs and "slice 1/2" in logs, logs[-3000:]

@@ -64,7 +64,7 @@ def test_unknown_key_names_key_and_closest(tmp_path, yaml_text, overrides, names
 def test_wrong_type_names_key(override, key):
     with pytest.raises(ConfigError) as err:
         load_config(None, [override])
-    assert str(err.value).startswith(key)
+    assert str(err.value).startswith(f"override '{override}': {key}")  # the override is the culprit
 
 
 def test_literal_suggests_closest_choice():

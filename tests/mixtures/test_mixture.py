@@ -71,5 +71,5 @@ def test_bad_mixtures_and_overrides_are_errors():
         Mixture("top", [(Mixture("sub1", [(A, Rate.fixed(1))]), Rate.fixed(1))]).rates({"sub3": 1.0})
     with pytest.raises(TaskError, match="listed twice"):
         Mixture("m", [(A, Rate.fixed(1)), (A, Rate.fixed(2))])
-    with pytest.raises(TaskError, match="temperature must be > 0"):
+    with pytest.raises(TaskError, match="temperature must be a finite number > 0"):
         Rate.examples(temperature=0)

@@ -43,9 +43,11 @@ def test_shards_round_trip_through_webdataset_reader(prepared):
         for split in shards.SPLITS:
             urls = [str(s.path) for s in manifest.shards(task.name, split)]
             assert len(urls) == -(-SIZES[split] // 10)
-            samples = list(webdataset.WebDataset(urls, shardshuffle=False).decode())
-            assert [s["__key__"] for s in samples] == [f"{i:09d}" for i in range(SIZES[split])]
-            assert [s["json"] for s in samples] == list(task.records(split))
+            samples = list(webdataset.WebDataset(urls, shardshuffle=False))
+            # one sample per chunk of records (at most 10 here: one shard's worth), a JSON object a line
+            assert [s["__key__"] for s in samples] == ["00000_000000000"] * len(urls)
+            records = [json.loads(line) for s in samples for line in s["jsonl"].splitlines()]
+            assert records == list(task.records(split))
 
 
 def test_manifest_counts_checksums_and_reader_random_access(prepared):
@@ -69,7 +71,7 @@ def test_rerun_skips_complete_tasks_and_parallel_output_is_identical(tmp_path, m
         assert [s.sha256 for s in serial.shards(name)] == [s.sha256 for s in parallel.shards(name)]
 
     written = []
-    monkeypatch.setattr(shards, "write_task", lambda task, root, n: written.append(task.name))
+    monkeypatch.setattr(shards, "write_task", lambda task, root, n: written.append(task.name) or 0)
     prepare(mix, tmp_path / "serial", records_per_shard=10, progress=False)
     assert written == []
     (tmp_path / "serial" / "beta" / "train-00001.tar").unlink()  # damaged: prepared again
@@ -79,21 +81,21 @@ def test_rerun_skips_complete_tasks_and_parallel_output_is_identical(tmp_path, m
 
 def test_a_crash_mid_task_leaves_no_manifest_entry_and_a_rerun_completes(tmp_path, monkeypatch):
     mix = mixture(make_task("alpha"), make_task("beta"))
-    write_shard = shards._write_shard
+    write_records = shards.write_records
 
-    def crash_in_beta_validation(path, task, split, records, start):
-        if task == "beta" and split == "validation":
+    def crash_in_beta_validation(path, lines):
+        if path.parent.name == "beta" and path.name.startswith("validation"):
             path.with_name(path.name + ".tmp").write_bytes(b"half a shard")
             raise KeyboardInterrupt("killed mid-shard")
-        return write_shard(path, task, split, records, start)
+        return write_records(path, lines)
 
-    monkeypatch.setattr(shards, "_write_shard", crash_in_beta_validation)
+    monkeypatch.setattr(shards, "write_records", crash_in_beta_validation)
     with pytest.raises(KeyboardInterrupt):
         prepare(mix, tmp_path, records_per_shard=10, progress=False)
     assert (tmp_path / "beta" / "train-00000.tar").exists()  # written before the crash ...
     assert not (tmp_path / "beta" / shards.ENTRY).exists()  # ... but never listed
     assert sorted(shards.write_manifest(tmp_path).tasks) == ["alpha"]
-    monkeypatch.setattr(shards, "_write_shard", write_shard)
+    monkeypatch.setattr(shards, "write_records", write_records)
     manifest = prepare(mix, tmp_path, records_per_shard=10, progress=False)
     manifest.check(mix.tasks(), checksums=True)
     assert sorted(manifest.tasks) == ["alpha", "beta"]
@@ -143,7 +145,7 @@ def test_a_tar_that_is_not_a_prepared_shard_is_named(prepared):
     data = shard.path.read_bytes()
     entry_file = manifest.root / "alpha" / shards.ENTRY
     entry = json.loads(entry_file.read_text())
-    entry["splits"]["train"]["shards"][0].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    entry["files"]["alpha/train-00000.tar"] = [len(data), hashlib.sha256(data).hexdigest()]
     entry_file.write_text(json.dumps(entry))
     manifest = shards.write_manifest(manifest.root)
     with pytest.raises(ShardError, match=f"{shard.path}: not a shard of regular ustar members"):
@@ -200,3 +202,17 @@ def test_cli_prepare_demo(tmp_path, capsys):
     assert f"{len(names)} tasks" in capsys.readouterr().out
     manifest = Manifest.load(tmp_path)
     assert sorted(manifest.tasks) == names and all(manifest.num_records(t) > 0 for t in names)
+
+
+def test_large_shard_sets_are_hashed_when_first_read_not_up_front(tmp_path, monkeypatch):
+    mix = mixture(make_task("alpha"))
+    manifest = ensure_prepared(mix, tmp_path)
+    assert manifest.shard_bytes(mix.tasks()) == sum(s.bytes for split in shards.SPLITS for s in manifest.shards("alpha", split))
+    shard = manifest.shards("alpha")[0]
+    data = bytearray(shard.path.read_bytes())
+    data[600] ^= 0xFF
+    shard.path.write_bytes(bytes(data))
+    monkeypatch.setattr(shards, "CHECKSUM_ALL_BYTES", 1000)  # below this mixture's shards
+    manifest = ensure_prepared(mix, tmp_path)  # sizes only
+    with pytest.raises(ShardError, match="sha256 does not match"):
+        ShardReader(manifest).record("alpha", 0)

@@ -1,5 +1,9 @@
 """Packed rows keep examples apart: a packed row's outputs equal each example run alone,
-for every attention implementation that runs on CPU (FlexAttention: forward only here)."""
+for every attention implementation that runs here (FlexAttention: forward only on CPU).
+
+With a GPU (``benchmarks/gpu/run.sh`` runs this file there) every case also runs on
+CUDA, FlexAttention compiled, and the training gradients of flex and the dense mask
+are compared."""
 
 import pytest
 import torch
@@ -7,32 +11,41 @@ from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForCondition
 
 from flanforge.model import attention
 from flanforge.model.attention import segment_mask
-from flanforge.model.loss import TrainingModel
+from flanforge.model.training_forward import TrainingModel
 
 torch.manual_seed(0)
 VOCAB = 61
-# Every implementation whose forward runs on this CPU.
-CPU_IMPLEMENTATIONS = [name for name in attention.HF_NAMES
-                       if attention.unavailable_reason(name, "cpu", training=False, dropout=0.0) is None]
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-def decoder_model(impl="sdpa_mask"):
+def implementations(device, training=False, arch="decoder"):
+    return [name for name in attention.HF_NAMES
+            if attention.unavailable_reason(name, device, training=training, dropout=0.0, arch=arch) is None]
+
+
+# (device, implementation) for every implementation whose forward runs on the device.
+CASES = [pytest.param(d, i, id=f"{d}-{i}") for d in DEVICES for i in implementations(d)]
+T5_CASES = [pytest.param(d, i, id=f"{d}-{i}") for d in DEVICES for i in implementations(d, arch="t5")]
+TOL = {"cpu": dict(rtol=1e-5, atol=1e-5), "cuda": dict(rtol=1e-4, atol=1e-4)}
+
+
+def decoder_model(impl="sdpa_mask", device="cpu"):
     cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
-    model = LlamaForCausalLM(cfg).eval()
+    model = LlamaForCausalLM(cfg).eval().to(device)
     attention.use(model, impl)
     return TrainingModel(model, arch="decoder", fused=True, zero_stage=0)
 
 
-def t5_model(impl="sdpa_mask"):
+def t5_model(impl="sdpa_mask", device="cpu"):
     cfg = T5Config(vocab_size=VOCAB, d_model=32, d_ff=64, d_kv=8, num_layers=2, num_decoder_layers=2, num_heads=4,
                    feed_forward_proj="gated-gelu", decoder_start_token_id=0, pad_token_id=0)
-    model = T5ForConditionalGeneration(cfg).eval()
+    model = T5ForConditionalGeneration(cfg).eval().to(device)
     attention.use(model, impl)
     return TrainingModel(model, arch="t5", fused=True, zero_stage=0)
 
 
-def pack(seqs, length):
+def pack(seqs, length, device="cpu"):
     """(ids, segment_ids, position_ids), each (1, length), from token lists laid end to end."""
     ids, seg, pos = [], [], []
     for s, seq in enumerate(seqs, start=1):
@@ -40,7 +53,7 @@ def pack(seqs, length):
         seg += [s] * len(seq)
         pos += list(range(len(seq)))
     pad = length - len(ids)
-    as_row = lambda xs: torch.tensor([xs + [0] * pad])  # noqa: E731
+    as_row = lambda xs: torch.tensor([xs + [0] * pad], device=device)  # noqa: E731
     return as_row(ids), as_row(seg), as_row(pos)
 
 
@@ -62,19 +75,19 @@ def random_examples(lengths, seed):
 DECODER_LENGTHS = [100, 60, 90, 30]
 
 
-@pytest.mark.parametrize("impl", CPU_IMPLEMENTATIONS)
-def test_decoder_packed_equals_alone(impl):
-    model = decoder_model(impl)
+@pytest.mark.parametrize(("device", "impl"), CASES)
+def test_decoder_packed_equals_alone(device, impl):
+    model = decoder_model(impl, device)
     examples = random_examples(DECODER_LENGTHS, seed=1)
-    ids, seg, pos = pack(examples, 300)
+    ids, seg, pos = pack(examples, 300, device)
     with torch.no_grad():
         packed = model.hidden_states({"input_ids": ids, "segment_ids": seg, "position_ids": pos})[0]
         assert torch.isfinite(packed).all()  # padding rows too
         start = 0
         for ex in examples:
-            alone_ids, alone_seg, alone_pos = pack([ex], len(ex))
+            alone_ids, alone_seg, alone_pos = pack([ex], len(ex), device)
             alone = model.hidden_states({"input_ids": alone_ids, "segment_ids": alone_seg, "position_ids": alone_pos})[0]
-            torch.testing.assert_close(packed[start:start + len(ex)], alone, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(packed[start:start + len(ex)], alone, **TOL[device])
             start += len(ex)
 
 
@@ -90,23 +103,23 @@ def test_decoder_without_the_mask_would_leak():
     assert not torch.allclose(leaky[4:7], alone, atol=1e-4)
 
 
-@pytest.mark.parametrize("impl", CPU_IMPLEMENTATIONS)
-def test_t5_packed_equals_alone(impl):
-    model = t5_model(impl)
+@pytest.mark.parametrize(("device", "impl"), T5_CASES)
+def test_t5_packed_equals_alone(device, impl):
+    model = t5_model(impl, device)
     pairs = list(zip(random_examples([70, 90, 40], seed=2), random_examples([30, 100, 20], seed=3)))
-    enc_ids, enc_seg, _ = pack([p[0] for p in pairs], 256)
-    dec_ids, dec_seg, _ = pack([p[1] for p in pairs], 160)
+    enc_ids, enc_seg, _ = pack([p[0] for p in pairs], 256, device)
+    dec_ids, dec_seg, _ = pack([p[1] for p in pairs], 160, device)
     with torch.no_grad():
         packed = model.hidden_states({"input_ids": enc_ids, "segment_ids": enc_seg,
                                       "decoder_input_ids": dec_ids, "decoder_segment_ids": dec_seg})[0]
         assert torch.isfinite(packed).all()
         start = 0
         for enc, dec in pairs:
-            e_ids, e_seg, _ = pack([enc], len(enc))
-            d_ids, d_seg, _ = pack([dec], len(dec))
+            e_ids, e_seg, _ = pack([enc], len(enc), device)
+            d_ids, d_seg, _ = pack([dec], len(dec), device)
             alone = model.hidden_states({"input_ids": e_ids, "segment_ids": e_seg,
                                          "decoder_input_ids": d_ids, "decoder_segment_ids": d_seg})[0]
-            torch.testing.assert_close(packed[start:start + len(dec)], alone, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(packed[start:start + len(dec)], alone, **TOL[device])
             start += len(dec)
 
 
@@ -151,26 +164,72 @@ def test_fused_loss_equals_hf_loss(arch):
             logits = model.hf(input_ids=ids, decoder_input_ids=dec).logits[0]
         expected = torch.nn.functional.cross_entropy(logits, labels[0])
     with torch.no_grad():
-        losses = model(batch)
-    assert losses.sum() / (labels != -100).sum() == pytest.approx(expected.item(), rel=1e-5)
+        loss, losses = model(batch)
+    n_targets = (labels != -100).sum()
+    assert losses.sum() / n_targets == pytest.approx(expected.item(), rel=1e-5)
+    assert loss / n_targets == pytest.approx(expected.item(), rel=1e-5)  # weight 1 per target token
 
 
-@pytest.mark.parametrize("arch", ["decoder", "t5"])
-def test_implementations_agree(arch):
-    """Same weights, same packed batch: every CPU implementation gives the dense-mask result
-    (guards the tests above, which would pass for an implementation that dropped T5's position bias)."""
-    model = decoder_model() if arch == "decoder" else t5_model()
-    ids, seg, pos = pack(random_examples(DECODER_LENGTHS, seed=4), 300)
+def agreement_batch(arch, device):
+    ids, seg, pos = pack(random_examples(DECODER_LENGTHS, seed=4), 300, device)
     batch = {"input_ids": ids, "segment_ids": seg, "position_ids": pos}
     if arch == "t5":
-        dec_ids, dec_seg, _ = pack(random_examples([30, 100, 20, 5], seed=5), 160)
+        dec_ids, dec_seg, _ = pack(random_examples([30, 100, 20, 5], seed=5), 160, device)
         batch.update(decoder_input_ids=dec_ids, decoder_segment_ids=dec_seg)
-    real = (batch.get("decoder_segment_ids", seg) > 0)[0]
+    labels = batch.get("decoder_input_ids", ids).roll(-1, dims=1)
+    batch["labels"] = labels.masked_fill(batch.get("decoder_segment_ids", seg) == 0, -100)
+    return batch
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("arch", ["decoder", "t5"])
+def test_implementations_agree(arch, device):
+    """Same weights, same packed batch: every implementation gives the dense-mask result
+    (guards the tests above, which would pass for an implementation that dropped T5's position bias)."""
+    model = decoder_model(device=device) if arch == "decoder" else t5_model(device=device)
+    batch = agreement_batch(arch, device)
+    real = (batch.get("decoder_segment_ids", batch["segment_ids"]) > 0)[0]
     outputs = {}
     with torch.no_grad():
-        for impl in CPU_IMPLEMENTATIONS:
+        for impl in implementations(device, arch=arch):
             attention.use(model.hf, impl)
             outputs[impl] = TrainingModel(model.hf, arch=arch, fused=True, zero_stage=0).hidden_states(batch)[0][real]
     for impl, out in outputs.items():
-        torch.testing.assert_close(out, outputs["sdpa_mask"], rtol=1e-5, atol=1e-5, msg=lambda m, i=impl: f"{i}: {m}")
+        torch.testing.assert_close(out, outputs["sdpa_mask"], **TOL[device], msg=lambda m, i=impl: f"{i}: {m}")
 
+
+# (arch, device, implementation) for every block-skipping implementation that trains on the device.
+GRADIENT_CASES = [pytest.param(a, d, i, id=f"{a}-{d}-{i}") for a in ("decoder", "t5") for d in DEVICES
+                  for i in implementations(d, training=True, arch=a) if i in ("flex", "segments")]
+
+
+@pytest.mark.parametrize(("arch", "device", "impl"), GRADIENT_CASES)
+def test_gradients_equal_the_dense_mask_ones(arch, device, impl):
+    """Training through FlexAttention (its backward; T5's position bias a captured tensor
+    that needs a gradient) or per-segment attention gives the dense mask's gradients."""
+    model = decoder_model(device=device) if arch == "decoder" else t5_model(device=device)
+    batch = agreement_batch(arch, device)
+    grads = {}
+    for name in ("sdpa_mask", impl):
+        attention.use(model.hf, name)
+        model.hf.zero_grad()
+        TrainingModel(model.hf, arch=arch, fused=True, zero_stage=0)(batch)[0].backward()
+        grads[name] = {n: p.grad.clone() for n, p in model.hf.named_parameters() if p.grad is not None}
+    assert grads[impl].keys() == grads["sdpa_mask"].keys()
+    for name, grad in grads[impl].items():
+        torch.testing.assert_close(grad, grads["sdpa_mask"][name], rtol=1e-3, atol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="transformers compiles its BlockMask builder: a minute on CPU")
+def test_hf_forward_with_padding_under_flex():
+    """Evaluation may run the model's own forward with a 2D padding mask under flex: it still
+    masks causally and drops padding (transformers builds the BlockMask with the registered mask function)."""
+    model = decoder_model(device="cuda")
+    ids = torch.randint(2, VOCAB, (2, 9), generator=torch.Generator().manual_seed(6)).cuda()
+    pad = torch.ones_like(ids)
+    pad[1, 6:] = 0
+    with torch.no_grad():
+        dense = model.hf(input_ids=ids, attention_mask=pad).logits
+        attention.use(model.hf, "flex")
+        flex = model.hf(input_ids=ids, attention_mask=pad).logits
+    torch.testing.assert_close(flex[pad.bool()], dense[pad.bool()], **TOL["cuda"])

@@ -28,7 +28,12 @@ def tiny(arch: str):
     return model.eval()
 
 
-PAIRS = [([5, 6, 7], [8, 9, EOS]), ([5, 6, 7], [10, EOS]), ([11], [12, 13, 14, 15, EOS]), ([3, 4, 5, 6, 7, 8, 9], [20, EOS])]
+REQUESTS = [  # (prompt, options): options of different lengths share a prompt
+    ([5, 6, 7], [[8, 9, EOS], [10, EOS], [8, 11, 12, 13, EOS]]),
+    ([11], [[12, 13, 14, 15, EOS]]),
+    ([3, 4, 5, 6, 7, 8, 9], [[20, EOS], [21, EOS]]),
+]
+PAIRS = [(p, o) for p, opts in REQUESTS for o in opts]
 
 
 def hand_loglikelihood(model, arch, prompt, target):
@@ -47,11 +52,12 @@ def hand_loglikelihood(model, arch, prompt, target):
 def test_loglikelihoods_equal_hand_sums(arch):
     model = tiny(arch)
     scorer = Scorer(model, arch, PAD, EOS)
-    batched = scorer.loglikelihoods(PAIRS)  # padded, all in one forward
+    batched = [ll for lls in scorer.loglikelihoods(REQUESTS) for ll in lls]  # all in one padded forward
     expected = [hand_loglikelihood(model, arch, p, t) for p, t in PAIRS]
-    # fp32: padding changes the kernels' shapes, hence rounding (about 1e-5 relative here)
+    # fp32: packing and padding change the kernels' shapes, hence rounding (about 1e-5 relative here)
     assert batched == pytest.approx(expected, rel=5e-5, abs=1e-4)
-    assert [scorer.loglikelihoods([pair])[0] for pair in PAIRS] == pytest.approx(batched, rel=5e-5, abs=1e-4)
+    alone = [scorer.loglikelihoods([(p, [o])])[0][0] for p, o in PAIRS]
+    assert alone == pytest.approx(batched, rel=5e-5, abs=1e-4)
     assert len(set(round(v, 3) for v in batched)) == len(batched)  # the pairs really differ
 
 
@@ -97,4 +103,4 @@ def test_generate_stops_at_stop_strings():
 def test_rejects_empty_targets():
     scorer = Scorer(tiny("decoder"), "decoder", PAD, EOS)
     with pytest.raises(ValueError, match="at least one token"):
-        scorer.loglikelihoods([([5], [])])
+        scorer.loglikelihoods([([5], [[]])])

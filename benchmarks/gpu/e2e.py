@@ -1,0 +1,139 @@
+"""Stage ``train``: end-to-end training throughput, MFU and peak memory on one device.
+
+``configs/bench_1b.yaml`` (a ~1B Llama-style decoder, random init, bf16, packed
+``builtin`` rows of 2048 tokens) is set up by flanforge's own lifecycle
+(``launcher.train.setup``: tokenizer, shards, stream, model, DeepSpeed engine on
+one rank). The same engine then trains under each variant in turn, the fused or
+the unfused loss and each attention implementation (switched in place: weights
+and optimizer carry on, which does not change a step's cost), ``WARMUP`` steps
+(flex compiles here) then ``STEPS`` timed ones. Per variant: row tokens/s (padding
+included, as the model computes it), MFU (``launcher.metrics``: 6 N FLOPs per token
+over the GPU's dense bf16 peak; attention FLOPs not counted), peak memory
+(``max_memory_allocated``) and the last loss.
+
+The tokenizer and shards are cached in ``.gpu-cache/`` (prepared with one worker per
+CPU on first use). ``--cpu-smoke``: a 2-layer model on the ``demo`` mixture, fp32,
+rows of 128, on CPU (no MFU, no memory figure).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "configs" / "bench_1b.yaml"
+SMOKE_OVERRIDES = [
+    "model.hf_config={hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, num_attention_heads: 4, "
+    "num_key_value_heads: 2, max_position_embeddings: 128}",
+    "model.vocab_size=500", "mixture.name=demo", "mixture.seq_len=128", "mixture.num_workers=0",
+    "train.micro_batch_size=2", "train.precision=fp32",
+]
+STEPS = {"gpu": (2, 8), "smoke": (1, 2)}  # (warm-up, timed)
+
+
+def prepare_inputs(cfg, cache: Path) -> list[str]:
+    """Train the tokenizer and prepare the shards into ``cache`` unless there; overrides pointing at them."""
+    from flanforge.launcher.data import tokenizer_corpus
+    from flanforge.mixtures.registry import load_mixture
+    from flanforge.mixtures.shards import ensure_prepared
+    from flanforge.model.tokenizer import SPM_FILE, train_tokenizer
+
+    mixture = load_mixture(cfg.mixture.name)
+    tokenizer_dir = cache / f"tokenizer-{mixture.name}-{cfg.model.vocab_size}"
+    if not (tokenizer_dir / SPM_FILE).is_file():
+        train_tokenizer(tokenizer_corpus(mixture, cfg.seed), tokenizer_dir, cfg.model.vocab_size)
+    shards = cache / f"shards-{mixture.name}"
+    ensure_prepared(mixture, shards, workers=os.cpu_count() or 1)
+    return [f"model.tokenizer_path={tokenizer_dir}", f"mixture.shards_dir={shards}"]
+
+
+def variants(device: str) -> list[tuple[bool, str]]:
+    """(fused loss?, attention): the fused loss with every implementation, and the unfused one with ``auto``'s."""
+    from flanforge.model import attention
+
+    return [(True, name) for name in attention.HF_NAMES] + [(False, attention.resolve("auto", device))]
+
+
+def train_steps(run, batches, count: int) -> tuple[int, float]:
+    """``count`` optimizer steps (one micro-batch each); (row tokens, last mean loss)."""
+    from flanforge.launcher.train import to_device
+
+    engine, tokens, loss = run.engine, 0, float("nan")
+    for _ in range(count):
+        batch = next(batches)
+        total, _ = engine(to_device(batch, engine.device))  # summed target-token losses (weight 1 each)
+        targets = (batch["labels"] != -100).sum().clamp(min=1).to(total.device)
+        mean = total / targets
+        engine.backward(mean)
+        engine.step()
+        tokens += batch["input_ids"].numel()
+        loss = mean.item()
+    return tokens, loss
+
+
+def measure(run, batches, device: str, steps: tuple[int, int]) -> dict:
+    import torch
+
+    from flanforge.launcher.metrics import model_flops_utilization
+
+    cuda = device == "cuda"
+    train_steps(run, batches, steps[0])
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    tokens, loss = train_steps(run, batches, steps[1])
+    if cuda:
+        torch.cuda.synchronize()
+    tokens_per_s = tokens / (time.perf_counter() - start)
+    mfu = model_flops_utilization(tokens_per_s, run.n_params, run.device_name)
+    return {
+        "tokens_per_s": round(tokens_per_s, 1),
+        "mfu": round(mfu, 4) if mfu is not None else "not measured: no GPU (no peak FLOP/s for a CPU)",
+        "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else "not measured on CPU",
+        "loss": round(loss, 4),
+    }
+
+
+def run(smoke: bool) -> dict:
+    import torch
+
+    from flanforge.launcher.config import load_config
+    from flanforge.launcher.dist import free_port
+    from flanforge.launcher.train import cleanup, setup
+    from flanforge.model import attention
+
+    device = "cuda" if torch.cuda.is_available() and not smoke else "cpu"
+    overrides = SMOKE_OVERRIDES if smoke else []
+    workdir = Path(tempfile.mkdtemp(prefix="flanforge-gpu-e2e-"))
+    cache = workdir / "cache" if smoke else ROOT / ".gpu-cache"
+    overrides = overrides + [f"output_dir={workdir / 'run'}"]
+    overrides += prepare_inputs(load_config(CONFIG, overrides), cache)
+    cfg = load_config(CONFIG, overrides)
+    os.environ["MASTER_PORT"] = str(free_port())  # one rank, no launcher: env:// needs a port
+    run_ = setup(cfg)
+    model = run_.engine.module  # flanforge.model.training_forward.TrainingModel
+    dropout = attention.attention_dropout(model.hf.config)
+    results = {}
+    batches = iter(run_.data.loader)
+    try:
+        for fused, impl in variants(device):
+            key = f"{'fused' if fused else 'unfused'}_loss+{impl}"
+            reason = attention.unavailable_reason(impl, device, training=True, dropout=dropout)
+            if reason is not None:
+                results[key] = f"not run: {reason}"
+                continue
+            model.fused = fused
+            attention.use(model.hf, impl)
+            model.attention = impl
+            results[key] = measure(run_, batches, device, STEPS["smoke" if smoke else "gpu"])
+    finally:
+        cleanup(run_)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {"device": run_.device_name, "parameters": run_.n_params, "seq_len": cfg.mixture.seq_len,
+            "micro_batch_size": cfg.train.micro_batch_size, "precision": cfg.train.precision,
+            "zero_stage": cfg.deepspeed.zero_stage, "variants": results}
