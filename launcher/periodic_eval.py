@@ -30,12 +30,10 @@ from typing import Any
 import numpy as np
 import torch
 
-HISTORY = Path("eval") / "history.jsonl"
-"""Relative to the run directory."""
-
-
 def history_file(output_dir: str | Path) -> Path:
-    return Path(output_dir) / HISTORY
+    from flanforge.launcher.rundir import RunDir
+
+    return RunDir(output_dir).eval_history
 
 
 @contextlib.contextmanager

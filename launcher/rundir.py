@@ -44,6 +44,7 @@ class RunDir:
     TRAINER_STATE = "trainer.json"
     UNIVERSAL = "universal"
     PREEMPTED = "PREEMPTED"
+    EVAL_HISTORY = "eval/history.jsonl"
     TAG_PREFIX = "step_"
 
     def __init__(self, root: str | Path, shards_dir: str | Path | None = None):
@@ -55,6 +56,7 @@ class RunDir:
         self.checkpoints = self.root / self.CHECKPOINTS
         self.latest = self.checkpoints / self.LATEST
         self.preempted = self.root / self.PREEMPTED
+        self.eval_history = self.root / self.EVAL_HISTORY  # evaluations during training (launcher/periodic_eval.py)
 
     @classmethod
     def of(cls, cfg: Config) -> "RunDir":
