@@ -174,7 +174,12 @@ def _closest(key: str, valid: list[str]) -> str:
 def _check_type(value: Any, tp: Any, key: str) -> Any:
     """Return ``value`` converted to ``tp`` where that is lossless, else raise."""
     origin = typing.get_origin(tp)
-    if tp is Any:
+    if tp is Any:  # free values (model.hf_config, deepspeed.extra): any YAML, but no NaN or infinity
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        if isinstance(value, (dict, list)):
+            for k, v in (value.items() if isinstance(value, dict) else enumerate(value)):
+                _check_type(v, Any, f"{key}.{k}" if isinstance(value, dict) else f"{key}[{k}]")
         return value
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
