@@ -46,7 +46,8 @@ setup(
         "matplotlib>=3.7",  # evaluation report plots
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100"],
+        # accelerate: HF Trainer's runtime, for the side-by-side benchmark that CI runs in quick mode.
+        "test": ["pytest>=8", "hypothesis>=6.100", "accelerate>=1.0"],
         "triton": ["triton>=3.0"],
     },
     entry_points={"console_scripts": ["flanforge=flanforge.launcher.cli:main"]},

@@ -1,5 +1,5 @@
 """flanforge.kernels: fused training kernels (a torch path everywhere, Triton on CUDA)."""
 
-from .cross_entropy import CrossEntropyOptions, FusedLinearCrossEntropy, fused_linear_cross_entropy
+from .cross_entropy import IGNORE_INDEX, CrossEntropyOptions, FusedLinearCrossEntropy, fused_linear_cross_entropy
 
-__all__ = ["CrossEntropyOptions", "FusedLinearCrossEntropy", "fused_linear_cross_entropy"]
+__all__ = ["IGNORE_INDEX", "CrossEntropyOptions", "FusedLinearCrossEntropy", "fused_linear_cross_entropy"]

@@ -1,25 +1,33 @@
-"""Loss normalisation over the global batch, and per-task / per-format loss bookkeeping.
+"""Loss normalisation over the global batch, and the per-task / per-format loss figures.
 
 DeepSpeed averages gradients over the data-parallel ranks, and flanforge calls
 ``engine.backward(..., scale_wrt_gas=False)``. So for the gradient of the
 global batch to be ``sum(token losses) / N`` (N = target tokens of every
-micro-batch of the accumulation window on every rank), each micro-batch
-contributes ``sum(its token losses) * world_size / N``. With
-``loss_normalization: sequence`` each example's mean token loss counts once
-and N is the number of examples (T5X's average-per-sequence).
+micro-batch of the accumulation window on every rank), each target token's
+loss is weighted by ``world_size / N`` and each micro-batch's weighted sum is
+back-propagated. With ``loss_normalization: sequence`` each example's mean
+token loss counts once and N is the number of examples, so a token's weight
+is ``world_size / (N * its example's target tokens)`` (T5X's average-per-sequence).
+
+The weights are known before the forward pass, so the model's loss kernel
+computes the gradients there (``model/training_forward.py``). Target counts
+come from the host-side labels; N is all-reduced on the training device and
+the weights are computed there, so normalising forces no host sync.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 import torch.distributed as dist
 
-from flanforge.mixtures.formats import format_kind
+from flanforge.kernels import IGNORE_INDEX
+from flanforge.mixtures.formats import FORMAT_KINDS, format_kind
+from flanforge.model.training_forward import target_positions
 
-IGNORE_INDEX = -100
+# Per-step figures reduced alongside the per-key loss sums (summed over ranks).
+TOTALS = ("real_tokens", "all_tokens", "examples")
 
 
 def label_segments(batch: dict[str, Any]) -> torch.Tensor:
@@ -27,94 +35,98 @@ def label_segments(batch: dict[str, Any]) -> torch.Tensor:
     return batch["decoder_segment_ids"] if "decoder_segment_ids" in batch else batch["segment_ids"]
 
 
-def segment_sums(values: torch.Tensor, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per (row, segment) sum of ``values`` over target tokens and their count; each (B, S+1)."""
+def segment_counts(batch: dict[str, Any]) -> torch.Tensor:
+    """Target tokens per (row, segment), (B, S+1); column 0 is padding and always 0."""
     seg = label_segments(batch).long()
-    target = (batch["labels"] != IGNORE_INDEX).to(values.dtype)
+    target = (batch["labels"] != IGNORE_INDEX).to(torch.float64)
     n_seg = int(seg.max()) + 1 if seg.numel() else 1
-    sums = torch.zeros(seg.shape[0], n_seg, dtype=values.dtype, device=values.device)
-    counts = torch.zeros_like(sums)
-    sums.scatter_add_(1, seg, values * target)
-    counts.scatter_add_(1, seg, target)
-    return sums, counts
+    return torch.zeros(seg.shape[0], n_seg, dtype=torch.float64).scatter_add_(1, seg, target)
 
 
-def _all_reduce_sum(values: list[float]) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64)
-    if dist.is_initialized():
-        dist.all_reduce(t)
-    return t.tolist()
+class LossKeys:
+    """The per-task, per-sub-mixture and per-format loss keys, in one order on every rank."""
+
+    def __init__(self, top_tasks: Iterable[str], groups: Iterable[str]):
+        names = ([f"task/{t}" for t in sorted(top_tasks)] + [f"group/{g}" for g in sorted(set(groups))]
+                 + [f"format/{k}" for k in FORMAT_KINDS])
+        self.names = names
+        self.index = {name: i for i, name in enumerate(names)}
+
+    def of_segment(self, info: dict[str, Any]) -> list[int]:
+        keys = (f"task/{info['task']}", f"group/{info['group']}", f"format/{format_kind(info['format'])}")
+        return [self.index[k] for k in keys if k in self.index]
 
 
 class LossWindow:
-    """One optimizer step's micro-batches: the normaliser and what the step's losses were."""
+    """One optimizer step's micro-batches: the loss weights, and (on log steps) what the losses were."""
 
-    def __init__(self, micro: list[dict[str, Any]], mode: str, world_size: int):
+    def __init__(self, micro: list[dict[str, Any]], mode: str, world_size: int, device: torch.device | str = "cpu"):
         self.mode = mode
-        self.world_size = world_size
-        tokens = sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in micro)
-        examples = sum(_examples_with_targets(b) for b in micro)
-        tokens, examples = _all_reduce_sum([tokens, examples])
-        self.denominator = max(1.0, tokens if mode == "global_token" else examples)
-        # Local accumulators: name -> [loss sum, target tokens]
-        self.by_key: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
-        self.real_tokens = 0
-        self.all_tokens = 0
-        self.examples = 0
+        self.device = torch.device(device)
+        counts = [segment_counts(b) for b in micro]  # host tensors: no device sync
+        local = torch.tensor([sum(float(c.sum()) for c in counts), sum(float((c[:, 1:] > 0).sum()) for c in counts)],
+                             dtype=torch.float64).to(self.device)
+        if dist.is_initialized():
+            dist.all_reduce(local)  # [target tokens, examples with targets] of the global batch
+        denominator = local[0 if mode == "global_token" else 1].clamp(min=1.0)
+        self.scale = (world_size / denominator).float()  # 0-d, on the device
+        self.sums: torch.Tensor | None = None  # per-key loss sums (device), on log steps
+        self.counts: torch.Tensor | None = None  # per-key target tokens, then TOTALS (host)
 
-    def loss_for_backward(self, losses: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
-        """The scalar whose gradient is this micro-batch's share of the global-batch gradient."""
+    def loss_inputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """``target_index`` and ``loss_weights`` (n,) for the model, on the device."""
+        labels = batch["labels"]
+        index = target_positions(labels)  # (n,)
         if self.mode == "global_token":
-            total = losses.sum()
-        else:
-            sums, counts = segment_sums(losses, batch)
-            total = (sums[:, 1:] / counts[:, 1:].clamp(min=1)).sum()
-        return total * (self.world_size / self.denominator)
+            factor = torch.ones(index.shape, dtype=torch.float32)
+        else:  # each example's tokens share one unit of weight
+            seg = label_segments(batch).reshape(-1)[index]
+            slot = index // labels.shape[1] * (int(seg.max()) + 1 if len(seg) else 1) + seg
+            factor = 1.0 / torch.bincount(slot)[slot].float()
+        weights = factor.to(self.device, non_blocking=True) * self.scale
+        return {"target_index": index.to(self.device, non_blocking=True), "loss_weights": weights}
 
-    def record(self, losses: torch.Tensor, batch: dict[str, Any]) -> None:
-        """Accumulate detached losses per task, sub-mixture and format for logging."""
-        sums, counts = segment_sums(losses.float(), batch)
-        sums, counts = sums.tolist(), counts.tolist()
+    def record(self, token_losses: torch.Tensor, batch: dict[str, Any], keys: LossKeys) -> None:
+        """Add this micro-batch's detached losses to the per-key sums (log steps only)."""
+        seg = label_segments(batch).long()
+        n_seg = int(seg.max()) + 1 if seg.numel() else 1
+        slots = (torch.arange(seg.shape[0])[:, None] * n_seg + seg).reshape(-1)  # (B*T,) row-major segment slot
+        seg_sums = torch.zeros(seg.shape[0] * n_seg, device=token_losses.device)
+        seg_sums.index_add_(0, slots.to(token_losses.device), token_losses.reshape(-1).float())
+        seg_counts = segment_counts(batch).reshape(-1)
+        if self.sums is None:
+            self.sums = torch.zeros(len(keys.names), device=token_losses.device)
+            self.counts = torch.zeros(len(keys.names) + len(TOTALS), dtype=torch.float64)
+        key_ids, seg_ids = [], []
         for row, segments in enumerate(batch["meta"]):
             for s, info in enumerate(segments, start=1):
-                loss, n = sums[row][s], counts[row][s]
-                for key in (f"task/{info['task']}", f"group/{info['group']}", f"format/{format_kind(info['format'])}"):
-                    acc = self.by_key[key]
-                    acc[0] += loss
-                    acc[1] += n
-                self.examples += 1
-        seg = label_segments(batch)
-        self.real_tokens += int((batch["segment_ids"] > 0).sum()) + (
-            int((seg > 0).sum()) if "decoder_segment_ids" in batch else 0
-        )
-        self.all_tokens += batch["segment_ids"].numel() + (seg.numel() if "decoder_segment_ids" in batch else 0)
+                for k in keys.of_segment(info):
+                    key_ids.append(k)
+                    seg_ids.append(row * n_seg + s)
+        key_ids_t, seg_ids_t = torch.tensor(key_ids, dtype=torch.long), torch.tensor(seg_ids, dtype=torch.long)
+        self.sums.index_add_(0, key_ids_t.to(self.sums.device), seg_sums[seg_ids_t.to(self.sums.device)])
+        self.counts.index_add_(0, key_ids_t, seg_counts[seg_ids_t])
+        real = (batch["segment_ids"] > 0).sum() + ((seg > 0).sum() if "decoder_segment_ids" in batch else 0)
+        total = batch["segment_ids"].numel() + (seg.numel() if "decoder_segment_ids" in batch else 0)
+        examples = sum(len(segments) for segments in batch["meta"])
+        self.counts[len(keys.names):] += torch.tensor([float(real), float(total), float(examples)], dtype=torch.float64)
 
-    def summary(self, top_tasks: set[str]) -> dict[str, float]:
-        """Global figures for TensorBoard (collective: every rank must call it)."""
-        local = {k: v for k, v in self.by_key.items() if not k.startswith("task/") or k[5:] in top_tasks}
-        gathered: list[Any] = [None] * self.world_size
-        payload = (local, self.real_tokens, self.all_tokens, self.examples)
+    def summary(self, keys: LossKeys, extra: dict[str, float]) -> dict[str, float]:
+        """Global figures for TensorBoard, and ``extra`` summed over ranks: one all-reduce (collective)."""
+        assert self.sums is not None, "record() the step's micro-batches before summary()"
+        n = len(keys.names)
+        packed = torch.cat([self.sums.double(), self.counts.to(self.sums.device),
+                            torch.tensor(list(extra.values()), dtype=torch.float64, device=self.sums.device)])
         if dist.is_initialized():
-            dist.all_gather_object(gathered, payload)
-        else:
-            gathered = [payload]
-        merged: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
-        for part, *_ in gathered:
-            for key, (loss, n) in part.items():
-                merged[key][0] += loss
-                merged[key][1] += n
-        real = sum(g[1] for g in gathered)
-        total = sum(g[2] for g in gathered)
-        out = {f"loss/{k}": loss / n for k, (loss, n) in merged.items() if n > 0}
-        loss_sum = sum(v[0] for k, v in merged.items() if k.startswith("group/"))
-        tokens = sum(v[1] for k, v in merged.items() if k.startswith("group/"))
-        out["train/loss"] = loss_sum / max(tokens, 1.0)
-        out["train/padding_efficiency"] = real / max(total, 1)
-        out["_tokens"] = float(real)
-        out["_examples"] = float(sum(g[3] for g in gathered))
+            dist.all_reduce(packed)
+        values = packed.tolist()  # the one host sync of a logged step
+        sums, counts, totals, extras = values[:n], values[n:2 * n], values[2 * n:2 * n + len(TOTALS)], values[2 * n + len(TOTALS):]
+        out = {f"loss/{name}": s / c for name, s, c in zip(keys.names, sums, counts) if c > 0}
+        groups = [i for i, name in enumerate(keys.names) if name.startswith("group/")]
+        out["train/loss"] = sum(sums[i] for i in groups) / max(sum(counts[i] for i in groups), 1.0)
+        real, total, examples = totals
+        out["train/padding_efficiency"] = real / max(total, 1.0)
+        out["_tokens"] = real
+        out["_examples"] = examples
+        out.update(zip(extra, extras))
         return out
-
-
-def _examples_with_targets(batch: dict[str, Any]) -> int:
-    _, counts = segment_sums(torch.zeros(batch["labels"].shape), batch)
-    return int((counts[:, 1:] > 0).sum())

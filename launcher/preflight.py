@@ -36,9 +36,10 @@ def run_checks(cfg: Config) -> Mixture:
     check_paths(cfg.model)  # loads the configured tokenizer
     choose_attention(cfg.model)
     rundir.check_run_dir(cfg)
-    tag = checkpoint.latest_tag(cfg.output_dir)
+    run_dir = rundir.RunDir.of(cfg)
+    tag = run_dir.latest_tag()
     if tag is not None:
-        checkpoint.trainer_state(checkpoint.checkpoint_root(cfg.output_dir) / tag)
+        checkpoint.trainer_state(run_dir, tag)
     mixture = load_mixture(cfg.mixture.name, cfg.mixture.on_bad_record, cfg.mixture.data_dir)
     check_mixture(mixture, cfg.mixture.weights)
     return mixture

@@ -13,18 +13,33 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
-from flanforge.launcher import checkpoint, rundir, runlock
+from flanforge.launcher import rundir, runlock
 from flanforge.launcher.config import Config
 from flanforge.errors import TrainingStopped, UserError
 from flanforge.launcher.dist import RankLayout, export_torch_env, init_process_group, read_rank_layout
+from flanforge.launcher.rundir import RunDir
 
 
 # --------------------------------------------------------------------------- setup
+
+
+@dataclass
+class TrainState:
+    """The trainer's resume state (registered with the checkpointer as ``trainer``)."""
+
+    step: int = 0
+    counters: dict[str, float] = field(default_factory=dict)
+    """Run-long counts, e.g. ``nonfinite_skipped``."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "counters": dict(self.counters)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step, self.counters = int(state["step"]), dict(state.get("counters", {}))
 
 
 @dataclass
@@ -33,63 +48,79 @@ class Run:
 
     cfg: Config
     layout: RankLayout
+    run_dir: RunDir
     engine: Any
     data: Any  # flanforge.launcher.data.TrainData
     metrics: Any  # flanforge.launcher.metrics.Metrics
+    checkpointer: Any  # flanforge.launcher.checkpoint.Checkpointer
+    state: TrainState
     n_params: int = 0
     device_name: str = "cpu"
-    step: int = 0
-    counters: dict[str, float] = field(default_factory=dict)
     stop_signal: int | None = None
     evaluation: Any = None  # flanforge.launcher.periodic_eval.PeriodicEval
 
+    @property
+    def step(self) -> int:
+        return self.state.step
+
+    @step.setter
+    def step(self, value: int) -> None:
+        self.state.step = value
+
+    @property
+    def counters(self) -> dict[str, float]:
+        return self.state.counters
+
 
 def setup(cfg: Config) -> Run:
+    from flanforge.launcher.checkpoint import Checkpointer
     from flanforge.launcher.data import TrainData, prepare_tokenizer
     from flanforge.launcher.engine import apply_resumable_keys, build_engine
     from flanforge.launcher.metrics import Metrics
     from flanforge.launcher.periodic_eval import PeriodicEval
     from flanforge.mixtures.registry import load_mixture
-    from flanforge.model.load import build_model, count_parameters
-    from flanforge.model.loss import TrainingModel
+    from flanforge.model.load import build_model, count_parameters, training_device_type
+    from flanforge.model.training_forward import TrainingModel, use_fused_loss
 
     layout = read_rank_layout()
     export_torch_env(layout)
     init_process_group()
     rank0 = layout.rank == 0
+    run_dir = RunDir.of(cfg)
     runlock.acquire_for_rank(cfg.output_dir, layout.rank)
     injected_error(layout.rank)
     changes = rundir.check_run_dir(cfg)
     torch.distributed.barrier()  # every rank has read the old config.yaml before rank 0 replaces it
     if rank0:
-        rundir.write_config(cfg)
+        run_dir.write_config(cfg)
     torch.distributed.barrier()
 
     mixture = load_mixture(cfg.mixture.name, cfg.mixture.on_bad_record, cfg.mixture.data_dir)
     tokenizer = prepare_tokenizer(cfg, mixture, rank0)
     model = build_model(cfg.model, tokenizer, cfg.seed)
     n_params = count_parameters(model)  # before ZeRO-3 partitions the weights
-    wrapped = TrainingModel(model, arch=cfg.model.arch, fused=cfg.model.fused_loss, zero_stage=cfg.deepspeed.zero_stage)
-    universal = checkpoint.needs_universal(cfg.output_dir, layout.world_size, layout.rank)
-    engine = build_engine(wrapped, cfg, layout.world_size, load_universal=universal)
-    state = checkpoint.load(engine, cfg.output_dir, layout.rank, universal)
-    if state is not None:
+    fused = use_fused_loss(cfg.model.fused_loss, tokenizer.vocab_size, training_device_type())
+    wrapped = TrainingModel(model, arch=cfg.model.arch, fused=fused, zero_stage=cfg.deepspeed.zero_stage)
+    data = TrainData(cfg, mixture, tokenizer, layout)
+    state = TrainState()
+    checkpointer = Checkpointer(run_dir, {"trainer": state, "data": data}, rank=layout.rank,
+                                world_size=layout.world_size, keep_last=cfg.checkpoint.keep_last)
+    engine = build_engine(wrapped, cfg, layout.world_size, load_universal=checkpointer.needs_universal())
+    resumed = checkpointer.load(engine)
+    if resumed:
         apply_resumable_keys(engine, cfg)  # a changed train.lr / weight_decay is used from the first step
     # Steps logged after the checkpoint by a run that was killed are purged from TensorBoard.
-    resume_step = 0 if state is None else state["step"]
-    metrics = Metrics(Path(cfg.output_dir) / "tensorboard", enabled=rank0, purge_step=resume_step + 1)
-    data = TrainData(cfg, mixture, tokenizer, layout, None if state is None else state["data"])
+    metrics = Metrics(run_dir.tensorboard, enabled=rank0, purge_step=state.step + 1)
     device_name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    run = Run(cfg, layout, engine, data, metrics, n_params=n_params, device_name=device_name)
+    run = Run(cfg, layout, run_dir, engine, data, metrics, checkpointer, state, n_params=n_params, device_name=device_name)
     run.evaluation = PeriodicEval(cfg, mixture, tokenizer, layout, metrics)
-    if state is not None:
-        run.step = state["step"]
-        run.counters = state.get("counters", {})
+    if resumed:
         log(run, f"resumed from step {run.step}" + (f"; changed: {changes}" if changes else ""))
     else:
-        log(run, f"model: {n_params / 1e6:.2f}M parameters, attention {wrapped.attention}; mixture '{mixture.name}' "
+        log(run, f"model: {n_params / 1e6:.2f}M parameters, attention {wrapped.attention}, "
+                 f"{'fused' if fused else 'plain'} loss; mixture '{mixture.name}' "
                  f"with {len(mixture.tasks())} tasks; world size {layout.world_size}")
-        metrics.text("config", Path(cfg.output_dir, rundir.CONFIG_FILE).read_text())
+        metrics.text("config", run_dir.config.read_text())
         metrics.text("examples", data.sample_prompts())
     for sig in (signal.SIGUSR1, signal.SIGTERM):
         signal.signal(sig, lambda signum, _frame: setattr(run, "stop_signal", signum))
@@ -106,11 +137,11 @@ def log(run: Run, message: str) -> None:
 
 def train(run: Run) -> None:
     """The loop: fetch a window of micro-batches, normalise, forward/backward each, step, log, save."""
-    from flanforge.launcher.loss import LossWindow
-    from flanforge.launcher.metrics import format_line, model_flops_utilization
+    from flanforge.launcher.loss import LossKeys, LossWindow
 
     cfg, engine = run.cfg, run.engine
     batches: Iterator[dict[str, Any]] = iter(run.data.loader)
+    keys = LossKeys(run.data.top_tasks, run.data.mixture.group_of().values())
     save_every = cfg.checkpoint.every_steps
     inject = injected_nonfinite_steps()
     nonfinite_in_a_row = 0
@@ -119,58 +150,81 @@ def train(run: Run) -> None:
         lr = engine.get_lr()[0]  # the rate this step uses
         micro = [next(batches) for _ in range(cfg.train.grad_accum)]
         t_data = time.perf_counter() - t0
+        logging = (run.step + 1) % cfg.train.log_every == 0 or run.step + 1 == cfg.train.max_steps
 
         # The normaliser counts every target token (or example) of the whole
         # global batch, so gradients do not depend on how the batch is split.
-        window = LossWindow(micro, cfg.train.loss_normalization, run.layout.world_size)
-        finite = True
+        window = LossWindow(micro, cfg.train.loss_normalization, run.layout.world_size, engine.device)
+        nonfinite = torch.zeros((), dtype=torch.bool, device=engine.device)
         for batch in micro:
-            losses = engine(to_device(batch, engine.device))  # (B, T)
+            loss, token_losses = engine(model_inputs(batch, window, engine.device))
             if run.step + 1 in inject:
-                losses = losses * float("nan")
-            finite &= bool(torch.isfinite(losses.detach()).all())
-            engine.backward(window.loss_for_backward(losses, batch), scale_wrt_gas=False)
+                loss = loss * float("nan")
+            nonfinite |= ~torch.isfinite(loss.detach())  # stays on the device until the step's flags are reduced
+            engine.backward(loss, scale_wrt_gas=False)
+            # DeepSpeed wants step() after every micro-batch's backward: it counts micro-steps
+            # there (backward uses the count to find the accumulation boundary, where ZeRO
+            # reduces the gradients) and runs the optimizer and LR schedule only at the boundary.
             engine.step()
-            window.record(losses.detach(), batch)
+            if logging:
+                window.record(token_losses, batch, keys)
             run.data.tracker.update(batch)
         run.step += 1
-        nonfinite_in_a_row = guard_nonfinite(run, finite, nonfinite_in_a_row)
+        nonfinite_any, stop = step_flags(run, nonfinite)
+        nonfinite_in_a_row = guard_nonfinite(run, nonfinite_any, nonfinite_in_a_row)
 
         step_time = time.perf_counter() - t0
-        if run.step % cfg.train.log_every == 0 or run.step == cfg.train.max_steps:
-            values = window.summary(run.data.top_tasks)
-            values.update({
-                "train/lr": lr,
-                "train/grad_norm": float(engine.get_global_grad_norm() or 0.0),
-                "train/tokens_per_sec": values.pop("_tokens") / step_time,
-                "train/examples_per_sec": values.pop("_examples") / step_time,
-                "train/data_wait_fraction": t_data / step_time,
-                "train/nonfinite_skipped": run.counters.get("nonfinite_skipped", 0),
-                **{f"data/{k}": v for k, v in run.data.counters().items()},
-            })
-            mfu = model_flops_utilization(values["train/tokens_per_sec"] / run.layout.world_size,
-                                          run.n_params, run.device_name)
-            if mfu is not None:
-                values["train/mfu"] = mfu
-            run.metrics.scalars(run.step, values)
-            log(run, format_line(run.step, values))
+        if logging:
+            log_step(run, window, keys, lr, step_time, t_data)
         if run.evaluation.due(run.step):
             scores = run.evaluation.run(run.step, engine)
             if scores is not None:
                 log(run, f"step {run.step} eval: " + ", ".join(
                     f"{k} {v:.4g}" for k, v in scores.items() if k.endswith("/mean") or k == "val/loss"))
 
-        stop = stop_requested(run)
         due = stop or run.step == cfg.train.max_steps or (save_every and run.step % save_every == 0)
         if due and not nonfinite_in_a_row:  # never checkpoint right after a skipped step
             save(run)
         if stop:
             log(run, f"stopping at step {run.step} on signal {signal.Signals(run.stop_signal or signal.SIGTERM).name}")
             if run.layout.rank == 0:
-                Path(cfg.output_dir, "PREEMPTED").write_text(f"{run.step}\n")
+                run.run_dir.preempted.write_text(f"{run.step}\n")
             return
     if run.layout.rank == 0:
-        Path(cfg.output_dir, "PREEMPTED").unlink(missing_ok=True)
+        run.run_dir.preempted.unlink(missing_ok=True)
+
+
+def log_step(run: Run, window: Any, keys: Any, lr: float, step_time: float, t_data: float) -> None:
+    """TensorBoard scalars and the log line of a logged step (collective: one all-reduce)."""
+    from flanforge.launcher.metrics import format_line, model_flops_utilization
+
+    values = window.summary(keys, run.data.local_overlong())
+    values.update({
+        "train/lr": lr,
+        "train/grad_norm": float(run.engine.get_global_grad_norm() or 0.0),
+        "train/tokens_per_sec": values.pop("_tokens") / step_time,
+        "train/examples_per_sec": values.pop("_examples") / step_time,
+        "train/data_wait_fraction": t_data / step_time,
+        "train/nonfinite_skipped": run.counters.get("nonfinite_skipped", 0),
+    })
+    overlong = {k: values.pop(k) for k in list(values) if k.startswith("overlong_")}
+    values.update({f"data/{k}": v for k, v in run.data.run_counters(overlong).items()})
+    mfu = model_flops_utilization(values["train/tokens_per_sec"] / run.layout.world_size,
+                                  run.n_params, run.device_name)
+    if mfu is not None:
+        values["train/mfu"] = mfu
+    run.metrics.scalars(run.step, values)
+    log(run, format_line(run.step, values))
+
+
+def step_flags(run: Run, nonfinite: torch.Tensor) -> tuple[bool, bool]:
+    """(a rank's loss was non-finite, a rank received SIGUSR1/SIGTERM): the step's one all-reduce of flags."""
+    flags = torch.stack([nonfinite.float(), torch.tensor(1.0 if run.stop_signal else 0.0, device=nonfinite.device)])
+    torch.distributed.all_reduce(flags)
+    nonfinite_any, stop = (v > 0 for v in flags.tolist())
+    if stop and run.stop_signal is None:
+        run.stop_signal = signal.SIGTERM
+    return nonfinite_any, stop
 
 
 def injected_nonfinite_steps() -> set[int]:
@@ -185,7 +239,7 @@ def injected_error(rank: int) -> None:
         raise UserError(f"injected error on rank {rank} (FLANFORGE_INJECT_ERROR)")
 
 
-def guard_nonfinite(run: Run, finite: bool, in_a_row: int) -> int:
+def guard_nonfinite(run: Run, nonfinite: bool, in_a_row: int) -> int:
     """Count a step whose loss was non-finite on any rank; its update must have been skipped.
 
     DeepSpeed skips the optimizer step itself when the gradients are not finite
@@ -194,9 +248,7 @@ def guard_nonfinite(run: Run, finite: bool, in_a_row: int) -> int:
     after ``train.max_nonfinite_in_a_row`` such steps in a row, keeping the last
     good checkpoint (no checkpoint is written after a non-finite step).
     """
-    flag = torch.tensor([0.0 if finite else 1.0])
-    torch.distributed.all_reduce(flag)
-    if flag.item() == 0:
+    if not nonfinite:
         return 0
     if run.engine.was_step_applied():
         raise TrainingStopped(
@@ -208,24 +260,22 @@ def guard_nonfinite(run: Run, finite: bool, in_a_row: int) -> int:
     if in_a_row + 1 >= run.cfg.train.max_nonfinite_in_a_row:
         raise TrainingStopped(
             f"stopping: {in_a_row + 1} steps in a row with a non-finite loss (train.max_nonfinite_in_a_row="
-            f"{run.cfg.train.max_nonfinite_in_a_row}); the last good checkpoint is kept in {run.cfg.output_dir}/checkpoints"
+            f"{run.cfg.train.max_nonfinite_in_a_row}); the last good checkpoint is kept in {run.run_dir.checkpoints}"
         )
     return in_a_row + 1
 
 
-def stop_requested(run: Run) -> bool:
-    """True on every rank when any rank received SIGUSR1/SIGTERM."""
-    flag = torch.tensor([1.0 if run.stop_signal else 0.0])
-    torch.distributed.all_reduce(flag)
-    if flag.item() > 0 and run.stop_signal is None:
-        run.stop_signal = signal.SIGTERM
-    return flag.item() > 0
-
-
 def save(run: Run) -> None:
-    state = {"data": run.data.state_dict(), "counters": run.counters}
-    tag = checkpoint.save(run.engine, run.cfg, run.step, state, run.layout.rank)
+    tag = run.checkpointer.save(run.engine, run.step, run.cfg)
     log(run, f"saved checkpoint {tag}")
+
+
+def model_inputs(batch: dict[str, Any], window: Any, device: torch.device) -> dict[str, Any]:
+    """The forward's inputs: the batch on the device, the target tokens' loss weights, and each
+    row's example ranges, the last two computed from the host-side batch (no device sync)."""
+    from flanforge.model.attention import segment_ranges
+
+    return {**to_device(batch, device), **window.loss_inputs(batch), "segments": segment_ranges(batch["segment_ids"])}
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:

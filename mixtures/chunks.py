@@ -266,6 +266,8 @@ def chunk_index(data: bytes, where: Path) -> dict[int, np.ndarray]:
     starts[1:] = newlines[:-1] + 1
     starts[lo[hi > lo]] = offsets[hi > lo]
     rows = np.stack([starts, newlines - starts], axis=1)
+    if len(data) < 2**32:
+        rows = rows.astype(np.uint32)  # 8 bytes a record held per reader, not 16
     index: dict[int, list[np.ndarray]] = {}
     for m, match in enumerate(names):
         slot, start = int(match.group(1)), int(match.group(2))

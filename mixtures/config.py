@@ -51,7 +51,7 @@ class MixtureConfig:
     """Where ``flanforge prepare`` shards live; ``None``: ``<output_dir>/shards``, prepared on first use."""
     data_dir: Optional[str] = None
     """The Flan collection directory ``name: flan2022`` reads (parquet ``<submix>_<variant>_data/``
-    directories and/or ``*.jsonl[.gz]`` exports); other mixtures ignore it."""
+    directories and/or JSON Lines exports ``*.jsonl``/``*.json``, gzipped or not); other mixtures ignore it."""
 
     def __post_init__(self) -> None:
         _check_stream_values("mixture", self.seq_len, self.block_size, self.num_workers)

@@ -28,7 +28,7 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
-IGNORE_INDEX = -100
+from flanforge.kernels import IGNORE_INDEX
 FITS, TRUNCATED, DROPPED = "fits", "truncated", "dropped"
 
 

@@ -38,9 +38,11 @@ import multiprocessing
 import os
 import re
 from collections import OrderedDict
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 from tqdm import tqdm
@@ -129,6 +131,29 @@ def _run_pooled(i: int) -> int:
     return _POOL_JOBS[i]()
 
 
+def _run(jobs: list[Job], workers: int) -> Iterator[int]:
+    """Run the jobs (in ``workers`` forked processes), yielding each one's records as it finishes.
+
+    A worker that dies (killed, out of memory) is an error, not a hang: what
+    its job wrote was never published, and running prepare again redoes it.
+    """
+    global _POOL_JOBS
+    if workers <= 1 or len(jobs) <= 1:
+        yield from (job() for job in jobs)
+        return
+    _POOL_JOBS = jobs
+    pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("fork"))
+    try:
+        for future in as_completed([pool.submit(_run_pooled, i) for i in range(len(jobs))]):
+            yield future.result()
+    except BrokenProcessPool:
+        raise ShardError("a prepare worker died (killed, or out of memory) before its job finished; nothing "
+                         "it wrote is published; run prepare again to finish the remaining jobs") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        _POOL_JOBS = []
+
+
 def plan(mixture: Mixture, root: Path, records_per_shard: int, force: bool) -> list[tuple[str, bool, Job]]:
     """Every job of the mixture, in a fixed order: ``(name, done, job)``."""
     jobs: list[tuple[str, bool, Job]] = []
@@ -162,7 +187,6 @@ def prepare(
     corrupted in place is an error naming it). The manifest lists what is complete;
     a collection appears once all its parts are done.
     """
-    global _POOL_JOBS
     index, count = part
     if not 0 <= index < count:
         raise ShardError(f"slice {index}/{count}: expected i/n with 0 <= i < n")
@@ -175,22 +199,10 @@ def prepare(
     jobs = [job for _, done, job in mine if not done]
     bar = tqdm(total=len(jobs), desc=f"prepare {mixture.name}", unit="job", disable=not progress)
     records = 0
-    results: Iterable[int]
-    if workers > 1 and len(jobs) > 1:
-        _POOL_JOBS = jobs
-        try:
-            with multiprocessing.get_context("fork").Pool(min(workers, len(jobs))) as pool:
-                for n in pool.imap_unordered(_run_pooled, range(len(jobs))):
-                    records += n
-                    bar.set_postfix(records=records)
-                    bar.update()
-        finally:
-            _POOL_JOBS = []
-    else:
-        for job in jobs:
-            records += job()
-            bar.set_postfix(records=records)
-            bar.update()
+    for n in _run(jobs, workers):
+        records += n
+        bar.set_postfix(records=records)
+        bar.update()
     bar.close()
     manifest = write_manifest(root)
     # A skipped task's shards are present at their sizes; one corrupted in place is an error, not a success.

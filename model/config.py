@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from flanforge.config_fields import may_change
 from flanforge.errors import ConfigError
@@ -25,15 +25,17 @@ class ModelConfig:
     in ``model.path``, or (no ``model.path``) one trained on the mixture."""
     vocab_size: int = 2000
     """Vocabulary size of the SentencePiece tokenizer trained on first use."""
-    fused_loss: bool = True
-    """Compute the loss with the fused linear cross-entropy kernel (never builds full logits)."""
+    fused_loss: Union[bool, Literal["auto"]] = "auto"
+    """Compute the loss with the fused linear cross-entropy kernel (never builds full logits);
+    ``auto``: on GPUs always, on CPUs only from a 32k vocabulary (below it plain logits are as fast)."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward to save memory."""
-    attention: Literal["auto", "sdpa_mask", "eager_mask", "flex"] = may_change("auto")
+    attention: Literal["auto", "sdpa_mask", "eager_mask", "flex", "segments"] = may_change("auto")
     """How packed rows are kept apart in attention: ``sdpa_mask``/``eager_mask`` (a dense 4D
     mask, transformers' sdpa or eager kernel), ``flex`` (FlexAttention with a block-sparse
-    mask from the segment ids; CUDA for training), ``auto`` (``flex`` on CUDA when the model
-    allows it, else ``sdpa_mask``). See ``model/attention.py``."""
+    mask from the segment ids; CUDA for training), ``segments`` (no mask: attention on each
+    example alone; decoders), ``auto`` (for training ``flex`` on CUDA when the model allows
+    it, else ``segments`` for a decoder, else ``sdpa_mask``). See ``model/attention.py``."""
 
     def __post_init__(self) -> None:
         if self.vocab_size < 64:

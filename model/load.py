@@ -105,7 +105,7 @@ def choose_attention(cfg: ModelConfig, hf_config=None, *, device_type: str | Non
             hf_config = T5Config(**{**TINY_T5, **cfg.hf_config})
     try:
         return attention.resolve(cfg.attention, device_type or training_device_type(), training=training,
-                                 dropout=attention.attention_dropout(hf_config))
+                                 dropout=attention.attention_dropout(hf_config), arch=cfg.arch)
     except attention.AttentionUnavailable as err:
         raise UserError(str(err)) from None
 

@@ -65,9 +65,9 @@ def train_steps(run, batches, count: int) -> tuple[int, float]:
     engine, tokens, loss = run.engine, 0, float("nan")
     for _ in range(count):
         batch = next(batches)
-        losses = engine(to_device(batch, engine.device))  # (B, T)
-        targets = (batch["labels"] != -100).sum().clamp(min=1).to(losses.device)
-        mean = losses.sum() / targets
+        total, _ = engine(to_device(batch, engine.device))  # summed target-token losses (weight 1 each)
+        targets = (batch["labels"] != -100).sum().clamp(min=1).to(total.device)
+        mean = total / targets
         engine.backward(mean)
         engine.step()
         tokens += batch["input_ids"].numel()
@@ -116,7 +116,7 @@ def run(smoke: bool) -> dict:
     cfg = load_config(CONFIG, overrides)
     os.environ["MASTER_PORT"] = str(free_port())  # one rank, no launcher: env:// needs a port
     run_ = setup(cfg)
-    model = run_.engine.module  # flanforge.model.loss.TrainingModel
+    model = run_.engine.module  # flanforge.model.training_forward.TrainingModel
     dropout = attention.attention_dropout(model.hf.config)
     results = {}
     batches = iter(run_.data.loader)

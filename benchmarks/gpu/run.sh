@@ -27,6 +27,7 @@ done
 if [[ -n "$smoke" ]]; then
   PYTHON="${PYTHON:-.venv/bin/python}"
   export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+  export CUDA_VISIBLE_DEVICES=""  # the smoke run is the CPU path, also on a machine with a GPU
 else
   PYTHON="${PYTHON:-python3}"
   "$PYTHON" benchmarks/gpu/deps.py --wheels .whl --target .gpu-deps

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from .function import LOGITS_CHUNK_BYTES, fused_linear_cross_entropy_apply
-from .options import CrossEntropyOptions
+from .options import IGNORE_INDEX, CrossEntropyOptions
 
-__all__ = ["LOGITS_CHUNK_BYTES", "CrossEntropyOptions", "FusedLinearCrossEntropy", "fused_linear_cross_entropy"]
+__all__ = ["IGNORE_INDEX", "LOGITS_CHUNK_BYTES", "CrossEntropyOptions", "FusedLinearCrossEntropy", "fused_linear_cross_entropy"]
 
 
 def fused_linear_cross_entropy(
@@ -20,14 +20,16 @@ def fused_linear_cross_entropy(
     labels: torch.Tensor,
     *,
     bias: torch.Tensor | None = None,
-    ignore_index: int = -100,
+    ignore_index: int = IGNORE_INDEX,
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,
     reduction: str = "mean",
     chunk_size: int | None = None,
     impl: str = "auto",
-) -> torch.Tensor:
+    token_weights: torch.Tensor | None = None,
+    return_token_losses: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy of ``hidden @ weight.T + bias`` against ``labels``, chunk by chunk.
 
     Equals ``F.cross_entropy(softcap(hidden @ weight.T + bias), labels,
@@ -41,6 +43,14 @@ def fused_linear_cross_entropy(
     in labels' shape for reduction="none". The loss is fp32 for fp32/bf16/fp16
     inputs (fp64 for fp64); gradients come back in the input dtype, accumulated in
     fp32. See ``CrossEntropyOptions`` for the options; ``impl`` forces a path.
+
+    ``token_weights`` (labels' shape, floating point, not differentiated) scales
+    each token's loss before the reduction: "sum" gives ``sum(w * loss)``, "mean"
+    ``sum(w * loss) / n_valid``, "none" ``w * loss``. A weighted "sum" is how a
+    caller that knows each token's share of a larger batch gets its gradients in
+    the forward pass (with "none" they take one more logits matmul in backward).
+    ``return_token_losses=True`` returns ``(loss, token_losses)``, the second the
+    unweighted per-token losses in labels' shape (0 where ignored), detached.
     Raises ValueError on mismatched shapes, dtypes or devices and on labels out of range.
     """
     options = CrossEntropyOptions(
@@ -52,7 +62,8 @@ def fused_linear_cross_entropy(
         chunk_size=chunk_size,
         impl=impl,
     )
-    return fused_linear_cross_entropy_apply(hidden, weight, labels, bias, options)
+    loss, token_losses = fused_linear_cross_entropy_apply(hidden, weight, labels, bias, options, token_weights)
+    return (loss, token_losses) if return_token_losses else loss
 
 
 class FusedLinearCrossEntropy(nn.Module):
@@ -65,7 +76,7 @@ class FusedLinearCrossEntropy(nn.Module):
     def __init__(
         self,
         *,
-        ignore_index: int = -100,
+        ignore_index: int = IGNORE_INDEX,
         label_smoothing: float = 0.0,
         z_loss: float = 0.0,
         softcap: float | None = None,
@@ -87,7 +98,7 @@ class FusedLinearCrossEntropy(nn.Module):
     def forward(
         self, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
-        return fused_linear_cross_entropy_apply(hidden, weight, labels, bias, self.options)
+        return fused_linear_cross_entropy_apply(hidden, weight, labels, bias, self.options)[0]
 
     def extra_repr(self) -> str:
         return ", ".join(f"{name}={value!r}" for name, value in vars(self.options).items())

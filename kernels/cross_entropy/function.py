@@ -8,10 +8,17 @@ gradients of hidden, weight and bias. So the full (tokens, vocab) logits never
 exist, and for reduction "mean"/"sum" the gradients are ready after the forward
 pass; backward only scales them by grad_output (Liger-Kernel's scheme).
 
+Per-token ``token_weights`` scale each token's loss before the reduction, so a
+weighted sum (a training step's share of a global-batch mean, say) still gets
+its gradients in the forward pass; ``return_token_losses`` hands back the
+unweighted per-token losses as well, detached, for logging.
+
 For reduction "none" the gradient depends on the per-token grad_output, which is
 unknown in forward, so forward computes only the losses and backward runs the
 loop once more with grad_output as the per-token scale. That costs one extra
-logits matmul but keeps no gradient alive between forward and backward.
+logits matmul but keeps no gradient alive between forward and backward: when
+the per-token scale is known in advance, pass it as ``token_weights`` with
+reduction "sum" instead.
 """
 
 from __future__ import annotations
@@ -165,16 +172,18 @@ def chunked_loss_and_grads(
 class FusedLinearCrossEntropyFunction(torch.autograd.Function):
     """Autograd for ``loss(hidden @ weight.T + bias, labels)`` on flattened tokens.
 
-    For "mean"/"sum" the gradients computed in forward are scaled in place by
-    grad_output and handed to autograd without a copy. A second backward through
-    the same graph (retain_graph=True) finds them gone and recomputes them, as
-    "none" always does.
+    Returns the (weighted) loss, reduced or per token, and the unweighted
+    per-token losses (not differentiable). For "mean"/"sum" the gradients
+    computed in forward are scaled in place by grad_output and handed to
+    autograd without a copy. A second backward through the same graph
+    (retain_graph=True) finds them gone and recomputes them, as "none" always does.
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, options: CrossEntropyOptions, n_valid: int, grad_enabled: bool):
+    def forward(ctx, hidden, weight, bias, labels, token_weights, options: CrossEntropyOptions, n_valid: int,
+                grad_enabled: bool):
         # hidden (N, H), weight (V, H), bias (V,) or None, labels (N,) int64 with
-        # n_valid of them not ignored.
+        # n_valid of them not ignored, token_weights (N,) in the accumulation dtype or None.
         # "mean" over zero valid tokens is 0 with zero gradients rather than 0/0.
         base_scale = 1.0 / max(n_valid, 1) if options.reduction == "mean" else 1.0
         acc_dtype = accumulation_dtype(hidden.dtype)
@@ -182,24 +191,27 @@ class FusedLinearCrossEntropyFunction(torch.autograd.Function):
         # under torch.no_grad() no gradient matmul is run.
         grads_now = grad_enabled and options.reduction != "none"
         need_grads = tuple(grads_now and need for need in ctx.needs_input_grad[:3])
-        grad_scale = torch.full((1,), base_scale, dtype=acc_dtype, device=hidden.device).expand(hidden.shape[0])
+        grad_scale = _grad_scale(base_scale, token_weights, hidden.shape[0], acc_dtype, hidden.device)
         loss, grads = chunked_loss_and_grads(hidden, weight, bias, labels, grad_scale, options, need_grads)
 
-        ctx.save_for_backward(hidden, weight, bias, labels)
+        ctx.save_for_backward(hidden, weight, bias, labels, token_weights)
         ctx.options = options
         ctx.base_scale = base_scale
         ctx.grads = grads if grads_now else None
+        weighted = loss.clone() if token_weights is None else loss * token_weights  # (N,), a tensor apart from loss
+        ctx.mark_non_differentiable(loss)
         if options.reduction == "none":
-            return loss  # (N,)
-        return loss.sum() * base_scale
+            return weighted, loss
+        return weighted.sum() * base_scale, loss
 
     @staticmethod
-    def backward(ctx, grad_output):
+    def backward(ctx, grad_output, _grad_token_losses):
         grads, ctx.grads = ctx.grads, None  # drop our reference so autograd can take the tensors as they are
         if grads is None:
-            hidden, weight, bias, labels = ctx.saved_tensors
+            hidden, weight, bias, labels, token_weights = ctx.saved_tensors
             acc_dtype = accumulation_dtype(hidden.dtype)
-            grad_scale = (grad_output.to(acc_dtype) * ctx.base_scale).expand(hidden.shape[0])  # (N,)
+            grad_scale = _grad_scale(ctx.base_scale, token_weights, hidden.shape[0], acc_dtype, hidden.device)
+            grad_scale = grad_scale * grad_output.to(acc_dtype)  # (N,)
             _, grads = chunked_loss_and_grads(
                 hidden, weight, bias, labels, grad_scale, ctx.options, tuple(ctx.needs_input_grad[:3])
             )
@@ -207,7 +219,28 @@ class FusedLinearCrossEntropyFunction(torch.autograd.Function):
             for grad in grads:
                 if grad is not None:
                     grad.mul_(grad_output)
-        return (*grads, None, None, None, None)
+        return (*grads, None, None, None, None, None)
+
+
+def _grad_scale(base_scale: float, token_weights: torch.Tensor | None, n_rows: int, dtype, device) -> torch.Tensor:
+    """Each token's factor on d(loss)/d(logits): the reduction's scale times its weight, (N,)."""
+    if token_weights is None:
+        return torch.full((1,), base_scale, dtype=dtype, device=device).expand(n_rows)
+    return token_weights * base_scale
+
+
+def check_token_weights(token_weights: torch.Tensor | None, labels: torch.Tensor, hidden: torch.Tensor) -> None:
+    if token_weights is None:
+        return
+    if tuple(token_weights.shape) != tuple(labels.shape):
+        raise ValueError(f"token_weights {tuple(token_weights.shape)} and labels {tuple(labels.shape)}: "
+                         "token_weights must have the labels' shape")
+    if not token_weights.dtype.is_floating_point:
+        raise ValueError(f"token_weights {tuple(token_weights.shape)} has dtype {token_weights.dtype}; "
+                         "it must be floating point")
+    if token_weights.device != hidden.device:
+        raise ValueError(f"token_weights on {token_weights.device} but hidden on {hidden.device}: "
+                         "tensors must be on one device")
 
 
 def fused_linear_cross_entropy_apply(
@@ -216,14 +249,24 @@ def fused_linear_cross_entropy_apply(
     labels: torch.Tensor,
     bias: torch.Tensor | None,
     options: CrossEntropyOptions,
-) -> torch.Tensor:
-    """Check the tensors (and labels' range), flatten the tokens, run the Function;
-    "none" losses come back in labels' shape."""
+    token_weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check the tensors (and labels' range), flatten the tokens, run the Function.
+
+    Returns ``(loss, token_losses)``: the loss as the reduction asks (per token
+    in labels' shape for "none"), and the unweighted per-token losses in labels' shape.
+    """
     check_inputs(hidden, weight, labels, bias)
+    check_token_weights(token_weights, labels, hidden)
     n_valid = count_valid_labels(labels, weight.shape[0], options.ignore_index)
     flat_hidden = hidden.reshape(-1, hidden.shape[-1])  # (N, H)
     flat_labels = labels.reshape(-1).to(torch.int64).contiguous()  # (N,)
-    loss = FusedLinearCrossEntropyFunction.apply(
-        flat_hidden, weight, bias, flat_labels, options, n_valid, torch.is_grad_enabled()
+    flat_weights = None
+    if token_weights is not None:
+        flat_weights = token_weights.detach().reshape(-1).to(accumulation_dtype(hidden.dtype)).contiguous()  # (N,)
+    loss, token_losses = FusedLinearCrossEntropyFunction.apply(
+        flat_hidden, weight, bias, flat_labels, flat_weights, options, n_valid, torch.is_grad_enabled()
     )
-    return loss.view(labels.shape) if options.reduction == "none" else loss
+    if options.reduction == "none":
+        loss = loss.view(labels.shape)
+    return loss, token_losses.view(labels.shape)

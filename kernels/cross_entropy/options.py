@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+IGNORE_INDEX = -100
+"""The label that contributes no loss and no gradient: the one name for it across flanforge."""
 REDUCTIONS = ("mean", "sum", "none")
 IMPLS = ("auto", "torch", "triton")
 
@@ -13,7 +15,7 @@ IMPLS = ("auto", "torch", "triton")
 class CrossEntropyOptions:
     """Everything but the tensors: the loss definition and how it is computed."""
 
-    ignore_index: int = -100
+    ignore_index: int = IGNORE_INDEX
     """Labels equal to this contribute no loss and no gradient."""
     label_smoothing: float = 0.0
     """Mass in [0, 1] spread uniformly over the vocabulary, as in F.cross_entropy."""

@@ -9,9 +9,11 @@ JSONL file a line at a time), so memory does not grow with the file:
   ``_template_idx``, ``_task_source``, not needed); the directory names the
   sub-mixture and the zero/few-shot × options variant. Columns may lack the
   leading underscore, as some copies write them.
-- JSONL exports (``*.jsonl`` or ``*.jsonl.gz``), one object a line with
-  ``inputs``, ``targets``, ``task_name``, ``task_source`` and ``template_type``
-  (what FLAN's export writes); ``task_source`` names the sub-mixture
+- JSONL exports (``*.jsonl``, ``*.json``, gzipped or not: JSON Lines), one
+  object a line with ``inputs``, ``targets``, ``task_name``, ``task_source``
+  and ``template_type`` (what FLAN's export writes; some copies, e.g. an
+  earlier ``Open-Orca/FLAN``, publish ``<submix>_<variant>_submix_data.json``
+  files like this, with the underscored names); ``task_source`` names the sub-mixture
   (``Flan2021``, ``T0``, ``NIv2``, ``CoT``, ``Dialog``), ``template_type`` the
   variant.
 
@@ -48,6 +50,8 @@ VARIANTS = {
 TASK_SOURCES = {"flan2021": "flan", "flan": "flan", "t0": "t0", "p3": "t0", "niv2": "niv2", "cot": "cot", "dialog": "dialog"}
 """``task_source`` values (lower case, letters and digits only) -> sub-mixture."""
 COLUMNS = ("inputs", "targets", "_task_name", "_template_type")
+EXPORTS = (".jsonl", ".jsonl.gz", ".json", ".json.gz")
+"""JSON Lines exports, read line by line whatever their size."""
 PART_DIR = re.compile(r"([a-z0-9]+)_(zs|fs)(opt|noopt)_data")
 BATCH_ROWS = 8192
 
@@ -86,7 +90,7 @@ def find_units(data_dir: str | Path) -> tuple[list[Unit], list[str]]:
         if entry.name.startswith("."):
             continue
         match = PART_DIR.fullmatch(entry.name) if entry.is_dir() else None
-        if entry.is_file() and entry.name.endswith((".jsonl", ".jsonl.gz")):
+        if entry.is_file() and entry.name.endswith(EXPORTS):
             units.append(Unit(entry, entry.name))
         elif match and match.group(1) in VARIANTS:
             submix, variant = match.group(1), match.group(2) + match.group(3)
@@ -103,8 +107,8 @@ def find_units(data_dir: str | Path) -> tuple[list[Unit], list[str]]:
     if not units:
         expected = ", ".join(f"{s}_{v}_data/" for s in SUBMIXES for v in VARIANTS[s])
         raise TaskError(
-            f"{root}: no Flan collection data; expected parquet directories ({expected}) or *.jsonl[.gz] "
-            f"exports; found: {', '.join(other) or 'nothing'}"
+            f"{root}: no Flan collection data; expected parquet directories ({expected}) or JSON Lines "
+            f"exports ({', '.join('*' + e for e in EXPORTS)}); found: {', '.join(other) or 'nothing'}"
         )
     return units, notes + [f"{name}: not a Flan collection directory or export, not read" for name in other]
 

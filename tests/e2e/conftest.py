@@ -87,6 +87,12 @@ def run_train():
 
 
 @pytest.fixture(scope="session")
+def run_command():
+    """``run_command(cmd, timeout=600)``: see :func:`run_group`."""
+    return run_group
+
+
+@pytest.fixture(scope="session")
 def run_probe():
     """``run_probe(script, world, *args)``: see :func:`probe`."""
     return probe

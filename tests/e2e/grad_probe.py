@@ -17,7 +17,7 @@ from flanforge.launcher.config import load_config
 from flanforge.launcher.dist import export_torch_env, init_process_group, read_rank_layout
 from flanforge.launcher.engine import build_engine
 from flanforge.launcher.loss import LossWindow
-from flanforge.model.loss import TrainingModel
+from flanforge.model.training_forward import TrainingModel
 
 GLOBAL_ROWS, T, VOCAB = 8, 16, 97
 
@@ -64,8 +64,8 @@ def gradients(mb: int, ga: int, stage: int, norm: str, world: int, rank: int) ->
     window = LossWindow(micro, norm, world)
     grads = {}
     for m, batch in enumerate(micro):
-        losses = engine(batch)
-        engine.backward(window.loss_for_backward(losses, batch), scale_wrt_gas=False)
+        loss, _ = engine({**batch, **window.loss_inputs(batch)})
+        engine.backward(loss, scale_wrt_gas=False)
         if m == ga - 1:
             grads = {n: safe_get_full_grad(p).clone() for n, p in engine.module.named_parameters()}
         engine.step()

@@ -5,7 +5,6 @@ SentencePiece tokenizer trained here; checkpoint round trips through real
 ZeRO runs (and the two-rank evaluation) are in tests/e2e/test_eval.py.
 """
 
-import dataclasses
 import json
 import random
 import shutil
@@ -24,9 +23,28 @@ TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num
         "num_key_value_heads": 2}
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+TINY_T5 = {"d_model": 32, "d_ff": 64, "d_kv": 8, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2}
+
+
+def make_run(root, tokenizer_dir, model_cfg):
     """A run directory before its first step: config.yaml and the tokenizer (enough for untuned:)."""
+    shutil.copytree(tokenizer_dir, root / "tokenizer")
+    dump_config(Config(output_dir=str(root), model=model_cfg), root / "config.yaml")
+    return root
+
+
+def save_hf(run, out):
+    """The run's untuned model saved as a Hugging Face directory."""
+    from flanforge.launcher.export import load_run
+
+    cfg, tokenizer = load_run(run)
+    build_model(cfg.model, tokenizer, cfg.seed, training=False).save_pretrained(out)
+    shutil.copyfile(tokenizer.path, out / "spiece.model")
+    return out
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
     registry.reset()
     texts = []
     rng = random.Random(0)
@@ -34,24 +52,19 @@ def run_dir(tmp_path_factory):
         for i in range(40):
             ex = task.render(task.records("train")[i], rng, i)
             texts += [ex.inputs, ex.targets]
-    run = tmp_path_factory.mktemp("run")
-    train_tokenizer(texts, run / "tokenizer", vocab_size=500)
-    cfg = Config(output_dir=str(run), model=ModelConfig(vocab_size=500, hf_config=dict(TINY)))
-    dump_config(cfg, run / "config.yaml")
-    return run
+    out = tmp_path_factory.mktemp("tok")
+    train_tokenizer(texts, out, vocab_size=500)
+    return out
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tokenizer_dir):
+    return make_run(tmp_path_factory.mktemp("run"), tokenizer_dir, ModelConfig(vocab_size=500, hf_config=dict(TINY)))
 
 
 @pytest.fixture(scope="module")
 def hf_dir(run_dir, tmp_path_factory):
-    """The run's untuned model saved as a Hugging Face directory."""
-    from flanforge.launcher.export import load_run
-
-    cfg, tokenizer = load_run(run_dir)
-    model = build_model(dataclasses.replace(cfg.model), tokenizer, cfg.seed, training=False)
-    out = tmp_path_factory.mktemp("hf") / "model"
-    model.save_pretrained(out)
-    shutil.copyfile(tokenizer.path, out / "spiece.model")
-    return out
+    return save_hf(run_dir, tmp_path_factory.mktemp("hf") / "model")
 
 
 def evaluate(capsys, *argv) -> int:
@@ -109,6 +122,17 @@ def test_untuned_is_the_runs_seeded_init(run_dir, hf_dir, tmp_path, capsys):
     assert "loglikelihoods" in pa
 
 
+def test_t5_untuned_is_the_runs_seeded_init(tokenizer_dir, tmp_path, capsys):
+    run = make_run(tmp_path / "run", tokenizer_dir, ModelConfig(arch="t5", vocab_size=500, hf_config=dict(TINY_T5)))
+    hf = save_hf(run, tmp_path / "hf")
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert evaluate(capsys, f"untuned:{run}", "--suites", "demo", "--out", a, "--max-examples", 2) == 0
+    assert evaluate(capsys, hf, "--suites", "demo", "--out", b, "--max-examples", 2) == 0
+    assert (a / "predictions.jsonl").read_text() == (b / "predictions.jsonl").read_text()
+    results = json.loads((a / "results.json").read_text())
+    assert set(results["suites"]["demo"]["tasks"]["demo_sentiment"]["metrics"]) == {"accuracy", "accuracy_norm"}
+
+
 def error_of(capsys, *argv) -> str:
     assert main(["eval", *map(str, argv)]) == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
@@ -133,3 +157,15 @@ def test_bad_input(run_dir, hf_dir, tmp_path, capsys):
     assert "--max-examples must be at least 1" in error_of(capsys, hf_dir, "--suites", "demo", "--out", out,
                                                            "--max-examples", 0)
     assert "no results.json" in error_of(capsys, hf_dir, "--suites", "demo", "--out", out, "--compare", tmp_path)
+
+
+def test_periodic_eval_config_is_checked():
+    from flanforge.errors import ConfigError
+    from flanforge.launcher.config import load_config
+
+    cfg = load_config(None, ["eval.every_steps=5", "eval.suites=[demo, builtin_heldout]"])
+    assert cfg.eval.suites == ["demo", "builtin_heldout"] and cfg.eval.max_examples_per_task == 20
+    with pytest.raises(ConfigError, match="eval.every_steps: .*ZeRO stages 0-2"):
+        load_config(None, ["eval.every_steps=5", "deepspeed.zero_stage=3"])
+    with pytest.raises(ConfigError, match="unknown config key 'eval.every_step'; did you mean 'eval.every_steps'"):
+        load_config(None, ["eval.every_step=5"])

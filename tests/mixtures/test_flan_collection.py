@@ -7,7 +7,9 @@ rows interleaved; plain and gzipped JSONL), then read back record by record.
 
 import gzip
 import json
+import os
 import random
+import signal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -186,6 +188,25 @@ def test_prepare_is_resumable_and_a_crash_leaves_nothing_half_published(collecti
     assert calls == []  # a re-run does nothing
 
 
+def test_a_killed_worker_is_an_error_not_a_hang_and_leaves_nothing_half_published(collection, tmp_path, monkeypatch):
+    data_dir, expected = collection
+    mixture = FlanCollection(data_dir).mixture()
+    write_unit = flan_collection.write_unit
+
+    def killed_in_niv2(unit, out, policy):
+        if unit.submix == "niv2":
+            (out / f"{unit.stem}-00000.tar.tmp").write_bytes(b"half a shard")
+            os.kill(os.getpid(), signal.SIGKILL)  # the worker process dies mid-part
+        return write_unit(unit, out, policy)
+
+    monkeypatch.setattr(flan_collection, "write_unit", killed_in_niv2)
+    with pytest.raises(shards.ShardError, match="a prepare worker died"):
+        prepare(mixture, tmp_path / "shards", workers=2, progress=False)
+    assert not any(name in shards.write_manifest(tmp_path / "shards").tasks for name in expected)
+    monkeypatch.setattr(flan_collection, "write_unit", write_unit)
+    assert read_back(prepare(mixture, tmp_path / "shards", workers=2, progress=False), expected) == expected
+
+
 def test_slices_split_the_work_and_the_last_one_publishes(collection, tmp_path):
     data_dir, expected = collection
     mixture = Mixture("both", [(FlanCollection(data_dir).mixture(), Rate.fixed(1)),
@@ -274,3 +295,31 @@ def test_a_stream_over_collection_shards_resumes_mid_shard_exactly(collection, t
     assert {task for task, _ in seen} <= set(expected) and len(seen) > 10
     decoded = {tokenizer.decode(batch["input_ids"][0].tolist()) for batch in full}
     assert any("question" in text for text in decoded)  # the rows hold the parts' prompts
+
+
+def test_cli_prepare_slices_a_flan_collection(collection, tmp_path, capsys):
+    data_dir, expected = collection
+    out = str(tmp_path / "shards")
+    args = ["prepare", "flan2022", "--data-dir", str(data_dir), "--out", out]
+    assert cli.main([*args, "--slice", "0/2"]) == 0
+    assert "tasks wait for jobs of other slices" in capsys.readouterr().out
+    assert cli.main([*args, "--slice", "1/2", "--workers", "2"]) == 0
+    assert f"{len(expected)} tasks, {sum(map(len, expected.values()))} records" in capsys.readouterr().out
+    assert cli.main([*args, "--slice", "2/2"]) == 2
+    assert "slice 2/2: expected i/n with 0 <= i < n" in capsys.readouterr().err
+
+
+def test_bad_jsonl_lines_name_file_and_line_or_are_skipped_and_counted(tmp_path):
+    good = {"inputs": "q", "targets": "a", "task_name": "t", "task_source": "CoT", "template_type": "fs_opt"}
+    lines = [json.dumps(good), "{not json", json.dumps({**good, "task_source": "Wikipedia"}), "", json.dumps(good)]
+    (tmp_path / "export.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(TaskError, match=r"export.jsonl:2: bad JSON"):
+        FlanCollection(tmp_path).mixture()
+    mixture = FlanCollection(tmp_path, on_bad_record="skip").mixture()
+    (task,) = mixture.tasks()
+    assert task.name == "cot_fsopt/t" and task.num_examples() == 2 and task.bad_records == 2
+    with gzip.open(tmp_path / "broken.jsonl.gz", "wb") as f:
+        f.write(b"x" * 100)
+    (tmp_path / "broken.jsonl.gz").write_bytes((tmp_path / "broken.jsonl.gz").read_bytes()[:20])
+    with pytest.raises(TaskError, match="broken.jsonl.gz: not a readable gzip file"):
+        FlanCollection(tmp_path, on_bad_record="skip").mixture()

@@ -14,12 +14,13 @@ from flanforge.model.tokenizer import train_tokenizer
 TEXTS = [f"Reverse the words: apple river {i} stone cloud tiger {i * 7}" for i in range(300)]
 
 
-def test_auto_is_the_dense_mask_on_cpu_and_flex_on_cuda():
-    assert attention.resolve("auto", "cpu") == "sdpa_mask"
+def test_auto_is_per_segment_on_cpu_and_flex_on_cuda():
+    assert attention.resolve("auto", "cpu") == "segments"
+    assert attention.resolve("auto", "cpu", arch="t5") == "sdpa_mask"
     assert attention.resolve("auto", "cpu", training=False) == "sdpa_mask"
     assert attention.resolve("auto", "cuda", dropout=0.0) == "flex"
     # FlexAttention has no attention dropout: a T5 trained with dropout keeps the dense mask.
-    assert attention.resolve("auto", "cuda", dropout=0.1) == "sdpa_mask"
+    assert attention.resolve("auto", "cuda", dropout=0.1, arch="t5") == "sdpa_mask"
     assert attention.resolve("auto", "cuda", training=False) == "sdpa_mask"  # evaluation: padded batches
     assert attention.resolve("flex", "cuda", training=False, dropout=0.1) == "flex"  # no dropout in eval
 
@@ -30,13 +31,13 @@ def test_flex_runs_forward_only_on_cpu():
         attention.resolve("flex", "cpu")
     assert str(err.value) == (
         f"model.attention=flex is not available on cpu: torch {attention.torch.__version__} has no FlexAttention "
-        "backward on CPU (forward only); available: auto, sdpa_mask, eager_mask"
+        "backward on CPU (forward only); available: auto, sdpa_mask, eager_mask, segments"
     )
 
 
 def test_flex_with_attention_dropout_names_the_dropout():
     with pytest.raises(attention.AttentionUnavailable, match="no attention dropout and the model's is 0.1; available: "
-                                                             "auto, sdpa_mask, eager_mask$"):
+                                                             "auto, sdpa_mask, eager_mask, segments$"):
         attention.resolve("flex", "cuda", dropout=0.1)
 
 
@@ -59,7 +60,7 @@ def test_flanforge_train_refuses_it_before_any_rank_starts(tmp_path, monkeypatch
     assert capsys.readouterr().err == (
         "flanforge train: error: model.attention=flex is not available on cpu: torch "
         f"{attention.torch.__version__} has no FlexAttention backward on CPU (forward only); "
-        "available: auto, sdpa_mask, eager_mask\n")
+        "available: auto, sdpa_mask, eager_mask, segments\n")
     assert not (tmp_path / "config.yaml").exists()  # no rank ever started
 
 

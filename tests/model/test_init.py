@@ -9,7 +9,7 @@ from transformers import T5ForConditionalGeneration
 
 from flanforge.launcher.config import ModelConfig, load_config
 from flanforge.model.load import build_model
-from flanforge.model.loss import TrainingModel
+from flanforge.model.training_forward import TrainingModel
 from flanforge.model.tokenizer import train_tokenizer
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -31,7 +31,7 @@ def first_loss(hf_model, arch: str, vocab: int) -> float:
     if arch == "t5":
         batch.update(decoder_input_ids=torch.randint(3, vocab, (2, 96), generator=gen), decoder_segment_ids=seg)
     with torch.no_grad():
-        losses = TrainingModel(hf_model.eval(), arch=arch, fused=True, zero_stage=0)(batch)
+        _, losses = TrainingModel(hf_model.eval(), arch=arch, fused=True, zero_stage=0)(batch)
     return losses.mean().item()
 
 

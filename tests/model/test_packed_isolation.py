@@ -11,20 +11,21 @@ from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForCondition
 
 from flanforge.model import attention
 from flanforge.model.attention import segment_mask
-from flanforge.model.loss import TrainingModel
+from flanforge.model.training_forward import TrainingModel
 
 torch.manual_seed(0)
 VOCAB = 61
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-def implementations(device, training=False):
+def implementations(device, training=False, arch="decoder"):
     return [name for name in attention.HF_NAMES
-            if attention.unavailable_reason(name, device, training=training, dropout=0.0) is None]
+            if attention.unavailable_reason(name, device, training=training, dropout=0.0, arch=arch) is None]
 
 
 # (device, implementation) for every implementation whose forward runs on the device.
 CASES = [pytest.param(d, i, id=f"{d}-{i}") for d in DEVICES for i in implementations(d)]
+T5_CASES = [pytest.param(d, i, id=f"{d}-{i}") for d in DEVICES for i in implementations(d, arch="t5")]
 TOL = {"cpu": dict(rtol=1e-5, atol=1e-5), "cuda": dict(rtol=1e-4, atol=1e-4)}
 
 
@@ -102,7 +103,7 @@ def test_decoder_without_the_mask_would_leak():
     assert not torch.allclose(leaky[4:7], alone, atol=1e-4)
 
 
-@pytest.mark.parametrize(("device", "impl"), CASES)
+@pytest.mark.parametrize(("device", "impl"), T5_CASES)
 def test_t5_packed_equals_alone(device, impl):
     model = t5_model(impl, device)
     pairs = list(zip(random_examples([70, 90, 40], seed=2), random_examples([30, 100, 20], seed=3)))
@@ -163,8 +164,10 @@ def test_fused_loss_equals_hf_loss(arch):
             logits = model.hf(input_ids=ids, decoder_input_ids=dec).logits[0]
         expected = torch.nn.functional.cross_entropy(logits, labels[0])
     with torch.no_grad():
-        losses = model(batch)
-    assert losses.sum() / (labels != -100).sum() == pytest.approx(expected.item(), rel=1e-5)
+        loss, losses = model(batch)
+    n_targets = (labels != -100).sum()
+    assert losses.sum() / n_targets == pytest.approx(expected.item(), rel=1e-5)
+    assert loss / n_targets == pytest.approx(expected.item(), rel=1e-5)  # weight 1 per target token
 
 
 def agreement_batch(arch, device):
@@ -188,28 +191,32 @@ def test_implementations_agree(arch, device):
     real = (batch.get("decoder_segment_ids", batch["segment_ids"]) > 0)[0]
     outputs = {}
     with torch.no_grad():
-        for impl in implementations(device):
+        for impl in implementations(device, arch=arch):
             attention.use(model.hf, impl)
             outputs[impl] = TrainingModel(model.hf, arch=arch, fused=True, zero_stage=0).hidden_states(batch)[0][real]
     for impl, out in outputs.items():
         torch.testing.assert_close(out, outputs["sdpa_mask"], **TOL[device], msg=lambda m, i=impl: f"{i}: {m}")
 
 
-@pytest.mark.parametrize("device", [d for d in DEVICES if "flex" in implementations(d, training=True)])
-@pytest.mark.parametrize("arch", ["decoder", "t5"])
-def test_flex_gradients_equal_the_dense_mask_ones(arch, device):
+# (arch, device, implementation) for every block-skipping implementation that trains on the device.
+GRADIENT_CASES = [pytest.param(a, d, i, id=f"{a}-{d}-{i}") for a in ("decoder", "t5") for d in DEVICES
+                  for i in implementations(d, training=True, arch=a) if i in ("flex", "segments")]
+
+
+@pytest.mark.parametrize(("arch", "device", "impl"), GRADIENT_CASES)
+def test_gradients_equal_the_dense_mask_ones(arch, device, impl):
     """Training through FlexAttention (its backward; T5's position bias a captured tensor
-    that needs a gradient) gives the dense mask's gradients."""
+    that needs a gradient) or per-segment attention gives the dense mask's gradients."""
     model = decoder_model(device=device) if arch == "decoder" else t5_model(device=device)
     batch = agreement_batch(arch, device)
     grads = {}
-    for impl in ("sdpa_mask", "flex"):
-        attention.use(model.hf, impl)
+    for name in ("sdpa_mask", impl):
+        attention.use(model.hf, name)
         model.hf.zero_grad()
-        TrainingModel(model.hf, arch=arch, fused=True, zero_stage=0)(batch).sum().backward()
-        grads[impl] = {n: p.grad.clone() for n, p in model.hf.named_parameters() if p.grad is not None}
-    assert grads["flex"].keys() == grads["sdpa_mask"].keys()
-    for name, grad in grads["flex"].items():
+        TrainingModel(model.hf, arch=arch, fused=True, zero_stage=0)(batch)[0].backward()
+        grads[name] = {n: p.grad.clone() for n, p in model.hf.named_parameters() if p.grad is not None}
+    assert grads[impl].keys() == grads["sdpa_mask"].keys()
+    for name, grad in grads[impl].items():
         torch.testing.assert_close(grad, grads["sdpa_mask"][name], rtol=1e-3, atol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
 
 
