@@ -12,7 +12,7 @@ names; ``slurm/common.sh`` repeats the few it checks, and
                                 config.yaml, universal/ (made when resuming on another world size)
     checkpoints/latest          the newest *complete* tag (its trainer.json written)
     PREEMPTED                   the step a stop signal ended the run at (removed when it finishes)
-    .lock                       held by the run using the directory (launcher/runlock.py)
+    .lock                       the run's lock, naming its holder (``launcher/runlock.py``)
     eval/history.jsonl          periodic evaluation results (launcher/periodic_eval.py)
 
 A run started again on the same directory resumes it: keys that shape the

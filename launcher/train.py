@@ -1,14 +1,13 @@
-"""``flanforge train``: a fixed lifecycle (setup, train, cleanup) with an explicit loop.
+"""A rank of ``flanforge train``: a fixed lifecycle (setup, train, cleanup) with an explicit loop.
 
-Started outside a rank, it starts DeepSpeed's own launcher (``deepspeed
---num_gpus N``), which starts the ranks; each rank runs this module again
-(``python -m flanforge.launcher.train``) and trains. Started inside a rank
-(by ``deepspeed``, ``torchrun`` or ``srun``), it trains directly.
+Started outside a rank, ``flanforge train`` (``train_command.py``) starts DeepSpeed's
+own launcher (``deepspeed --num_gpus N``), which starts the ranks; each rank runs this
+module (``python -m flanforge.launcher.train``) and trains. Started inside a rank (by
+``deepspeed``, ``torchrun`` or ``srun``), ``flanforge train`` trains directly.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
@@ -19,30 +18,11 @@ from typing import Any, Iterator
 import torch
 
 from flanforge.launcher import rundir, runlock
-from flanforge.launcher.config import Config, load_config
+from flanforge.launcher.config import Config
 from flanforge.errors import TrainingStopped, UserError
-from flanforge.launcher.dist import RankLayout, export_torch_env, in_launched_rank, init_process_group, read_rank_layout
+from flanforge.launcher.dist import RankLayout, export_torch_env, init_process_group, read_rank_layout
 from flanforge.launcher.rundir import RunDir
 from flanforge.mixtures.packing import PackedBatch
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="YAML config file (see configs/)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.max_steps=50")
-
-
-def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.overrides)
-    if in_launched_rank():
-        return train_rank(cfg)
-    # Fail in one line before any rank starts.
-    from flanforge.launcher.launch import launch_ranks
-    from flanforge.launcher.preflight import run_checks
-
-    if cfg.launch.node_rank == 0:  # one lock per run, held by the first node's launcher
-        runlock.acquire(cfg.output_dir)
-    run_checks(cfg)
-    return launch_ranks(cfg, args.config, args.overrides)
 
 
 # --------------------------------------------------------------------------- setup
