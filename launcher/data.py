@@ -29,7 +29,11 @@ def prepare_tokenizer(cfg: Config, mixture: Mixture, rank0: bool) -> Tokenizer:
         return configured
     run_tok = RunDir.of(cfg).tokenizer
     if rank0 and not (run_tok / SPM_FILE).is_file():
-        train_tokenizer(tokenizer_corpus(mixture, cfg.seed), run_tok, cfg.model.vocab_size)
+        try:
+            train_tokenizer(tokenizer_corpus(mixture, cfg.seed), run_tok, cfg.model.vocab_size)
+        except RuntimeError as err:  # SentencePiece's trainer: a vocabulary too small for the mixture's characters
+            detail = " ".join(str(err).split("]")[-1].split())
+            raise UserError(f"model.vocab_size={cfg.model.vocab_size}: the tokenizer cannot be trained: {detail}") from None
     dist.barrier()
     try:
         return load_tokenizer(run_tok)
@@ -56,7 +60,7 @@ class TrainData:
 
     def __init__(self, cfg: Config, mixture: Mixture, tokenizer: Tokenizer, layout: RankLayout):
         root = RunDir.of(cfg).shards
-        if layout.rank == 0:
+        if layout.is_main:
             ensure_prepared(mixture, root)  # prepares what is missing, checks checksums
         dist.barrier()
         stream_cfg = StreamConfig.from_section(

@@ -30,9 +30,10 @@ from typing import Any
 import numpy as np
 import torch
 
-def history_file(output_dir: str | Path) -> Path:
-    from flanforge.launcher.rundir import RunDir
+from flanforge.launcher.rundir import RunDir
 
+
+def history_file(output_dir: str | Path) -> Path:
     return RunDir(output_dir).eval_history
 
 

@@ -12,6 +12,8 @@ names; ``slurm/common.sh`` repeats the few it checks, and
                                 config.yaml, universal/ (made when resuming on another world size)
     checkpoints/latest          the newest *complete* tag (its trainer.json written)
     PREEMPTED                   the step a stop signal ended the run at (removed when it finishes)
+    .lock                       the run's lock, naming its holder (``launcher/runlock.py``)
+    eval/history.jsonl          periodic evaluation results (launcher/periodic_eval.py)
 
 A run started again on the same directory resumes it: keys that shape the
 model, the tokenizer or the data stream must be equal; keys marked
@@ -44,6 +46,7 @@ class RunDir:
     TRAINER_STATE = "trainer.json"
     UNIVERSAL = "universal"
     PREEMPTED = "PREEMPTED"
+    LOCK = ".lock"
     EVAL_HISTORY = "eval/history.jsonl"
     TAG_PREFIX = "step_"
 
@@ -56,7 +59,8 @@ class RunDir:
         self.checkpoints = self.root / self.CHECKPOINTS
         self.latest = self.checkpoints / self.LATEST
         self.preempted = self.root / self.PREEMPTED
-        self.eval_history = self.root / self.EVAL_HISTORY  # evaluations during training (launcher/periodic_eval.py)
+        self.lock = self.root / self.LOCK
+        self.eval_history = self.root / self.EVAL_HISTORY
 
     @classmethod
     def of(cls, cfg: Config) -> "RunDir":

@@ -174,3 +174,21 @@ def test_preflight_names_a_task_with_no_usable_records(tmp_path):
     registry.reset()
     with pytest.raises(TaskError, match=r"mixture 'hollow': task 'hollow' has no usable train records \(3 bad records skipped\)"):
         check_mixture(registry.load_mixture(tmp_path / "task.yaml"))
+
+
+@pytest.mark.parametrize("name, content, problem", [
+    ("spiece.model", b"this is a README, not a model", r"model\.tokenizer_path: .*spiece\.model: not a SentencePiece model"),
+    ("tokenizer.json", b'{"not": "a tokenizer"}', r"model\.tokenizer_path: .*tokenizer\.json: not a tokenizer\.json"),
+    ("empty_dir", None, r"model\.tokenizer_path: tokenizer not found: .*empty_dir holds none of"),
+])
+def test_tokenizer_path_that_is_not_a_tokenizer(tmp_path, name, content, problem):
+    from flanforge.model.config import ModelConfig
+    from flanforge.model.load import load_configured_tokenizer
+
+    path = tmp_path / name
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(UserError, match=problem):
+        load_configured_tokenizer(ModelConfig(tokenizer_path=str(path)))

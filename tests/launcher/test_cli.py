@@ -83,3 +83,14 @@ def test_top_level_help_lists_every_subcommand():
     assert proc.returncode == 0
     for name in ("train", "inspect", "prepare", "export"):
         assert name in proc.stdout
+
+
+def test_train_reports_a_config_mistake_before_importing_torch(tmp_path):
+    """A typo costs a second: the config is checked before torch (and the ranks) are loaded."""
+    probe = ("import json, sys; from flanforge.launcher.cli import main; "
+             "code = main(['train', '--config', sys.argv[1], 'train.lr=fast']); "
+             "print(json.dumps([code, 'torch' in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", probe, str(ROOT / "configs" / "demo.yaml")],
+                         capture_output=True, text=True, timeout=120)
+    assert json.loads(out.stdout) == [2, False]
+    assert out.stderr.strip() == "flanforge train: error: override 'train.lr=fast': train.lr: expected float, got 'fast'"
