@@ -38,6 +38,7 @@ import torch.distributed as dist
 from flanforge.errors import UserError
 from flanforge.files import atomic_write
 from flanforge.launcher.config import Config, dump_config
+from flanforge.launcher.dist import RankLayout
 from flanforge.launcher.rundir import RunDir
 
 
@@ -79,9 +80,9 @@ def prune(run_dir: RunDir, keep: int, current: str) -> None:
 class Checkpointer:
     """Saves and restores the engine, the RNG and the registered states of one rank. Collective."""
 
-    def __init__(self, run_dir: RunDir, states: dict[str, Stateful], *, rank: int, world_size: int, keep_last: int):
-        self.run_dir, self.states = run_dir, states
-        self.rank, self.world_size, self.keep_last = rank, world_size, keep_last
+    def __init__(self, run_dir: RunDir, states: dict[str, Stateful], layout: RankLayout, keep_last: int):
+        self.run_dir, self.states, self.keep_last = run_dir, states, keep_last
+        self.rank, self.world_size, self.is_main = layout.rank, layout.world_size, layout.is_main
         self.universal = False
 
     def save(self, engine, step: int, cfg: Config) -> str:
@@ -93,12 +94,12 @@ class Checkpointer:
         torch.save(_rng_state(), self.run_dir.rng_state(tag, self.rank))
         if os.environ.get("FLANFORGE_KILL_IN_SAVE") == str(step):  # fault injection for tests
             os.kill(os.getpid(), signal.SIGKILL)
-        if self.rank == 0:
+        if self.is_main:
             dump_config(cfg, self.run_dir.checkpoint(tag) / RunDir.CONFIG)
             # trainer.json marks the tag complete: written last, before the barrier.
             atomic_write(self.run_dir.trainer_state(tag), json.dumps(saved))
         dist.barrier()
-        if self.rank == 0:
+        if self.is_main:
             atomic_write(self.run_dir.latest, tag)
             prune(self.run_dir, keep=self.keep_last, current=tag)
         dist.barrier()
@@ -116,7 +117,7 @@ class Checkpointer:
             return False
         saved = trainer_state(self.run_dir, tag)["world_size"]
         self.universal = saved != self.world_size
-        if self.universal and self.rank == 0 and not self.run_dir.universal(tag).is_dir():
+        if self.universal and self.is_main and not self.run_dir.universal(tag).is_dir():
             print(f"[flanforge] checkpoint {tag} was written by {saved} ranks, resuming on {self.world_size}: "
                   f"converting it to DeepSpeed's universal format", flush=True)
             _to_universal(self.run_dir, tag)

@@ -60,7 +60,7 @@ class TrainData:
 
     def __init__(self, cfg: Config, mixture: Mixture, tokenizer: Tokenizer, layout: RankLayout):
         root = RunDir.of(cfg).shards
-        if layout.rank == 0:
+        if layout.is_main:
             ensure_prepared(mixture, root)  # prepares what is missing, checks checksums
         dist.barrier()
         stream_cfg = StreamConfig.from_section(

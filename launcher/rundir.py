@@ -13,6 +13,7 @@ names; ``slurm/common.sh`` repeats the few it checks, and
     checkpoints/latest          the newest *complete* tag (its trainer.json written)
     PREEMPTED                   the step a stop signal ended the run at (removed when it finishes)
     .lock                       the run's lock, naming its holder (``launcher/runlock.py``)
+    eval/history.jsonl          periodic evaluation results (launcher/periodic_eval.py)
 
 A run started again on the same directory resumes it: keys that shape the
 model, the tokenizer or the data stream must be equal; keys marked
@@ -46,6 +47,7 @@ class RunDir:
     UNIVERSAL = "universal"
     PREEMPTED = "PREEMPTED"
     LOCK = ".lock"
+    EVAL_HISTORY = "eval/history.jsonl"
     TAG_PREFIX = "step_"
 
     def __init__(self, root: str | Path, shards_dir: str | Path | None = None):
@@ -58,6 +60,7 @@ class RunDir:
         self.latest = self.checkpoints / self.LATEST
         self.preempted = self.root / self.PREEMPTED
         self.lock = self.root / self.LOCK
+        self.eval_history = self.root / self.EVAL_HISTORY
 
     @classmethod
     def of(cls, cfg: Config) -> "RunDir":

@@ -22,6 +22,7 @@ from flanforge.launcher.config import Config
 from flanforge.errors import TrainingStopped, UserError
 from flanforge.launcher.dist import RankLayout, export_torch_env, init_process_group, read_rank_layout
 from flanforge.launcher.rundir import RunDir
+from flanforge.mixtures.packing import PackedBatch
 
 
 # --------------------------------------------------------------------------- setup
@@ -85,7 +86,7 @@ def setup(cfg: Config) -> Run:
     layout = read_rank_layout()
     export_torch_env(layout)
     init_process_group()
-    rank0 = layout.rank == 0
+    rank0 = layout.is_main
     run_dir = RunDir.of(cfg)
     runlock.acquire_for_rank(cfg.output_dir, layout.rank)
     injected_error(layout.rank)
@@ -103,8 +104,7 @@ def setup(cfg: Config) -> Run:
     wrapped = TrainingModel(model, arch=cfg.model.arch, fused=fused, zero_stage=cfg.deepspeed.zero_stage)
     data = TrainData(cfg, mixture, tokenizer, layout)
     state = TrainState()
-    checkpointer = Checkpointer(run_dir, {"trainer": state, "data": data}, rank=layout.rank,
-                                world_size=layout.world_size, keep_last=cfg.checkpoint.keep_last)
+    checkpointer = Checkpointer(run_dir, {"trainer": state, "data": data}, layout, cfg.checkpoint.keep_last)
     engine = build_engine(wrapped, cfg, layout.world_size, load_universal=checkpointer.needs_universal())
     resumed = checkpointer.load(engine)
     if resumed:
@@ -128,7 +128,7 @@ def setup(cfg: Config) -> Run:
 
 
 def log(run: Run, message: str) -> None:
-    if run.layout.rank == 0:
+    if run.layout.is_main:
         print(f"[flanforge] {message}", flush=True)
 
 
@@ -140,7 +140,7 @@ def train(run: Run) -> None:
     from flanforge.launcher.loss import LossKeys, LossWindow
 
     cfg, engine = run.cfg, run.engine
-    batches: Iterator[dict[str, Any]] = iter(run.data.loader)
+    batches: Iterator[PackedBatch] = iter(run.data.loader)
     keys = LossKeys(run.data.top_tasks, run.data.mixture.group_of().values())
     save_every = cfg.checkpoint.every_steps
     inject = injected_nonfinite_steps()
@@ -187,10 +187,10 @@ def train(run: Run) -> None:
             save(run)
         if stop:
             log(run, f"stopping at step {run.step} on signal {signal.Signals(run.stop_signal or signal.SIGTERM).name}")
-            if run.layout.rank == 0:
+            if run.layout.is_main:
                 run.run_dir.preempted.write_text(f"{run.step}\n")
             return
-    if run.layout.rank == 0:
+    if run.layout.is_main:
         run.run_dir.preempted.unlink(missing_ok=True)
 
 
@@ -270,16 +270,18 @@ def save(run: Run) -> None:
     log(run, f"saved checkpoint {tag}")
 
 
-def model_inputs(batch: dict[str, Any], window: Any, device: torch.device) -> dict[str, Any]:
-    """The forward's inputs: the batch on the device, the target tokens' loss weights, and each
-    row's example ranges, the last two computed from the host-side batch (no device sync)."""
+def model_inputs(batch: PackedBatch, window: Any, device: torch.device) -> dict[str, Any]:
+    """The forward's inputs (the batch's tensors only: its meta and counters stay here) on the device,
+    the target tokens' loss weights, and each row's example ranges, the last two computed from the
+    host-side batch (no device sync)."""
     from flanforge.model.attention import segment_ranges
 
-    return {**to_device(batch, device), **window.loss_inputs(batch), "segments": segment_ranges(batch["segment_ids"])}
+    return {**to_device(batch.tensors, device), **window.loss_inputs(batch),
+            "segments": segment_ranges(batch.tensors["segment_ids"])}
 
 
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+def to_device(tensors: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
 
 
 # --------------------------------------------------------------------------- cleanup

@@ -17,6 +17,7 @@ FF_CHECKPOINTS=checkpoints
 FF_LATEST=latest
 FF_TRAINER_STATE=trainer.json
 FF_PREEMPTED=PREEMPTED
+FF_LOCK=.lock
 
 ff_log() { echo "[flanforge-slurm $(date '+%F %T')] $*"; }
 
@@ -73,7 +74,7 @@ ff_find_flanforge() {
 # write one run. The lock goes with the shell (requeue, cancel, node crash).
 ff_lock() {
     mkdir -p "$FF_OUTPUT_DIR" || ff_die "$FF_EX_NOINPUT" "cannot create output dir $FF_OUTPUT_DIR"
-    local lock=$FF_OUTPUT_DIR/.lock
+    local lock=$FF_OUTPUT_DIR/$FF_LOCK
     # Append mode: opening must not wipe the holder's name before we know we own it.
     exec 9>>"$lock" || ff_die "$FF_EX_NOINPUT" "cannot open $lock"
     if ! flock -n 9; then

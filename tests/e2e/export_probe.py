@@ -66,7 +66,7 @@ def probe(run_dir: Path, layout) -> dict:
     wrapped = TrainingModel(model, arch=cfg.model.arch, fused=cfg.model.fused_loss, zero_stage=cfg.deepspeed.zero_stage)
     engine = build_engine(wrapped, cfg, layout.world_size)
     state = TrainState()
-    checkpointer = Checkpointer(paths, {"trainer": state}, rank=layout.rank, world_size=layout.world_size, keep_last=1)
+    checkpointer = Checkpointer(paths, {"trainer": state}, layout, keep_last=1)
     assert checkpointer.load(engine), f"{run_dir}: no checkpoint to load"
     engine.eval()  # T5 has dropout
     inputs, batch = sample_batch(cfg.model.arch, tokenizer.vocab_size)

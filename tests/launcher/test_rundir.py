@@ -108,7 +108,6 @@ def test_prune_keeps_the_newest_and_drops_leftovers_newer_than_latest(tmp_path):
 
 def test_slurm_scripts_spell_the_run_paths_as_rundir_does():
     text = COMMON_SH.read_text()
-    spelled = dict(re.findall(r"^FF_(CHECKPOINTS|LATEST|TRAINER_STATE|PREEMPTED)=(\S+)$", text, re.M))
+    spelled = dict(re.findall(r"^FF_(CHECKPOINTS|LATEST|TRAINER_STATE|PREEMPTED|LOCK)=(\S+)$", text, re.M))
     assert spelled == {"CHECKPOINTS": RunDir.CHECKPOINTS, "LATEST": RunDir.LATEST,
-                       "TRAINER_STATE": RunDir.TRAINER_STATE, "PREEMPTED": RunDir.PREEMPTED}
-    assert f"local lock=$FF_OUTPUT_DIR/{RunDir.LOCK}\n" in text  # the batch script and flanforge train share one lock
+                       "TRAINER_STATE": RunDir.TRAINER_STATE, "PREEMPTED": RunDir.PREEMPTED, "LOCK": RunDir.LOCK}

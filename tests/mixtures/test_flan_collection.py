@@ -23,7 +23,8 @@ from flanforge.mixtures.mixture import Mixture, Rate
 from flanforge.mixtures.shards import Manifest, ShardReader, prepare
 from flanforge.mixtures.sources import flan_collection
 from flanforge.mixtures.sources.flan_collection import FlanCollection
-from flanforge.mixtures.stream import MixtureStream, StreamConfig
+from flanforge.mixtures.config import StreamConfig
+from flanforge.mixtures.stream import MixtureStream
 from flanforge.mixtures.task import TaskError
 from flanforge.model.tokenizer import train_tokenizer
 
@@ -290,10 +291,10 @@ def test_a_stream_over_collection_shards_resumes_mid_shard_exactly(collection, t
     assert state["partial"]  # stopped mid-block, shards read part-way
     tail, _ = batches(state, 5)
     for a, b in zip(full, head + tail):
-        assert torch.equal(a["input_ids"], b["input_ids"]) and a["meta"] == b["meta"]
-    seen = {(m["task"], m["record"]) for batch in full for row in batch["meta"] for m in row}
+        assert torch.equal(a.tensors["input_ids"], b.tensors["input_ids"]) and a.meta == b.meta
+    seen = {(m["task"], m["record"]) for batch in full for row in batch.meta for m in row}
     assert {task for task, _ in seen} <= set(expected) and len(seen) > 10
-    decoded = {tokenizer.decode(batch["input_ids"][0].tolist()) for batch in full}
+    decoded = {tokenizer.decode(batch.tensors["input_ids"][0].tolist()) for batch in full}
     assert any("question" in text for text in decoded)  # the rows hold the parts' prompts
 
 
