@@ -26,7 +26,6 @@ setup(
     python_requires=">=3.10",
     packages=PACKAGES,
     package_dir=PACKAGE_DIR,
-    package_data={"flanforge.mixtures": ["builtin/*.yaml"]},
     install_requires=[
         # torch is installed by the set-up script first (CPU build here, the
         # user's CUDA build on a cluster); this range never upgrades it.

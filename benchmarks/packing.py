@@ -36,7 +36,8 @@ import torch  # noqa: E402
 from flanforge.launcher.data import tokenizer_corpus  # noqa: E402
 from flanforge.mixtures import registry  # noqa: E402
 from flanforge.mixtures.shards import ensure_prepared  # noqa: E402
-from flanforge.mixtures.stream import MixtureStream, StreamConfig  # noqa: E402
+from flanforge.mixtures.config import StreamConfig  # noqa: E402
+from flanforge.mixtures.stream import MixtureStream  # noqa: E402
 from flanforge.model.tokenizer import load_tokenizer, train_tokenizer  # noqa: E402
 
 def common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,7 +82,7 @@ def whole_blocks(batches: Iterator[dict[str, Any]], blocks: int) -> Iterator[dic
     seen = 0
     for batch in batches:
         yield batch
-        if batch["row"][0] == batch["block_rows"][0] - 1:
+        if batch.row[0] == batch.block_rows[0] - 1:
             seen += 1
             if seen == blocks:
                 return
@@ -97,7 +98,7 @@ def main() -> None:
     rows = real = 0
     lengths: list[int] = []
     for batch in whole_blocks(stream.worker_batches(0), args.blocks):
-        seg = batch["segment_ids"][0]  # (T,)
+        seg = batch.tensors["segment_ids"][0]  # (T,)
         rows += 1
         real += int((seg > 0).sum())
         lengths += torch.bincount(seg)[1:].tolist()

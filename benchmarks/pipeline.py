@@ -35,8 +35,8 @@ def main() -> None:
     tokens = examples = 0
     start = time.perf_counter()
     for batch in whole_blocks(batches, args.blocks):
-        tokens += int((batch["segment_ids"] > 0).sum())
-        examples += len(batch["meta"][0])
+        tokens += int((batch.tensors["segment_ids"] > 0).sum())
+        examples += len(batch.meta[0])
     seconds = time.perf_counter() - start
     print(json.dumps({
         **facts,

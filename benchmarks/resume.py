@@ -31,7 +31,7 @@ from packing import common_arguments, make_stream, set_up
 
 from flanforge.mixtures.registry import get_mixture
 from flanforge.mixtures.shards import Manifest
-from flanforge.mixtures.stream import StreamState, merge_state
+from flanforge.mixtures.stream_state import StreamState, merge_state
 
 WORLD, WORKERS, MICRO_BATCH = 8, 2, 4
 
@@ -61,7 +61,7 @@ def child(args: argparse.Namespace) -> None:
     stream = make_stream(mixture, manifest, args.tokenizer, args, rank=WORLD - 1, state=state, **layout(args))
     batch = next(stream.worker_batches(WORKERS - 1))
     seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "first_block": int(batch["block"][0])}))
+    print(json.dumps({"seconds": seconds, "first_block": int(batch.block[0])}))
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from flanforge.launcher.report import fail
 
 # name -> (module, help)
 SUBCOMMANDS = {
-    "train": ("flanforge.launcher.train", "train on a mixture with DeepSpeed (starts the launcher itself)"),
+    "train": ("flanforge.launcher.train_command", "train on a mixture with DeepSpeed (starts the launcher itself)"),
     "inspect": ("flanforge.launcher.inspect_mixture", "show a mixture's tasks, rates and rendered examples"),
     "prepare": ("flanforge.launcher.prepare", "write a mixture's task records as webdataset shards"),
     "export": ("flanforge.launcher.export", "consolidate a run's ZeRO shards into a Hugging Face model directory"),

@@ -14,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 
@@ -174,7 +174,12 @@ def _closest(key: str, valid: list[str]) -> str:
 def _check_type(value: Any, tp: Any, key: str) -> Any:
     """Return ``value`` converted to ``tp`` where that is lossless, else raise."""
     origin = typing.get_origin(tp)
-    if tp is Any:
+    if tp is Any:  # free values (model.hf_config, deepspeed.extra): any YAML, but no NaN or infinity
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        if isinstance(value, (dict, list)):
+            for k, v in (value.items() if isinstance(value, dict) else enumerate(value)):
+                _check_type(v, Any, f"{key}.{k}" if isinstance(value, dict) else f"{key}[{k}]")
         return value
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -245,7 +250,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
         full = f"{prefix}{key}"
         if key not in names:
             valid = [f"{prefix}{n}" for n in names]
-            raise ConfigError(f"unknown config key '{full}'{_closest(full, valid)}")
+            raise ConfigError(f"unknown config key {full!r}{_closest(full, valid)}")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
@@ -275,21 +280,21 @@ def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
 def apply_override(data: dict[str, Any], override: str) -> None:
     """Set ``a.b.c=value`` in the nested dict ``data``; the value is parsed as YAML."""
     if "=" not in override:
-        raise ConfigError(f"override '{override}' is not of the form key=value")
+        raise ConfigError(f"override {override!r} is not of the form key=value")
     key, raw = override.split("=", 1)
     key = key.strip()
     if key not in all_keys() and not _under_free_mapping(key):
-        raise ConfigError(f"unknown config key '{key}'{_closest(key, all_keys())}")
+        raise ConfigError(f"unknown config key {key!r}{_closest(key, all_keys())}")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
-        raise ConfigError(f"override '{override}': not a valid YAML value: {err}".replace("\n", " ")) from None
+        raise ConfigError(f"override {override!r}: not a valid YAML value: {err}".replace("\n", " ")) from None
     node = data
     parts = key.split(".")
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"override '{override}': '{part}' is not a section")
+            raise ConfigError(f"override {override!r}: {part!r} is not a section")
     node[parts[-1]] = value
 
 
@@ -333,7 +338,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         return config_from_dict(data)
     except ConfigError as err:
         culprit = _override_named_in(str(err), overrides)
-        where = f"override '{culprit}': " if culprit else f"{path}: " if path is not None else ""
+        where = f"override {culprit!r}: " if culprit else f"{path}: " if path is not None else ""
         raise ConfigError(f"{where}{err}") from None
 
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch.distributed as dist
 
 from flanforge.launcher.config import Config
 from flanforge.launcher.dist import RankLayout
 from flanforge.errors import UserError
+from flanforge.launcher.rundir import RunDir
 from flanforge.mixtures.mixture import Mixture
 from flanforge.mixtures.shards import Manifest, ensure_prepared
 from flanforge.mixtures.config import StreamConfig
@@ -27,9 +27,13 @@ def prepare_tokenizer(cfg: Config, mixture: Mixture, rank0: bool) -> Tokenizer:
     configured = load_configured_tokenizer(cfg.model)
     if configured is not None:
         return configured
-    run_tok = Path(cfg.output_dir) / "tokenizer"
+    run_tok = RunDir.of(cfg).tokenizer
     if rank0 and not (run_tok / SPM_FILE).is_file():
-        train_tokenizer(tokenizer_corpus(mixture, cfg.seed), run_tok, cfg.model.vocab_size)
+        try:
+            train_tokenizer(tokenizer_corpus(mixture, cfg.seed), run_tok, cfg.model.vocab_size)
+        except RuntimeError as err:  # SentencePiece's trainer: a vocabulary too small for the mixture's characters
+            detail = " ".join(str(err).split("]")[-1].split())
+            raise UserError(f"model.vocab_size={cfg.model.vocab_size}: the tokenizer cannot be trained: {detail}") from None
     dist.barrier()
     try:
         return load_tokenizer(run_tok)
@@ -51,17 +55,12 @@ def tokenizer_corpus(mixture: Mixture, seed: int) -> list[str]:
     return texts
 
 
-def shards_dir(cfg: Config) -> Path:
-    return Path(cfg.mixture.shards_dir or Path(cfg.output_dir) / "shards")
-
-
 class TrainData:
     """The rank's DataLoader over the mixture stream, what it consumed, and its counters."""
 
-    def __init__(self, cfg: Config, mixture: Mixture, tokenizer: Tokenizer, layout: RankLayout,
-                 state: Optional[dict[str, Any]]):
-        root = shards_dir(cfg)
-        if layout.rank == 0:
+    def __init__(self, cfg: Config, mixture: Mixture, tokenizer: Tokenizer, layout: RankLayout):
+        root = RunDir.of(cfg).shards
+        if layout.is_main:
             ensure_prepared(mixture, root)  # prepares what is missing, checks checksums
         dist.barrier()
         stream_cfg = StreamConfig.from_section(
@@ -70,10 +69,10 @@ class TrainData:
         weights = cfg.mixture.weights or None
         self.world_size = layout.world_size
         self.stream = MixtureStream(mixture, tokenizer, stream_cfg, Manifest.load(root), layout.rank,
-                                    layout.world_size, state=(state or {}).get("stream"), rate_overrides=weights)
+                                    layout.world_size, rate_overrides=weights)
         self.loader = build_loader(self.stream)
         self.tracker = self.stream.tracker()
-        self.base_counters: dict[str, int] = dict((state or {}).get("counters", {}))
+        self.base_counters: dict[str, int] = {}  # the counters of the run before a resume
         self.mixture, self.tokenizer = mixture, tokenizer
         rates = mixture.rates(weights)
         self.top_tasks = set(sorted(rates, key=rates.__getitem__, reverse=True)[: cfg.train.log_top_tasks])
@@ -111,6 +110,12 @@ class TrainData:
     def state_dict(self) -> dict[str, Any]:
         """The stream's world-size-independent state plus the counters. Collective."""
         return {"stream": self.stream.state_dict(self._gather(self.tracker.summary())), "counters": self.counters()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a saved :meth:`state_dict`; before the loader is first iterated."""
+        self.stream.load_state_dict(state["stream"])
+        self.tracker = self.stream.tracker()
+        self.base_counters = dict(state.get("counters", {}))
 
     def sample_prompts(self, n: int = 4) -> str:
         """A few rendered examples for TensorBoard's text tab."""

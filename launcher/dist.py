@@ -51,11 +51,6 @@ class RankLayout:
     """One of "deepspeed", "torchrun", "env" (RANK/WORLD_SIZE from elsewhere), "srun", "single"."""
 
     @property
-    def num_nodes(self) -> int:
-        """Node count, assuming the same number of ranks on every node."""
-        return max(1, -(-self.world_size // max(1, self.local_world_size)))
-
-    @property
     def is_main(self) -> bool:
         return self.rank == 0
 

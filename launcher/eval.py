@@ -121,12 +121,13 @@ def load_model(spec: str):
     ``run_dir`` is the training run of a checkpoint (its periodic evaluations are plotted), else None."""
     from flanforge.model.config import ModelConfig
     from flanforge.launcher.export import checkpoint_model, load_run, resolve_tag
+    from flanforge.launcher.rundir import RunDir
     from flanforge.model.load import build_model, load_configured_tokenizer
 
     if spec.startswith(UNTUNED):
         run_dir = Path(spec[len(UNTUNED):])
-        if not (run_dir / "config.yaml").is_file():
-            raise UserError(f"{spec}: {run_dir} is not a flanforge run directory (no config.yaml)")
+        if not RunDir(run_dir).config.is_file():
+            raise UserError(f"{spec}: {run_dir} is not a flanforge run directory (no {RunDir.CONFIG})")
         cfg, tokenizer = load_run(run_dir)
         model_cfg = dataclasses.replace(cfg.model, gradient_checkpointing=False)
         return tokenizer, cfg.model.arch, lambda: build_model(model_cfg, tokenizer, cfg.seed, training=False).eval(), None

@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from flanforge.errors import UserError, closest_first
+from flanforge.launcher.rundir import RunDir
 
-CONFIG_FILE = "config.yaml"
 WRAPPER_PREFIX = "hf."  # TrainingModel keeps the HF model as `self.hf`
 # Strings the converted tokenizer must encode exactly as SentencePiece does
 # before tokenizer.json is written (plus a sample of the vocabulary itself).
@@ -72,37 +72,21 @@ def run(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- checks
 
 
-def available_tags(run_dir: str | Path) -> list[str]:
-    """Tags of complete checkpoints (their ``trainer.json`` written), oldest first."""
-    from flanforge.launcher.checkpoint import TAG_PREFIX, checkpoint_root
-
-    root = checkpoint_root(run_dir)
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir()
-                  if p.is_dir() and p.name.startswith(TAG_PREFIX) and (p / "trainer.json").is_file())
-
-
 def resolve_tag(run_dir: str | Path, tag: str | None = None) -> str:
     """The checkpoint tag to export: ``tag`` (a tag name or a step number) or the one ``latest`` names."""
-    from flanforge.launcher.checkpoint import checkpoint_root, latest_tag, tag_for
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"run directory {run_dir} does not exist")
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise UserError(f"{run_dir} is not a flanforge run directory: no {CONFIG_FILE}")
-    root = checkpoint_root(run_dir)
-    tags = available_tags(run_dir)
+    paths = RunDir(run_dir)
+    paths.check_is_run()
+    root = paths.checkpoints
+    tags = paths.complete_tags()
     if not tags and tag is None:
         raise UserError(f"{run_dir} has no checkpoints yet ({root} holds no complete checkpoint)")
     if tag is None:
-        found = latest_tag(run_dir)  # a UserError when `latest` names a missing or incomplete tag
+        found = paths.latest_tag()  # a UserError when `latest` names a missing or incomplete tag
         if found is None:
             raise UserError(f"{root} has no 'latest' file; pick a checkpoint with --tag: {', '.join(reversed(tags))}")
         return found
     if tag.isdigit():
-        tag = tag_for(int(tag))
+        tag = RunDir.tag_for(int(tag))
     if tag in tags:
         return tag
     if (root / tag).is_dir():
@@ -132,9 +116,10 @@ def consolidate(run_dir: str | Path, tag: str) -> dict[str, Any]:
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     from tqdm import tqdm
 
-    from flanforge.launcher.checkpoint import UNREADABLE, checkpoint_root, unreadable
+    from flanforge.launcher.checkpoint import UNREADABLE, unreadable
 
-    root = checkpoint_root(run_dir)
+    paths = RunDir(run_dir)
+    root = paths.checkpoints
     if not any((root / tag).glob("*_optim_states.pt")):
         raise UserError(f"{root / tag} holds no ZeRO optimizer shards (*_optim_states.pt): "
                         f"export reads checkpoints of ZeRO stage 1, 2 or 3 runs")
@@ -151,7 +136,7 @@ def consolidate(run_dir: str | Path, tag: str) -> dict[str, Any]:
             first = done.setdefault(id(lazy_tensor), name)
             state[name] = state[first] if first != name else lazy_tensor.contiguous()
     except UNREADABLE as err:
-        raise unreadable(root / tag, err) from None
+        raise unreadable(paths, tag, err) from None
     return state
 
 
@@ -302,16 +287,16 @@ def load_run(run_dir: str | Path):
     from flanforge.model.load import load_configured_tokenizer
     from flanforge.model.tokenizer import load_tokenizer
 
-    run_dir = Path(run_dir)
+    paths = RunDir(run_dir)
     try:
-        cfg = load_config(run_dir / CONFIG_FILE)
+        cfg = load_config(paths.config)
     except ConfigError as err:
-        raise UserError(f"{run_dir / CONFIG_FILE} no longer loads: {err}") from None
+        raise UserError(f"{paths.config} no longer loads: {err}") from None
     # launcher/data.py: prepare_tokenizer
     try:
-        tokenizer = load_configured_tokenizer(cfg.model) or load_tokenizer(run_dir / "tokenizer")
+        tokenizer = load_configured_tokenizer(cfg.model) or load_tokenizer(paths.tokenizer)
     except FileNotFoundError:
-        raise UserError(f"the run's tokenizer is missing: {run_dir / 'tokenizer'}") from None
+        raise UserError(f"the run's tokenizer is missing: {paths.tokenizer}") from None
     return cfg, tokenizer
 
 

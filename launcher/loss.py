@@ -24,21 +24,22 @@ import torch.distributed as dist
 
 from flanforge.kernels import IGNORE_INDEX
 from flanforge.mixtures.formats import FORMAT_KINDS, format_kind
+from flanforge.mixtures.packing import PackedBatch
 from flanforge.model.training_forward import target_positions
 
 # Per-step figures reduced alongside the per-key loss sums (summed over ranks).
 TOTALS = ("real_tokens", "all_tokens", "examples")
 
 
-def label_segments(batch: dict[str, Any]) -> torch.Tensor:
+def label_segments(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
     """Segment ids aligned with the labels, (B, T)."""
-    return batch["decoder_segment_ids"] if "decoder_segment_ids" in batch else batch["segment_ids"]
+    return tensors["decoder_segment_ids"] if "decoder_segment_ids" in tensors else tensors["segment_ids"]
 
 
-def segment_counts(batch: dict[str, Any]) -> torch.Tensor:
+def segment_counts(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
     """Target tokens per (row, segment), (B, S+1); column 0 is padding and always 0."""
-    seg = label_segments(batch).long()
-    target = (batch["labels"] != IGNORE_INDEX).to(torch.float64)
+    seg = label_segments(tensors).long()
+    target = (tensors["labels"] != IGNORE_INDEX).to(torch.float64)
     n_seg = int(seg.max()) + 1 if seg.numel() else 1
     return torch.zeros(seg.shape[0], n_seg, dtype=torch.float64).scatter_add_(1, seg, target)
 
@@ -60,10 +61,10 @@ class LossKeys:
 class LossWindow:
     """One optimizer step's micro-batches: the loss weights, and (on log steps) what the losses were."""
 
-    def __init__(self, micro: list[dict[str, Any]], mode: str, world_size: int, device: torch.device | str = "cpu"):
+    def __init__(self, micro: list[PackedBatch], mode: str, world_size: int, device: torch.device | str = "cpu"):
         self.mode = mode
         self.device = torch.device(device)
-        counts = [segment_counts(b) for b in micro]  # host tensors: no device sync
+        counts = [segment_counts(b.tensors) for b in micro]  # host tensors: no device sync
         local = torch.tensor([sum(float(c.sum()) for c in counts), sum(float((c[:, 1:] > 0).sum()) for c in counts)],
                              dtype=torch.float64).to(self.device)
         if dist.is_initialized():
@@ -73,32 +74,33 @@ class LossWindow:
         self.sums: torch.Tensor | None = None  # per-key loss sums (device), on log steps
         self.counts: torch.Tensor | None = None  # per-key target tokens, then TOTALS (host)
 
-    def loss_inputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def loss_inputs(self, batch: PackedBatch) -> dict[str, torch.Tensor]:
         """``target_index`` and ``loss_weights`` (n,) for the model, on the device."""
-        labels = batch["labels"]
+        labels = batch.tensors["labels"]
         index = target_positions(labels)  # (n,)
         if self.mode == "global_token":
             factor = torch.ones(index.shape, dtype=torch.float32)
         else:  # each example's tokens share one unit of weight
-            seg = label_segments(batch).reshape(-1)[index]
+            seg = label_segments(batch.tensors).reshape(-1)[index]
             slot = index // labels.shape[1] * (int(seg.max()) + 1 if len(seg) else 1) + seg
             factor = 1.0 / torch.bincount(slot)[slot].float()
         weights = factor.to(self.device, non_blocking=True) * self.scale
         return {"target_index": index.to(self.device, non_blocking=True), "loss_weights": weights}
 
-    def record(self, token_losses: torch.Tensor, batch: dict[str, Any], keys: LossKeys) -> None:
+    def record(self, token_losses: torch.Tensor, batch: PackedBatch, keys: LossKeys) -> None:
         """Add this micro-batch's detached losses to the per-key sums (log steps only)."""
-        seg = label_segments(batch).long()
+        tensors = batch.tensors
+        seg = label_segments(tensors).long()
         n_seg = int(seg.max()) + 1 if seg.numel() else 1
         slots = (torch.arange(seg.shape[0])[:, None] * n_seg + seg).reshape(-1)  # (B*T,) row-major segment slot
         seg_sums = torch.zeros(seg.shape[0] * n_seg, device=token_losses.device)
         seg_sums.index_add_(0, slots.to(token_losses.device), token_losses.reshape(-1).float())
-        seg_counts = segment_counts(batch).reshape(-1)
+        seg_counts = segment_counts(tensors).reshape(-1)
         if self.sums is None:
             self.sums = torch.zeros(len(keys.names), device=token_losses.device)
             self.counts = torch.zeros(len(keys.names) + len(TOTALS), dtype=torch.float64)
         key_ids, seg_ids = [], []
-        for row, segments in enumerate(batch["meta"]):
+        for row, segments in enumerate(batch.meta):
             for s, info in enumerate(segments, start=1):
                 for k in keys.of_segment(info):
                     key_ids.append(k)
@@ -106,9 +108,10 @@ class LossWindow:
         key_ids_t, seg_ids_t = torch.tensor(key_ids, dtype=torch.long), torch.tensor(seg_ids, dtype=torch.long)
         self.sums.index_add_(0, key_ids_t.to(self.sums.device), seg_sums[seg_ids_t.to(self.sums.device)])
         self.counts.index_add_(0, key_ids_t, seg_counts[seg_ids_t])
-        real = (batch["segment_ids"] > 0).sum() + ((seg > 0).sum() if "decoder_segment_ids" in batch else 0)
-        total = batch["segment_ids"].numel() + (seg.numel() if "decoder_segment_ids" in batch else 0)
-        examples = sum(len(segments) for segments in batch["meta"])
+        decoder = "decoder_segment_ids" in tensors
+        real = (tensors["segment_ids"] > 0).sum() + ((seg > 0).sum() if decoder else 0)
+        total = tensors["segment_ids"].numel() + (seg.numel() if decoder else 0)
+        examples = sum(len(segments) for segments in batch.meta)
         self.counts[len(keys.names):] += torch.tensor([float(real), float(total), float(examples)], dtype=torch.float64)
 
     def summary(self, keys: LossKeys, extra: dict[str, float]) -> dict[str, float]:

@@ -30,12 +30,11 @@ from typing import Any
 import numpy as np
 import torch
 
-HISTORY = Path("eval") / "history.jsonl"
-"""Relative to the run directory."""
+from flanforge.launcher.rundir import RunDir
 
 
 def history_file(output_dir: str | Path) -> Path:
-    return Path(output_dir) / HISTORY
+    return RunDir(output_dir).eval_history
 
 
 @contextlib.contextmanager

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import IO
 
 from flanforge.errors import UserError
+from flanforge.launcher.rundir import RunDir
 
-LOCK_FILE = ".lock"
 HELD_ENV = "FLANFORGE_RUN_LOCK_HELD"
 """Set in the ranks' environment by the launcher that holds the lock: the ranks do not take it again."""
 
@@ -29,7 +29,7 @@ _held: dict[Path, IO[str]] = {}  # lock path -> the open file whose flock this p
 
 
 def lock_path(output_dir: str | Path) -> Path:
-    return Path(output_dir) / LOCK_FILE
+    return RunDir(output_dir).lock
 
 
 def holder(output_dir: str | Path) -> str:

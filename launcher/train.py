@@ -1,50 +1,46 @@
-"""``flanforge train``: a fixed lifecycle (setup, train, cleanup) with an explicit loop.
+"""A rank of ``flanforge train``: a fixed lifecycle (setup, train, cleanup) with an explicit loop.
 
-Started outside a rank, it starts DeepSpeed's own launcher (``deepspeed
---num_gpus N``), which starts the ranks; each rank runs this module again
-(``python -m flanforge.launcher.train``) and trains. Started inside a rank
-(by ``deepspeed``, ``torchrun`` or ``srun``), it trains directly.
+Started outside a rank, ``flanforge train`` (``train_command.py``) starts DeepSpeed's
+own launcher (``deepspeed --num_gpus N``), which starts the ranks; each rank runs this
+module (``python -m flanforge.launcher.train``) and trains. Started inside a rank (by
+``deepspeed``, ``torchrun`` or ``srun``), ``flanforge train`` trains directly.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
-from flanforge.launcher import checkpoint, rundir, runlock
-from flanforge.launcher.config import Config, load_config
+from flanforge.launcher import rundir, runlock
+from flanforge.launcher.config import Config
 from flanforge.errors import TrainingStopped, UserError
-from flanforge.launcher.dist import RankLayout, export_torch_env, in_launched_rank, init_process_group, read_rank_layout
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="YAML config file (see configs/)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.max_steps=50")
-
-
-def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.overrides)
-    if in_launched_rank():
-        return train_rank(cfg)
-    # Fail in one line before any rank starts.
-    from flanforge.launcher.launch import launch_ranks
-    from flanforge.launcher.preflight import run_checks
-
-    if cfg.launch.node_rank == 0:  # one lock per run, held by the first node's launcher
-        runlock.acquire(cfg.output_dir)
-    run_checks(cfg)
-    return launch_ranks(cfg, args.config, args.overrides)
+from flanforge.launcher.dist import RankLayout, export_torch_env, init_process_group, read_rank_layout
+from flanforge.launcher.rundir import RunDir
+from flanforge.mixtures.packing import PackedBatch
 
 
 # --------------------------------------------------------------------------- setup
+
+
+@dataclass
+class TrainState:
+    """The trainer's resume state (registered with the checkpointer as ``trainer``)."""
+
+    step: int = 0
+    counters: dict[str, float] = field(default_factory=dict)
+    """Run-long counts, e.g. ``nonfinite_skipped``."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "counters": dict(self.counters)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step, self.counters = int(state["step"]), dict(state.get("counters", {}))
 
 
 @dataclass
@@ -53,18 +49,32 @@ class Run:
 
     cfg: Config
     layout: RankLayout
+    run_dir: RunDir
     engine: Any
     data: Any  # flanforge.launcher.data.TrainData
     metrics: Any  # flanforge.launcher.metrics.Metrics
+    checkpointer: Any  # flanforge.launcher.checkpoint.Checkpointer
+    state: TrainState
     n_params: int = 0
     device_name: str = "cpu"
-    step: int = 0
-    counters: dict[str, float] = field(default_factory=dict)
     stop_signal: int | None = None
     evaluation: Any = None  # flanforge.launcher.periodic_eval.PeriodicEval
 
+    @property
+    def step(self) -> int:
+        return self.state.step
+
+    @step.setter
+    def step(self, value: int) -> None:
+        self.state.step = value
+
+    @property
+    def counters(self) -> dict[str, float]:
+        return self.state.counters
+
 
 def setup(cfg: Config) -> Run:
+    from flanforge.launcher.checkpoint import Checkpointer
     from flanforge.launcher.data import TrainData, prepare_tokenizer
     from flanforge.launcher.engine import apply_resumable_keys, build_engine
     from flanforge.launcher.metrics import Metrics
@@ -76,13 +86,14 @@ def setup(cfg: Config) -> Run:
     layout = read_rank_layout()
     export_torch_env(layout)
     init_process_group()
-    rank0 = layout.rank == 0
+    rank0 = layout.is_main
+    run_dir = RunDir.of(cfg)
     runlock.acquire_for_rank(cfg.output_dir, layout.rank)
     injected_error(layout.rank)
     changes = rundir.check_run_dir(cfg)
     torch.distributed.barrier()  # every rank has read the old config.yaml before rank 0 replaces it
     if rank0:
-        rundir.write_config(cfg)
+        run_dir.write_config(cfg)
     torch.distributed.barrier()
 
     mixture = load_mixture(cfg.mixture.name, cfg.mixture.on_bad_record, cfg.mixture.data_dir)
@@ -91,28 +102,26 @@ def setup(cfg: Config) -> Run:
     n_params = count_parameters(model)  # before ZeRO-3 partitions the weights
     fused = use_fused_loss(cfg.model.fused_loss, training_device_type())
     wrapped = TrainingModel(model, arch=cfg.model.arch, fused=fused, zero_stage=cfg.deepspeed.zero_stage)
-    universal = checkpoint.needs_universal(cfg.output_dir, layout.world_size, layout.rank)
-    engine = build_engine(wrapped, cfg, layout.world_size, load_universal=universal)
-    state = checkpoint.load(engine, cfg.output_dir, layout.rank, universal)
-    if state is not None:
+    data = TrainData(cfg, mixture, tokenizer, layout)
+    state = TrainState()
+    checkpointer = Checkpointer(run_dir, {"trainer": state, "data": data}, layout, cfg.checkpoint.keep_last)
+    engine = build_engine(wrapped, cfg, layout.world_size, load_universal=checkpointer.needs_universal())
+    resumed = checkpointer.load(engine)
+    if resumed:
         apply_resumable_keys(engine, cfg)  # a changed train.lr / weight_decay is used from the first step
     # Steps logged after the checkpoint by a run that was killed are purged from TensorBoard.
-    resume_step = 0 if state is None else state["step"]
-    metrics = Metrics(Path(cfg.output_dir) / "tensorboard", enabled=rank0, purge_step=resume_step + 1)
-    data = TrainData(cfg, mixture, tokenizer, layout, None if state is None else state["data"])
+    metrics = Metrics(run_dir.tensorboard, enabled=rank0, purge_step=state.step + 1)
     device_name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    run = Run(cfg, layout, engine, data, metrics, n_params=n_params, device_name=device_name)
+    run = Run(cfg, layout, run_dir, engine, data, metrics, checkpointer, state, n_params=n_params, device_name=device_name)
     run.evaluation = PeriodicEval(cfg, mixture, tokenizer, layout, metrics)
-    if state is not None:
-        run.step = state["step"]
-        run.counters = state.get("counters", {})
+    if resumed:
         log(run, f"resumed from step {run.step}" + (f"; changed: {changes}" if changes else ""))
     else:
         log(run, f"model: {n_params / 1e6:.2f}M parameters, attention {wrapped.attention}, "
                  f"{ {True: 'fused', False: 'plain', None: 'auto (fused for large logits)'}[fused]} loss; "
                  f"mixture '{mixture.name}' "
                  f"with {len(mixture.tasks())} tasks; world size {layout.world_size}")
-        metrics.text("config", Path(cfg.output_dir, rundir.CONFIG_FILE).read_text())
+        metrics.text("config", run_dir.config.read_text())
         metrics.text("examples", data.sample_prompts())
     for sig in (signal.SIGUSR1, signal.SIGTERM):
         signal.signal(sig, lambda signum, _frame: setattr(run, "stop_signal", signum))
@@ -120,7 +129,7 @@ def setup(cfg: Config) -> Run:
 
 
 def log(run: Run, message: str) -> None:
-    if run.layout.rank == 0:
+    if run.layout.is_main:
         print(f"[flanforge] {message}", flush=True)
 
 
@@ -132,7 +141,7 @@ def train(run: Run) -> None:
     from flanforge.launcher.loss import LossKeys, LossWindow
 
     cfg, engine = run.cfg, run.engine
-    batches: Iterator[dict[str, Any]] = iter(run.data.loader)
+    batches: Iterator[PackedBatch] = iter(run.data.loader)
     keys = LossKeys(run.data.top_tasks, run.data.mixture.group_of().values())
     save_every = cfg.checkpoint.every_steps
     inject = injected_nonfinite_steps()
@@ -179,11 +188,11 @@ def train(run: Run) -> None:
             save(run)
         if stop:
             log(run, f"stopping at step {run.step} on signal {signal.Signals(run.stop_signal or signal.SIGTERM).name}")
-            if run.layout.rank == 0:
-                Path(cfg.output_dir, "PREEMPTED").write_text(f"{run.step}\n")
+            if run.layout.is_main:
+                run.run_dir.preempted.write_text(f"{run.step}\n")
             return
-    if run.layout.rank == 0:
-        Path(cfg.output_dir, "PREEMPTED").unlink(missing_ok=True)
+    if run.layout.is_main:
+        run.run_dir.preempted.unlink(missing_ok=True)
 
 
 def log_step(run: Run, window: Any, keys: Any, lr: float, step_time: float, t_data: float) -> None:
@@ -252,27 +261,28 @@ def guard_nonfinite(run: Run, nonfinite: bool, in_a_row: int) -> int:
     if in_a_row + 1 >= run.cfg.train.max_nonfinite_in_a_row:
         raise TrainingStopped(
             f"stopping: {in_a_row + 1} steps in a row with a non-finite loss (train.max_nonfinite_in_a_row="
-            f"{run.cfg.train.max_nonfinite_in_a_row}); the last good checkpoint is kept in {run.cfg.output_dir}/checkpoints"
+            f"{run.cfg.train.max_nonfinite_in_a_row}); the last good checkpoint is kept in {run.run_dir.checkpoints}"
         )
     return in_a_row + 1
 
 
 def save(run: Run) -> None:
-    state = {"data": run.data.state_dict(), "counters": run.counters}
-    tag = checkpoint.save(run.engine, run.cfg, run.step, state, run.layout.rank)
+    tag = run.checkpointer.save(run.engine, run.step, run.cfg)
     log(run, f"saved checkpoint {tag}")
 
 
-def model_inputs(batch: dict[str, Any], window: Any, device: torch.device) -> dict[str, Any]:
-    """The forward's inputs: the batch on the device, the target tokens' loss weights, and each
-    row's example ranges, the last two computed from the host-side batch (no device sync)."""
+def model_inputs(batch: PackedBatch, window: Any, device: torch.device) -> dict[str, Any]:
+    """The forward's inputs (the batch's tensors only: its meta and counters stay here) on the device,
+    the target tokens' loss weights, and each row's example ranges, the last two computed from the
+    host-side batch (no device sync)."""
     from flanforge.model.attention import segment_ranges
 
-    return {**to_device(batch, device), **window.loss_inputs(batch), "segments": segment_ranges(batch["segment_ids"])}
+    return {**to_device(batch.tensors, device), **window.loss_inputs(batch),
+            "segments": segment_ranges(batch.tensors["segment_ids"])}
 
 
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+def to_device(tensors: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
 
 
 # --------------------------------------------------------------------------- cleanup

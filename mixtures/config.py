@@ -11,7 +11,7 @@ fields (:func:`flanforge.config_fields.may_change`).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
 from flanforge.config_fields import changes_allowed, may_change

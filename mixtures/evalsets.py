@@ -32,10 +32,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from flanforge.errors import did_you_mean
+from flanforge.mixtures.formats import FORMAT_KINDS
 from flanforge.mixtures.mixture import Mixture
 from flanforge.mixtures.task import Task, TaskError
 
-KINDS = ("zero_shot", "few_shot", "cot")
+KINDS = tuple(k for k in FORMAT_KINDS if k != "inverted")  # an inverted example has no answer to score
 """Format kinds ``--formats`` takes; each picks, per task, the format of that kind the task has."""
 DEFAULT_SHOTS = 3
 """Exemplars of a few-shot format when ``--shots`` is not given."""

@@ -23,7 +23,7 @@ shifted right per segment with the pad id as start token.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
@@ -162,3 +162,25 @@ def _segments(seqs: Sequence[Sequence[int]], length: int, pad_id: int) -> dict[s
 def stack_rows(rows: Sequence[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
     """Stack row arrays into (B, T) long tensors."""
     return {key: torch.from_numpy(np.stack([r[key] for r in rows])) for key in rows[0]}
+
+
+@dataclass
+class PackedBatch:
+    """One micro-batch of packed rows: the tensors the model reads, and what only the trainer reads.
+
+    ``tensors`` (the model's input, and nothing else): ``input_ids``, ``labels``,
+    ``position_ids``, ``segment_ids``, (B, T) long; T5 adds ``decoder_input_ids``,
+    ``decoder_segment_ids``, ``decoder_position_ids`` and its ``labels`` are (B, T_dec).
+    """
+
+    tensors: dict[str, torch.Tensor]
+    meta: list[list[dict[str, Any]]]
+    """Per row, per segment: ``{"task", "group", "template_id", "format", "record", "epoch"}``."""
+    block: torch.Tensor
+    """(B,) the block each row was packed from; with ``row`` and ``block_rows``, for the consumption tracker."""
+    row: torch.Tensor
+    """(B,) the row's index within its block."""
+    block_rows: torch.Tensor
+    """(B,) rows its block packs into."""
+    counters: dict[str, dict[str, int]]
+    """Over-length counts ``{task: {"truncated": n, "dropped": n}}`` of the blocks starting in the batch."""

@@ -10,7 +10,9 @@ The sandbox already blocks attribute access to Python internals and caps
   off, so ``{{ 9 ** 9 ** 9 }}`` cannot stall loading a task), and
   :func:`check_constants` applies the same limits to constant operands at load
   time, so such a template is refused when its task is built;
-- a render stops once its text passes ``MAX_RENDERED_CHARS`` characters, and
+- a render stops once its text passes ``MAX_RENDERED_CHARS`` characters, the
+  ``range`` objects of one render may hold at most ``MAX_RANGE_ITEMS`` items
+  together (nested loops that print nothing cannot spin for hours), and
   filters that pad to a width refuse widths beyond that; ``lipsum`` is gone.
 
 A template that exceeds a limit raises :class:`TemplateLimitError`; the task
@@ -19,17 +21,21 @@ layer reports it with the task and template id.
 
 from __future__ import annotations
 
+import contextvars
 import math
 from typing import Any
 
 import jinja2
 from jinja2 import nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 
 MAX_RENDERED_CHARS = 1_000_000
 """Characters one render of one template part may produce."""
 MAX_INT_BITS = 4096
 """Bits an integer computed by ``*`` or ``**`` may have."""
+MAX_RANGE_ITEMS = 1_000_000
+"""Items the ``range`` calls of one render may produce together."""
+_RANGE_LEFT: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("range_left", default=None)
 _WIDTH_FILTERS = {"center": 1, "indent": 1, "wordwrap": 1, "truncate": 1}  # filter -> index of its width argument
 
 
@@ -62,6 +68,7 @@ class LimitedEnvironment(ImmutableSandboxedEnvironment):
     def __init__(self, **kwargs: Any):
         super().__init__(optimized=False, **kwargs)  # no constant folding at compile time
         self.globals.pop("lipsum", None)
+        self.globals["range"] = _counted_range
         for name, position in _WIDTH_FILTERS.items():
             self.filters[name] = _width_checked(self.filters[name], name, position)
 
@@ -80,14 +87,29 @@ def _width_checked(fn: Any, name: str, position: int) -> Any:
     return checked
 
 
+def _counted_range(*args: int) -> range:
+    numbers = safe_range(*args)
+    left = _RANGE_LEFT.get()
+    if left is not None:
+        left[0] -= len(numbers)
+        if left[0] < 0:
+            raise TemplateLimitError(f"its loops run over more than {MAX_RANGE_ITEMS:,} range items in one render")
+    return numbers
+
+
 def render(template: jinja2.Template, context: dict[str, Any]) -> str:
-    """Render ``template``, stopping once the text passes ``MAX_RENDERED_CHARS``."""
+    """Render ``template``, stopping once the text passes ``MAX_RENDERED_CHARS`` (or its ranges
+    pass ``MAX_RANGE_ITEMS``)."""
+    token = _RANGE_LEFT.set([MAX_RANGE_ITEMS])
     size, parts = 0, []
-    for chunk in template.generate(context):
-        size += len(chunk)
-        if size > MAX_RENDERED_CHARS:
-            raise TemplateLimitError(f"renders more than {MAX_RENDERED_CHARS:,} characters")
-        parts.append(chunk)
+    try:
+        for chunk in template.generate(context):
+            size += len(chunk)
+            if size > MAX_RENDERED_CHARS:
+                raise TemplateLimitError(f"renders more than {MAX_RENDERED_CHARS:,} characters")
+            parts.append(chunk)
+    finally:
+        _RANGE_LEFT.reset(token)
     return "".join(parts)
 
 

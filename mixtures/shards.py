@@ -391,7 +391,3 @@ class ShardReader:
             os.close(self._files.popitem(last=False)[1])
         fd = self._files[shard.path] = os.open(shard.path, os.O_RDONLY)
         return fd
-
-    def close(self) -> None:
-        while self._files:
-            os.close(self._files.popitem()[1])

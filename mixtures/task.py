@@ -13,7 +13,7 @@ drawn from the caller's RNG, so every epoch can see another phrasing.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Sequence
 
@@ -124,7 +124,6 @@ class Task:
     formats: tuple[str, ...] = ("zs_noopt",)
     """Formats a rendering draws from (uniformly); see ``formats.FORMATS``."""
     family: str = ""
-    metadata: dict[str, Any] = field(default_factory=dict)
     options_field: str | None = None
     """A field holding the answer options (a list, or a string split on ``|||``); needed by ``*_opt`` formats."""
     rationale_field: str | None = None

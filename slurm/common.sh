@@ -11,6 +11,14 @@ FF_EX_NOINPUT=66
 FF_EX_UNAVAILABLE=69
 FF_EX_LOCKED=75
 
+# Run directory names, as flanforge.launcher.rundir.RunDir spells them
+# (tests/launcher/test_rundir.py checks that the two agree).
+FF_CHECKPOINTS=checkpoints
+FF_LATEST=latest
+FF_TRAINER_STATE=trainer.json
+FF_PREEMPTED=PREEMPTED
+FF_LOCK=.lock
+
 ff_log() { echo "[flanforge-slurm $(date '+%F %T')] $*"; }
 
 ff_die() {  # ff_die CODE MESSAGE: one clear line in the job log, then exit CODE
@@ -66,7 +74,7 @@ ff_find_flanforge() {
 # write one run. The lock goes with the shell (requeue, cancel, node crash).
 ff_lock() {
     mkdir -p "$FF_OUTPUT_DIR" || ff_die "$FF_EX_NOINPUT" "cannot create output dir $FF_OUTPUT_DIR"
-    local lock=$FF_OUTPUT_DIR/.lock
+    local lock=$FF_OUTPUT_DIR/$FF_LOCK
     # Append mode: opening must not wipe the holder's name before we know we own it.
     exec 9>>"$lock" || ff_die "$FF_EX_NOINPUT" "cannot open $lock"
     if ! flock -n 9; then
@@ -78,8 +86,8 @@ ff_lock() {
 # ff_check_checkpoint: what the script can check cheaply about checkpoints/latest
 # (the program validates the checkpoint itself too). A fresh output dir passes.
 ff_check_checkpoint() {
-    local root=$FF_OUTPUT_DIR/checkpoints
-    local latest=$root/latest tag
+    local root=$FF_OUTPUT_DIR/$FF_CHECKPOINTS
+    local latest=$root/$FF_LATEST tag
     [[ -e $latest || -L $latest ]] || return 0
     [[ -f $latest ]] || ff_die "$FF_EX_DATAERR" "$latest is not a regular file; cannot resume. Fix it or start a new output dir"
     tag=$(head -c 256 "$latest" | tr -d '[:space:]')
@@ -89,8 +97,8 @@ ff_check_checkpoint() {
     if [[ ! $tag =~ ^[A-Za-z0-9._-]+$ ]] || (($(wc -l <"$latest") > 1)); then
         ff_die "$FF_EX_DATAERR" "$latest is corrupt (it should hold one checkpoint tag); cannot resume. Write an existing tag into it (ls $root) or start a new output dir"
     fi
-    if [[ ! -s $root/$tag/trainer.json ]]; then
-        ff_die "$FF_EX_DATAERR" "$latest names checkpoint '$tag', but $root/$tag is missing or incomplete (no trainer.json); cannot resume. Write an older complete tag into it or start a new output dir"
+    if [[ ! -s $root/$tag/$FF_TRAINER_STATE ]]; then
+        ff_die "$FF_EX_DATAERR" "$latest names checkpoint '$tag', but $root/$tag is missing or incomplete (no $FF_TRAINER_STATE); cannot resume. Write an older complete tag into it or start a new output dir"
     fi
     ff_log "resuming from checkpoint $tag"
 }
@@ -130,7 +138,7 @@ ff_trap_early() {
 ff_prepare_output() {
     ff_lock
     ff_check_checkpoint
-    rm -f "$FF_OUTPUT_DIR/PREEMPTED"
+    rm -f "$FF_OUTPUT_DIR/$FF_PREEMPTED"
 }
 
 ff_header() {
@@ -183,7 +191,7 @@ _ff_forward() {
 # checkpoints but the job is not requeued. FLANFORGE_REQUEUE=0 (slurm/chain.sh)
 # leaves the rest of the run to the next job of the chain.
 ff_finish() {
-    local marker=$FF_OUTPUT_DIR/PREEMPTED
+    local marker=$FF_OUTPUT_DIR/$FF_PREEMPTED
     if [[ -e $marker ]]; then
         if ((FF_GOT_TERM)); then
             ff_log "training stopped on SIGTERM (scancel or the time limit) and checkpointed; not requeueing: submit the same command again to resume"

@@ -65,12 +65,12 @@ def train_steps(run, batches, count: int) -> tuple[int, float]:
     engine, tokens, loss = run.engine, 0, float("nan")
     for _ in range(count):
         batch = next(batches)
-        total, _ = engine(to_device(batch, engine.device))  # summed target-token losses (weight 1 each)
-        targets = (batch["labels"] != -100).sum().clamp(min=1).to(total.device)
+        total, _ = engine(to_device(batch.tensors, engine.device))  # summed target-token losses (weight 1 each)
+        targets = (batch.tensors["labels"] != -100).sum().clamp(min=1).to(total.device)
         mean = total / targets
         engine.backward(mean)
         engine.step()
-        tokens += batch["input_ids"].numel()
+        tokens += batch.tensors["input_ids"].numel()
         loss = mean.item()
     return tokens, loss
 

@@ -150,7 +150,6 @@ class Family:
             "options_field": "options" if self.options else None,
             "rationale_field": "rationale" if self.rationale else None,
             "inverted_templates": self.inverted_templates,
-            "metadata": {"variant": tag},
             # FLAN scores tasks with answer options by rank classification.
             "metric": "accuracy" if self.options else "exact_match",
             **overrides,

@@ -66,13 +66,9 @@ def _acronym(rng: random.Random, style: str, size: tuple[int, int]) -> dict[str,
     return {"text": " ".join(ws), "style": name, "answer": "".join(case(w[0]) + dot for w in ws)}
 
 
-def _shift(text: str, k: int) -> str:
-    return "".join(chr((ord(c) - 97 + k) % 26 + 97) if c in string.ascii_lowercase else c for c in text)
-
-
 def _caesar(rng: random.Random, shift: int, decode: bool) -> dict[str, Any]:
     plain = " ".join(words(rng, "mixed", 2, 4))
-    coded = _shift(plain, shift)
+    coded = "".join(chr((ord(c) - 97 + shift) % 26 + 97) if c in string.ascii_lowercase else c for c in plain)
     text, answer = (coded, plain) if decode else (plain, coded)
     return {"text": text, "shift": shift, "direction": "backward" if decode else "forward", "answer": answer}
 

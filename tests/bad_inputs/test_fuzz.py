@@ -29,7 +29,7 @@ from flanforge.mixtures.sources.niv2 import niv2_task
 from flanforge.mixtures.sources.tabular import TableSource
 from flanforge.mixtures.task import SPLITS, Task, TaskError, Template
 
-COMMON = {"deadline": timedelta(seconds=5), "suppress_health_check": [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]}
+COMMON = {"deadline": timedelta(seconds=5), "database": None, "suppress_health_check": [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]}
 settings.register_profile("ci", max_examples=40, derandomize=True, **COMMON)
 settings.register_profile("long", max_examples=2000, **COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

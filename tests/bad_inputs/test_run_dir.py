@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from flanforge.launcher import checkpoint, runlock
+from flanforge.launcher.rundir import RunDir
 from flanforge.errors import UserError
 from flanforge.mixtures import registry
 from flanforge.mixtures.mixture import Mixture, Rate
@@ -75,21 +76,21 @@ def test_lock_held_by_this_slurm_jobs_batch_script_is_ours(tmp_path, monkeypatch
     ("step_00000004", "is missing or incomplete"),
 ])
 def test_latest_never_leads_outside_the_run(tmp_path, text, problem):
-    root = checkpoint.checkpoint_root(tmp_path)
-    root.mkdir(parents=True)
-    (root / checkpoint.LATEST).write_text(text)
+    run_dir = RunDir(tmp_path)
+    run_dir.checkpoints.mkdir(parents=True)
+    run_dir.latest.write_text(text)
     with pytest.raises(UserError, match=problem):
-        checkpoint.latest_tag(tmp_path)
+        run_dir.latest_tag()
 
 
 @pytest.mark.parametrize("content", ["", '{"step": 4', '{"step": "4", "world_size": 2}', "[1, 2]"])
 def test_truncated_or_malformed_trainer_json_is_one_line(tmp_path, content):
-    tag_dir = checkpoint.checkpoint_root(tmp_path) / checkpoint.tag_for(4)
-    tag_dir.mkdir(parents=True)
-    (tag_dir / "trainer.json").write_text(content)
-    (tag_dir.parent / checkpoint.LATEST).write_text(tag_dir.name)
+    run_dir, tag = RunDir(tmp_path), RunDir.tag_for(4)
+    run_dir.checkpoint(tag).mkdir(parents=True)
+    run_dir.trainer_state(tag).write_text(content)
+    run_dir.latest.write_text(tag)
     with pytest.raises(UserError, match=r"step_00000004: checkpoint cannot be read \(.*\); it is truncated or damaged"):
-        checkpoint.trainer_state(tag_dir)
+        checkpoint.trainer_state(run_dir, tag)
 
 
 def small_mixture(n=5):
@@ -173,3 +174,21 @@ def test_preflight_names_a_task_with_no_usable_records(tmp_path):
     registry.reset()
     with pytest.raises(TaskError, match=r"mixture 'hollow': task 'hollow' has no usable train records \(3 bad records skipped\)"):
         check_mixture(registry.load_mixture(tmp_path / "task.yaml"))
+
+
+@pytest.mark.parametrize("name, content, problem", [
+    ("spiece.model", b"this is a README, not a model", r"model\.tokenizer_path: .*spiece\.model: not a SentencePiece model"),
+    ("tokenizer.json", b'{"not": "a tokenizer"}', r"model\.tokenizer_path: .*tokenizer\.json: not a tokenizer\.json"),
+    ("empty_dir", None, r"model\.tokenizer_path: tokenizer not found: .*empty_dir holds none of"),
+])
+def test_tokenizer_path_that_is_not_a_tokenizer(tmp_path, name, content, problem):
+    from flanforge.model.config import ModelConfig
+    from flanforge.model.load import load_configured_tokenizer
+
+    path = tmp_path / name
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(UserError, match=problem):
+        load_configured_tokenizer(ModelConfig(tokenizer_path=str(path)))

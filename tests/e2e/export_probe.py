@@ -7,7 +7,7 @@ Runs as every rank of a ``deepspeed`` launch, at the world size of the runs::
 
 For each RUN_DIR it builds the engine as ``launcher/train.py`` does (the run's
 config.yaml and tokenizer, ``build_model``, ``TrainingModel``, ``build_engine``),
-restores ``checkpoints/latest`` with ``launcher.checkpoint.load`` and, on every
+restores ``checkpoints/latest`` with ``launcher.checkpoint.Checkpointer`` and, on every
 rank (ZeRO-3 gathers each layer from all ranks), computes
 
 - ``logits``: ``engine.module.hf(**inputs).logits``, the HF model's own forward, (B, T, V);
@@ -50,26 +50,30 @@ def sample_batch(arch: str, vocab_size: int) -> tuple[dict, dict]:
 
 
 def probe(run_dir: Path, layout) -> dict:
-    from flanforge.launcher import checkpoint
+    from flanforge.launcher.checkpoint import Checkpointer
     from flanforge.launcher.config import load_config
     from flanforge.launcher.engine import build_engine
+    from flanforge.launcher.rundir import RunDir
+    from flanforge.launcher.train import TrainState
     from flanforge.model.load import build_model, load_configured_tokenizer
     from flanforge.model.training_forward import TrainingModel
     from flanforge.model.tokenizer import load_tokenizer
 
-    cfg = load_config(run_dir / "config.yaml")
-    tokenizer = load_configured_tokenizer(cfg.model) or load_tokenizer(run_dir / "tokenizer")
+    paths = RunDir(run_dir)
+    cfg = load_config(paths.config)
+    tokenizer = load_configured_tokenizer(cfg.model) or load_tokenizer(paths.tokenizer)
     model = build_model(cfg.model, tokenizer, cfg.seed)
     wrapped = TrainingModel(model, arch=cfg.model.arch, fused=cfg.model.fused_loss, zero_stage=cfg.deepspeed.zero_stage)
     engine = build_engine(wrapped, cfg, layout.world_size)
-    state = checkpoint.load(engine, run_dir, layout.rank)
-    assert state is not None, f"{run_dir}: no checkpoint to load"
+    state = TrainState()
+    checkpointer = Checkpointer(paths, {"trainer": state}, layout, keep_last=1)
+    assert checkpointer.load(engine), f"{run_dir}: no checkpoint to load"
     engine.eval()  # T5 has dropout
     inputs, batch = sample_batch(cfg.model.arch, tokenizer.vocab_size)
     with torch.no_grad():
         logits = engine.module.hf(**inputs, use_cache=False).logits.float()  # (B, T, V)
         losses = engine(batch)[1]  # (B, T)
-    out = {"step": state["step"], "inputs": inputs, "batch": batch, "logits": logits, "losses": losses}
+    out = {"step": state.step, "inputs": inputs, "batch": batch, "logits": logits, "losses": losses}
     engine.destroy()
     return out
 

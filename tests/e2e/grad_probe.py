@@ -17,6 +17,7 @@ from flanforge.launcher.config import load_config
 from flanforge.launcher.dist import export_torch_env, init_process_group, read_rank_layout
 from flanforge.launcher.engine import build_engine
 from flanforge.launcher.loss import LossWindow
+from flanforge.mixtures.packing import PackedBatch
 from flanforge.model.training_forward import TrainingModel
 
 GLOBAL_ROWS, T, VOCAB = 8, 16, 97
@@ -44,10 +45,10 @@ def global_batch() -> list[dict]:
     return rows
 
 
-def collate(rows: list[dict]) -> dict:
-    out = {k: torch.stack([r[k] for r in rows]) for k in ("input_ids", "labels", "segment_ids", "position_ids")}
-    out["meta"] = [r["meta"] for r in rows]
-    return out
+def collate(rows: list[dict]) -> PackedBatch:
+    tensors = {k: torch.stack([r[k] for r in rows]) for k in ("input_ids", "labels", "segment_ids", "position_ids")}
+    zeros = torch.zeros(len(rows), dtype=torch.long)  # no stream: no block positions to track
+    return PackedBatch(tensors, [r["meta"] for r in rows], zeros, zeros, zeros, {})
 
 
 def gradients(mb: int, ga: int, stage: int, norm: str, world: int, rank: int) -> dict[str, torch.Tensor]:
@@ -64,7 +65,7 @@ def gradients(mb: int, ga: int, stage: int, norm: str, world: int, rank: int) ->
     window = LossWindow(micro, norm, world)
     grads = {}
     for m, batch in enumerate(micro):
-        loss, _ = engine({**batch, **window.loss_inputs(batch)})
+        loss, _ = engine({**batch.tensors, **window.loss_inputs(batch)})
         engine.backward(loss, scale_wrt_gas=False)
         if m == ga - 1:
             grads = {n: safe_get_full_grad(p).clone() for n, p in engine.module.named_parameters()}

@@ -19,7 +19,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from flanforge.launcher.config import load_config
 from flanforge.launcher.dist import export_torch_env, init_process_group, read_rank_layout
 from flanforge.launcher.engine import apply_resumable_keys, build_engine, lr_lambda
-from flanforge.model.loss import TrainingModel
+from flanforge.model.training_forward import TrainingModel
 
 A = ["train.lr=0.001", "train.schedule=constant", "train.warmup_steps=0", "train.max_steps=10",
      "train.weight_decay=0.0", "train.grad_clip=1.0"]
@@ -40,7 +40,8 @@ def step(engine) -> None:
     ids = torch.randint(4, 64, (2, 8), generator=torch.Generator().manual_seed(1))
     batch = {"input_ids": ids, "labels": ids, "segment_ids": torch.ones_like(ids),
              "position_ids": torch.arange(8).expand(2, 8)}
-    engine.backward(engine(batch).mean())
+    loss, _ = engine(batch)  # the summed token losses (every token a target, weight 1)
+    engine.backward(loss / ids.numel())
     engine.step()
 
 

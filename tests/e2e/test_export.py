@@ -4,7 +4,7 @@ How the processes start: each run is ``flanforge train`` (the ``run_train``
 fixture), which starts DeepSpeed's launcher with 2 CPU ranks. Then one more
 ``deepspeed`` launch, 2 CPU ranks, runs tests/e2e/export_probe.py over all runs:
 it rebuilds each trained engine through the project's own code and
-``launcher.checkpoint.load``, and records its logits and per-token losses on a
+``launcher.checkpoint.Checkpointer``, and records its logits and per-token losses on a
 fixed batch. The export itself runs in this process, through the CLI.
 """
 
@@ -155,3 +155,21 @@ def test_cli_refuses_then_overwrites_with_a_progress_bar(runs, exported, capsys)
     assert "consolidating step_00000004" in captured.err and "100%" in captured.err
     assert (out / "model.safetensors").read_bytes() == before
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp directory left behind
+
+
+def test_truncated_checkpoint_is_one_line_naming_it(runs, tmp_path, capsys):
+    """A shard cut short (a full disk, a killed copy) is a one-line error naming the checkpoint."""
+    import shutil
+
+    from flanforge.launcher.cli import main
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(trained(runs, "decoder-zero2"), run_dir)
+    tag_dir = run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip()
+    shard = sorted(tag_dir.glob("*_optim_states.pt"))[0]
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 3])
+    capsys.readouterr()
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"flanforge export: error: {tag_dir}: checkpoint cannot be read (")
+    assert "truncated or damaged" in err[-1] and not (tmp_path / "out").exists()

@@ -88,7 +88,7 @@ def test_deepspeed_layout_wins_over_inherited_slurm_vars():
         master_port=12345,
         launcher="deepspeed",
     )
-    assert layout.num_nodes == 2 and not layout.is_main
+    assert not layout.is_main
     assert in_launched_rank(DEEPSPEED_ENV)
 
 
@@ -163,7 +163,7 @@ def test_srun_uses_step_vars_over_job_vars(no_scontrol):
 def test_single_process_defaults():
     layout = read_rank_layout({})
     assert layout == RankLayout(0, 1, 0, 1, 0, "127.0.0.1", 29500, "single")
-    assert layout.is_main and layout.num_nodes == 1
+    assert layout.is_main
     assert not in_launched_rank({})
 
 

@@ -1,11 +1,19 @@
-"""The run directory contract: which config keys may change when a run resumes (marked on the fields)."""
+"""The run directory: its paths, checkpoint tags (latest, pruning), and which config keys
+may change when a run resumes (marked on the fields)."""
+
+import re
+from pathlib import Path
 
 import pytest
 
 from flanforge.config_fields import key_may_change
 from flanforge.errors import UserError
 from flanforge.launcher import rundir
+from flanforge.launcher.checkpoint import prune
 from flanforge.launcher.config import Config, load_config, to_dict
+from flanforge.launcher.rundir import RunDir
+
+COMMON_SH = Path(__file__).resolve().parents[2] / "slurm" / "common.sh"
 
 
 @pytest.mark.parametrize("key", [
@@ -38,7 +46,7 @@ def test_config_changes_lists_leaves_that_differ():
 
 def _start(tmp_path, *overrides):
     cfg = load_config(None, [f"output_dir={tmp_path}", *overrides])
-    rundir.write_config(cfg)
+    RunDir.of(cfg).write_config(cfg)
     return cfg
 
 
@@ -59,3 +67,47 @@ def test_a_fresh_directory_has_no_changes_but_checkpoints_without_config_are_ref
     (tmp_path / "checkpoints" / "step_00000001").mkdir(parents=True)
     with pytest.raises(UserError, match="holds checkpoints but no config.yaml"):
         rundir.check_run_dir(load_config(None, [f"output_dir={tmp_path}"]))
+
+
+def _save(run_dir: RunDir, step: int, complete: bool = True) -> str:
+    tag = RunDir.tag_for(step)
+    run_dir.checkpoint(tag).mkdir(parents=True)
+    if complete:
+        run_dir.trainer_state(tag).write_text("{}")
+    return tag
+
+
+def test_paths_and_shards_dir_override(tmp_path):
+    cfg = load_config(None, [f"output_dir={tmp_path}"])
+    assert RunDir.of(cfg).shards == tmp_path / "shards" and RunDir.of(cfg).latest == tmp_path / "checkpoints" / "latest"
+    cfg = load_config(None, [f"output_dir={tmp_path}", f"mixture.shards_dir={tmp_path / 'elsewhere'}"])
+    assert RunDir.of(cfg).shards == tmp_path / "elsewhere"
+    assert RunDir.tag_for(300) == "step_00000300"
+
+
+def test_latest_names_a_complete_tag_or_is_an_error(tmp_path):
+    run_dir = RunDir(tmp_path)
+    assert run_dir.latest_tag() is None and run_dir.complete_tags() == []
+    done, killed = _save(run_dir, 10), _save(run_dir, 20, complete=False)
+    run_dir.latest.write_text(done + "\n")
+    assert run_dir.latest_tag() == done
+    assert run_dir.tags() == [done, killed] and run_dir.complete_tags() == [done]
+    run_dir.latest.write_text(killed)
+    with pytest.raises(UserError, match=f"names checkpoint '{killed}', but .* is missing or incomplete"):
+        run_dir.latest_tag()
+
+
+def test_prune_keeps_the_newest_and_drops_leftovers_newer_than_latest(tmp_path):
+    run_dir = RunDir(tmp_path)
+    tags = [_save(run_dir, step) for step in (5, 10, 15, 20)]
+    leftover = _save(run_dir, 25, complete=False)  # a save killed mid-write
+    prune(run_dir, keep=2, current=tags[2])
+    assert run_dir.tags() == tags[1:3]
+    assert leftover not in run_dir.tags() and tags[3] not in run_dir.tags()
+
+
+def test_slurm_scripts_spell_the_run_paths_as_rundir_does():
+    text = COMMON_SH.read_text()
+    spelled = dict(re.findall(r"^FF_(CHECKPOINTS|LATEST|TRAINER_STATE|PREEMPTED|LOCK)=(\S+)$", text, re.M))
+    assert spelled == {"CHECKPOINTS": RunDir.CHECKPOINTS, "LATEST": RunDir.LATEST,
+                       "TRAINER_STATE": RunDir.TRAINER_STATE, "PREEMPTED": RunDir.PREEMPTED, "LOCK": RunDir.LOCK}

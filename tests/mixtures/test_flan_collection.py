@@ -23,7 +23,8 @@ from flanforge.mixtures.mixture import Mixture, Rate
 from flanforge.mixtures.shards import Manifest, ShardReader, prepare
 from flanforge.mixtures.sources import flan_collection
 from flanforge.mixtures.sources.flan_collection import FlanCollection
-from flanforge.mixtures.stream import MixtureStream, StreamConfig
+from flanforge.mixtures.config import StreamConfig
+from flanforge.mixtures.stream import MixtureStream
 from flanforge.mixtures.task import TaskError
 from flanforge.model.tokenizer import train_tokenizer
 
@@ -290,10 +291,10 @@ def test_a_stream_over_collection_shards_resumes_mid_shard_exactly(collection, t
     assert state["partial"]  # stopped mid-block, shards read part-way
     tail, _ = batches(state, 5)
     for a, b in zip(full, head + tail):
-        assert torch.equal(a["input_ids"], b["input_ids"]) and a["meta"] == b["meta"]
-    seen = {(m["task"], m["record"]) for batch in full for row in batch["meta"] for m in row}
+        assert torch.equal(a.tensors["input_ids"], b.tensors["input_ids"]) and a.meta == b.meta
+    seen = {(m["task"], m["record"]) for batch in full for row in batch.meta for m in row}
     assert {task for task, _ in seen} <= set(expected) and len(seen) > 10
-    decoded = {tokenizer.decode(batch["input_ids"][0].tolist()) for batch in full}
+    decoded = {tokenizer.decode(batch.tensors["input_ids"][0].tolist()) for batch in full}
     assert any("question" in text for text in decoded)  # the rows hold the parts' prompts
 
 
@@ -307,3 +308,19 @@ def test_cli_prepare_slices_a_flan_collection(collection, tmp_path, capsys):
     assert f"{len(expected)} tasks, {sum(map(len, expected.values()))} records" in capsys.readouterr().out
     assert cli.main([*args, "--slice", "2/2"]) == 2
     assert "slice 2/2: expected i/n with 0 <= i < n" in capsys.readouterr().err
+
+
+def test_bad_jsonl_lines_name_file_and_line_or_are_skipped_and_counted(tmp_path):
+    good = {"inputs": "q", "targets": "a", "task_name": "t", "task_source": "CoT", "template_type": "fs_opt"}
+    lines = [json.dumps(good), "{not json", json.dumps({**good, "task_source": "Wikipedia"}), "", json.dumps(good)]
+    (tmp_path / "export.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(TaskError, match=r"export.jsonl:2: bad JSON"):
+        FlanCollection(tmp_path).mixture()
+    mixture = FlanCollection(tmp_path, on_bad_record="skip").mixture()
+    (task,) = mixture.tasks()
+    assert task.name == "cot_fsopt/t" and task.num_examples() == 2 and task.bad_records == 2
+    with gzip.open(tmp_path / "broken.jsonl.gz", "wb") as f:
+        f.write(b"x" * 100)
+    (tmp_path / "broken.jsonl.gz").write_bytes((tmp_path / "broken.jsonl.gz").read_bytes()[:20])
+    with pytest.raises(TaskError, match="broken.jsonl.gz: not a readable gzip file"):
+        FlanCollection(tmp_path, on_bad_record="skip").mixture()

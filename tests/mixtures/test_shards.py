@@ -60,7 +60,6 @@ def test_manifest_counts_checksums_and_reader_random_access(prepared):
     for i in (24, 0, 13, 7, 24, 10):
         assert reader.record("beta/odd name", i) == records[i]
     assert reader.record("alpha", 2, split="validation") == mix.tasks()[0].records("validation")[2]
-    reader.close()
 
 
 def test_rerun_skips_complete_tasks_and_parallel_output_is_identical(tmp_path, monkeypatch):

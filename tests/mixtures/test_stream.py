@@ -18,7 +18,9 @@ import torch
 from flanforge.mixtures.mixture import Mixture, Rate
 from flanforge.mixtures.packing import IGNORE_INDEX
 from flanforge.mixtures.shards import ShardError, prepare
-from flanforge.mixtures.stream import MixtureStream, StreamConfig, StreamState, build_loader, merge_state
+from flanforge.mixtures.config import StreamConfig
+from flanforge.mixtures.stream import MixtureStream, build_loader
+from flanforge.mixtures.stream_state import StreamState, merge_state
 from flanforge.mixtures.task import Task, TaskError, Template
 from flanforge.model.tokenizer import train_tokenizer
 
@@ -96,19 +98,20 @@ def rows(batches):
     """(block, row) -> (input_ids, example ids) of every consumed row."""
     out = {}
     for batch in itertools.chain.from_iterable(batches):
-        for i in range(len(batch["block"])):
-            key = (int(batch["block"][i]), int(batch["row"][i]))
+        for i in range(len(batch.block)):
+            key = (int(batch.block[i]), int(batch.row[i]))
             assert key not in out, f"row {key} consumed twice"
-            examples = tuple((m["task"], m["record"], m["epoch"]) for m in batch["meta"][i])
-            out[key] = (tuple(batch["input_ids"][i].tolist()), examples, int(batch["block_rows"][i]))
+            examples = tuple((m["task"], m["record"], m["epoch"]) for m in batch.meta[i])
+            out[key] = (tuple(batch.tensors["input_ids"][i].tolist()), examples, int(batch.block_rows[i]))
     return out
 
 
 def same_batch(a, b):
     return (
-        a.keys() == b.keys()
-        and all(torch.equal(a[k], b[k]) for k in a if isinstance(a[k], torch.Tensor))
-        and a["meta"] == b["meta"] and a["counters"] == b["counters"]
+        a.tensors.keys() == b.tensors.keys()
+        and all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
+        and all(torch.equal(getattr(a, k), getattr(b, k)) for k in ("block", "row", "block_rows"))
+        and a.meta == b.meta and a.counters == b.counters
     )
 
 
@@ -119,7 +122,7 @@ def test_resumed_stream_equals_uninterrupted(env, world_size, workers):
     head, state = run(make_streams(env, world_size, cfg), 5)  # odd: the workers' round-robin must rotate
     assert state["partial"]  # resumes mid-block
     tail, _ = run(make_streams(env, world_size, cfg, state=state), 7)
-    assert any(b["counters"] for b in full[0])  # ... and over-length counts are not repeated
+    assert any(b.counters for b in full[0])  # ... and over-length counts are not repeated
     for r in range(world_size):
         assert all(same_batch(a, b) for a, b in zip(full[r], head[r] + tail[r]))
         assert len(full[r]) == len(head[r] + tail[r]) == 12
@@ -212,7 +215,7 @@ def test_task_frequencies_match_rates(env):
     (small,) = make_streams(env, 1, config(block_size=16, seq_len=128))
     got = Counter()
     for batch in itertools.islice(rank_batches(small), 40):
-        got.update(m["task"] for row, b in zip(batch["meta"], batch["block"]) if b == 0 for m in row)
+        got.update(m["task"] for row, b in zip(batch.meta, batch.block) if b == 0 for m in row)
     assert got == Counter(small.schedule.names[t] for t in small.schedule.picks(0).tolist())
 
 
@@ -224,37 +227,38 @@ def test_rows_hold_the_rendered_examples_with_segments_positions_and_loss_mask(e
     tasks = {t.name: t for t in mix.tasks()}
     groups = mix.group_of()
     batch = next(stream.worker_batches(0))
-    for i, metas in enumerate(batch["meta"]):
-        seg = batch["segment_ids"][i]
+    for i, metas in enumerate(batch.meta):
+        seg = batch.tensors["segment_ids"][i]
         assert seg.max() == len(metas) and (seg[seg > 0].diff() >= 0).all()
         for k, m in enumerate(metas, start=1):
             at = (seg == k).nonzero().flatten()
-            assert torch.equal(batch["position_ids"][i][at], torch.arange(len(at)))
+            assert torch.equal(batch.tensors["position_ids"][i][at], torch.arange(len(at)))
             record = tasks[m["task"]].records("train")[m["record"]]
             ex = tasks[m["task"]].render(record, random.Random(f"{cfg.seed}/{m['task']}/{m['record']}/{m['epoch']}"), m["record"])
             inp, tgt = tokenizer.encode(ex.inputs), tokenizer.encode(ex.targets) + [tokenizer.eos_id]
-            assert batch["input_ids"][i][at].tolist() == inp + tgt
+            assert batch.tensors["input_ids"][i][at].tolist() == inp + tgt
             assert (m["template_id"], m["format"], m["group"]) == (ex.template_id, ex.format, groups[m["task"]])
-            labels = batch["labels"][i][at].tolist()
+            labels = batch.tensors["labels"][i][at].tolist()
             first = 0 if include_inputs else len(inp) - 1
             assert labels == [IGNORE_INDEX] * first + (inp + tgt)[first + 1:] + [IGNORE_INDEX]
         pad = seg == 0
-        assert (batch["labels"][i][pad] == IGNORE_INDEX).all() and (batch["input_ids"][i][pad] == tokenizer.pad_id).all()
+        assert (batch.tensors["labels"][i][pad] == IGNORE_INDEX).all()
+        assert (batch.tensors["input_ids"][i][pad] == tokenizer.pad_id).all()
 
 
 def test_t5_stream_packs_both_sides(env):
     mix, _, tokenizer = env
     (stream,) = make_streams(env, 1, config(arch="t5", seq_len=40, target_len=16))
     batch = next(stream.worker_batches(0))
-    assert batch["input_ids"].shape == (2, 40) and batch["labels"].shape == (2, 16)
-    for i, metas in enumerate(batch["meta"]):
+    assert batch.tensors["input_ids"].shape == (2, 40) and batch.tensors["labels"].shape == (2, 16)
+    for i, metas in enumerate(batch.meta):
         for k, m in enumerate(metas, start=1):
-            dec = (batch["decoder_segment_ids"][i] == k).nonzero().flatten()
-            enc = (batch["segment_ids"][i] == k).nonzero().flatten()
-            labels = batch["labels"][i][dec].tolist()
-            assert labels[-1] == tokenizer.eos_id and batch["input_ids"][i][enc][-1] == tokenizer.eos_id
-            assert batch["decoder_input_ids"][i][dec].tolist() == [tokenizer.pad_id] + labels[:-1]
-            assert torch.equal(batch["decoder_position_ids"][i][dec], torch.arange(len(dec)))
+            dec = (batch.tensors["decoder_segment_ids"][i] == k).nonzero().flatten()
+            enc = (batch.tensors["segment_ids"][i] == k).nonzero().flatten()
+            labels = batch.tensors["labels"][i][dec].tolist()
+            assert labels[-1] == tokenizer.eos_id and batch.tensors["input_ids"][i][enc][-1] == tokenizer.eos_id
+            assert batch.tensors["decoder_input_ids"][i][dec].tolist() == [tokenizer.pad_id] + labels[:-1]
+            assert torch.equal(batch.tensors["decoder_position_ids"][i][dec], torch.arange(len(dec)))
 
 
 @pytest.mark.parametrize("policy,counter", [("truncate", "truncated"), ("drop", "dropped")])
@@ -264,10 +268,10 @@ def test_overlong_examples_are_truncated_or_dropped_and_counted(env, policy, cou
     in_rows = Counter()
     for batch in rank_batches(stream):
         tracker.update(batch)
-        assert (batch["segment_ids"] > 0).sum(dim=1).max() <= 12
-        for row, block in zip(batch["meta"], batch["block"].tolist()):
+        assert (batch.tensors["segment_ids"] > 0).sum(dim=1).max() <= 12
+        for row, block in zip(batch.meta, batch.block.tolist()):
             in_rows[block] += len(row)
-        if tracker.micro_batches >= 30 and batch["row"][-1] == batch["block_rows"][-1] - 1:
+        if tracker.micro_batches >= 30 and batch.row[-1] == batch.block_rows[-1] - 1:
             break  # stop at the end of a block: every block so far fully read
     counted = sum(c[counter] for c in tracker.counters.values())
     blocks = range(max(in_rows) + 1)
