@@ -25,6 +25,7 @@ import contextlib
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -145,6 +146,7 @@ def main() -> None:
     args.data, args.steps_total = str(vs.DEFAULT_DATA), args.warmup + args.steps
     flan, _, _ = vs.prepare_data(args, work)
     config = vs.write_flanforge_config(args, work, flan, args.steps_total, "profile")
+    shutil.rmtree(work / f"profile_z{args.zero}", ignore_errors=True)  # a fresh run, never a resumed one
     out = work / "profile.json"
     cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(args.port),
            "--no_local_rank", __file__, "--rank", "--config", str(config), "--out", str(out),

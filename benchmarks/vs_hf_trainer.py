@@ -5,6 +5,7 @@
     python benchmarks/vs_hf_trainer.py --quick             # a handful of steps, short rows (CI)
     python benchmarks/vs_hf_trainer.py --flanforge model.fused_loss=false   # extra overrides
     python benchmarks/vs_hf_trainer.py --baseline /work/main/.venv/bin/flanforge   # also another flanforge install
+    python benchmarks/vs_hf_trainer.py --repeats 2         # flanforge, HF, flanforge, HF: medians and per-pair ratios
 
 Both systems, in one invocation, get the same data, model, tokenizer, ZeRO
 stage, ranks, micro-batch and maximum length:
@@ -184,6 +185,7 @@ def main() -> None:
     p.add_argument("--port", type=int, default=29611)
     p.add_argument("--systems", default="flanforge,hf")
     p.add_argument("--flanforge", nargs="*", default=[], metavar="KEY=VALUE", help="extra flanforge overrides")
+    p.add_argument("--repeats", type=int, default=1, help="run the systems this many times, interleaved; medians reported")
     p.add_argument("--baseline", metavar="FLANFORGE", help="another flanforge executable to measure too (before/after)")
     p.add_argument("--quick", action="store_true", help="6 steps, 2 of warm-up, rows of 128 tokens")
     args = p.parse_args()
@@ -196,20 +198,26 @@ def main() -> None:
                      "vocab": model["vocab_size"], "steps": args.steps, "warmup": args.warmup,
                      "flanforge_overrides": args.flanforge, "loadavg_before": os.getloadavg()[0]}
     systems = args.systems.split(",")
-    if "flanforge" in systems:
-        results["flanforge"] = run_flanforge(args, work, flan, args.steps, str(Path(sys.executable).parent / "flanforge"),
-                                             "flanforge")
-        print("flanforge", results["flanforge"], flush=True)
-    if "hf" in systems:
-        results["hf_trainer"] = run_hf(args, work, hf_data, model, args.steps)
-        print("hf_trainer", results["hf_trainer"], flush=True)
-    if args.baseline:
-        results["baseline"] = run_flanforge(args, work, flan, args.steps, args.baseline, "baseline")
-        print("baseline", results["baseline"], flush=True)
+    runs: dict[str, list[dict]] = {}
+    for _ in range(args.repeats):  # interleaved, so a change in the machine's load hits every system
+        if "flanforge" in systems:
+            exe = str(Path(sys.executable).parent / "flanforge")
+            runs.setdefault("flanforge", []).append(run_flanforge(args, work, flan, args.steps, exe, "flanforge"))
+        if "hf" in systems:
+            runs.setdefault("hf_trainer", []).append(run_hf(args, work, hf_data, model, args.steps))
+        if args.baseline:
+            runs.setdefault("baseline", []).append(run_flanforge(args, work, flan, args.steps, args.baseline, "baseline"))
+        for name, figures in runs.items():
+            print(name, figures[-1], flush=True)
+    for name, figures in runs.items():  # the median run of each system (by useful tokens/s)
+        results[name] = sorted(figures, key=lambda f: f["useful_tokens_per_s"])[(len(figures) - 1) // 2]
+        results[f"{name}_runs_useful_tokens_per_s"] = [f["useful_tokens_per_s"] for f in figures]
     if "flanforge" in results and "hf_trainer" in results:
         ff, hf = results["flanforge"], results["hf_trainer"]
         results["useful_tokens_ratio"] = round(ff["useful_tokens_per_s"] / hf["useful_tokens_per_s"], 3)
         results["all_tokens_ratio"] = round(ff["all_tokens_per_s"] / hf["all_tokens_per_s"], 3)
+        results["useful_tokens_ratio_per_repeat"] = [
+            round(a["useful_tokens_per_s"] / b["useful_tokens_per_s"], 3) for a, b in zip(runs["flanforge"], runs["hf_trainer"])]
     if "baseline" in results:
         results["flanforge_vs_baseline"] = round(
             results["flanforge"]["useful_tokens_per_s"] / results["baseline"]["useful_tokens_per_s"], 3)

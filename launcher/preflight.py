@@ -10,7 +10,7 @@ has usable training records, and the rates are finite with some positive.
 
 from __future__ import annotations
 
-from flanforge.launcher import checkpoint, rundir
+from flanforge.launcher import rundir
 from flanforge.launcher.config import Config
 from flanforge.mixtures.mixture import Mixture
 from flanforge.errors import TaskError
@@ -29,17 +29,25 @@ def check_mixture(mixture: Mixture, weights: dict[str, float] | None = None) -> 
 
 
 def run_checks(cfg: Config) -> Mixture:
-    """Everything that can be checked without starting a rank; returns the loaded mixture."""
-    from flanforge.mixtures.registry import load_mixture
-    from flanforge.model.load import check_paths, choose_attention
+    """Everything that can be checked without starting a rank; returns the loaded mixture.
 
-    check_paths(cfg.model)  # loads the configured tokenizer
-    choose_attention(cfg.model)
+    Cheap checks first: the run directory, the model and tokenizer paths and the
+    mixture need neither torch nor transformers, whose imports take seconds.
+    """
+    from flanforge.mixtures.registry import load_mixture
+    from flanforge.model.paths import check_paths
+
     rundir.check_run_dir(cfg)
     run_dir = rundir.RunDir.of(cfg)
     tag = run_dir.latest_tag()
-    if tag is not None:
-        checkpoint.trainer_state(run_dir, tag)
+    check_paths(cfg.model)  # loads the configured tokenizer
     mixture = load_mixture(cfg.mixture.name, cfg.mixture.on_bad_record, cfg.mixture.data_dir)
     check_mixture(mixture, cfg.mixture.weights)
+
+    from flanforge.launcher import checkpoint
+    from flanforge.model.load import choose_attention
+
+    choose_attention(cfg.model)
+    if tag is not None:
+        checkpoint.trainer_state(run_dir, tag)
     return mixture

@@ -100,7 +100,7 @@ def setup(cfg: Config) -> Run:
     tokenizer = prepare_tokenizer(cfg, mixture, rank0)
     model = build_model(cfg.model, tokenizer, cfg.seed)
     n_params = count_parameters(model)  # before ZeRO-3 partitions the weights
-    fused = use_fused_loss(cfg.model.fused_loss, tokenizer.vocab_size, training_device_type())
+    fused = use_fused_loss(cfg.model.fused_loss, training_device_type())
     wrapped = TrainingModel(model, arch=cfg.model.arch, fused=fused, zero_stage=cfg.deepspeed.zero_stage)
     data = TrainData(cfg, mixture, tokenizer, layout)
     state = TrainState()
@@ -118,7 +118,8 @@ def setup(cfg: Config) -> Run:
         log(run, f"resumed from step {run.step}" + (f"; changed: {changes}" if changes else ""))
     else:
         log(run, f"model: {n_params / 1e6:.2f}M parameters, attention {wrapped.attention}, "
-                 f"{'fused' if fused else 'plain'} loss; mixture '{mixture.name}' "
+                 f"{ {True: 'fused', False: 'plain', None: 'auto (fused for large logits)'}[fused]} loss; "
+                 f"mixture '{mixture.name}' "
                  f"with {len(mixture.tasks())} tasks; world size {layout.world_size}")
         metrics.text("config", run_dir.config.read_text())
         metrics.text("examples", data.sample_prompts())

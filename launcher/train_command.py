@@ -26,10 +26,11 @@ def run(args: argparse.Namespace) -> int:
 
         return train_rank(cfg)
     # Fail in one line before any rank starts.
-    from flanforge.launcher.launch import launch_ranks
     from flanforge.launcher.preflight import run_checks
 
     if cfg.launch.node_rank == 0:  # one lock per run, held by the first node's launcher
         runlock.acquire(cfg.output_dir)
     run_checks(cfg)
+    from flanforge.launcher.launch import launch_ranks
+
     return launch_ranks(cfg, args.config, args.overrides)

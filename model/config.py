@@ -27,7 +27,8 @@ class ModelConfig:
     """Vocabulary size of the SentencePiece tokenizer trained on first use."""
     fused_loss: Union[bool, Literal["auto"]] = "auto"
     """Compute the loss with the fused linear cross-entropy kernel (never builds full logits);
-    ``auto``: on GPUs always, on CPUs only from a 32k vocabulary (below it plain logits are as fast)."""
+    ``auto``: on GPUs always, on CPUs for micro-batches whose target-token logits reach 2**20
+    entries (below that plain logits are faster)."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward to save memory."""
     attention: Literal["auto", "sdpa_mask", "eager_mask", "flex", "segments"] = may_change("auto")

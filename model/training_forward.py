@@ -25,21 +25,18 @@ from flanforge.kernels import IGNORE_INDEX, fused_linear_cross_entropy
 from flanforge.model.attention import implementation_of, packed_mask, segment_ranges
 from flanforge.model.load import t5_scales_decoder_output
 
-# Below this vocabulary size a CPU run computes the loss from plain logits (see use_fused_loss).
-CPU_FUSED_MIN_VOCAB = 32_000
+# On CPUs the fused kernel pays from about this many target-token logits per micro-batch
+# (BENCHMARKS.md, "The fused loss on CPU"): below it, its fixed costs outweigh what it saves.
+CPU_FUSED_MIN_LOGITS = 2**20
 
 
-def use_fused_loss(setting: bool | str, vocab_size: int, device_type: str) -> bool:
-    """Whether the fused kernel computes the loss: ``True``/``False`` as configured, or
-    ``"auto"``: always on GPUs, and on CPUs from ``CPU_FUSED_MIN_VOCAB`` up.
-
-    On a CPU with a small vocabulary the logits of a micro-batch's target tokens are a
-    few MiB, so the fused kernel saves no memory that matters, and its chunk loop is no
-    faster than one plain matmul and ``F.cross_entropy`` (BENCHMARKS.md, "fused loss on CPU").
-    """
+def use_fused_loss(setting: bool | str, device_type: str) -> bool | None:
+    """Whether the fused kernel computes the loss: ``True``/``False`` as configured; for
+    ``"auto"`` True on GPUs, and None on CPUs: decided per micro-batch by its logits' size
+    (the fused kernel from ``CPU_FUSED_MIN_LOGITS`` target-token logits up)."""
     if setting != "auto":
         return bool(setting)
-    return device_type != "cpu" or vocab_size >= CPU_FUSED_MIN_VOCAB
+    return True if device_type != "cpu" else None
 
 
 def target_positions(labels: torch.Tensor) -> torch.Tensor:
@@ -58,7 +55,7 @@ class TrainingModel(nn.Module):
     segment ids.
     """
 
-    def __init__(self, hf_model: nn.Module, *, arch: str, fused: bool, zero_stage: int):
+    def __init__(self, hf_model: nn.Module, *, arch: str, fused: bool | None, zero_stage: int):
         super().__init__()
         self.hf = hf_model
         self.arch = arch
@@ -119,7 +116,10 @@ class TrainingModel(nn.Module):
             weights = torch.ones(index.shape, dtype=torch.float32, device=hidden.device)
         hidden = hidden.flatten(0, 1).index_select(0, index)  # (n, H): target tokens only
         targets = labels.reshape(-1).index_select(0, index)  # (n,)
-        if self.fused:
+        fused = self.fused
+        if fused is None:  # auto on a CPU
+            fused = targets.numel() * self.head.weight.shape[0] >= CPU_FUSED_MIN_LOGITS
+        if fused:
             loss, losses = fused_linear_cross_entropy(
                 hidden, self.head.weight, targets, bias=self.head.bias, ignore_index=IGNORE_INDEX,
                 softcap=self.softcap, reduction="sum", token_weights=weights, return_token_losses=True,

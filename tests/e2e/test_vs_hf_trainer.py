@@ -33,7 +33,7 @@ def test_quick_mode_runs_both_systems(tmp_path, run_command):
     data = tmp_path / "dialogues.jsonl"
     dialogues(data)
     cmd = [sys.executable, str(BENCH), "--quick", "--data", str(data),
-           "--vocab", "200", "--workdir", str(tmp_path / "work"), "--port", str(free_port())]
+           "--vocab", "400", "--workdir", str(tmp_path / "work"), "--port", str(free_port())]
     proc = run_command(cmd, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).parents[2]
@@ -85,12 +86,17 @@ def test_top_level_help_lists_every_subcommand():
         assert name in proc.stdout
 
 
-def test_train_reports_a_config_mistake_before_importing_torch(tmp_path):
-    """A typo costs a second: the config is checked before torch (and the ranks) are loaded."""
+@pytest.mark.parametrize("override, error", [
+    ("train.lr=fast", "override 'train.lr=fast': train.lr: expected float, got 'fast'"),
+    ("model.tokenizer_path=README.md", "model.tokenizer_path: README.md: not a SentencePiece model ("),
+    ("mixture.weights.nothing=1", "mixture 'demo': no member 'nothing' to override"),
+])
+def test_train_reports_a_mistake_before_importing_torch(tmp_path, override, error):
+    """A typo costs a second: config, paths and mixture are checked before torch, transformers or a rank."""
     probe = ("import json, sys; from flanforge.launcher.cli import main; "
-             "code = main(['train', '--config', sys.argv[1], 'train.lr=fast']); "
-             "print(json.dumps([code, 'torch' in sys.modules]))")
-    out = subprocess.run([sys.executable, "-c", probe, str(ROOT / "configs" / "demo.yaml")],
-                         capture_output=True, text=True, timeout=120)
-    assert json.loads(out.stdout) == [2, False]
-    assert out.stderr.strip() == "flanforge train: error: override 'train.lr=fast': train.lr: expected float, got 'fast'"
+             "code = main(['train', '--config', sys.argv[1], 'output_dir=' + sys.argv[2], sys.argv[3]]); "
+             "print(json.dumps([code, 'torch' in sys.modules, 'transformers' in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", probe, str(ROOT / "configs" / "demo.yaml"), str(tmp_path), override],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert json.loads(out.stdout) == [2, False, False]
+    assert out.stderr.strip().startswith(f"flanforge train: error: {error}")
