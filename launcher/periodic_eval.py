@@ -1,7 +1,7 @@
 """Evaluation between training steps (``eval.every_steps``), on every rank, with ``flanforge eval``'s code.
 
 Every ``eval.every_steps`` steps the engine's model is switched to eval mode
-(no dropout; dense attention masks where training used FlexAttention) and
+(no dropout; dense attention masks where training used FlexAttention or per-segment attention) and
 scored on ``eval.suites`` (default: the training mixture's validation split)
 with at most ``eval.max_examples_per_task`` examples per task, data-parallel
 over the ranks. It also computes the training loss on the same number of
@@ -44,16 +44,17 @@ def evaluation_mode(model: torch.nn.Module):
 
     training = model.training
     used = attention.implementation_of(model)
+    dense = used not in ("sdpa_mask", "eager_mask")
     states = random.getstate(), np.random.get_state()
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):
         try:
             model.eval()
-            if used == "flex":  # evaluation builds dense masks (model/scoring.py)
+            if dense:  # evaluation builds dense masks (model/scoring.py); flex and segments take none
                 attention.use(model, "sdpa_mask")
             yield model
         finally:
-            if used == "flex":
+            if dense:
                 attention.use(model, used)
             model.train(training)
             random.setstate(states[0])
@@ -107,7 +108,6 @@ class PeriodicEval:
             return None
         values = scalars(results, losses)
         self.metrics.scalars(step, values)
-        self.metrics.flush()
         from flanforge.launcher.eval_report import results_dict
 
         entry = {"step": step, **results_dict(f"step {step}", "validation", results), "val_loss": losses}
