@@ -27,6 +27,11 @@ class Metrics:
             # TensorBoard renders text as markdown; indent to keep it verbatim.
             self.writer.add_text(tag, "    " + text.replace("\n", "\n    "), step)
 
+    def flush(self) -> None:
+        """Write pending events now (periodic eval's scores show before the next step's)."""
+        if self.writer is not None:
+            self.writer.flush()
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()

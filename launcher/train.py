@@ -298,8 +298,12 @@ def train_rank(cfg: Config) -> int:
     run = setup(cfg)
     try:
         train(run)
-    finally:
-        cleanup(run)
+    except BaseException:
+        # No barrier here: the other ranks may be inside another collective and would
+        # never reach it; the launcher ends them when this rank exits with the error.
+        run.metrics.close()
+        raise
+    cleanup(run)
     return 0
 
 
