@@ -108,6 +108,7 @@ class PeriodicEval:
             return None
         values = scalars(results, losses)
         self.metrics.scalars(step, values)
+        self.metrics.flush()
         from flanforge.launcher.eval_report import results_dict
 
         entry = {"step": step, **results_dict(f"step {step}", "validation", results), "val_loss": losses}
