@@ -161,11 +161,6 @@ class Config:
     launch: LaunchConfig = may_change(default_factory=LaunchConfig)
     eval: EvalConfig = may_change(default_factory=EvalConfig)
 
-    def __post_init__(self) -> None:
-        if self.eval.every_steps and self.deepspeed.zero_stage == 3:
-            raise ConfigError("eval.every_steps: evaluation during training runs on ZeRO stages 0-2 (ZeRO-3 would "
-                              "gather the weights on every forward); evaluate ZeRO-3 checkpoints with flanforge eval")
-
 
 def _closest(key: str, valid: list[str]) -> str:
     return did_you_mean(key, valid, otherwise=f"; valid keys: {', '.join(valid)}")
