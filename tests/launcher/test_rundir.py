@@ -88,8 +88,8 @@ def _start(tmp_path, *overrides):
 
 def test_resume_reports_allowed_changes(tmp_path):
     _start(tmp_path)
-    changes = rundir.check_run_dir(load_config(None, [f"output_dir={tmp_path}", "train.lr=0.01", "launch.nnodes=2"]))
-    assert changes == {"launch.nnodes": (1, 2), "train.lr": (1e-3, 0.01)}
+    changes = rundir.check_run_dir(load_config(None, [f"output_dir={tmp_path}", "train.lr=0.01", "launch.threads_per_rank=2"]))
+    assert changes == {"launch.threads_per_rank": (1, 2), "train.lr": (1e-3, 0.01)}
 
 
 def test_resume_refuses_a_fixed_change_naming_the_key(tmp_path):
