@@ -58,6 +58,8 @@ class Scorer:
     pad_id: int
     eos_id: int
     device: torch.device = torch.device("cpu")
+    synced_gpus: bool = False
+    """Every rank calls ``generate`` at once and keeps stepping until all are done (a ZeRO-3 model)."""
 
     def __post_init__(self) -> None:
         if self.arch not in ("decoder", "t5"):
@@ -149,7 +151,7 @@ class Scorer:
         skip = ids.shape[1] if self.arch == "decoder" else 1  # T5's output starts with the start token
         criteria = StoppingCriteriaList([StopOnStrings(stops, decode, skip)] if stops and decode else [])
         out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                  generation_config=config, stopping_criteria=criteria)
+                                  generation_config=config, stopping_criteria=criteria, synced_gpus=self.synced_gpus)
         rows = []
         for row in out[:, skip:].tolist():
             rows.append(row[: row.index(self.eos_id)] if self.eos_id in row else row)
