@@ -13,13 +13,16 @@ that is set-up, not measured.
 Each measurement runs in a fresh interpreter: after loading the mixture,
 manifest and tokenizer it times ``MixtureStream(...)`` construction plus the
 first micro-batch of consumer 15 (rank 7, worker 1: the consumer that counts
-the most blocks' picks), in wall-clock and process CPU seconds, cold and
-resumed alternately, ``--repeats`` times each. Both first batches pack one
-whole block with cold caches (templates compiled, few-shot exemplars
-generated), block 15 cold and block ``depth + 15`` resumed, so the ratio
-also carries the difference between those two blocks' contents. ``ratio`` is
-of the wall-clock medians; ``ratios`` gives the minima and the CPU seconds too
-(CPU time is what the code costs; wall time also what other jobs take).
+the most blocks' picks), in wall-clock and process CPU seconds, ``--repeats``
+times each of: cold, resumed deep, and resumed "shallow" (the same state at
+depth 0: one row of each consumer's first block consumed). Every first batch
+packs one whole block with cold caches (templates compiled, few-shot
+exemplars generated): block 15 cold and shallow, block ``depth + 15`` deep.
+So deep / cold also carries the difference between two blocks' contents,
+and shallow / cold isolates what resuming itself costs on the same block.
+``ratio`` is deep / cold of the wall-clock medians; ``ratios`` gives both
+ratios of the minima and medians, wall and CPU (CPU time is what the code
+costs; wall time also what other jobs take of the two cores).
 Set-up as in benchmarks/packing.py. The last line of output is one JSON object.
 """
 
@@ -41,10 +44,11 @@ def layout(args: argparse.Namespace) -> dict:
     return {"micro_batch_size": MICRO_BATCH, "num_workers": WORKERS, "world_size": WORLD}
 
 
-def deep_state(mixture, manifest, tok_file, args) -> dict:
+def resumed_state(mixture, manifest, tok_file, args, depth_blocks: int) -> dict:
+    """The merged state of a run in which every consumer read its blocks below the depth and one row of its next."""
     stream = make_stream(mixture, manifest, tok_file, args, **layout(args))
     consumers = WORLD * WORKERS
-    depth = args.depth_blocks - args.depth_blocks % consumers
+    depth = depth_blocks - depth_blocks % consumers
     lanes = [[depth + c, 1, 2] for c in range(consumers)]  # one row of a (>= 2 row) block consumed
     fresh = StreamState.from_dict(stream.state_dict([]))
     summaries = [  # micro_batches: a multiple of WORKERS, so worker w is consumer rank * WORKERS + w
@@ -55,7 +59,7 @@ def deep_state(mixture, manifest, tok_file, args) -> dict:
 
 
 def child(args: argparse.Namespace) -> None:
-    """Time construction + first batch of consumer 15, cold (no --state) or resumed."""
+    """Time construction + first batch of consumer 15, cold (no --state) or resumed from --state."""
     mixture, manifest = child_inputs(args)
     state = json.loads(Path(args.state).read_text()) if args.state else None
     clock = Clock()
@@ -75,20 +79,23 @@ def main() -> None:
         return child(args)
     mixture, manifest, tok_file, workdir, facts = set_up(args)
     start = time.perf_counter()
-    state = deep_state(mixture, manifest, tok_file, args)
+    state = resumed_state(mixture, manifest, tok_file, args, args.depth_blocks)
     facts["build_state_s"] = round(time.perf_counter() - start, 2)
-    state_file = workdir / "deep_state.json"
-    state_file.write_text(json.dumps(state))
+    extra: dict[str, list[str]] = {"cold": []}
+    for kind, resumed in (("shallow", resumed_state(mixture, manifest, tok_file, args, 0)), ("resume", state)):
+        (workdir / f"{kind}_state.json").write_text(json.dumps(resumed))
+        extra[kind] = ["--state", str(workdir / f"{kind}_state.json")]
     command = child_command(__file__, facts, manifest, tok_file, args)
-    runs: dict[str, list[dict]] = {"cold": [], "resume": []}
+    runs: dict[str, list[dict]] = {kind: [] for kind in extra}
     for _ in range(args.repeats):
-        for kind, extra in (("cold", []), ("resume", ["--state", str(state_file)])):
-            runs[kind].append(run_child(command + extra))
+        for kind in extra:
+            runs[kind].append(run_child(command + extra[kind]))
     figures, ratio = {}, {}
     for clock in ("wall_s", "cpu_s"):
-        cold, resume = (spread([r[clock] for r in runs[kind]]) for kind in ("cold", "resume"))
-        figures[f"cold_first_batch_{clock}"], figures[f"resume_first_batch_{clock}"] = cold, resume
-        ratio[clock] = {stat: round(resume[stat] / cold[stat], 3) for stat in ("min", "median")}
+        times = {kind: spread([r[clock] for r in runs[kind]]) for kind in runs}
+        figures.update({f"{kind}_first_batch_{clock}": t for kind, t in times.items()})
+        ratio[clock] = {f"{kind}_{stat}": round(times[kind][stat] / times["cold"][stat], 3)
+                        for kind in ("resume", "shallow") for stat in ("min", "median")}
     print(json.dumps({
         **facts,
         "consumers": WORLD * WORKERS,
@@ -97,10 +104,9 @@ def main() -> None:
         "depth_examples": state["frontier"] * state["layout"]["block_size"],
         "state_bytes": len(json.dumps(state)),
         "repeats": args.repeats,
-        "cold_first_block": runs["cold"][0]["first_block"],
-        "resume_first_block": runs["resume"][0]["first_block"],
+        **{f"{kind}_first_block": runs[kind][0]["first_block"] for kind in runs},
         **figures,
-        "ratio": ratio["wall_s"]["median"],
+        "ratio": ratio["wall_s"]["resume_median"],
         "ratios": ratio,
         "target_ratio": 1.1,
     }))
