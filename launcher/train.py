@@ -108,14 +108,14 @@ def setup(cfg: Config) -> Run:
     engine = build_engine(wrapped, cfg, layout.world_size, load_universal=checkpointer.needs_universal())
     resumed = checkpointer.load(engine)
     if resumed:
-        apply_resumable_keys(engine, cfg)  # a changed train.lr / weight_decay is used from the first step
+        apply_resumable_keys(engine, cfg)  # a changed train.lr, schedule, ... is used from the first step
     # Steps logged after the checkpoint by a run that was killed are purged from TensorBoard.
     metrics = Metrics(run_dir.tensorboard, enabled=rank0, purge_step=state.step + 1)
     device_name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     run = Run(cfg, layout, run_dir, engine, data, metrics, checkpointer, state, n_params=n_params, device_name=device_name)
     run.evaluation = PeriodicEval(cfg, mixture, tokenizer, layout, metrics)
     if resumed:
-        log(run, f"resumed from step {run.step}" + (f"; changed: {changes}" if changes else ""))
+        log(run, f"resumed from step {run.step}, attention {wrapped.attention}" + (f"; changed: {changes}" if changes else ""))
     else:
         log(run, f"model: {n_params / 1e6:.2f}M parameters, attention {wrapped.attention}, "
                  f"{ {True: 'fused', False: 'plain', None: 'auto (fused for large logits)'}[fused]} loss; "

@@ -71,13 +71,18 @@ def start(output_dir, *overrides):
                             text=True, start_new_session=True)
 
 
-def scalars(output_dir, tag):
-    """(step, value) pairs of a scalar, read with tensorboard's own reader."""
+def all_scalars(output_dir):
+    """Every scalar tag -> its (step, value) pairs, read with tensorboard's own reader."""
     from tensorboard.backend.event_processing import event_accumulator
 
     acc = event_accumulator.EventAccumulator(str(Path(output_dir) / "tensorboard"), size_guidance={"scalars": 0})
     acc.Reload()
-    return [(e.step, e.value) for e in acc.Scalars(tag)]
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def scalars(output_dir, tag):
+    """(step, value) pairs of a scalar."""
+    return all_scalars(output_dir)[tag]
 
 
 @pytest.fixture(scope="session")
@@ -102,6 +107,12 @@ def run_probe():
 def start_train():
     """``start_train(output_dir, *overrides) -> Popen``: see :func:`start`."""
     return start
+
+
+@pytest.fixture(scope="session")
+def read_all_scalars():
+    """``read_all_scalars(output_dir)``: see :func:`all_scalars`."""
+    return all_scalars
 
 
 @pytest.fixture(scope="session")

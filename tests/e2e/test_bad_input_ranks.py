@@ -29,13 +29,19 @@ def test_failing_rank_reports_one_line_first_and_last(tmp_path, run_train, monke
     assert "Traceback" not in output, output[-3000:]
 
 
-def test_resumable_keys_take_effect_from_the_first_resumed_step(tmp_path, run_probe):
+def test_resumable_engine_keys_take_effect_from_the_first_resumed_step(tmp_path, run_probe):
     out = tmp_path / "resume.json"
     run_probe(PROBE, 1, out)
-    r = json.loads(out.read_text())
+    result = json.loads(out.read_text())
+    r = result["zero2"]
     assert r["scheduler_steps"] == 3
     assert r["restored_lr"] == pytest.approx(0.001)  # what DeepSpeed alone restores: the old rate
     assert r["lr"] == pytest.approx(r["expected_lr"]) and r["expected_lr"] == pytest.approx(0.004 * 0.97553, rel=1e-4)
     assert r["lr_after_one_step"] == pytest.approx(r["expected_lr_after_one_step"])  # new schedule, max_steps
     assert r["weight_decay"] == [0.25, 0.0]  # decayed weights, then biases and norms
     assert r["grad_clip"] == 0.5
+    assert r["micro_batch_size"] == 2  # the checkpoint's batch size does not come back
+    assert r["offload_optimizer"] and r["moments_restored"]  # offloaded now, Adam's moments carried over
+    z3 = result["zero3"]
+    assert z3["offload_param"]
+    assert z3["resumed"] == pytest.approx(z3["continued"], rel=1e-5)  # weights and optimizer states carried over
