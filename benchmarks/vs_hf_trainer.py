@@ -5,6 +5,7 @@
     python benchmarks/vs_hf_trainer.py --quick             # a handful of steps, short rows (CI)
     python benchmarks/vs_hf_trainer.py --flanforge model.fused_loss=false   # extra overrides
     python benchmarks/vs_hf_trainer.py --baseline /work/main/.venv/bin/flanforge   # also another flanforge install
+    python benchmarks/vs_hf_trainer.py --variant sdpa_mask model.attention=sdpa_mask   # also flanforge with these overrides
     python benchmarks/vs_hf_trainer.py --repeats 2         # flanforge, HF, flanforge, HF: medians and per-pair ratios
 
 Both systems, in one invocation, get the same data, model, tokenizer, ZeRO
@@ -36,6 +37,7 @@ process per system), i.e. the peak of the larger rank. The last line is one JSON
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -53,6 +55,8 @@ INSTRUCTION = "Summarize this dialogue."
 MODEL = dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4,
              num_key_value_heads=4, max_position_embeddings=2048, tie_word_embeddings=False)
 # Runs a command and prints the peak RSS (KiB) of its largest descendant as the last line.
+FlanforgeRun = tuple[str, str, list[str]]
+"""A flanforge system of the comparison: (name, ``flanforge`` executable, its extra overrides)."""
 RSS_WRAPPER = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
                "print('PEAK_RSS_KIB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
 
@@ -124,12 +128,13 @@ def write_flanforge_config(args: argparse.Namespace, work: Path, flan: Path, ste
     return path
 
 
-def run_flanforge(args: argparse.Namespace, work: Path, flan: Path, steps: int, exe: str, name: str) -> dict:
+def run_flanforge(args: argparse.Namespace, work: Path, flan: Path, steps: int, run: "FlanforgeRun") -> dict:
+    name, exe, overrides = run
     config = write_flanforge_config(args, work, flan, steps, name)
     out = work / f"{name}_z{args.zero}"
     if out.exists():
         subprocess.run(["rm", "-rf", str(out)], check=True)
-    cmd = [exe, "train", "--config", str(config), *args.flanforge]
+    cmd = [exe, "train", "--config", str(config), *args.flanforge, *overrides]
     rss = run_wrapped(cmd, rank_env(), work / f"{name}_z{args.zero}.log")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -172,6 +177,55 @@ def steady_state(ends: list[float], batches: list[tuple[float, float]], warmup: 
     }
 
 
+def flanforge_runs(args: argparse.Namespace) -> list[FlanforgeRun]:
+    """The flanforge systems asked for: this install, ``--variant``s, ``--baseline``."""
+    exe = str(Path(sys.executable).parent / "flanforge")
+    runs = [("flanforge", exe, [])] if "flanforge" in args.systems.split(",") else []
+    runs += [(name, exe, overrides) for name, *overrides in args.variant]
+    if args.baseline:
+        runs.append(("baseline", args.baseline, []))
+    names = [name for name, _, _ in runs]
+    if len(set(names)) < len(names) or "hf_trainer" in names:
+        raise SystemExit(f"--variant names must differ from each other and from flanforge/baseline/hf_trainer: {names}")
+    return runs
+
+
+def run_interleaved(args: argparse.Namespace, work: Path, flan: Path, hf_data: Path, model: dict) -> dict[str, list[dict]]:
+    """Every system ``--repeats`` times, interleaved, so a change in the machine's load hits each: name -> runs.
+    Each run's figures are printed as it ends (a run cut short by a timeout keeps the ones before it)."""
+    ours = flanforge_runs(args)
+    order = [(run[0], functools.partial(run_flanforge, args, work, flan, args.steps, run)) for run in ours]
+    if "hf" in args.systems.split(","):
+        order.insert(min(1, len(order)), ("hf_trainer", functools.partial(run_hf, args, work, hf_data, model, args.steps)))
+    runs: dict[str, list[dict]] = {}
+    for repeat in range(args.repeats):
+        for name, measure in order:
+            runs.setdefault(name, []).append(measure())
+            print(f"repeat {repeat + 1} {name}", runs[name][-1], f"load {os.getloadavg()[0]:.2f}", flush=True)
+    return runs
+
+
+def ratios(runs: dict[str, list[dict]], medians: dict) -> dict:
+    """Useful-token ratios of the medians and of each repeat: every flanforge system against HF Trainer,
+    and the variants and baseline against flanforge."""
+    def ratio(a: dict, b: dict, key: str = "useful_tokens_per_s") -> float:
+        return round(a[key] / b[key], 3)
+
+    out: dict = {}
+    ours = [name for name in runs if name != "hf_trainer"]
+    if "hf_trainer" in runs:
+        for name in ours:
+            prefix = "" if name == "flanforge" else f"{name}_"
+            out[f"{prefix}useful_tokens_ratio"] = ratio(medians[name], medians["hf_trainer"])
+            out[f"{prefix}all_tokens_ratio"] = ratio(medians[name], medians["hf_trainer"], "all_tokens_per_s")
+            out[f"{prefix}useful_tokens_ratio_per_repeat"] = [ratio(a, b) for a, b in zip(runs[name], runs["hf_trainer"])]
+    if "flanforge" in runs:
+        for name in (n for n in ours if n != "flanforge"):
+            out[f"flanforge_vs_{name}"] = ratio(medians["flanforge"], medians[name])
+            out[f"flanforge_vs_{name}_per_repeat"] = [ratio(a, b) for a, b in zip(runs["flanforge"], runs[name])]
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--zero", type=int, default=2, choices=(1, 2, 3))
@@ -187,6 +241,8 @@ def main() -> None:
     p.add_argument("--flanforge", nargs="*", default=[], metavar="KEY=VALUE", help="extra flanforge overrides")
     p.add_argument("--repeats", type=int, default=1, help="run the systems this many times, interleaved; medians reported")
     p.add_argument("--baseline", metavar="FLANFORGE", help="another flanforge executable to measure too (before/after)")
+    p.add_argument("--variant", nargs="+", action="append", default=[], metavar="NAME [KEY=VALUE ...]",
+                   help="also flanforge with these overrides, reported as NAME (repeatable; A/B in one invocation)")
     p.add_argument("--quick", action="store_true", help="6 steps, 2 of warm-up, rows of 128 tokens")
     args = p.parse_args()
     if args.quick:
@@ -197,30 +253,11 @@ def main() -> None:
     results: dict = {"zero_stage": args.zero, "ranks": 2, "micro_batch": args.micro_batch, "max_len": args.max_len,
                      "vocab": model["vocab_size"], "steps": args.steps, "warmup": args.warmup,
                      "flanforge_overrides": args.flanforge, "loadavg_before": os.getloadavg()[0]}
-    systems = args.systems.split(",")
-    runs: dict[str, list[dict]] = {}
-    for _ in range(args.repeats):  # interleaved, so a change in the machine's load hits every system
-        if "flanforge" in systems:
-            exe = str(Path(sys.executable).parent / "flanforge")
-            runs.setdefault("flanforge", []).append(run_flanforge(args, work, flan, args.steps, exe, "flanforge"))
-        if "hf" in systems:
-            runs.setdefault("hf_trainer", []).append(run_hf(args, work, hf_data, model, args.steps))
-        if args.baseline:
-            runs.setdefault("baseline", []).append(run_flanforge(args, work, flan, args.steps, args.baseline, "baseline"))
-        for name, figures in runs.items():
-            print(name, figures[-1], flush=True)
+    runs = run_interleaved(args, work, flan, hf_data, model)
     for name, figures in runs.items():  # the median run of each system (by useful tokens/s)
         results[name] = sorted(figures, key=lambda f: f["useful_tokens_per_s"])[(len(figures) - 1) // 2]
         results[f"{name}_runs_useful_tokens_per_s"] = [f["useful_tokens_per_s"] for f in figures]
-    if "flanforge" in results and "hf_trainer" in results:
-        ff, hf = results["flanforge"], results["hf_trainer"]
-        results["useful_tokens_ratio"] = round(ff["useful_tokens_per_s"] / hf["useful_tokens_per_s"], 3)
-        results["all_tokens_ratio"] = round(ff["all_tokens_per_s"] / hf["all_tokens_per_s"], 3)
-        results["useful_tokens_ratio_per_repeat"] = [
-            round(a["useful_tokens_per_s"] / b["useful_tokens_per_s"], 3) for a, b in zip(runs["flanforge"], runs["hf_trainer"])]
-    if "baseline" in results:
-        results["flanforge_vs_baseline"] = round(
-            results["flanforge"]["useful_tokens_per_s"] / results["baseline"]["useful_tokens_per_s"], 3)
+    results.update(ratios(runs, results))
     results["loadavg_after"] = os.getloadavg()[0]
     print(json.dumps(results))
 

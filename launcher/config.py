@@ -113,13 +113,19 @@ class LaunchConfig:
     nnodes: int = 1
     node_rank: int = 0
     master_addr: str = "127.0.0.1"
-    master_port: int = 29500
+    master_port: int = 0
+    """Rendezvous port. 0: a port free on this host when the ranks start (one node only:
+    several nodes must agree on one, which ``slurm/train.sbatch`` derives from the job id)."""
     threads_per_rank: int = 1
     """``OMP_NUM_THREADS`` for each CPU rank (ranks fight for cores otherwise)."""
 
     def __post_init__(self) -> None:
         _at_least(self, "launch", 0, "nproc_per_node", "node_rank")
-        _at_least(self, "launch", 1, "nnodes", "threads_per_rank", "master_port")
+        _at_least(self, "launch", 0, "master_port")
+        _at_least(self, "launch", 1, "nnodes", "threads_per_rank")
+        if self.nnodes > 1 and self.master_port == 0:
+            raise ConfigError(f"launch.master_port must be set (not 0) when launch.nnodes={self.nnodes}: "
+                              "every node's launcher must use the same port")
         if self.node_rank >= self.nnodes or self.master_port > 65535:
             raise ConfigError(f"launch.node_rank must be < launch.nnodes ({self.nnodes}) and launch.master_port "
                               f"<= 65535, got {self.node_rank} and {self.master_port}")
@@ -160,11 +166,6 @@ class Config:
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     launch: LaunchConfig = may_change(default_factory=LaunchConfig)
     eval: EvalConfig = may_change(default_factory=EvalConfig)
-
-    def __post_init__(self) -> None:
-        if self.eval.every_steps and self.deepspeed.zero_stage == 3:
-            raise ConfigError("eval.every_steps: evaluation during training runs on ZeRO stages 0-2 (ZeRO-3 would "
-                              "gather the weights on every forward); evaluate ZeRO-3 checkpoints with flanforge eval")
 
 
 def _closest(key: str, valid: list[str]) -> str:

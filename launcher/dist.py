@@ -118,11 +118,11 @@ def init_process_group() -> None:
     deepspeed.init_distributed(dist_backend="gloo")
 
 
-def free_port(host: str = "") -> int:
-    """A TCP port free on this host right now (for single-node launches; another
-    process may take it before it is used)."""
+def free_port(host: str = "", port: int = 0) -> int:
+    """A TCP port free on this host right now: ``port``, or any for 0 (for single-node
+    launches; another process may take it before it is used). ``OSError`` if ``port`` is taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
+        sock.bind((host, port))
         return sock.getsockname()[1]
 
 

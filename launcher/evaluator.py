@@ -6,17 +6,27 @@ by length and chunked into ``batch_size``-sized batches, and rank ``r`` runs bat
 therefore computed exactly as a one-rank run computes it, and the raw outputs
 gathered on rank 0 (``all_gather_object``) are identical to a one-rank run's;
 scoring happens after the gather. Nothing here touches an RNG.
+
+With ``lockstep`` (a ZeRO-3 engine, whose every forward gathers each layer's
+weights from all ranks) the batches are shared out task by task, and a rank
+left without a batch of a task repeats one and discards it: every rank then
+makes the same model calls of the same kind at the same time (generation
+with ``synced_gpus``, see ``Scorer``). The batches, and so the results, stay
+those of a one-rank run.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 from flanforge.mixtures.evalsets import EvalTask, Suite
 from flanforge.mixtures.metrics import REPORTED, exact_match, extract_answer, rank_classification, rouge, summarize
 from flanforge.model.scoring import Scorer
 from flanforge.model.tokenizer import Tokenizer
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -60,9 +70,10 @@ class Evaluator:
     """Scores suites with ``scorer``; ``gather(obj) -> list`` collects one object from every rank."""
 
     def __init__(self, scorer: Scorer, tokenizer: Tokenizer, *, batch_size: int = 16, rank: int = 0,
-                 world_size: int = 1, gather: Callable[[Any], list[Any]] | None = None, max_length: int | None = None):
+                 world_size: int = 1, gather: Callable[[Any], list[Any]] | None = None, max_length: int | None = None,
+                 lockstep: bool = False):
         self.scorer, self.tokenizer, self.batch_size = scorer, tokenizer, batch_size
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.lockstep = rank, world_size, lockstep
         self.gather = gather or (lambda obj: [obj])
         self.max_length = max_length
 
@@ -70,9 +81,16 @@ class Evaluator:
         """Results on rank 0 (None elsewhere). Collective: every rank calls it with the same suites."""
         prompts = [[self._prompt_ids(t) for t in s.tasks] for s in suites]
         units = self._units(suites, prompts)
+        if self.lockstep:  # each task's batches shared out on their own: all ranks run the same task at once
+            mine = [m for _, group in itertools.groupby(units, key=lambda u: (u.suite, u.task))
+                    for m in self._share(list(group))]
+        else:
+            mine = self._share(units)
         outputs: dict[tuple[int, int, int], Any] = {}
-        for unit in units[self.rank::self.world_size]:
-            outputs.update(self._compute(suites[unit.suite].tasks[unit.task], prompts[unit.suite][unit.task], unit))
+        for unit, keep in mine:
+            computed = self._compute(suites[unit.suite].tasks[unit.task], prompts[unit.suite][unit.task], unit)
+            if keep:
+                outputs.update(computed)
         gathered = self.gather(outputs)
         if self.rank != 0:
             return None
@@ -84,14 +102,16 @@ class Evaluator:
         """Per-token loss of each group's targets (EOS included) given their inputs, as training
         computes it, and ``all`` over every group; on rank 0 (None elsewhere). Collective."""
         items = [(g, x, y) for g, pairs in sorted(groups.items()) for x, y in pairs]
+        batches = [items[i:i + self.batch_size] for i in range(0, len(items), self.batch_size)]
         partial: dict[str, list[float]] = {}
-        for start in range(self.rank * self.batch_size, len(items), self.world_size * self.batch_size):
-            batch = items[start:start + self.batch_size]
+        for batch, keep in self._share(batches):
             inputs = self.tokenizer.encode_batch([x for _, x, _ in batch])
             targets = self._option_ids([y for _, _, y in batch])
             if self.max_length is not None:  # cut inputs from the left, as training's packer does
                 inputs = [x[max(0, len(x) + len(y) - self.max_length):] or x[-1:] for x, y in zip(inputs, targets)]
             lls = self.scorer.loglikelihoods([(x, [y]) for x, y in zip(inputs, targets)])
+            if not keep:
+                continue
             for (group, _, _), ll, y in zip(batch, lls, targets):
                 total = partial.setdefault(group, [0.0, 0])
                 total[0] -= ll[0]
@@ -108,6 +128,14 @@ class Evaluator:
         return {k: nll / tokens for k, (nll, tokens) in sums.items()}
 
     # ------------------------------------------------------------------ batching
+
+    def _share(self, work: list[T]) -> list[tuple[T, bool]]:
+        """This rank's items of ``work`` (every W-th), each with whether to keep its output; under
+        ``lockstep`` padded with repeats of the first item (not kept) to as many as any rank gets."""
+        mine = [(w, True) for w in work[self.rank::self.world_size]]
+        if self.lockstep and work:
+            mine += [(work[0], False)] * (-(-len(work) // self.world_size) - len(mine))
+        return mine
 
     def _prompt_ids(self, task: EvalTask) -> list[tuple[list[int], bool]]:
         """Token ids of each prompt, cut from the left to leave room for the answer; (ids, truncated)."""

@@ -21,8 +21,10 @@ from pathlib import Path
 import psutil
 import torch
 
+from flanforge.errors import UserError
 from flanforge.launcher import report, runlock
 from flanforge.launcher.config import Config
+from flanforge.launcher.dist import free_port
 
 RANK_MODULE = "flanforge.launcher.train"
 
@@ -33,13 +35,27 @@ def ranks_per_node(cfg: Config) -> int:
     return torch.cuda.device_count() or 2
 
 
+def master_port(cfg: Config) -> int:
+    """``launch.master_port``, or a free port for 0; a configured port another process holds is a user error
+    on the node that will listen on it (two runs on one machine would otherwise fail inside the ranks)."""
+    if cfg.launch.master_port == 0:
+        return free_port()
+    if cfg.launch.node_rank == 0:
+        try:
+            free_port(port=cfg.launch.master_port)
+        except OSError as exc:
+            raise UserError(f"launch.master_port={cfg.launch.master_port} is in use on this host ({exc.strerror}; "
+                            "another run?): choose another port, or launch.master_port=0 for a free one") from None
+    return cfg.launch.master_port
+
+
 def launcher_command(cfg: Config, config_path: str, overrides: list[str], workdir: str) -> list[str]:
     """DeepSpeed runner command line; files it needs (a hostfile) are written to ``workdir``."""
     cmd = [
         sys.executable, "-m", "deepspeed.launcher.runner",
         "--num_gpus", str(ranks_per_node(cfg)),
         "--master_addr", cfg.launch.master_addr,
-        "--master_port", str(cfg.launch.master_port),
+        "--master_port", str(master_port(cfg)),
         "--no_local_rank",
     ]
     if cfg.launch.nnodes > 1:

@@ -4,8 +4,8 @@ Every ``eval.every_steps`` steps the engine's model is switched to eval mode
 (no dropout; dense attention masks where training used FlexAttention or per-segment attention) and
 scored on ``eval.suites`` (default: the training mixture's validation split)
 with at most ``eval.max_examples_per_task`` examples per task, data-parallel
-over the ranks. It also computes the training loss on the same number of
-validation records per task, rendered as training renders them (``val/loss``,
+over the ranks (under ZeRO-3 in lockstep: see ``launcher/evaluator.py``). It
+also computes the training loss on the same number of validation records per task, rendered as training renders them (``val/loss``,
 and per sub-mixture ``val/loss/<name>``). Rank 0 writes to TensorBoard::
 
     eval/<suite>/<task>/<metric>    eval/<suite>/mean (the tasks' first metric)
@@ -98,10 +98,12 @@ class PeriodicEval:
             torch.distributed.all_gather_object(out, obj)
             return out
 
+        zero3 = self.cfg.deepspeed.zero_stage == 3  # every forward gathers the weights: all ranks in step
         with evaluation_mode(hf):
-            scorer = Scorer(hf, arch, self.tokenizer.pad_id, self.tokenizer.eos_id, engine.device)
+            scorer = Scorer(hf, arch, self.tokenizer.pad_id, self.tokenizer.eos_id, engine.device, synced_gpus=zero3)
             evaluator = Evaluator(scorer, self.tokenizer, batch_size=self.cfg.eval.batch_size, rank=self.layout.rank,
-                                  world_size=self.layout.world_size, gather=gather, max_length=max_length(hf, arch))
+                                  world_size=self.layout.world_size, gather=gather, max_length=max_length(hf, arch),
+                                  lockstep=zero3)
             results = evaluator.run(self.suites)
             losses = evaluator.losses(self.validation)
         if results is None:

@@ -9,15 +9,18 @@ module (``python -m flanforge.launcher.train``) and trains. Started inside a ran
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
-from flanforge.launcher import rundir, runlock
+from flanforge.launcher import report, rundir, runlock
 from flanforge.launcher.config import Config
 from flanforge.errors import TrainingStopped, UserError
 from flanforge.launcher.dist import RankLayout, export_torch_env, init_process_group, read_rank_layout
@@ -89,6 +92,7 @@ def setup(cfg: Config) -> Run:
     rank0 = layout.is_main
     run_dir = RunDir.of(cfg)
     runlock.acquire_for_rank(cfg.output_dir, layout.rank)
+    report.share_errors(launch_error_file(run_dir, layout))
     injected_error(layout.rank)
     changes = rundir.check_run_dir(cfg)
     torch.distributed.barrier()  # every rank has read the old config.yaml before rank 0 replaces it
@@ -108,14 +112,14 @@ def setup(cfg: Config) -> Run:
     engine = build_engine(wrapped, cfg, layout.world_size, load_universal=checkpointer.needs_universal())
     resumed = checkpointer.load(engine)
     if resumed:
-        apply_resumable_keys(engine, cfg)  # a changed train.lr / weight_decay is used from the first step
+        apply_resumable_keys(engine, cfg)  # a changed train.lr, schedule, ... is used from the first step
     # Steps logged after the checkpoint by a run that was killed are purged from TensorBoard.
     metrics = Metrics(run_dir.tensorboard, enabled=rank0, purge_step=state.step + 1)
     device_name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     run = Run(cfg, layout, run_dir, engine, data, metrics, checkpointer, state, n_params=n_params, device_name=device_name)
     run.evaluation = PeriodicEval(cfg, mixture, tokenizer, layout, metrics)
     if resumed:
-        log(run, f"resumed from step {run.step}" + (f"; changed: {changes}" if changes else ""))
+        log(run, f"resumed from step {run.step}, attention {wrapped.attention}" + (f"; changed: {changes}" if changes else ""))
     else:
         log(run, f"model: {n_params / 1e6:.2f}M parameters, attention {wrapped.attention}, "
                  f"{ {True: 'fused', False: 'plain', None: 'auto (fused for large logits)'}[fused]} loss; "
@@ -126,6 +130,16 @@ def setup(cfg: Config) -> Run:
     for sig in (signal.SIGUSR1, signal.SIGTERM):
         signal.signal(sig, lambda signum, _frame: setattr(run, "stop_signal", signum))
     return run
+
+
+def launch_error_file(run_dir: RunDir, layout: RankLayout) -> Path:
+    """This launch's error file in the run directory, named alike on every node (``launcher/report.py``):
+    rank 0, holding the run's lock, clears earlier launches' files and names this one."""
+    name = [uuid.uuid4().hex if layout.is_main else None]
+    if layout.is_main:
+        shutil.rmtree(run_dir.errors, ignore_errors=True)
+    torch.distributed.broadcast_object_list(name, src=0)
+    return run_dir.errors / name[0]
 
 
 def log(run: Run, message: str) -> None:

@@ -1,5 +1,6 @@
 """``flanforge eval`` on a real ZeRO checkpoint: equal to its export, two ranks equal one; evaluation
-during training leaves the training losses bit-identical (fp32) and logs its scalars.
+during training leaves the training losses bit-identical (fp32) and logs its scalars, under ZeRO-3 too
+(where it equals the evaluation of the same step's checkpoint).
 
 How the processes start: two tiny ``flanforge train`` runs (the ``run_train``
 fixture: DeepSpeed's launcher, 2 CPU ranks, ZeRO-2, fp32), one with
@@ -86,3 +87,36 @@ def test_two_ranks_equal_one(run_dir, one_rank, tmp_path, run_probe):
     assert predictions == outputs(one_rank)[1]
     n = sum(t["n"] for s in suites.values() for t in s["tasks"].values())
     assert len(predictions.splitlines()) == n
+
+
+ZERO3 = ["deepspeed.zero_stage=3", "train.max_steps=3", "checkpoint.every_steps=2", "train.precision=fp32"]
+
+
+def test_zero3_periodic_eval_is_the_checkpoints_and_leaves_training_alone(tmp_path, run_train, read_scalars):
+    """ZeRO-3 ranks hold shards and every forward gathers the weights with all ranks: periodic eval runs
+    in lockstep (3 examples in batches of 2: ranks get unequal work, generations end at different steps)."""
+    from flanforge.launcher.eval import load_model, max_length
+    from flanforge.launcher.evaluator import Evaluator
+    from flanforge.mixtures import registry
+    from flanforge.mixtures.evalsets import validation_pairs
+    from flanforge.model.scoring import Scorer
+
+    runs = {"eval": tmp_path / "eval", "plain": tmp_path / "plain"}
+    periodic = ["eval.every_steps=2", "eval.max_examples_per_task=3", "eval.batch_size=2", "eval.suites=[demo]"]
+    for name, extra in (("eval", periodic), ("plain", [])):
+        proc = run_train(runs[name], *ZERO3, *extra)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert read_scalars(runs["eval"], "train/loss") == read_scalars(runs["plain"], "train/loss")  # step 3 included
+    [entry] = [json.loads(line) for line in (runs["eval"] / "eval" / "history.jsonl").read_text().splitlines()]
+    model_spec = f"{runs['eval']}:2"
+    out = tmp_path / "out"
+    assert main(["eval", model_spec, "--out", str(out), "--suites", "demo", "--max-examples", "3",
+                 "--batch-size", "2"]) == 0
+    assert entry["step"] == 2 and entry["suites"] == outputs(out)[0]
+    # The validation loss, a continuous number, from the consolidated checkpoint in this process.
+    tokenizer, arch, build, _ = load_model(model_spec)
+    model = build()
+    evaluator = Evaluator(Scorer(model, arch, tokenizer.pad_id, tokenizer.eos_id), tokenizer, batch_size=2,
+                          max_length=max_length(model, arch))
+    pairs = validation_pairs(registry.get_mixture("demo"), 3, lambda text: len(tokenizer.encode(text)))
+    assert entry["val_loss"] == pytest.approx(evaluator.losses(pairs), rel=1e-5)

@@ -1,8 +1,10 @@
 """``benchmarks/vs_hf_trainer.py --quick`` end to end, so the benchmark cannot rot: flanforge
 (``flanforge train``: DeepSpeed's launcher, 2 CPU ranks) and HF Trainer + DeepSpeed (the same
 launcher running ``benchmarks/hf_trainer_rank.py``) on a small synthetic dialogue set.
-Speed is not asserted (figures belong in BENCHMARKS.md); what is checked is that both
-systems trained the steps asked for and the figures are consistent."""
+A ``--variant`` (flanforge with ``model.attention=sdpa_mask``) runs in the same invocation.
+Speed is not asserted (figures belong in BENCHMARKS.md); what is checked is that every
+system trained the steps asked for, the variant's override was applied, and the figures
+are consistent."""
 
 import json
 import random
@@ -33,12 +35,13 @@ def test_quick_mode_runs_both_systems(tmp_path, run_command):
     data = tmp_path / "dialogues.jsonl"
     dialogues(data)
     cmd = [sys.executable, str(BENCH), "--quick", "--data", str(data),
-           "--vocab", "400", "--workdir", str(tmp_path / "work"), "--port", str(free_port())]
+           "--vocab", "400", "--workdir", str(tmp_path / "work"), "--port", str(free_port()),
+           "--variant", "masked", "model.attention=sdpa_mask"]
     proc = run_command(cmd, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["steps"] == 6 and result["max_len"] == 128
-    for name in ("flanforge", "hf_trainer"):
+    for name in ("flanforge", "hf_trainer", "masked"):
         r = result[name]
         assert r["steps_timed"] == result["steps"] - result["warmup"] - 1, name
         assert 0 < r["useful_tokens_per_s"] <= r["all_tokens_per_s"], name
@@ -48,6 +51,13 @@ def test_quick_mode_runs_both_systems(tmp_path, run_command):
     assert result["flanforge"]["padding_efficiency"] > 0.9 > result["hf_trainer"]["padding_efficiency"]
     ratio = result["flanforge"]["useful_tokens_per_s"] / result["hf_trainer"]["useful_tokens_per_s"]
     assert result["useful_tokens_ratio"] == pytest.approx(ratio, rel=1e-2)
+    # The variant is flanforge again with its override applied (the first log line names the attention).
+    logs = {name: (tmp_path / "work" / f"{name}_z2.log").read_text() for name in ("flanforge", "masked")}
+    assert "attention segments" in logs["flanforge"] and "attention sdpa_mask" in logs["masked"]
+    assert result["masked"]["padding_efficiency"] > 0.9
+    variant_ratio = result["flanforge"]["useful_tokens_per_s"] / result["masked"]["useful_tokens_per_s"]
+    assert result["flanforge_vs_masked"] == pytest.approx(variant_ratio, rel=1e-2)
+    assert result["masked_useful_tokens_ratio_per_repeat"] == [result["masked_useful_tokens_ratio"]]  # one repeat
     # Both trained on the same examples: HF's log shows its loss, flanforge's TensorBoard has every step.
     assert (tmp_path / "work" / "flanforge_z2" / "tensorboard").is_dir()
     assert json.loads((tmp_path / "work" / "hf_z2" / "rank0.json").read_text())["step_ends"]

@@ -5,18 +5,23 @@ SentencePiece tokenizer trained here; checkpoint round trips through real
 ZeRO runs (and the two-rank evaluation) are in tests/e2e/test_eval.py.
 """
 
+import dataclasses
 import json
 import random
 import shutil
 
 import pytest
+import torch
 
 from flanforge.launcher.cli import main
 from flanforge.launcher.config import Config, dump_config
+from flanforge.launcher.evaluator import Evaluator
 from flanforge.model.config import ModelConfig
 from flanforge.mixtures import registry
+from flanforge.mixtures.evalsets import build_suite, validation_pairs
 from flanforge.mixtures.metrics import METRICS
 from flanforge.model.load import build_model
+from flanforge.model.scoring import Scorer
 from flanforge.model.tokenizer import train_tokenizer
 
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
@@ -165,7 +170,70 @@ def test_periodic_eval_config_is_checked():
 
     cfg = load_config(None, ["eval.every_steps=5", "eval.suites=[demo, builtin_heldout]"])
     assert cfg.eval.suites == ["demo", "builtin_heldout"] and cfg.eval.max_examples_per_task == 20
-    with pytest.raises(ConfigError, match="eval.every_steps: .*ZeRO stages 0-2"):
-        load_config(None, ["eval.every_steps=5", "deepspeed.zero_stage=3"])
+    assert load_config(None, ["eval.every_steps=5", "deepspeed.zero_stage=3"]).eval.every_steps == 5
     with pytest.raises(ConfigError, match="unknown config key 'eval.every_step'; did you mean 'eval.every_steps'"):
         load_config(None, ["eval.every_step=5"])
+
+
+@dataclasses.dataclass
+class RecordingScorer(Scorer):
+    """The real scorer, noting the kind of each model call (and a generation's token budget: its task)."""
+
+    calls: list = dataclasses.field(default_factory=list)
+
+    def loglikelihoods(self, requests):
+        self.calls.append("loglikelihoods")
+        return super().loglikelihoods(requests)
+
+    def generate(self, prompts, max_new_tokens, *args, **kwargs):
+        self.calls.append(f"generate {max_new_tokens}")
+        return super().generate(prompts, max_new_tokens, *args, **kwargs)
+
+
+def untuned(run_dir):
+    from flanforge.launcher.export import load_run
+
+    cfg, tokenizer = load_run(run_dir)
+    return build_model(cfg.model, tokenizer, cfg.seed, training=False).eval(), tokenizer
+
+
+def evaluate_as_rank(model, tokenizer, rank, world, lockstep, others=()):
+    """``(results, losses, calls)`` of one rank; ``others``: the other ranks' gathered objects, in call order."""
+    suites = [build_suite("demo", max_examples=5, count_tokens=lambda t: len(tokenizer.encode(t)))]
+    pairs = validation_pairs(registry.get_mixture("demo"), 3)  # 18 pairs: 9 batches of 2
+    sent, parts = [], iter(others)
+    scorer = RecordingScorer(model, "decoder", tokenizer.pad_id, tokenizer.eos_id)
+    evaluator = Evaluator(scorer, tokenizer, batch_size=2, rank=rank, world_size=world, lockstep=lockstep,
+                          gather=lambda obj: sent.append(obj) or [obj, *next(parts, [])])
+    results, losses = evaluator.run(suites), evaluator.losses(pairs)
+    return results, losses, scorer.calls, sent
+
+
+def test_lockstep_ranks_make_the_same_calls_and_equal_one_rank(run_dir):
+    """ZeRO-3's contract: every rank makes the same number of model calls, of the same kind and task, at once."""
+    model, tokenizer = untuned(run_dir)
+    alone, alone_losses, _, _ = evaluate_as_rank(model, tokenizer, 0, 1, lockstep=False)
+    calls = {}
+    for lockstep in (True, False):
+        _, _, calls[1], sent = evaluate_as_rank(model, tokenizer, 1, 2, lockstep)
+        results, losses, calls[0], _ = evaluate_as_rank(model, tokenizer, 0, 2, lockstep, [[s] for s in sent])
+        if lockstep:  # 5 examples in batches of 2: 3 batches a task, one rank repeats one and discards it
+            assert calls[0] == calls[1] and len(calls[0]) == 6 * 2 + 5  # 6 tasks, 9 loss batches
+            assert [(t.metrics, t.predictions) for s in results for t in s.tasks] == \
+                [(t.metrics, t.predictions) for s in alone for t in s.tasks]
+            assert losses == pytest.approx(alone_losses, rel=1e-6)
+        else:
+            assert len(calls[0]) != len(calls[1])  # what would hang ZeRO-3
+
+
+def test_empty_generations_are_scored_wrong_and_counted(run_dir):
+    model, tokenizer = untuned(run_dir)
+    with torch.no_grad():
+        model.model.norm.weight.zero_()  # every logit 0: greedy writes the pad id, which decodes to ""
+    scorer = Scorer(model, "decoder", tokenizer.pad_id, tokenizer.eos_id)
+    [result] = Evaluator(scorer, tokenizer).run([build_suite("demo", max_examples=4)])
+    generated = [task for task in result.tasks if task.task.metric == "exact_match"]
+    assert len(generated) == 5  # all demo tasks but sentiment
+    for task in generated:
+        assert task.invalid == len(task.predictions) == 4 and task.metrics["exact_match"] == 0.0
+        assert all(p["generation"] == "" and p["prediction"] is None for p in task.predictions)

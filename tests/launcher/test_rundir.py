@@ -1,19 +1,23 @@
 """The run directory: its paths, checkpoint tags (latest, pruning), and which config keys
-may change when a run resumes (marked on the fields)."""
+may change when a run resumes (marked on the fields, listed in the README)."""
 
+import dataclasses
 import re
+import typing
 from pathlib import Path
 
 import pytest
 
-from flanforge.config_fields import key_may_change
-from flanforge.errors import UserError
+from flanforge.config_fields import changes_allowed, key_may_change
+from flanforge.errors import TaskError, UserError
 from flanforge.launcher import rundir
 from flanforge.launcher.checkpoint import prune
+from flanforge.launcher.preflight import run_checks
 from flanforge.launcher.config import Config, load_config, to_dict
 from flanforge.launcher.rundir import RunDir
 
-COMMON_SH = Path(__file__).resolve().parents[2] / "slurm" / "common.sh"
+ROOT = Path(__file__).resolve().parents[2]
+COMMON_SH = ROOT / "slurm" / "common.sh"
 
 
 @pytest.mark.parametrize("key", [
@@ -34,6 +38,38 @@ def test_keys_that_must_stay(key):
     assert not key_may_change(Config, key)
 
 
+def marked_keys(cls: type = Config, prefix: str = "") -> set[str]:
+    """Keys marked ``may_change``: a marked section as ``section.*``."""
+    out = set()
+    for f in dataclasses.fields(cls):
+        tp = typing.get_type_hints(cls)[f.name]
+        if changes_allowed(f):
+            out.add(prefix + f.name + (".*" if dataclasses.is_dataclass(tp) else ""))
+        elif dataclasses.is_dataclass(tp):
+            out |= marked_keys(tp, f"{prefix}{f.name}.")
+    return out
+
+
+def test_readme_lists_exactly_the_keys_marked_may_change():
+    """The README's bullet list after "These keys may change": the keys before each bullet's colon."""
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index("These keys may change"):].split("\n\n")[1]
+    bullets = [" ".join(b.split()) for b in block.split("\n- ")]
+    listed = {key for b in bullets for key in re.findall(r"`([\w.*]+)`", b.split(": ")[0])}
+    assert listed == marked_keys()
+    assert {"train.lr", "mixture.weights", "checkpoint.*", "output_dir"} <= listed  # the parse found the list
+
+
+def test_a_changed_on_bad_record_is_used_by_the_resumed_run(tmp_path):
+    """Pre-flight and the ranks load the mixture under the resumed config's policy."""
+    task = ROOT / "tests" / "bad_inputs" / "tasks" / "row_object_field.yaml"  # record 2 is malformed
+    first = _start(tmp_path, f"mixture.name={task}", "mixture.on_bad_record=skip")
+    assert run_checks(first).tasks()[0].bad_records == 1
+    resumed = load_config(None, [f"output_dir={tmp_path}", f"mixture.name={task}", "mixture.on_bad_record=error"])
+    with pytest.raises(TaskError, match=r"object_field\.jsonl:2: field 'answer' is a JSON object"):
+        run_checks(resumed)
+
+
 def test_config_changes_lists_leaves_that_differ():
     old = to_dict(load_config(None))
     new = to_dict(load_config(None, ["train.lr=0.5", "model.hf_config.hidden_size=64", "mixture.weights={a: 2}"]))
@@ -52,8 +88,8 @@ def _start(tmp_path, *overrides):
 
 def test_resume_reports_allowed_changes(tmp_path):
     _start(tmp_path)
-    changes = rundir.check_run_dir(load_config(None, [f"output_dir={tmp_path}", "train.lr=0.01", "launch.nnodes=2"]))
-    assert changes == {"launch.nnodes": (1, 2), "train.lr": (1e-3, 0.01)}
+    changes = rundir.check_run_dir(load_config(None, [f"output_dir={tmp_path}", "train.lr=0.01", "launch.threads_per_rank=2"]))
+    assert changes == {"launch.threads_per_rank": (1, 2), "train.lr": (1e-3, 0.01)}
 
 
 def test_resume_refuses_a_fixed_change_naming_the_key(tmp_path):

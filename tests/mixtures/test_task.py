@@ -79,3 +79,22 @@ def test_unknown_split_is_an_error():
     assert SPLITS == ("train", "exemplars", "validation")
     with pytest.raises(TaskError, match="unknown split 'test'"):
         make_task().records("test")
+
+
+@pytest.mark.parametrize("source", [
+    "{{ text|wordwrap(7) }}", "{{ text|truncate(12) }}", "{{ text|center(30) }}", "{{ text|indent(2, true) }}",
+    "{{ words|join(', ') }}", "{{ text|replace('o', '0') }}", "{{ '%s=%5d'|format(text, 42) }}",
+    "{{ 'a' ~ text ~ 'b' }}", "{{ '%-8s|' % text }}", "{{ '{:>20}|{x}'.format(text, x=3) }}",
+    "{{ text.ljust(25) ~ ', '.join(words) }}", "{{ words + words }}",
+    "{% for w in words if w != 'b' %}{{ loop.index }}:{{ w }}/{{ loop.length }} {% else %}none{% endfor %}",
+    "{% macro twice(s) %}{{ s }}{{ s }}{% endmacro %}{{ twice(text) }}{% for i in range(3) %}{{ i }}{% endfor %}",
+])
+def test_the_cost_checks_leave_results_as_plain_jinja_renders_them(source):
+    """The limited sandbox (checked operations, counted loops and calls) renders what jinja renders."""
+    import jinja2
+
+    from flanforge.mixtures import sandbox
+
+    context = {"text": "hello world, once more", "words": ["a", "b", "c"]}
+    expected = jinja2.Environment().from_string(source).render(context)
+    assert sandbox.render(sandbox.LimitedEnvironment().from_string(source), context) == expected
