@@ -6,7 +6,7 @@ go through one forward; generation is one ``generate`` call with the KV cache
 for the batch. One option (or prompt) per call is the naive loop (one forward
 per option, one ``generate`` per example) that ``benchmarks/eval.py`` compares against.
 
-Inputs are laid out as training lays them out (``mixtures/packing.py``): a
+Inputs are laid out as training lays them out (``mixtures/packing.py``, ``flanforge/binpack.py``): a
 decoder reads ``prompt + target`` with the target scored from the prompt's
 last token on; T5's encoder reads ``prompt + EOS`` and its decoder starts from
 ``decoder_start_token_id``. Targets include the EOS training ended them with,
@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
-from flanforge.mixtures.packing import Packer
+from flanforge.binpack import first_fit_decreasing
 from flanforge.model.attention import segment_mask, shared_prefix_mask
 
 Ids = Sequence[int]
@@ -124,10 +124,9 @@ class Scorer:
         prompt token and options, under :func:`shared_prefix_mask` with example ids. Left padding puts
         every scored position at the row's end, so the LM head runs on the last ``keep`` positions only.
         """
-        packer = Packer("decoder", max(len(layout[0]) for layout in layouts), 2, "truncate", False,
-                        self.pad_id, self.eos_id)
+        longest = max(len(layout[0]) for layout in layouts)
         rows, starts, spans = [], [], [[] for _ in layouts]
-        for members in packer.pack([[len(layout[0])] for layout in layouts]):
+        for members in first_fit_decreasing([[len(layout[0])] for layout in layouts], [longest]):
             cols: tuple[list[int], ...] = ([], [], [], [])  # ids, segments, positions, example ids
             for i in members:
                 _append(cols, layouts[i], slice(0, prompt_lengths[i] - 1), i + 1)
