@@ -24,6 +24,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,10 +38,11 @@ import torch  # noqa: E402
 
 from flanforge.launcher.data import tokenizer_corpus  # noqa: E402
 from flanforge.mixtures import registry  # noqa: E402
-from flanforge.mixtures.shards import ensure_prepared  # noqa: E402
+from flanforge.mixtures.shards import Manifest, ensure_prepared  # noqa: E402
 from flanforge.mixtures.config import StreamConfig  # noqa: E402
 from flanforge.mixtures.stream import MixtureStream  # noqa: E402
 from flanforge.model.tokenizer import load_tokenizer, train_tokenizer  # noqa: E402
+
 
 def common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mixture", default="builtin", help="falls back to demo when not registered")
@@ -75,6 +79,48 @@ def make_stream(mixture, manifest, tokenizer_file, args, micro_batch_size=1, num
         block_size=args.block_size, num_workers=num_workers,
     )
     return MixtureStream(mixture, load_tokenizer(tokenizer_file), cfg, manifest, **kw)
+
+
+def child_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--repeats`` and the hidden arguments of a measurement that runs in a fresh interpreter (:func:`run_children`)."""
+    parser.add_argument("--repeats", type=int, default=3, help="measurements, each in a fresh interpreter")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--shards", help=argparse.SUPPRESS)
+    parser.add_argument("--tokenizer", help=argparse.SUPPRESS)
+
+
+def child_command(script: str, facts: dict[str, Any], manifest: Any, tok_file: Path, args: argparse.Namespace) -> list[str]:
+    """The command line that runs ``script``'s measurement (``--child``) on the prepared mixture."""
+    block_size = [] if args.block_size is None else ["--block-size", str(args.block_size)]
+    return [sys.executable, script, "--child", "--mixture", facts["mixture"], "--shards", str(manifest.root),
+            "--tokenizer", str(tok_file), "--seq-len", str(args.seq_len), "--seed", str(args.seed), *block_size]
+
+
+def child_inputs(args: argparse.Namespace) -> tuple[Any, Manifest]:
+    """(mixture, manifest) in a child, as the parent prepared them."""
+    return registry.get_mixture(args.mixture), Manifest.load(args.shards)
+
+
+def run_child(command: list[str]) -> dict[str, Any]:
+    """Run one measurement in a fresh interpreter (no caches from an earlier one); its last output line, parsed."""
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+class Clock:
+    """Wall-clock and process CPU seconds since it was made: CPU time is what the code costs, wall
+    time what a shared machine also adds (other jobs' share of the cores)."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def read(self) -> dict[str, float]:
+        return {"wall_s": time.perf_counter() - self.wall, "cpu_s": time.process_time() - self.cpu}
+
+
+def spread(values: list[float], digits: int = 3) -> dict[str, float]:
+    """Minimum and median over the repeats (other jobs can only add time, so the minimum is the steadiest)."""
+    return {"min": round(min(values), digits), "median": round(statistics.median(values), digits)}
 
 
 def whole_blocks(batches: Iterator[dict[str, Any]], blocks: int) -> Iterator[dict[str, Any]]:

@@ -13,6 +13,7 @@ names; ``slurm/common.sh`` repeats the few it checks, and
     checkpoints/latest          the newest *complete* tag (its trainer.json written)
     PREEMPTED                   the step a stop signal ended the run at (removed when it finishes)
     .lock                       the run's lock, naming its holder (``launcher/runlock.py``)
+    .errors/<launch id>         the first error of a launch, seen by every node (``launcher/report.py``)
     eval/history.jsonl          periodic evaluation results (launcher/periodic_eval.py)
 
 A run started again on the same directory resumes it: keys that shape the
@@ -47,6 +48,7 @@ class RunDir:
     UNIVERSAL = "universal"
     PREEMPTED = "PREEMPTED"
     LOCK = ".lock"
+    ERRORS = ".errors"
     EVAL_HISTORY = "eval/history.jsonl"
     TAG_PREFIX = "step_"
 
@@ -60,6 +62,7 @@ class RunDir:
         self.latest = self.checkpoints / self.LATEST
         self.preempted = self.root / self.PREEMPTED
         self.lock = self.root / self.LOCK
+        self.errors = self.root / self.ERRORS
         self.eval_history = self.root / self.EVAL_HISTORY
 
     @classmethod

@@ -9,15 +9,18 @@ module (``python -m flanforge.launcher.train``) and trains. Started inside a ran
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
-from flanforge.launcher import rundir, runlock
+from flanforge.launcher import report, rundir, runlock
 from flanforge.launcher.config import Config
 from flanforge.errors import TrainingStopped, UserError
 from flanforge.launcher.dist import RankLayout, export_torch_env, init_process_group, read_rank_layout
@@ -89,6 +92,7 @@ def setup(cfg: Config) -> Run:
     rank0 = layout.is_main
     run_dir = RunDir.of(cfg)
     runlock.acquire_for_rank(cfg.output_dir, layout.rank)
+    report.share_errors(launch_error_file(run_dir, layout))
     injected_error(layout.rank)
     changes = rundir.check_run_dir(cfg)
     torch.distributed.barrier()  # every rank has read the old config.yaml before rank 0 replaces it
@@ -126,6 +130,16 @@ def setup(cfg: Config) -> Run:
     for sig in (signal.SIGUSR1, signal.SIGTERM):
         signal.signal(sig, lambda signum, _frame: setattr(run, "stop_signal", signum))
     return run
+
+
+def launch_error_file(run_dir: RunDir, layout: RankLayout) -> Path:
+    """This launch's error file in the run directory, named alike on every node (``launcher/report.py``):
+    rank 0, holding the run's lock, clears earlier launches' files and names this one."""
+    name = [uuid.uuid4().hex if layout.is_main else None]
+    if layout.is_main:
+        shutil.rmtree(run_dir.errors, ignore_errors=True)
+    torch.distributed.broadcast_object_list(name, src=0)
+    return run_dir.errors / name[0]
 
 
 def log(run: Run, message: str) -> None:

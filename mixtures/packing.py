@@ -28,6 +28,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import torch
 
+from flanforge.binpack import first_fit_decreasing
 from flanforge.kernels import IGNORE_INDEX
 FITS, TRUNCATED, DROPPED = "fits", "truncated", "dropped"
 
@@ -89,28 +90,8 @@ class Packer:
         return (self.seq_len, self.target_len) if self.arch == "t5" else (self.seq_len,)
 
     def pack(self, sizes: Sequence[Sequence[int]]) -> list[list[int]]:
-        """First-fit decreasing over ``sizes`` (n, dims): rows as lists of example indices.
-
-        Examples are placed largest first (ties by index, so the result is a
-        function of the sizes alone) into the first row with room in every
-        dimension; a new row opens when none has room.
-        """
-        cap = np.asarray(self.capacity(), dtype=np.int64)
-        sizes = np.asarray(sizes, dtype=np.int64).reshape(-1, len(cap))
-        if (sizes > cap).any():
-            raise ValueError(f"an example is larger than a row {tuple(cap)}; fit() it first")
-        order = np.argsort(-(sizes / cap).sum(axis=1), kind="stable")
-        free = np.empty((len(sizes), len(cap)), dtype=np.int64)  # room left in each open row
-        rows: list[list[int]] = []
-        for i in order:
-            room = np.flatnonzero((free[: len(rows)] >= sizes[i]).all(axis=1))
-            j = int(room[0]) if len(room) else len(rows)
-            if j == len(rows):
-                rows.append([])
-                free[j] = cap
-            rows[j].append(int(i))
-            free[j] -= sizes[i]
-        return rows
+        """First-fit decreasing over ``sizes`` (n, dims) into rows of :meth:`capacity`: lists of example indices."""
+        return first_fit_decreasing(sizes, self.capacity())
 
     def row(self, examples: Sequence[tuple[Sequence[int], Sequence[int]]]) -> dict[str, np.ndarray]:
         """Lay out one row from ``(inputs, targets)`` pairs that fit it; arrays of shape (T,)."""

@@ -70,8 +70,19 @@ def _bits(value: Any) -> float:
     return abs(value).bit_length() if isinstance(value, int) else 64.0
 
 
-def _length(value: Any) -> int:
-    return len(value) if isinstance(value, (str, list, tuple)) else len(str(value))
+def text_size(value: Any, limit: int = MAX_WORK_CHARS) -> int:
+    """An upper bound of ``len(str(value))`` (containers nested or not), computed no further than past ``limit``:
+    a list holding one long string a million times is cheap to hold but not to print."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, (list, tuple, set, frozenset, dict)):
+        total = 2
+        for item in (value.items() if isinstance(value, dict) else value):
+            total += text_size(item, limit - total) + 4  # quotes, separator
+            if total > limit:
+                break
+        return total
+    return len(str(value))
 
 
 def check_binop(operator: str, left: Any, right: Any) -> None:
@@ -98,7 +109,7 @@ def _ints(values: Any) -> list[int]:
 
 def _args_size(values: Any) -> int:
     items = values.values() if isinstance(values, dict) else values if isinstance(values, (tuple, list)) else [values]
-    return sum(_length(v) for v in items)
+    return sum(text_size(v) for v in items)
 
 
 def percent_size(fmt: str, args: Any) -> int:
@@ -129,16 +140,19 @@ def format_size(fmt: str, args: tuple, kwargs: dict[str, Any]) -> int:
 
 
 def _pad(s: str, width: Any = 80, *_: Any, **__: Any) -> int:
-    return max(_length(s), width if isinstance(width, int) else 0)
+    return max(text_size(s), width if isinstance(width, int) else 0)
 
 
 def _indent(s: str, width: Any = 4, *_: Any, **__: Any) -> int:
     unit = width if isinstance(width, int) else len(str(width))
-    return _length(s) + unit * (str(s).count("\n") + 1)
+    lines = s.count("\n") + 1 if isinstance(s, str) else text_size(s)  # not a string: at most a line per character
+    return text_size(s) + unit * lines
 
 
 def _replace(s: str, old: Any = "", new: Any = "", count: Any = -1, *_: Any, **__: Any) -> int:
-    s, old, new = str(s), str(old), str(new)
+    if not isinstance(s, str):  # converted to text first: estimate without converting
+        return text_size(s) + (text_size(s) + 1) * text_size(new)
+    old, new = str(old), str(new)
     times = s.count(old) if old else len(s) + 1
     if isinstance(count, int) and count >= 0:
         times = min(times, count)
@@ -146,7 +160,7 @@ def _replace(s: str, old: Any = "", new: Any = "", count: Any = -1, *_: Any, **_
 
 
 def _join(items: Any, sep: Any = "", *_: Any, **__: Any) -> int:
-    return sum(_length(x) for x in items) + len(str(sep)) * max(len(items) - 1, 0)
+    return sum(text_size(x) for x in items) + len(str(sep)) * max(len(items) - 1, 0)
 
 
 def _join_method(sep: str, items: Any = (), *_: Any, **__: Any) -> int:
@@ -165,6 +179,7 @@ STR_METHODS: dict[str, Callable[..., int]] = {
 FILTERS: dict[str, Callable[..., int]] = {
     "center": _pad, "indent": _indent, "replace": _replace, "join": _join,
     "format": lambda fmt, *args, **kwargs: percent_size(str(fmt), kwargs or args),
+    **dict.fromkeys(("string", "pprint", "tojson"), lambda value, *_, **__: 2 * text_size(value)),
 }
 """Filters that can make a big string from small arguments -> the size of their result."""
 

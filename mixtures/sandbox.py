@@ -6,7 +6,7 @@ in ``mixtures/render_cost.py``):
 
 - ``*``, ``**``, ``+``, ``%``, ``~``, ``str.format``/``format_map``, the padding and
   joining ``str`` methods (``ljust``, ``center``, ``replace``, ``join``, ...) and
-  filters (``center``, ``indent``, ``replace``, ``join``, ``format``) are checked
+  filters (``center``, ``indent``, ``replace``, ``join``, ``format``, ...) are checked
   before they run: no result over ``MAX_RENDERED_CHARS`` items (an integer: over
   ``MAX_INT_BITS`` bits), and no more than ``MAX_WORK_CHARS`` characters made by
   them in one render;
@@ -18,6 +18,9 @@ in ``mixtures/render_cost.py``):
   off, so ``{{ 9 ** 9 ** 9 }}`` cannot stall loading a task), and
   :func:`check_constants` applies the same checks to constant expressions at
   load time, so such a template is refused when its task is built;
+- a value printed, joined with ``~`` or turned into text by a filter (``string``, ``pprint``, ``tojson``)
+  is measured before it is turned into text (a list holding one long string a
+  million times is cheap to hold, not to print);
 - a render stops once its text passes ``MAX_RENDERED_CHARS`` characters; ``lipsum`` is gone.
 
 A template that exceeds a limit raises :class:`TemplateLimitError`; the task
@@ -48,7 +51,7 @@ class LimitedEnvironment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "+", "%"})
 
     def __init__(self, **kwargs: Any):
-        super().__init__(optimized=False, **kwargs)  # no constant folding at compile time
+        super().__init__(optimized=False, finalize=_checked_output, **kwargs)  # no constant folding at compile time
         self.globals.pop("lipsum", None)
         self.globals.update({"range": _counted_range, _LOOP: _counted_items, _CONCAT: _checked_concat})
         for name in render_cost.FILTERS:
@@ -95,9 +98,15 @@ def _counted_items(iterable: Iterable[Any]) -> Iterator[Any]:
 
 
 def _checked_concat(*values: Any) -> str:
-    texts = [str(v) for v in values]
-    check_size("'~'", sum(map(len, texts)))
-    return "".join(texts)
+    check_size("'~'", sum(render_cost.text_size(v) for v in values))
+    return "".join(map(str, values))
+
+
+def _checked_output(value: Any) -> Any:
+    """What ``{{ ... }}`` prints, checked before it is turned into text."""
+    if not isinstance(value, str):
+        check_size("printing a value", render_cost.text_size(value))
+    return value
 
 
 def _checked_filter(fn: Any, name: str) -> Any:

@@ -156,16 +156,21 @@ def segment_mask(
     return mask.masked_fill_(~allowed, torch.finfo(dtype).min).unsqueeze(1)  # (B, 1, Tq, Tk)
 
 
-def shared_prefix_mask(segments: torch.Tensor, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def shared_prefix_mask(segments: torch.Tensor, examples: torch.Tensor | None = None, *,
+                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Causal float mask for a prompt followed by several continuations in one row (evaluation).
 
     ``segments`` (B, T): 1 on the shared prompt, 2..k on the continuations, 0 on
     padding. Every token sees the past of its own segment and the whole prompt
     before it, never another continuation: each continuation is computed as if
     it alone followed the prompt (with position ids that restart after the prompt).
+    ``examples`` (B, T), for rows packed with several prompts: a token sees only
+    tokens of its own example (any numbering, padding's included).
     """
     keys = segments[:, None, :]  # (B, 1, T)
     allowed = ((segments[:, :, None] == keys) | (keys == 1)) & (keys > 0)
+    if examples is not None:
+        allowed &= examples[:, :, None] == examples[:, None, :]
     allowed &= torch.ones(segments.shape[1], segments.shape[1], dtype=torch.bool, device=segments.device).tril()
     allowed[..., 0] |= ~allowed.any(dim=-1)  # padding queries keep one key: no NaNs
     mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)

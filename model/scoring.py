@@ -6,7 +6,7 @@ go through one forward; generation is one ``generate`` call with the KV cache
 for the batch. One option (or prompt) per call is the naive loop (one forward
 per option, one ``generate`` per example) that ``benchmarks/eval.py`` compares against.
 
-Inputs are laid out as training lays them out (``mixtures/packing.py``): a
+Inputs are laid out as training lays them out (``mixtures/packing.py``, ``flanforge/binpack.py``): a
 decoder reads ``prompt + target`` with the target scored from the prompt's
 last token on; T5's encoder reads ``prompt + EOS`` and its decoder starts from
 ``decoder_start_token_id``. Targets include the EOS training ended them with,
@@ -21,9 +21,17 @@ from typing import Callable, Sequence
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
+from flanforge.binpack import first_fit_decreasing
 from flanforge.model.attention import segment_mask, shared_prefix_mask
 
 Ids = Sequence[int]
+
+
+def _append(cols: tuple[list[int], ...], layout, part: slice, example: int) -> None:
+    """Append ``part`` of one example's layout (ids, segments, positions) to a row's columns, with its example id."""
+    for col, values in zip(cols, layout[:3]):
+        col += values[part]
+    cols[3].extend([example] * len(layout[0][part]))
 
 
 def _pad(rows: Sequence[Ids], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,23 +77,25 @@ class Scorer:
     def loglikelihoods(self, requests: Sequence[tuple[Ids, Sequence[Ids]]]) -> list[list[float]]:
         """Summed log-likelihood of every option given its prompt: ``[(prompt, [option, ...]), ...]``.
 
-        One forward for the whole batch, one row per prompt: the prompt is computed once and its
-        options follow it in the same row, each seeing the prompt and itself only (a decoder row is
-        ``prompt o1 o2 ...`` under :func:`shared_prefix_mask`; a T5 row encodes the prompt once and
-        decodes ``<start> o1 <start> o2 ...`` block-diagonally).
+        One forward for the whole batch: the prompt is computed once and its options follow it in
+        the same row, each seeing the prompt and itself only (a decoder row is ``prompt o1 o2 ...``
+        under :func:`shared_prefix_mask`, several short examples packed into one row; a T5 row
+        encodes the prompt once and decodes ``<start> o1 <start> o2 ...`` block-diagonally).
         """
         if any(not o for _, opts in requests for o in opts) or any(not opts for _, opts in requests):
             raise ValueError("every request needs options, and every option at least one token")
         if self.arch == "decoder" and any(not p for p, _ in requests):
             raise ValueError("a decoder prompt needs at least one token")
         layouts = [self._layout(list(p), [list(o) for o in opts]) for p, opts in requests]
-        rows, segments, positions, spans = (list(x) for x in zip(*layouts))
-        logits, shifts = self._forward_options(requests, rows, segments, positions)  # (B, T', V)
+        if self.arch == "decoder":
+            logits, spans = self._forward_decoder(layouts, [len(p) for p, _ in requests])
+        else:
+            logits, spans = self._forward_t5(requests, layouts)
         out = []
-        for i, row_spans in enumerate(spans):
+        for request_spans in spans:
             out.append([])
-            for at, target in row_spans:
-                logp = logits[i, [p + shifts[i] for p in at]].float().log_softmax(-1)  # (len(target), V)
+            for row, at, target in request_spans:
+                logp = logits[row, at].float().log_softmax(-1)  # (len(target), V)
                 out[-1].append(float(logp.gather(1, torch.as_tensor(target, device=logp.device)[:, None]).sum()))
         return out
 
@@ -106,29 +116,47 @@ class Scorer:
             ids, seg, pos = ids + piece, seg + [s] * len(piece), pos + list(range(start, start + len(piece)))
         return ids, seg, pos, spans
 
-    def _forward_options(self, requests, rows, segments, positions) -> tuple[torch.Tensor, list[int]]:
-        """Logits of the rows and, per row, what to add to a position of the row to index them."""
+    def _forward_decoder(self, layouts, prompt_lengths: list[int]):
+        """Logits of packed decoder rows and, per request, ``[(row, logit indices, option), ...]``.
+
+        Whole examples are packed into rows (first fit, longest first, up to the longest example's
+        length): a row holds its examples' prompts but their last tokens, then each example's last
+        prompt token and options, under :func:`shared_prefix_mask` with example ids. Left padding puts
+        every scored position at the row's end, so the LM head runs on the last ``keep`` positions only.
+        """
+        longest = max(len(layout[0]) for layout in layouts)
+        rows, starts, spans = [], [], [[] for _ in layouts]
+        for members in first_fit_decreasing([[len(layout[0])] for layout in layouts], [longest]):
+            cols: tuple[list[int], ...] = ([], [], [], [])  # ids, segments, positions, example ids
+            for i in members:
+                _append(cols, layouts[i], slice(0, prompt_lengths[i] - 1), i + 1)
+            starts.append(len(cols[0]))
+            for i in members:
+                offset = len(cols[0]) - (prompt_lengths[i] - 1)
+                spans[i] = [(len(rows), [p + offset for p in at], option) for at, option in layouts[i][3]]
+                _append(cols, layouts[i], slice(prompt_lengths[i] - 1, None), i + 1)
+            rows.append(cols)
+        keep = max(len(cols[0]) - start for cols, start in zip(rows, starts))
+        ids, seg, pos, examples = (_pad([cols[k] for cols in rows], 0 if k else self.pad_id, left=True)[0].to(self.device)
+                                   for k in range(4))
+        mask = shared_prefix_mask(seg, examples, dtype=next(self.model.parameters()).dtype)
+        logits = self.model(input_ids=ids, position_ids=pos, attention_mask=mask, use_cache=False,
+                            logits_to_keep=keep).logits
+        shift = [keep - len(cols[0]) for cols in rows]
+        return logits, [[(r, [p + shift[r] for p in at], option) for r, at, option in s] for s in spans]
+
+    def _forward_t5(self, requests, layouts):
+        """Logits of one row per request and, per request, ``[(row, logit indices, option), ...]``."""
         dtype = next(self.model.parameters()).dtype
-        if self.arch == "decoder":
-            # Left padding puts every row's options at the end, so the LM head runs on the last
-            # `keep` positions only (the options and the prompt's last token), never the whole prompt.
-            keep = max(len(r) - len(p) for r, (p, _) in zip(rows, requests)) + 1
-            ids, _ = _pad(rows, self.pad_id, left=True)
-            seg, _ = _pad(segments, 0, left=True)
-            pos, _ = _pad(positions, 0, left=True)
-            logits = self.model(input_ids=ids.to(self.device), position_ids=pos.to(self.device), use_cache=False,
-                                attention_mask=shared_prefix_mask(seg.to(self.device), dtype=dtype),
-                                logits_to_keep=keep).logits
-            return logits, [keep - len(r) for r in rows]
-        ids, _ = _pad(rows, self.pad_id)
-        seg, _ = _pad(segments, 0)
+        ids, _ = _pad([layout[0] for layout in layouts], self.pad_id)
+        seg, _ = _pad([layout[1] for layout in layouts], 0)
         enc, enc_mask = _pad([list(p) + [self.eos_id] for p, _ in requests], self.pad_id)
         # T5's decoder bias depends on relative positions only: packed options see the same distances.
         dec_mask = segment_mask(seg.to(self.device), seg.to(self.device), causal=True, dtype=dtype)
         logits = self.model(input_ids=enc.to(self.device), attention_mask=enc_mask.to(self.device),
                             decoder_input_ids=ids.to(self.device), decoder_attention_mask=dec_mask,
                             use_cache=False).logits
-        return logits, [0] * len(rows)
+        return logits, [[(i, at, option) for at, option in layout[3]] for i, layout in enumerate(layouts)]
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[Ids], max_new_tokens: int, stops: Sequence[str] = (),

@@ -1,5 +1,5 @@
 """Property-based fuzzing (hypothesis): for structured-random input, the task-YAML loader, each
-source reader, the mixture/rate layer and the config loader either succeed or raise the project's
+source reader, template rendering, the mixture/rate layer and the config loader either succeed or raise the project's
 own error type (one line), never another exception, and never take long (``deadline``).
 
 Profiles: ``ci`` (the default, a fixed small ``max_examples``, derandomised so CI is repeatable)
@@ -154,6 +154,33 @@ def test_flan_reader(tmp_path, lines):
 def toy_task(name: str, n: int) -> Task:
     records = [{"q": str(i), "a": str(i)} for i in range(n)]
     return Task(name, ("q", "a"), (Template("t", "{{ q }}", "{{ a }}"),), source=lambda split: records if split == "train" else [])
+
+
+# Template expressions built from the costly pieces: repetition, concatenation, formatting widths,
+# padding and joining methods and filters, over a long record field and big constants.
+COSTLY = ["{a} * {n}", "{a} ~ {b}", "{a} + {b}", "'%{n}d' % {a}", "'{{:>{n}}}'.format({a})", "{a}|center({n})",
+          "{a}|indent({n})", "{a}|join({b})", "{a}.ljust({n})", "{a}|replace('', {b})", "({a})|list"]
+template_expr = st.recursive(
+    st.sampled_from(["q", "'x'", "[q]", "10 ** 6", "range(100000)", "q|length"]),
+    lambda inner: st.builds(lambda op, a, b, n: op.format(a=a, b=b, n=n), st.sampled_from(COSTLY), inner, inner,
+                            st.sampled_from([3, 999, 10**6, 999999999, "q|length"])),
+    max_leaves=4,
+)
+template_body = st.builds(lambda e: f"{{{{ {e} }}}}", template_expr) | st.builds(
+    lambda a, b, e: f"{{% for i in {a} %}}{{% for j in {b} %}}{{{{ {e} }}}}{{% endfor %}}{{% endfor %}}",
+    template_expr, template_expr, template_expr)
+
+
+@given(body=template_body)
+def test_template_cost_is_bounded(body):
+    """Any mix of the costly pieces renders, or is a TaskError naming the task and template, within the deadline."""
+    record = {"q": "ab " * 1500, "a": "x"}
+    try:
+        task = Task("costly", ("q", "a"), (Template("t", body, "{{ a }}"),), source=lambda split: [record])
+        task.render(record, random.Random(0), 0)
+    except TaskError as err:
+        one_line(err)
+        assert "task 'costly', template 't'" in str(err)
 
 
 numbers = st.floats(allow_nan=True, allow_infinity=True) | st.integers(-5, 10**6) | st.none() | st.text(max_size=3)

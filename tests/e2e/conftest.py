@@ -1,10 +1,13 @@
 """End-to-end runs: each test starts ``flanforge train``, which starts DeepSpeed's own
 launcher (``deepspeed.launcher.runner``), which starts 2 CPU ranks (gloo)."""
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -31,19 +34,36 @@ def train_command(output_dir, *overrides):
     return [FLANFORGE, "train", "--config", DEMO, f"output_dir={output_dir}", *TINY, port, *overrides]
 
 
-def run_group(cmd, timeout=600, env=None):
-    """``subprocess.run`` that on a timeout kills the command's whole process group
-    (launcher, ranks, any op build), so one hung run cannot leave processes behind
-    that hold ports, memory or build locks; the timeout is then a test failure."""
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                          start_new_session=True) as proc:
+def run_groups(cmds, timeout=600, env=None):
+    """Run commands side by side, each in its own process group, with their output in files (no pipe
+    fills up while another is waited for); on a timeout kill every group (launchers, ranks, op builds),
+    so a hung run cannot leave processes behind that hold ports, memory or build locks: a test failure."""
+    with contextlib.ExitStack() as stack:
+        files = [(stack.enter_context(tempfile.TemporaryFile("w+")), stack.enter_context(tempfile.TemporaryFile("w+")))
+                 for _ in cmds]
+        procs = [subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env, start_new_session=True)
+                 for cmd, (out, err) in zip(cmds, files)]
+        deadline, timed_out = time.monotonic() + timeout, False
         try:
-            stdout, stderr = proc.communicate(timeout=timeout)
+            for proc in procs:
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            stdout, stderr = proc.communicate()
-            raise AssertionError(f"{cmd[:4]} timed out after {timeout} s\n{stdout[-3000:]}{stderr[-3000:]}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+            timed_out = True
+            for proc in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        texts = [(out.seek(0), out.read(), err.seek(0), err.read())[1::2] for out, err in files]
+    if timed_out:
+        shown = "".join(f"{cmd[:4]}:\n{out[-3000:]}{err[-3000:]}" for cmd, (out, err) in zip(cmds, texts))
+        raise AssertionError(f"timed out after {timeout} s\n{shown}")
+    return [subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr) for cmd, proc, (stdout, stderr)
+            in zip(cmds, procs, texts)]
+
+
+def run_group(cmd, timeout=600, env=None):
+    """One command: see :func:`run_groups`."""
+    return run_groups([cmd], timeout, env)[0]
 
 
 def train(output_dir, *overrides):
@@ -89,6 +109,18 @@ def scalars(output_dir, tag):
 def run_train():
     """``run_train(output_dir, *overrides)``: see :func:`train`."""
     return train
+
+
+@pytest.fixture(scope="session")
+def run_commands():
+    """``run_commands(cmds, timeout=600)``: see :func:`run_groups`."""
+    return run_groups
+
+
+@pytest.fixture(scope="session")
+def train_cmd():
+    """``train_cmd(output_dir, *overrides)``: the command line :func:`train` runs."""
+    return train_command
 
 
 @pytest.fixture(scope="session")

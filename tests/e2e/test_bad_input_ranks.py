@@ -1,11 +1,13 @@
 """Bad input around real ranks.
 
 - A rank that fails with a user error (``FLANFORGE_INJECT_ERROR=1`` makes rank 1 raise one once
-  the two ranks are connected, after pre-flight has passed): ``flanforge train`` starts DeepSpeed's
-  launcher, which starts 2 CPU ranks. The user sees that rank's one line first and last, the
-  other rank exits without a traceback, and the exit status is 2.
+  the ranks are connected, after pre-flight has passed), with two "nodes" on this host: two
+  ``flanforge train``, each starting DeepSpeed's launcher for one CPU rank. On both nodes the user
+  sees that rank's one line last (on its own node first as well), the other rank exits without a
+  traceback, and the exit status is 2.
 - Keys that may change on resume take effect from the first resumed step:
-  ``resume_probe.py`` on 1 CPU rank under DeepSpeed's launcher (one launch for every key).
+  ``resume_probe.py`` on 1 CPU rank under DeepSpeed's launcher (one launch for the engine's keys;
+  the others: ``test_resume_keys.py``).
 """
 
 import json
@@ -15,18 +17,6 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 PROBE = str(Path(__file__).with_name("resume_probe.py"))
-
-
-def test_failing_rank_reports_one_line_first_and_last(tmp_path, run_train, monkeypatch):
-    monkeypatch.setenv("FLANFORGE_INJECT_ERROR", "1")
-    proc = run_train(tmp_path / "run", "train.max_steps=2")
-    expected = "flanforge train: error: injected error on rank 1 (FLANFORGE_INJECT_ERROR)"
-    output = proc.stdout + proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if "flanforge train: " in line]
-    assert proc.returncode == 2, output[-3000:]
-    assert errors == [expected, expected], output[-3000:]  # the rank's line, then the launcher's, last
-    assert proc.stderr.rstrip().splitlines()[-1] == expected
-    assert "Traceback" not in output, output[-3000:]
 
 
 def test_resumable_engine_keys_take_effect_from_the_first_resumed_step(tmp_path, run_probe):
@@ -45,3 +35,25 @@ def test_resumable_engine_keys_take_effect_from_the_first_resumed_step(tmp_path,
     z3 = result["zero3"]
     assert z3["offload_param"]
     assert z3["resumed"] == pytest.approx(z3["continued"], rel=1e-5)  # weights and optimizer states carried over
+
+
+def test_failing_rank_is_reported_first_and_last_on_every_node(tmp_path, train_cmd, run_commands, monkeypatch):
+    """Two nodes on this host: two ``flanforge train`` (one rank each) on one run directory and one port.
+    Rank 1 (node 1) fails after pre-flight; rank 0 (node 0) then meets a closed connection, finds rank 1's
+    claim in the run directory, and exits quietly: both nodes end with rank 1's line and status 2."""
+    from flanforge.launcher.dist import free_port
+
+    monkeypatch.setenv("FLANFORGE_INJECT_ERROR", "1")
+    port, out = free_port(), tmp_path / "run"
+    nodes = [train_cmd(out, "train.max_steps=2", "launch.nnodes=2", f"launch.node_rank={i}",
+                       "launch.nproc_per_node=1", f"launch.master_port={port}") for i in (0, 1)]
+    expected = "flanforge train: error: injected error on rank 1 (FLANFORGE_INJECT_ERROR)"
+    procs = run_commands(nodes)
+    for node, proc in enumerate(procs):
+        output = proc.stdout + proc.stderr
+        errors = [line for line in proc.stderr.splitlines() if "flanforge train: " in line]
+        assert proc.returncode == 2, f"node {node}: {output[-3000:]}"
+        # node 1: the rank's line, then its launcher's, last; node 0: only its launcher's
+        assert errors == [expected] * (node + 1), f"node {node}: {output[-3000:]}"
+        assert proc.stderr.rstrip().splitlines()[-1] == expected, f"node {node}: {output[-3000:]}"
+        assert "Traceback" not in output, f"node {node}: {output[-3000:]}"

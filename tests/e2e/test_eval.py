@@ -92,7 +92,8 @@ def test_two_ranks_equal_one(run_dir, one_rank, tmp_path, run_probe):
 ZERO3 = ["deepspeed.zero_stage=3", "train.max_steps=3", "checkpoint.every_steps=2", "train.precision=fp32"]
 
 
-def test_zero3_periodic_eval_is_the_checkpoints_and_leaves_training_alone(tmp_path, run_train, read_scalars):
+def test_zero3_periodic_eval_is_the_checkpoints_and_leaves_training_alone(tmp_path, train_cmd, run_commands,
+                                                                          read_scalars):
     """ZeRO-3 ranks hold shards and every forward gathers the weights with all ranks: periodic eval runs
     in lockstep (3 examples in batches of 2: ranks get unequal work, generations end at different steps)."""
     from flanforge.launcher.eval import load_model, max_length
@@ -103,8 +104,8 @@ def test_zero3_periodic_eval_is_the_checkpoints_and_leaves_training_alone(tmp_pa
 
     runs = {"eval": tmp_path / "eval", "plain": tmp_path / "plain"}
     periodic = ["eval.every_steps=2", "eval.max_examples_per_task=3", "eval.batch_size=2", "eval.suites=[demo]"]
-    for name, extra in (("eval", periodic), ("plain", [])):
-        proc = run_train(runs[name], *ZERO3, *extra)
+    # Side by side: on 2 cores one run's start-up (imports, DeepSpeed set-up) overlaps the other's.
+    for proc in run_commands([train_cmd(runs["eval"], *ZERO3, *periodic), train_cmd(runs["plain"], *ZERO3)]):
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert read_scalars(runs["eval"], "train/loss") == read_scalars(runs["plain"], "train/loss")  # step 3 included
     [entry] = [json.loads(line) for line in (runs["eval"] / "eval" / "history.jsonl").read_text().splitlines()]

@@ -31,3 +31,21 @@ def test_only_the_first_failing_rank_reports(capsys, monkeypatch, tmp_path):
     assert report.fail("train", UserError("rank 0: same problem"), user_error=True) == 2
     assert capsys.readouterr().err == ""
     assert report.first_error(root=str(tmp_path)) == (2, "flanforge train: error: rank 1: bad shard")
+
+
+def test_a_rank_on_another_node_echoes_the_claim_in_the_run_directory(capsys, monkeypatch, tmp_path):
+    """Two nodes: their own error directories, one shared file of the launch (report.share_errors)."""
+    node_a, node_b, shared = tmp_path / "a", tmp_path / "b", tmp_path / "run" / ".errors" / "launch-1"
+    node_a.mkdir(), node_b.mkdir()
+    monkeypatch.setattr(report, "PEER_WAIT_S", 0.2)
+    monkeypatch.setattr(report, "_SHARED", [])
+    report.share_errors(shared)
+    monkeypatch.setenv(report.ERROR_DIR_ENV, str(node_a))
+    assert report.fail("train", UserError("rank 3: bad shard"), user_error=True) == 2
+    assert capsys.readouterr().err == "flanforge train: error: rank 3: bad shard\n"
+    monkeypatch.setenv(report.ERROR_DIR_ENV, str(node_b))  # a rank of node b, its peer gone
+    assert report.fail("train", RuntimeError("Connection closed by peer"), user_error=False) == 2
+    assert capsys.readouterr().err == ""
+    for root in (node_a, node_b):  # what each node's launcher prints last
+        assert report.first_error(root=str(root)) == (2, "flanforge train: error: rank 3: bad shard")
+    assert sorted(p.name for p in shared.parent.iterdir()) == ["launch-1"]  # no file left aside

@@ -32,6 +32,8 @@ REQUESTS = [  # (prompt, options): options of different lengths share a prompt
     ([5, 6, 7], [[8, 9, EOS], [10, EOS], [8, 11, 12, 13, EOS]]),
     ([11], [[12, 13, 14, 15, EOS]]),
     ([3, 4, 5, 6, 7, 8, 9], [[20, EOS], [21, EOS]]),
+    ([4], [[5, EOS]]),  # the decoder packs these two with [11] into one row of 13 (the longest example)
+    ([30, 31], [[32, EOS]]),
 ]
 PAIRS = [(p, o) for p, opts in REQUESTS for o in opts]
 
