@@ -120,7 +120,8 @@ def write_flanforge_config(args: argparse.Namespace, work: Path, flan: Path, ste
         "train": {"max_steps": steps, "micro_batch_size": args.micro_batch, "lr": 1e-3, "log_every": 1},
         "checkpoint": {"every_steps": 0},
         "deepspeed": {"zero_stage": args.zero},
-        "launch": {"nproc_per_node": 2, "threads_per_rank": 1, "master_port": args.port},
+        # A free port per run: flanforge refuses a configured one that the previous run's socket still holds.
+        "launch": {"nproc_per_node": 2, "threads_per_rank": 1, "master_port": 0},
     }
     (work / "mixture.yaml").write_text(yaml.safe_dump({"mixture": "dialogsum_bench", "members": [{"flan_jsonl": str(flan)}]}))
     path = work / f"{name}.yaml"
@@ -236,7 +237,7 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=4000)
     p.add_argument("--data", default=str(DEFAULT_DATA), help="DialogSum JSONL (dialogue, summary)")
     p.add_argument("--workdir", help="keep data, tokenizer, shards and logs here (default: a temp dir)")
-    p.add_argument("--port", type=int, default=29611)
+    p.add_argument("--port", type=int, default=29611, help="HF Trainer's master port is this + 1 (flanforge finds a free one)")
     p.add_argument("--systems", default="flanforge,hf")
     p.add_argument("--flanforge", nargs="*", default=[], metavar="KEY=VALUE", help="extra flanforge overrides")
     p.add_argument("--repeats", type=int, default=1, help="run the systems this many times, interleaved; medians reported")
