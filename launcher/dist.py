@@ -122,6 +122,8 @@ def free_port(host: str = "", port: int = 0) -> int:
     """A TCP port free on this host right now: ``port``, or any for 0 (for single-node
     launches; another process may take it before it is used). ``OSError`` if ``port`` is taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As torch's TCPStore binds: a port a finished run left in TIME_WAIT is free, one listened on is not.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         return sock.getsockname()[1]
 

@@ -57,7 +57,8 @@ def test_default_port_is_a_free_one_per_launch_so_two_runs_on_one_host_do_not_co
 
 
 def test_a_configured_port_in_use_is_a_user_error_naming_the_key(tmp_path):
-    with socket.socket() as sock:
+    with socket.socket() as sock:  # a live run's rendezvous server listens with SO_REUSEADDR
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("", 0))
         sock.listen()
         taken = sock.getsockname()[1]
@@ -67,6 +68,20 @@ def test_a_configured_port_in_use_is_a_user_error_naming_the_key(tmp_path):
     free = free_port()
     cmd = launcher_command(load_config(None, [f"launch.master_port={free}"]), "c.yaml", [], str(tmp_path))
     assert _port_in(cmd) == free
+
+
+def test_a_port_a_finished_run_left_in_time_wait_may_be_reused(tmp_path):
+    with socket.socket() as server:  # as torch's TCPStore listens (a run's rendezvous server)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        conn, _ = server.accept()
+        conn.close()  # the side that closes first keeps the port in TIME_WAIT
+        client.close()
+    cmd = launcher_command(load_config(None, [f"launch.master_port={port}"]), "c.yaml", [], str(tmp_path))
+    assert _port_in(cmd) == port
 
 
 def test_several_nodes_need_an_explicit_port():
