@@ -5,8 +5,9 @@ Every ``eval.every_steps`` steps the engine's model is switched to eval mode
 scored on ``eval.suites`` (default: the training mixture's validation split)
 with at most ``eval.max_examples_per_task`` examples per task, data-parallel
 over the ranks (under ZeRO-3 in lockstep: see ``launcher/evaluator.py``). It
-also computes the training loss on the same number of validation records per task, rendered as training renders them (``val/loss``,
-and per sub-mixture ``val/loss/<name>``). Rank 0 writes to TensorBoard::
+also computes the training loss on the same number of validation records per
+task, rendered as training renders them (``val/loss``, and per sub-mixture
+``val/loss/<name>``). Rank 0 writes to TensorBoard::
 
     eval/<suite>/<task>/<metric>    eval/<suite>/mean (the tasks' first metric)
     eval/<suite>/mean/<metric>      val/loss   val/loss/<sub-mixture>
