@@ -154,6 +154,7 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | Path, vocab_size: int) 
         unk_id=UNK_ID,
         character_coverage=1.0,
         byte_fallback=True,
+        split_digits=True,  # every digit its own piece, as Llama's tokenizer: "45" and "45]" share "4" "5"
         hard_vocab_limit=False,
         num_threads=1,
         minloglevel=2,

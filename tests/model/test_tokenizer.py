@@ -21,6 +21,16 @@ def test_trained_tokenizer_round_trips_and_uses_t5_ids(tmp_path):
     assert load_tokenizer(tmp_path / "tok").encode("apple") == tok.encode("apple")
 
 
+def test_trained_tokenizer_gives_every_digit_its_own_piece(tmp_path):
+    """A number is tokenised the same wherever it stands ("12", "12]", "12?"), one piece per digit."""
+    texts = [f"Sort [{i}, {i * 7}]? The sum is {i * 13}." for i in range(300)]
+    tok = train_tokenizer(texts, tmp_path / "tok", vocab_size=400)
+    pieces = [tok.decode([i]) for i in range(tok.vocab_size)]
+    assert [p for p in pieces if any(c.isdigit() for c in p) and len(p.strip()) > 1] == []
+    digits = [tok.decode([i]) for i in tok.encode("[12, 84]? 12")]
+    assert [d for d in digits if d.strip().isdigit()] == ["1", "2", "8", "4", "1", "2"]
+
+
 def test_a_model_without_pad_pads_with_eos(tmp_path):
     """Llama-2-style SentencePiece models: unk 0, bos 1, eos 2, no pad piece."""
     buf = io.BytesIO()
