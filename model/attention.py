@@ -156,23 +156,22 @@ def segment_mask(
     return mask.masked_fill_(~allowed, torch.finfo(dtype).min).unsqueeze(1)  # (B, 1, Tq, Tk)
 
 
-def shared_prefix_mask(segments: torch.Tensor, examples: torch.Tensor | None = None, *,
-                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Causal float mask for a prompt followed by several continuations in one row (evaluation).
+def tree_mask(parents: torch.Tensor, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Float mask for rows of token trees (evaluation, ``model/prefix_trie.py``): a position sees
+    itself and its ancestors only, whatever the order of the positions in the row.
 
-    ``segments`` (B, T): 1 on the shared prompt, 2..k on the continuations, 0 on
-    padding. Every token sees the past of its own segment and the whole prompt
-    before it, never another continuation: each continuation is computed as if
-    it alone followed the prompt (with position ids that restart after the prompt).
-    ``examples`` (B, T), for rows packed with several prompts: a token sees only
-    tokens of its own example (any numbering, padding's included).
+    ``parents`` (B, T): the position of each token's parent in its row, -1 for a root and for
+    padding (which then sees itself only: no NaNs). A path from a root is thus computed as if
+    it were a sequence alone (with position ids that are the tokens' depths).
     """
-    keys = segments[:, None, :]  # (B, 1, T)
-    allowed = ((segments[:, :, None] == keys) | (keys == 1)) & (keys > 0)
-    if examples is not None:
-        allowed &= examples[:, :, None] == examples[:, None, :]
-    allowed &= torch.ones(segments.shape[1], segments.shape[1], dtype=torch.bool, device=segments.device).tril()
-    allowed[..., 0] |= ~allowed.any(dim=-1)  # padding queries keep one key: no NaNs
+    batch, length = parents.shape
+    allowed = torch.eye(length, dtype=torch.bool, device=parents.device).repeat(batch, 1, 1)  # (B, T, T)
+    rows = torch.arange(batch, device=parents.device)[:, None].expand(batch, length)
+    queries = torch.arange(length, device=parents.device).expand(batch, length)
+    ancestor = parents
+    while (live := ancestor >= 0).any():  # one step up the tree per pass: depth passes
+        allowed[rows[live], queries[live], ancestor[live]] = True
+        ancestor = torch.where(live, parents.gather(1, ancestor.clamp(min=0)), -1)
     mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
     return mask.masked_fill_(~allowed, torch.finfo(dtype).min).unsqueeze(1)  # (B, 1, T, T)
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
 
+from flanforge.model import scoring
 from flanforge.model.scoring import Scorer
 
 PAD, EOS, VOCAB = 0, 1, 50
@@ -61,6 +62,31 @@ def test_loglikelihoods_equal_hand_sums(arch):
     alone = [scorer.loglikelihoods([(p, [o])])[0][0] for p, o in PAIRS]
     assert alone == pytest.approx(batched, rel=5e-5, abs=1e-4)
     assert len(set(round(v, 3) for v in batched)) == len(batched)  # the pairs really differ
+
+
+SHARING = [  # what the decoder's token tries share: every case against one forward per option
+    ([5, 6, 7, 8], [[9, 10, EOS], [9, 11, EOS], [EOS], [12]]),  # options sharing first tokens; one-token options
+    ([5, 6, 7, 8, 12, 13], [[9, EOS], [9, EOS, 14, 15, EOS]]),  # a longer prompt sharing the first's beginning;
+    ([5, 6, 7], [[8, EOS], [8, 12, 13, EOS]]),                   # an option that is a prefix of another (and here
+    ([5, 6, 7, 8], [[9, 10, EOS], [9, 11, EOS], [EOS], [12]]),  # of the first prompt); a duplicate request
+    ([20, 21, 22], [[23, EOS], [24, EOS]]),                      # nothing shared
+]
+
+
+@pytest.mark.parametrize("mask_elements", [None, 1])
+def test_decoder_tries_equal_one_forward_per_option(monkeypatch, mask_elements):
+    model = tiny("decoder")
+    scorer = Scorer(model, "decoder", PAD, EOS)
+    if mask_elements is not None:  # every row in a forward of its own
+        monkeypatch.setattr(scoring, "MASK_ELEMENTS", mask_elements)
+    rows, _ = scoring.pack(SHARING, scorer.key_cost)
+    assert len(rows) < len(SHARING)  # requests really share rows (and so attention masks)
+    batched = scorer.loglikelihoods(SHARING)
+    for (prompt, options), lls in zip(SHARING, batched):
+        assert lls == pytest.approx([hand_loglikelihood(model, "decoder", prompt, o) for o in options], rel=5e-5, abs=1e-4)
+    assert batched[0] == batched[3]
+    assert len({round(v, 3) for lls in batched for v in lls}) == len({(tuple(p), tuple(o)) for p, opts in SHARING
+                                                                      for o in opts})
 
 
 def greedy_no_cache(model, arch, prompt, max_new):
