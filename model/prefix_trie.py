@@ -31,29 +31,18 @@ ROW_LIMIT = 4096
 """The longest rows :func:`pack` tries (a request's own trie may be longer: it gets a row alone)."""
 
 
-class TrieRow:
-    """One row: node ``i`` is token ``tokens[i]`` at position ``depths[i]`` under node ``parents[i]`` (-1: a root).
-
-    Nodes are numbered in creation order, so a parent comes before its children.
-    """
+class Trie:
+    """A token trie: node ``i`` is token ``tokens[i]`` at position ``depths[i]`` under node ``parents[i]``
+    (-1: a root). Nodes are numbered in creation order, so a parent comes before its children."""
 
     def __init__(self) -> None:
         self.tokens: list[int] = []
         self.parents: list[int] = []
         self.depths: list[int] = []
         self._children: dict[tuple[int, int], int] = {}  # (parent, token) -> node
-        self._below: dict[int, list[int]] = {}  # node (-1: the roots) -> its children
 
     def __len__(self) -> int:
         return len(self.tokens)
-
-    def _add(self, parent: int, token: int) -> int:
-        self._children[(parent, token)] = node = len(self.tokens)
-        self._below.setdefault(parent, []).append(node)
-        self.tokens.append(token)
-        self.parents.append(parent)
-        self.depths.append(self.depths[parent] + 1 if parent >= 0 else 0)
-        return node
 
     def insert(self, sequences: Sequence[Ids]) -> list[list[int]]:
         """Add ``sequences``; their node paths (one node per token)."""
@@ -62,29 +51,26 @@ class TrieRow:
             node, path = -1, []
             for token in sequence:
                 key = (node, token)
-                node = self._children[key] if key in self._children else self._add(*key)
+                if key not in self._children:
+                    self._children[key] = len(self.tokens)
+                    self.tokens.append(token)
+                    self.parents.append(node)
+                    self.depths.append(self.depths[node] + 1 if node >= 0 else 0)
+                node = self._children[key]
                 path.append(node)
             paths.append(path)
         return paths
 
-    def shared(self, other: TrieRow) -> int:
-        """How many nodes of the trie ``other`` this row has already (a walk over those only)."""
-        count, stack = 0, [(n, -1) for n in other._below.get(-1, [])]
-        while stack:
-            n, up = stack.pop()
-            node = self._children.get((up, other.tokens[n]), -1)
-            if node >= 0:
-                count += 1
-                stack += [(child, node) for child in other._below.get(n, [])]
-        return count
-
-    def merge(self, other: TrieRow) -> list[int]:
-        """Add the trie ``other``; where each of its nodes is in this row."""
-        where: list[int] = []
-        for token, parent in zip(other.tokens, other.parents):
-            key = (where[parent] if parent >= 0 else -1, token)
-            where.append(self._children[key] if key in self._children else self._add(*key))
-        return where
+    def subtrie(self, nodes: Sequence[int]) -> tuple[Trie, dict[int, int]]:
+        """The trie of ``nodes`` (closed under parents, in creation order) and where each node went."""
+        out, where = Trie(), {}
+        for node in nodes:
+            parent = self.parents[node]
+            where[node] = len(out.tokens)
+            out.tokens.append(self.tokens[node])
+            out.parents.append(where[parent] if parent >= 0 else -1)
+            out.depths.append(self.depths[node])
+        return out, where
 
 
 @dataclass(frozen=True)
@@ -102,27 +88,33 @@ def option_sequences(request: Request) -> list[list[int]]:
     return [[*prompt, *option[:-1]] for option in options]
 
 
-def pack(requests: Sequence[Request], key_cost: float, limit: int = ROW_LIMIT) -> tuple[list[TrieRow], list[list[Read]]]:
-    """Rows holding every request's trie, and per request, per option, its :class:`Read`.
+def pack(requests: Sequence[Request], key_cost: float, limit: int = ROW_LIMIT) -> tuple[list[Trie], list[list[Read]]]:
+    """Rows (tries) holding every request, and per request, per option, its :class:`Read`.
 
     ``key_cost`` is the work of attending to one key relative to a position's work in the linear
     layers, so a batch of ``n`` rows padded to ``W`` positions costs about ``n W (1 + key_cost W)``:
-    longer rows share more prefixes but attend over more keys. Caps from the largest request's trie,
-    times 4 up to ``limit``, are tried (see the module doc for the placement), the cheapest wins, and
-    its rows are evened out: the smallest cap that needs no more rows (less padding).
+    longer rows share more prefixes but attend over more keys. Caps from the largest request's trie
+    doubling up to ``limit`` are tried while the estimate falls (see the module doc for the placement);
+    the cheapest layout's rows are then evened out: the smallest cap that needs no more rows (less padding).
     """
-    own = [TrieRow() for _ in requests]  # each request's own trie
-    paths = [trie.insert(option_sequences(r)) for trie, r in zip(own, requests)]
-    caps = [max(map(len, own))]
-    while caps[-1] < min(limit, sum(map(len, own))):
-        caps.append(min(4 * caps[-1], limit))
+    whole = Trie()  # one trie of the whole batch: a request is the set of its nodes there
+    paths = [whole.insert(option_sequences(r)) for r in requests]
+    own = [frozenset(n for path in request_paths for n in path) for request_paths in paths]
+    largest, total = max(map(len, own)), len(whole)
 
-    def cost(rows: list[TrieRow]) -> float:
-        width = max(caps[0], -(-sum(map(len, rows)) // len(rows)))  # evened out
+    def cost(rows: list[set[int]]) -> float:
+        nodes = sum(map(len, rows))  # evened out, the rows still differ by about half a request
+        width = max(largest, (nodes / len(rows)) + nodes / (2 * len(requests)))
         return len(rows) * width * (1 + key_cost * width)
 
-    rows, where = min((_place(own, cap) for cap in caps), key=lambda placed: cost(placed[0]))
-    low, high = max(caps[0], -(-sum(map(len, rows)) // len(rows))), max(map(len, rows))
+    cap, (rows, where) = largest, _place(own, largest)
+    while cap < min(limit, total):  # caps doubling while the estimate falls
+        cap = min(2 * cap, limit)
+        trial = _place(own, cap)
+        if cost(trial[0]) >= cost(rows):
+            break
+        rows, where = trial
+    low, high = max(largest, -(-sum(map(len, rows)) // len(rows))), max(map(len, rows))
     while high - low > high // 16:  # a binary search for the smallest cap that needs no more rows, to ~6 %
         mid = (low + high) // 2
         trial = _place(own, mid)
@@ -130,24 +122,25 @@ def pack(requests: Sequence[Request], key_cost: float, limit: int = ROW_LIMIT) -
             (rows, where), high = trial, max(map(len, trial[0]))
         else:
             low = mid + 1
+    tries = [whole.subtrie(sorted(row)) for row in rows]
     reads = []
-    for (prompt, options), request_paths, (r, mapping) in zip(requests, paths, where):
+    for (prompt, options), request_paths, r in zip(requests, paths, where):
         start = len(prompt) - 1  # option token j is predicted at the node of the token before it
-        reads.append([Read(r, [mapping[n] for n in path[start:start + len(option)]], list(option))
+        reads.append([Read(r, [tries[r][1][n] for n in path[start:start + len(option)]], list(option))
                       for path, option in zip(request_paths, options)])
-    return rows, reads
+    return [trie for trie, _ in tries], reads
 
 
-def _place(tries: list[TrieRow], cap: int) -> tuple[list[TrieRow], list[tuple[int, list[int]]]]:
-    """Rows holding ``tries`` (largest first, into the fitting row they add least to), and per trie its
-    row and where its nodes are there."""
-    rows: list[TrieRow] = []
-    where: list[tuple[int, list[int]]] = [(0, [])] * len(tries)
-    for i in sorted(range(len(tries)), key=lambda i: -len(tries[i])):  # stable: ties keep request order
-        size = len(tries[i])
-        fits = [(cost, r) for r, row in enumerate(rows) if len(row) + (cost := size - row.shared(tries[i])) <= cap]
+def _place(requests: list[frozenset[int]], cap: int) -> tuple[list[set[int]], list[int]]:
+    """Rows (node sets) holding ``requests`` (node sets; largest first, each into the fitting row it adds
+    least to), and each request's row."""
+    rows: list[set[int]] = []
+    where = [0] * len(requests)
+    for i in sorted(range(len(requests)), key=lambda i: -len(requests[i])):  # stable: ties keep request order
+        fits = [(cost, r) for r, row in enumerate(rows) if len(row) + (cost := len(requests[i] - row)) <= cap]
         r = min(fits)[1] if fits else len(rows)
         if r == len(rows):
-            rows.append(TrieRow())
-        where[i] = (r, rows[r].merge(tries[i]))
+            rows.append(set())
+        rows[r] |= requests[i]
+        where[i] = r
     return rows, where

@@ -24,7 +24,7 @@ import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from flanforge.model.attention import segment_mask, tree_mask
-from flanforge.model.prefix_trie import Ids, Read, Request, TrieRow, pack
+from flanforge.model.prefix_trie import Ids, Read, Request, Trie, pack
 
 MASK_ELEMENTS = 2**24
 """At most this many ``(row, query, key)`` entries in one decoder forward's ``(B, 1, T, T)`` mask: a batch
@@ -138,7 +138,7 @@ class Scorer:
         rows, _ = pack(requests, self.key_cost)
         return sum(len(chunk) * max(len(rows[r]) for r in chunk) for chunk in _chunks([len(row) for row in rows]))
 
-    def _forward_tries(self, rows: list[TrieRow], chunk: list[int], reads: list[Read]) -> list[float]:
+    def _forward_tries(self, rows: list[Trie], chunk: list[int], reads: list[Read]) -> list[float]:
         """The summed log-likelihoods of ``reads`` from one forward over the trie rows ``chunk``.
 
         Each row's read nodes go last and rows are left-padded, so the LM head runs on the last

@@ -1,7 +1,7 @@
 """Token tries for rank classification: every shared prefix is one node, rows stay within their cap,
 and each option is read at the nodes of the tokens before its own (pure Python, no model)."""
 
-from flanforge.model.prefix_trie import TrieRow, option_sequences, pack
+from flanforge.model.prefix_trie import Trie, option_sequences, pack
 
 EOS = 1
 REQUESTS = [  # shared prompt beginnings, a prompt that is a prefix of another, options sharing first tokens
@@ -17,7 +17,7 @@ def distinct_prefixes(requests):
     return {tuple(s[:k]) for r in requests for s in option_sequences(r) for k in range(1, len(s) + 1)}
 
 
-def path_tokens(row: TrieRow, node: int) -> list[int]:
+def path_tokens(row: Trie, node: int) -> list[int]:
     out = []
     while node >= 0:
         out.append(row.tokens[node])
