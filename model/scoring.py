@@ -90,7 +90,8 @@ class Scorer:
     eos_id: int
     device: torch.device = torch.device("cpu")
     synced_gpus: bool = False
-    """Every rank calls ``generate`` at once and keeps stepping until all are done (a ZeRO-3 model)."""
+    """Every rank calls ``generate`` at once and keeps stepping until all are done, and makes as many
+    rank-classification forwards as the rank that needs most (a ZeRO-3 model)."""
 
     def __post_init__(self) -> None:
         if self.arch not in ("decoder", "t5"):
@@ -113,7 +114,12 @@ class Scorer:
         rows, reads = pack(requests, self.key_cost)
         flat = [read for request_reads in reads for read in request_reads]
         sums: list[float] = [0.0] * len(flat)
-        for chunk in _chunks([len(row) for row in rows]):
+        chunks = _chunks([len(row) for row in rows])
+        if self.synced_gpus:  # as many forwards on every rank (each gathers the weights): repeats of the first
+            count = torch.tensor([len(chunks)], device=self.device)
+            torch.distributed.all_reduce(count, op=torch.distributed.ReduceOp.MAX)
+            chunks += [chunks[0]] * (int(count) - len(chunks))
+        for chunk in chunks:
             mine = [i for i, read in enumerate(flat) if read.row in chunk]
             for i, value in zip(mine, self._forward_tries(rows, chunk, [flat[i] for i in mine])):
                 sums[i] = value

@@ -89,6 +89,23 @@ def test_decoder_tries_equal_one_forward_per_option(monkeypatch, mask_elements):
                                                                       for o in opts})
 
 
+def test_synced_ranks_make_as_many_forwards_as_the_busiest(monkeypatch):
+    """ZeRO-3: every forward gathers weights from all ranks, so a rank whose batch fits one forward
+    repeats it as often as another rank needs (here: a rank said to need 3), with the same results."""
+    model = tiny("decoder")
+    expected = Scorer(model, "decoder", PAD, EOS).loglikelihoods(SHARING)
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+
+    def all_reduce(tensor, op):
+        assert op == torch.distributed.ReduceOp.MAX
+        tensor.clamp_(min=3)
+
+    monkeypatch.setattr(torch.distributed, "all_reduce", all_reduce)
+    assert Scorer(model, "decoder", PAD, EOS, synced_gpus=True).loglikelihoods(SHARING) == expected
+    assert len(calls) == 3
+
+
 def greedy_no_cache(model, arch, prompt, max_new):
     """The reference: argmax of a full forward per new token, no KV cache, no padding."""
     out = []
