@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 from typing import Callable
 
+import numpy as np
 import torch
 
 FLEX_HF_NAME = "flanforge_flex"
@@ -156,24 +157,29 @@ def segment_mask(
     return mask.masked_fill_(~allowed, torch.finfo(dtype).min).unsqueeze(1)  # (B, 1, Tq, Tk)
 
 
-def tree_mask(parents: torch.Tensor, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def tree_mask(parents: torch.Tensor, depths: torch.Tensor, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Float mask for rows of token trees (evaluation, ``model/prefix_trie.py``): a position sees
     itself and its ancestors only, whatever the order of the positions in the row.
 
     ``parents`` (B, T): the position of each token's parent in its row, -1 for a root and for
-    padding (which then sees itself only: no NaNs). A path from a root is thus computed as if
-    it were a sequence alone (with position ids that are the tokens' depths).
+    padding (which then sees itself only: no NaNs); ``depths`` (B, T): each token's depth (0 for
+    a root, its parent's plus one otherwise: the position ids). A path from a root is thus
+    computed as if it were a sequence alone. Built on the host, one depth at a time (a token
+    sees what its parent sees, and itself).
     """
-    batch, length = parents.shape
-    allowed = torch.eye(length, dtype=torch.bool, device=parents.device).repeat(batch, 1, 1)  # (B, T, T)
-    rows = torch.arange(batch, device=parents.device)[:, None].expand(batch, length)
-    queries = torch.arange(length, device=parents.device).expand(batch, length)
-    ancestor = parents
-    while (live := ancestor >= 0).any():  # one step up the tree per pass: depth passes
-        allowed[rows[live], queries[live], ancestor[live]] = True
-        ancestor = torch.where(live, parents.gather(1, ancestor.clamp(min=0)), -1)
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
-    return mask.masked_fill_(~allowed, torch.finfo(dtype).min).unsqueeze(1)  # (B, 1, T, T)
+    parent, depth = parents.cpu().numpy(), depths.cpu().numpy().ravel()
+    batch, length = parent.shape
+    rows, queries = np.divmod(np.arange(batch * length), length)
+    allowed = np.zeros((batch, length, length), dtype=bool)
+    allowed[rows, queries, queries] = True
+    by_depth = np.argsort(depth, kind="stable")
+    starts = np.searchsorted(depth[by_depth], np.arange(1, depth.max() + 2))
+    for start, stop in zip(starts[:-1], starts[1:]):
+        b, q = rows[by_depth[start:stop]], queries[by_depth[start:stop]]
+        allowed[b, q] |= allowed[b, parent[b, q]]
+    allowed_t = torch.from_numpy(allowed).to(parents.device)
+    mask = torch.zeros(allowed_t.shape, dtype=dtype, device=parents.device)
+    return mask.masked_fill_(~allowed_t, torch.finfo(dtype).min).unsqueeze(1)  # (B, 1, T, T)
 
 
 def segment_block_mask(

@@ -166,7 +166,7 @@ class Scorer:
             ids[b, shift:] = torch.as_tensor([row.tokens[n] for n in order])
             positions[b, shift:] = torch.as_tensor([row.depths[n] for n in order])
             parents[b, shift:] = torch.as_tensor([col[row.parents[n]] if row.parents[n] >= 0 else -1 for n in order])
-        mask = tree_mask(parents.to(self.device), dtype=next(self.model.parameters()).dtype)
+        mask = tree_mask(parents.to(self.device), positions, dtype=next(self.model.parameters()).dtype)
         logits = self.model(input_ids=ids.to(self.device), position_ids=positions.to(self.device), attention_mask=mask,
                             use_cache=False, logits_to_keep=keep).logits  # (B, keep, V)
         b_of = {r: b for b, r in enumerate(chunk)}

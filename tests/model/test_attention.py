@@ -28,7 +28,8 @@ def test_tree_mask_allows_ancestors_and_self_only():
     # Row 0: two branches under one root, listed out of depth order (children before a sibling's parent);
     # row 1: a chain, then two padding positions (-1, like roots: each sees itself only).
     parents = torch.tensor([[-1, 0, 0, 4, 1, 2], [-1, 0, 1, 2, -1, -1]])
-    mask = attention.tree_mask(parents, dtype=torch.float32)
+    depths = torch.tensor([[0, 1, 1, 3, 2, 2], [0, 1, 2, 3, 0, 0]])
+    mask = attention.tree_mask(parents, depths, dtype=torch.float32)
     assert mask.shape == (2, 1, 6, 6)
 
     def ancestors(row, i):

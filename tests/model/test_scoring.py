@@ -106,6 +106,21 @@ def test_synced_ranks_make_as_many_forwards_as_the_busiest(monkeypatch):
     assert len(calls) == 3
 
 
+@pytest.mark.parametrize("arch", ["decoder", "t5"])
+def test_positions_count_what_the_model_is_fed(arch):
+    model = tiny(arch)
+    scorer = Scorer(model, arch, PAD, EOS)
+    fed = []
+    model.register_forward_pre_hook(lambda _, args, kwargs: fed.append(
+        sum(kwargs[k].numel() for k in ("input_ids", "decoder_input_ids") if kwargs.get(k) is not None)),
+        with_kwargs=True)
+    scorer.loglikelihoods(SHARING)
+    assert scorer.positions(SHARING) == sum(fed)
+    if arch == "decoder":  # one option alone: its prompt and all but its last token
+        assert scorer.positions([([5, 6, 7], [[8, 9, EOS]])]) == 5
+        assert sum(fed) < sum(len(p) + len(o) - 1 for p, opts in SHARING for o in opts)
+
+
 def greedy_no_cache(model, arch, prompt, max_new):
     """The reference: argmax of a full forward per new token, no KV cache, no padding."""
     out = []
