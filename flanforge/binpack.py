@@ -1,8 +1,8 @@
 """First-fit decreasing bin packing: which examples share a row.
 
-A leaf module: it imports nothing of the project, so both the data layer
-(``mixtures/packing.py``, training rows) and the model layer
-(``model/scoring.py``, evaluation rows) lay examples out the same way.
+A leaf module: it imports nothing of the project. The data layer packs
+training rows with it (``mixtures/packing.py``); evaluation rows are packed
+by what their token tries share instead (``model/prefix_trie.py``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 Work is cut into batches that do not depend on the number of ranks: each
 task's examples (with all their options, for rank classification) are sorted
-by length and chunked into ``batch_size``-sized batches, and rank ``r`` runs batches ``r, r + W, r + 2W, ...``. Every batch is
+(by prompt tokens for rank classification, so that prompts sharing a
+beginning share a batch; by length for generation) and chunked into
+``batch_size``-sized batches, and rank ``r`` runs batches ``r, r + W, r + 2W, ...``. Every batch is
 therefore computed exactly as a one-rank run computes it, and the raw outputs
 gathered on rank 0 (``all_gather_object``) are identical to a one-rank run's;
 scoring happens after the gather. Nothing here touches an RNG.
@@ -152,7 +154,11 @@ class Evaluator:
         for si, suite in enumerate(suites):
             for ti, task in enumerate(suite.tasks):
                 ids = prompts[si][ti]
-                order = sorted(range(len(task.examples)), key=lambda e: -len(ids[e][0]))  # stable: same on every rank
+                # Rank classification: prompts in token order, so that a batch's share their beginnings
+                # (model/prefix_trie.py feeds those once); generation: by length, for less padding.
+                # Stable sorts: the same batches on every rank.
+                key = (lambda e: ids[e][0]) if task.metric == "accuracy" else (lambda e: -len(ids[e][0]))
+                order = sorted(range(len(task.examples)), key=key)
                 units += [_Unit(si, ti, order[i:i + self.batch_size]) for i in range(0, len(order), self.batch_size)]
         return units
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 from typing import Callable
 
+import numpy as np
 import torch
 
 FLEX_HF_NAME = "flanforge_flex"
@@ -156,25 +157,29 @@ def segment_mask(
     return mask.masked_fill_(~allowed, torch.finfo(dtype).min).unsqueeze(1)  # (B, 1, Tq, Tk)
 
 
-def shared_prefix_mask(segments: torch.Tensor, examples: torch.Tensor | None = None, *,
-                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Causal float mask for a prompt followed by several continuations in one row (evaluation).
+def tree_mask(parents: torch.Tensor, depths: torch.Tensor, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Float mask for rows of token trees (evaluation, ``model/prefix_trie.py``): a position sees
+    itself and its ancestors only, whatever the order of the positions in the row.
 
-    ``segments`` (B, T): 1 on the shared prompt, 2..k on the continuations, 0 on
-    padding. Every token sees the past of its own segment and the whole prompt
-    before it, never another continuation: each continuation is computed as if
-    it alone followed the prompt (with position ids that restart after the prompt).
-    ``examples`` (B, T), for rows packed with several prompts: a token sees only
-    tokens of its own example (any numbering, padding's included).
+    ``parents`` (B, T): the position of each token's parent in its row, -1 for a root and for
+    padding (which then sees itself only: no NaNs); ``depths`` (B, T): each token's depth (0 for
+    a root, its parent's plus one otherwise: the position ids). A path from a root is thus
+    computed as if it were a sequence alone. Built on the host, one depth at a time (a token
+    sees what its parent sees, and itself).
     """
-    keys = segments[:, None, :]  # (B, 1, T)
-    allowed = ((segments[:, :, None] == keys) | (keys == 1)) & (keys > 0)
-    if examples is not None:
-        allowed &= examples[:, :, None] == examples[:, None, :]
-    allowed &= torch.ones(segments.shape[1], segments.shape[1], dtype=torch.bool, device=segments.device).tril()
-    allowed[..., 0] |= ~allowed.any(dim=-1)  # padding queries keep one key: no NaNs
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
-    return mask.masked_fill_(~allowed, torch.finfo(dtype).min).unsqueeze(1)  # (B, 1, T, T)
+    parent, depth = parents.cpu().numpy(), depths.cpu().numpy().ravel()
+    batch, length = parent.shape
+    rows, queries = np.divmod(np.arange(batch * length), length)
+    allowed = np.zeros((batch, length, length), dtype=bool)
+    allowed[rows, queries, queries] = True
+    by_depth = np.argsort(depth, kind="stable")
+    starts = np.searchsorted(depth[by_depth], np.arange(1, depth.max() + 2))
+    for start, stop in zip(starts[:-1], starts[1:]):
+        b, q = rows[by_depth[start:stop]], queries[by_depth[start:stop]]
+        allowed[b, q] |= allowed[b, parent[b, q]]
+    allowed_t = torch.from_numpy(allowed).to(parents.device)
+    mask = torch.zeros(allowed_t.shape, dtype=dtype, device=parents.device)
+    return mask.masked_fill_(~allowed_t, torch.finfo(dtype).min).unsqueeze(1)  # (B, 1, T, T)
 
 
 def segment_block_mask(

@@ -42,8 +42,7 @@ def _flanforge_imports() -> set[str]:
 
 LAYERS = {  # folder -> what of ours it may import (DESIGN.md: "Who owns what")
     "kernels": {"flanforge.kernels"},
-    "model": {"flanforge.model", "flanforge.kernels", "flanforge.errors", "flanforge.files", "flanforge.config_fields",
-              "flanforge.binpack"},
+    "model": {"flanforge.model", "flanforge.kernels", "flanforge.errors", "flanforge.files", "flanforge.config_fields"},
     "mixtures": {"flanforge.mixtures", "flanforge.kernels", "flanforge.errors", "flanforge.files",
                  "flanforge.config_fields", "flanforge.binpack"},
 }

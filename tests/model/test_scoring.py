@@ -5,6 +5,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
 
+from flanforge.model import scoring
 from flanforge.model.scoring import Scorer
 
 PAD, EOS, VOCAB = 0, 1, 50
@@ -61,6 +62,63 @@ def test_loglikelihoods_equal_hand_sums(arch):
     alone = [scorer.loglikelihoods([(p, [o])])[0][0] for p, o in PAIRS]
     assert alone == pytest.approx(batched, rel=5e-5, abs=1e-4)
     assert len(set(round(v, 3) for v in batched)) == len(batched)  # the pairs really differ
+
+
+SHARING = [  # what the decoder's token tries share: every case against one forward per option
+    ([5, 6, 7, 8], [[9, 10, EOS], [9, 11, EOS], [EOS], [12]]),  # options sharing first tokens; one-token options
+    ([5, 6, 7, 8, 12, 13], [[9, EOS], [9, EOS, 14, 15, EOS]]),  # a longer prompt sharing the first's beginning;
+    ([5, 6, 7], [[8, EOS], [8, 12, 13, EOS]]),                   # an option that is a prefix of another (and here
+    ([5, 6, 7, 8], [[9, 10, EOS], [9, 11, EOS], [EOS], [12]]),  # of the first prompt); a duplicate request
+    ([20, 21, 22], [[23, EOS], [24, EOS]]),                      # nothing shared
+]
+
+
+@pytest.mark.parametrize("mask_elements", [None, 1])
+def test_decoder_tries_equal_one_forward_per_option(monkeypatch, mask_elements):
+    model = tiny("decoder")
+    scorer = Scorer(model, "decoder", PAD, EOS)
+    if mask_elements is not None:  # every row in a forward of its own
+        monkeypatch.setattr(scoring, "MASK_ELEMENTS", mask_elements)
+    rows, _ = scoring.pack(SHARING, scorer.key_cost)
+    assert len(rows) < len(SHARING)  # requests really share rows (and so attention masks)
+    batched = scorer.loglikelihoods(SHARING)
+    for (prompt, options), lls in zip(SHARING, batched):
+        assert lls == pytest.approx([hand_loglikelihood(model, "decoder", prompt, o) for o in options], rel=5e-5, abs=1e-4)
+    assert batched[0] == batched[3]
+    assert len({round(v, 3) for lls in batched for v in lls}) == len({(tuple(p), tuple(o)) for p, opts in SHARING
+                                                                      for o in opts})
+
+
+def test_synced_ranks_make_as_many_forwards_as_the_busiest(monkeypatch):
+    """ZeRO-3: every forward gathers weights from all ranks, so a rank whose batch fits one forward
+    repeats it as often as another rank needs (here: a rank said to need 3), with the same results."""
+    model = tiny("decoder")
+    expected = Scorer(model, "decoder", PAD, EOS).loglikelihoods(SHARING)
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+
+    def all_reduce(tensor, op):
+        assert op == torch.distributed.ReduceOp.MAX
+        tensor.clamp_(min=3)
+
+    monkeypatch.setattr(torch.distributed, "all_reduce", all_reduce)
+    assert Scorer(model, "decoder", PAD, EOS, synced_gpus=True).loglikelihoods(SHARING) == expected
+    assert len(calls) == 3
+
+
+@pytest.mark.parametrize("arch", ["decoder", "t5"])
+def test_positions_count_what_the_model_is_fed(arch):
+    model = tiny(arch)
+    scorer = Scorer(model, arch, PAD, EOS)
+    fed = []
+    model.register_forward_pre_hook(lambda _, args, kwargs: fed.append(
+        sum(kwargs[k].numel() for k in ("input_ids", "decoder_input_ids") if kwargs.get(k) is not None)),
+        with_kwargs=True)
+    scorer.loglikelihoods(SHARING)
+    assert scorer.positions(SHARING) == sum(fed)
+    if arch == "decoder":  # one option alone: its prompt and all but its last token
+        assert scorer.positions([([5, 6, 7], [[8, 9, EOS]])]) == 5
+        assert sum(fed) < sum(len(p) + len(o) - 1 for p, opts in SHARING for o in opts)
 
 
 def greedy_no_cache(model, arch, prompt, max_new):
