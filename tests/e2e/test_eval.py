@@ -26,6 +26,18 @@ STEPS = ["train.max_steps=4", "checkpoint.every_steps=4", "train.precision=fp32"
 PERIODIC = ["eval.every_steps=2", "eval.max_examples_per_task=2", "eval.suites=[demo, builtin_heldout]"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """In-process evaluations use one torch thread, as each launched rank does: the comparisons are
+    exact, and CPU matmuls split over another number of threads may round differently."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, run_train):
     """A run that evaluated itself at steps 2 and 4."""
