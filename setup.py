@@ -26,28 +26,30 @@ setup(
     python_requires=">=3.10",
     packages=PACKAGES,
     package_dir=PACKAGE_DIR,
+    # Ranges: what the code works with, capped below the next major version where one is
+    # known or likely to break it. The exact versions CI installs are requirements.lock's.
     install_requires=[
         # torch is installed by the set-up script first (CPU build here, the
         # user's CUDA build on a cluster); this range never upgrades it.
-        "torch>=2.4",
-        "deepspeed>=0.16",
-        "transformers>=4.50",  # logits_to_keep (evaluation)
-        "datasets>=3.0",
-        "webdataset>=0.2.86",
-        "sentencepiece>=0.2",
-        "tensorboard>=2.15",
-        "jinja2>=3.1",
-        "pyyaml>=6.0",
-        "tqdm>=4.66",
-        "safetensors>=0.4",
+        "torch>=2.4,<3",
+        "deepspeed>=0.16,<1",
+        "transformers>=4.50,<6",  # logits_to_keep (evaluation); 6 may drop what 5 deprecated
+        "datasets>=3.0,<6",
+        "webdataset>=0.2.86,<2",
+        "sentencepiece>=0.2,<1",
+        "tensorboard>=2.15,<3",
+        "jinja2>=3.1,<4",  # the sandbox and cost checks follow its AST
+        "pyyaml>=6.0,<7",
+        "tqdm>=4.66,<5",
+        "safetensors>=0.4,<1",
         "pyarrow>=15",
-        "rouge-score>=0.1.2",  # ROUGE as T5 computes it (evaluation)
-        "matplotlib>=3.7",  # evaluation report plots
+        "rouge-score>=0.1.2,<0.2",  # ROUGE as T5 computes it (evaluation)
+        "matplotlib>=3.7,<4",  # evaluation report plots
     ],
     extras_require={
         # accelerate: HF Trainer's runtime, for the side-by-side benchmark that CI runs in quick mode.
-        "test": ["pytest>=8", "hypothesis>=6.100", "accelerate>=1.0"],
-        "triton": ["triton>=3.0"],
+        "test": ["pytest>=8,<10", "hypothesis>=6.100,<7", "accelerate>=1.0,<2", "packaging>=23"],
+        "triton": ["triton>=3.0,<4"],
     },
-    entry_points={"console_scripts": ["flanforge=flanforge.launcher.cli:main"]},
+    entry_points={"console_scripts": ["flanforge=flanforge.launcher.cli:entry"]},
 )

@@ -120,12 +120,11 @@ def main() -> None:
     trainer.train()
     rank = int(os.environ.get("RANK", "0"))
     Path(args.out, f"rank{rank}.json").write_text(json.dumps({"step_ends": clock.ends, "batches": collator.batches}))
-    # Tear the process group down before the interpreter does (as flanforge's ranks do): left to
-    # interpreter exit, gloo's threads are sometimes destroyed still joinable, and the rank
-    # aborts ("terminate called without an active exception", exit -6) after a finished run.
-    torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main()
+    # The ranks' one exit path, as flanforge's own ranks end: left to interpreter exit, gloo's
+    # threads sometimes abort a finished rank ("terminate called without an active exception").
+    from flanforge.launcher.rank_exit import run_rank
+
+    run_rank(main)

@@ -4,6 +4,8 @@ Each subcommand module has ``add_arguments(parser)`` and ``run(args) -> int``.
 Expected user mistakes (:class:`UserError` and its kin) print one line and
 exit 2, without a traceback; anything else is a bug: its traceback, one line, exit 1
 (``launcher/report.py``; in ranks, only the first failing rank reports).
+The process ends in :func:`entry`: a rank of a launched job through the one exit
+path of ranks (``launcher/rank_exit.py``), any other process through ``sys.exit``.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 from flanforge.errors import USER_ERRORS
+from flanforge.launcher.dist import in_launched_rank
 from flanforge.launcher.report import fail
 
 # name -> (module, help)
@@ -50,5 +54,16 @@ def main(argv: list[str] | None = None) -> int:
         return fail(args.command, err, user_error=False)
 
 
+def entry(argv: list[str] | None = None) -> NoReturn:
+    """The ``flanforge`` command as a process: run :func:`main`, then end (ranks of a launched
+    job through :func:`~flanforge.launcher.rank_exit.end_rank`, whatever the outcome)."""
+    code = main(argv)
+    if in_launched_rank():
+        from flanforge.launcher.rank_exit import end_rank
+
+        end_rank(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

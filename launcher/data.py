@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, Iterator
 
 import torch.distributed as dist
 
@@ -12,6 +12,7 @@ from flanforge.launcher.dist import RankLayout
 from flanforge.errors import UserError
 from flanforge.launcher.rundir import RunDir
 from flanforge.mixtures.mixture import Mixture
+from flanforge.mixtures.packing import PackedBatch
 from flanforge.mixtures.shards import Manifest, ensure_prepared
 from flanforge.mixtures.config import StreamConfig
 from flanforge.mixtures.stream import MixtureStream, build_loader
@@ -71,11 +72,25 @@ class TrainData:
         self.stream = MixtureStream(mixture, tokenizer, stream_cfg, Manifest.load(root), layout.rank,
                                     layout.world_size, rate_overrides=weights)
         self.loader = build_loader(self.stream)
+        self._batches: Iterator[PackedBatch] | None = None
         self.tracker = self.stream.tracker()
         self.base_counters: dict[str, int] = {}  # the counters of the run before a resume
         self.mixture, self.tokenizer = mixture, tokenizer
         rates = mixture.rates(weights)
         self.top_tasks = set(sorted(rates, key=rates.__getitem__, reverse=True)[: cfg.train.log_top_tasks])
+
+    def batches(self) -> Iterator[PackedBatch]:
+        """The loader's batches (its worker processes start here); :meth:`close` stops them."""
+        self._batches = iter(self.loader)
+        return self._batches
+
+    def close(self) -> None:
+        """Stop the loader's worker processes now (their queues and shared memory go with them),
+        not whenever the iterator is collected: a failed rank's traceback keeps it alive."""
+        shutdown = getattr(self._batches, "_shutdown_workers", None)  # multi-worker iterators only
+        if shutdown is not None:
+            shutdown()
+        self._batches = None
 
     def _gather(self, obj: Any) -> list[Any]:
         out: list[Any] = [None] * self.world_size

@@ -21,17 +21,14 @@ per node with ``FLANFORGE_NODE_LAUNCHER=1``, and that process starts the ranks i
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import shutil
 import socket
 import subprocess
-import sys
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from itertools import product
-from typing import NoReturn
 
 DEFAULT_MASTER_ADDR = "127.0.0.1"
 DEFAULT_MASTER_PORT = 29500
@@ -387,17 +384,3 @@ def _expand_ranges(body: str, nodelist: str) -> list[str]:
         width = len(lo_text)
         out.extend(str(n).zfill(width) for n in range(lo, hi + 1))
     return out
-
-
-def end_rank(code: int = 0) -> NoReturn:
-    """End a rank process whose work is done and whose process group is torn down, without the
-    interpreter's teardown: gloo's worker threads, destroyed there, now and then abort a finished
-    rank ("terminate called without an active exception", exit -6) and fail a successful run
-    (seen in CI on two-rank evaluations; pytorch/pytorch#179291 describes the teardown race).
-    For processes that own nothing else: everything they wrote is closed, no DataLoader workers
-    or shared memory wait for interpreter exit (so not for training ranks); the standard streams
-    and logging are flushed here."""
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)

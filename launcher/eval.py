@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from flanforge.launcher.dist import end_rank, export_torch_env, init_process_group, read_rank_layout
+    from flanforge.launcher.dist import export_torch_env, init_process_group, read_rank_layout
     from flanforge.launcher.eval_report import load_results, read_history, results_dict, write_outputs
     from flanforge.launcher.periodic_eval import history_file
     from flanforge.launcher.evaluator import Evaluator
@@ -85,11 +85,7 @@ def run(args: argparse.Namespace) -> int:
             means = ", ".join(f"{m} {v:.1f}" for m, v in suite["mean"].items())
             print(f"flanforge eval: {name}: {len(suite['tasks'])} tasks; {means}", file=sys.stderr)
         print(Path(args.out) / "results.json")
-    if distributed:
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-        end_rank(0)
-    return 0
+    return 0  # a rank ends through cli.entry (launcher/rank_exit.py)
 
 
 def build_suites(args: argparse.Namespace, count_tokens):

@@ -155,7 +155,7 @@ def train(run: Run) -> None:
     from flanforge.launcher.loss import LossKeys, LossWindow
 
     cfg, engine = run.cfg, run.engine
-    batches: Iterator[PackedBatch] = iter(run.data.loader)
+    batches: Iterator[PackedBatch] = run.data.batches()
     keys = LossKeys(run.data.top_tasks, run.data.mixture.group_of().values())
     save_every = cfg.checkpoint.every_steps
     inject = injected_nonfinite_steps()
@@ -303,25 +303,23 @@ def to_device(tensors: dict[str, torch.Tensor], device: torch.device) -> dict[st
 
 
 def cleanup(run: Run) -> None:
+    """Close what the run opened (TensorBoard's writer, the data loader's workers), on success and
+    failure alike. No collective: the process group is the rank's exit path's to end
+    (``launcher/rank_exit.py``: a barrier only when every rank succeeded)."""
     run.metrics.close()
-    torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
+    run.data.close()
 
 
 def train_rank(cfg: Config) -> int:
     run = setup(cfg)
     try:
         train(run)
-    except BaseException:
-        # No barrier here: the other ranks may be inside another collective and would
-        # never reach it; the launcher ends them when this rank exits with the error.
-        run.metrics.close()
-        raise
-    cleanup(run)
+    finally:
+        cleanup(run)
     return 0
 
 
 if __name__ == "__main__":
-    from flanforge.launcher.cli import main
+    from flanforge.launcher.cli import entry
 
-    sys.exit(main(["train", *sys.argv[1:]]))
+    entry(["train", *sys.argv[1:]])

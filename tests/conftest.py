@@ -1,13 +1,29 @@
-"""Shared test set-up: the markers, and a small Hugging Face ``tokenizer.json``."""
+"""Shared test set-up: the markers and tiers, and a small Hugging Face ``tokenizer.json``."""
 
 import json
 
 import pytest
 
 
+def pytest_addoption(parser):
+    parser.addoption("--stress", action="store_true",
+                     help="run the stress tier only (tests marked stress; make test-stress), never part of make test")
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "e2e: multi-process end-to-end runs (tests/e2e)")
     config.addinivalue_line("markers", "slurm: needs a real Slurm started by slurm/cluster.sh")
+    config.addinivalue_line("markers", "stress: slow repeated launches under load; only with --stress")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without ``--stress`` the stress tests are deselected (not skipped: no skip to explain); with it,
+    everything else is."""
+    stress = config.getoption("--stress")
+    keep = [item for item in items if (item.get_closest_marker("stress") is not None) == stress]
+    if len(keep) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+        items[:] = keep
 
 
 BOS, EOS = "<|begin_of_text|>", "<|end_of_text|>"

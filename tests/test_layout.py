@@ -40,11 +40,13 @@ def _flanforge_imports() -> set[str]:
             for m in _imports(path)}
 
 
-LAYERS = {  # folder -> what of ours it may import (DESIGN.md: "Who owns what")
-    "kernels": {"flanforge.kernels"},
-    "model": {"flanforge.model", "flanforge.kernels", "flanforge.errors", "flanforge.files", "flanforge.config_fields"},
+LAYERS = {  # folder -> what of ours it may import (DESIGN.md: "Who owns what"); every folder's
+    # __init__ imports flanforge.bare_names, the leaf that refuses bare imports
+    "kernels": {"flanforge.kernels", "flanforge.bare_names"},
+    "model": {"flanforge.model", "flanforge.kernels", "flanforge.errors", "flanforge.files", "flanforge.config_fields",
+              "flanforge.bare_names"},
     "mixtures": {"flanforge.mixtures", "flanforge.kernels", "flanforge.errors", "flanforge.files",
-                 "flanforge.config_fields", "flanforge.binpack"},
+                 "flanforge.config_fields", "flanforge.binpack", "flanforge.bare_names"},
 }
 
 
@@ -77,13 +79,53 @@ def test_every_flanforge_import_resolves_to_a_file_under_the_repository():
     assert unresolved == []
 
 
-def test_no_bare_top_level_package_is_importable_from_elsewhere(tmp_path):
-    probe = ("import importlib.util, json, flanforge.kernels as k; "
-             f"specs = [importlib.util.find_spec(n) for n in {list(SUBPACKAGES)}]; "
-             "print(json.dumps([s.origin if s else None for s in specs] + [k.__file__]))")
-    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+BARE_PROBE = """
+import importlib, importlib.metadata, json, sys
+import flanforge.kernels
+out = {"flanforge.kernels": flanforge.kernels.__file__}
+for name in NAMES:
+    try:
+        out[name] = importlib.import_module(name).__file__
+    except ModuleNotFoundError as err:
+        out[name] = "missing: " + str(err)
+try:
+    out["installed kernels"] = str(importlib.metadata.distribution("kernels").locate_file("kernels/__init__.py"))
+except importlib.metadata.PackageNotFoundError:
+    out["installed kernels"] = None
+print(json.dumps(out))
+"""
+
+
+def _ours(path: str) -> bool:
+    """Whether ``path`` is a file of our top-level folders (a venv inside the repository is not ours)."""
+    return any(Path(path).resolve().is_relative_to(ROOT / name) for name in SUBPACKAGES)
+
+
+def _bare_imports(tmp_path: Path, how: str) -> dict:
+    probe = BARE_PROBE.replace("NAMES", repr(list(SUBPACKAGES)))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONSAFEPATH", "PYTHONPATH")}
+    if how == "python -c, from the root":  # sys.path[0] is "" (the root)
+        cmd, cwd = [sys.executable, "-c", probe], ROOT
+    elif how == "python -m, PYTHONPATH=root":  # sys.path: the working directory, then the root
+        (tmp_path / "bare_probe.py").write_text(probe)
+        cmd, cwd, env["PYTHONPATH"] = [sys.executable, "-m", "bare_probe"], tmp_path, str(ROOT)
+    else:  # from elsewhere: only the installed flanforge
+        cmd, cwd = [sys.executable, "-c", probe], tmp_path
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    *origins, kernels_file = json.loads(out.stdout)
-    # another distribution may own a bare `kernels` or `model`: ours must never answer to those names
-    assert not [o for o in origins if o and Path(o).resolve().is_relative_to(ROOT)], origins
-    assert Path(kernels_file).resolve() == (ROOT / "kernels" / "__init__.py").resolve()
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("how", ["python -c, from the root", "python -m, PYTHONPATH=root", "from elsewhere"])
+def test_bare_names_never_resolve_to_the_repository(tmp_path, how):
+    found = _bare_imports(tmp_path, how)
+    assert Path(found.pop("flanforge.kernels")).resolve() == (ROOT / "kernels" / "__init__.py").resolve()
+    installed = found.pop("installed kernels")
+    # Our folders never answer to their bare names; the PyPI `kernels` (transformers needs it) does.
+    assert [name for name, file in found.items() if not file.startswith("missing") and _ours(file)] == []
+    if installed is not None:
+        assert Path(found["kernels"]).resolve() == Path(installed).resolve()
+    if how != "from elsewhere":  # our folders were on the path: their refusal says which name to use
+        for name in ("launcher", "mixtures", "model"):
+            if found[name].startswith("missing"):
+                assert f"flanforge.{name}" in found[name]

@@ -66,7 +66,10 @@ def run_pytest(args: list[str], env: dict[str, str]) -> dict:
         xml = Path(tmp) / "junit.xml"
         cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--import-mode=importlib", "-q",
                f"--junitxml={xml}", *args]
-        proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True)
+        # From the root, as a developer runs it: the folders' own guard keeps `kernels` the PyPI
+        # package (flanforge/bare_names.py); PYTHONSAFEPATH=1 is the second guard.
+        proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONSAFEPATH": "1", **env},
+                              capture_output=True, text=True)
         if not xml.is_file():
             raise RuntimeError(f"pytest did not run (exit {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
         root = ET.parse(xml).getroot()
@@ -158,4 +161,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # A stage process may hold a process group (``train``): it ends as every rank does.
+    from flanforge.launcher.rank_exit import run_rank
+
+    run_rank(main)

@@ -87,10 +87,10 @@ def main(out_file: str, run_dirs: list[str]) -> int:
     results = {run_dir: probe(Path(run_dir), layout) for run_dir in run_dirs}
     if layout.rank == 0:
         torch.save(results, out_file)
-    torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2:]))
+    from flanforge.launcher.rank_exit import run_rank
+
+    run_rank(lambda: main(sys.argv[1], sys.argv[2:]))

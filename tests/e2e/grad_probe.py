@@ -17,6 +17,7 @@ from flanforge.launcher.config import load_config
 from flanforge.launcher.dist import export_torch_env, init_process_group, read_rank_layout
 from flanforge.launcher.engine import build_engine
 from flanforge.launcher.loss import LossWindow
+from flanforge.launcher.rank_exit import run_rank
 from flanforge.mixtures.packing import PackedBatch
 from flanforge.model.training_forward import TrainingModel
 
@@ -87,4 +88,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_rank(main)
