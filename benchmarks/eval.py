@@ -5,19 +5,19 @@
     python benchmarks/eval.py --rank-shots 3        # few-shot rank classification
     python benchmarks/eval.py --rank-bbh ../shared/data/bbh   # BBH multiple choice, 3-shot
 
-Both paths run ``flanforge.model.scoring.Scorer`` on the same model (the demo's
+Both paths run ``flanforge.launcher.evaluation.scoring.Scorer`` on the same model (the demo's
 tiny Llama-style decoder, ~3.5M parameters, or a tiny T5; random init, fp32,
 CPU) and the same prompts: validation examples taken in turn from the tasks
 of ``--generate-suite`` (``builtin_heldout``'s generated tasks) and
 ``--rank-suite`` (``builtin_classification``: 2-4 answer options; zero-shot,
-or ``--rank-shots K``-shot), rendered by ``flanforge.mixtures.evalsets``, or
+or ``--rank-shots K``-shot), rendered by ``flanforge.launcher.evaluation.suites``, or
 with ``--rank-bbh DIR`` BIG-Bench Hard's lettered multiple-choice tasks
 (3-shot, 8 examples a task), tokenised with a SentencePiece tokenizer
 trained here on those tasks: naive is one ``generate`` per example and one
 forward per answer option (a batch of one), batched is ``--batch-size``
 examples per ``generate`` and ``--batch-size`` examples (all their options)
 per rank-classification call (token tries for a decoder, see
-``model/prefix_trie.py``). Generation runs a fixed ``--new-tokens`` with EOS
+``launcher/evaluation/prefix_trie.py``). Generation runs a fixed ``--new-tokens`` with EOS
 held back, so both paths make the same number of tokens. Each path is timed
 ``--rounds`` times, alternating, on the same threads; the speed-ups are of the
 medians. ``rank_positions`` counts the token positions each path feeds the
@@ -39,10 +39,11 @@ import torch
 
 from flanforge.model.config import ModelConfig
 from flanforge.mixtures import registry
-from flanforge.mixtures.evalsets import EvalExample, build_suite
+from flanforge.launcher.evaluation.suites import build_suite
+from flanforge.launcher.evaluation.tasks import EvalExample
 from flanforge.mixtures.sources import benchmarks
 from flanforge.model.load import build_model
-from flanforge.model.scoring import Scorer
+from flanforge.launcher.evaluation.scoring import Scorer
 from flanforge.model.tokenizer import train_tokenizer
 
 _LETTER = re.compile(r"^(\([A-R]\)) ", re.M)
@@ -87,7 +88,7 @@ def set_up(args):
     tokenizer = train_tokenizer(texts, tempfile.mkdtemp(prefix="bench-eval-tok-"), vocab_size=2000)
     model = build_model(ModelConfig(arch=args.arch), tokenizer, seed=0, training=False).eval()
     count = lambda text: len(tokenizer.encode(text))  # noqa: E731
-    # Sorted by length, as launcher/evaluator.py batches them (the naive loop does not care).
+    # Sorted by length, as launcher/evaluation/evaluator.py batches them (the naive loop does not care).
     prompts = sorted(tokenizer.encode_batch([e.prompt for e in examples(args.generate_suite, args.examples, False, count)]),
                      key=len, reverse=True)
     if args.rank_bbh:

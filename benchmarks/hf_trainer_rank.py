@@ -76,7 +76,7 @@ def main() -> None:
     p.add_argument("--model", required=True, help="JSON of the LlamaConfig keyword arguments")
     p.add_argument("--seed", type=int, default=1234)
     args = p.parse_args()
-    # As in flanforge's ranks (launcher/dist.py): no JIT build of DeepSpeed's CPU shm op.
+    # As in flanforge's ranks (launcher/ranks/process_group.py): no JIT build of DeepSpeed's CPU shm op.
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
     rows = [json.loads(line) for line in Path(args.data).read_text().splitlines()]
@@ -125,6 +125,6 @@ def main() -> None:
 if __name__ == "__main__":
     # The ranks' one exit path, as flanforge's own ranks end: left to interpreter exit, gloo's
     # threads sometimes abort a finished rank ("terminate called without an active exception").
-    from flanforge.launcher.rank_exit import run_rank
+    from flanforge.launcher.ranks.rank_exit import run_rank
 
     run_rank(main)

@@ -36,7 +36,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
-from flanforge.launcher.data import tokenizer_corpus  # noqa: E402
+from flanforge.launcher.training.data import tokenizer_corpus  # noqa: E402
 from flanforge.mixtures import registry  # noqa: E402
 from flanforge.mixtures.shards import Manifest, ensure_prepared  # noqa: E402
 from flanforge.mixtures.config import StreamConfig  # noqa: E402

@@ -59,7 +59,7 @@ def patch_phases(run) -> None:
 
     import torch.distributed as dist
     import torch.nn.functional as F
-    from flanforge.launcher import train as train_mod
+    from flanforge.launcher.training import loop as train_mod
 
     wrap(run.engine, ("forward",), "forward")
     wrap(run.engine, ("backward",), "backward")
@@ -77,7 +77,7 @@ def patch_phases(run) -> None:
     if not hasattr(train_mod, "log_step"):  # before log_step existed, the loop logged inline
         wrap(type(run.data), ("counters",), "logging")
         wrap(run.metrics, ("scalars",), "logging")
-        wrap(importlib.import_module("flanforge.launcher.loss").LossWindow, ("summary",), "logging")
+        wrap(importlib.import_module("flanforge.launcher.training.loss").LossWindow, ("summary",), "logging")
     train_mod.save = lambda run: None
     loader_iter = type(iter(run.data.loader))
     wrap(loader_iter, ("__next__",), "data_wait")
@@ -85,11 +85,13 @@ def patch_phases(run) -> None:
 
 def rank_main(args: argparse.Namespace) -> None:
     import torch
-    from flanforge.launcher import train as train_mod
+    from flanforge.launcher.training import loop as train_mod
     from flanforge.launcher.config import load_config
 
     cfg = load_config(args.config, args.flanforge)
-    run = train_mod.setup(cfg)
+    from flanforge.launcher.evaluation.periodic import PeriodicEval
+
+    run = train_mod.setup(cfg, PeriodicEval)
     patch_phases(run)
     # One train() call (one DataLoader iterator): the profiler's schedule skips the
     # warm-up steps and records the next ones; guard_nonfinite (once a step, after its

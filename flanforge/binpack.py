@@ -2,7 +2,7 @@
 
 A leaf module: it imports nothing of the project. The data layer packs
 training rows with it (``mixtures/packing.py``); evaluation rows are packed
-by what their token tries share instead (``model/prefix_trie.py``).
+by what their token tries share instead (``launcher/evaluation/prefix_trie.py``).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Whether a key may change when a run resumes is marked once, on its field:
 ``lr: float = may_change(1e-3)``. A section field marked so (``checkpoint``,
 ``launch``) lets every key under it change. The run directory check
-(``launcher/rundir.py``) and the stream's saved-state check
+(``launcher/training/rundir.py``) and the stream's saved-state check
 (``mixtures/config.py: StreamConfig.layout``) both read these marks.
 """
 

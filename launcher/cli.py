@@ -1,11 +1,11 @@
-"""The ``flanforge`` command: one subcommand per module of launcher/.
+"""The ``flanforge`` command: one subcommand per module of ``launcher/commands/``.
 
 Each subcommand module has ``add_arguments(parser)`` and ``run(args) -> int``.
 Expected user mistakes (:class:`UserError` and its kin) print one line and
 exit 2, without a traceback; anything else is a bug: its traceback, one line, exit 1
-(``launcher/report.py``; in ranks, only the first failing rank reports).
+(``launcher/ranks/report.py``; in ranks, only the first failing rank reports).
 The process ends in :func:`entry`: a rank of a launched job through the one exit
-path of ranks (``launcher/rank_exit.py``), any other process through ``sys.exit``.
+path of ranks (``launcher/ranks/rank_exit.py``), any other process through ``sys.exit``.
 """
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ import sys
 from typing import NoReturn
 
 from flanforge.errors import USER_ERRORS
-from flanforge.launcher.dist import in_launched_rank
-from flanforge.launcher.report import fail
+from flanforge.launcher.ranks.layout import in_launched_rank
+from flanforge.launcher.ranks.report import fail
 
 # name -> (module, help)
 SUBCOMMANDS = {
-    "train": ("flanforge.launcher.train_command", "train on a mixture with DeepSpeed (starts the launcher itself)"),
-    "inspect": ("flanforge.launcher.inspect_mixture", "show a mixture's tasks, rates and rendered examples"),
-    "prepare": ("flanforge.launcher.prepare", "write a mixture's task records as webdataset shards"),
-    "export": ("flanforge.launcher.export", "consolidate a run's ZeRO shards into a Hugging Face model directory"),
-    "eval": ("flanforge.launcher.eval", "score a run, a checkpoint or a model directory on evaluation suites"),
+    "train": ("flanforge.launcher.commands.train", "train on a mixture with DeepSpeed (starts the launcher itself)"),
+    "inspect": ("flanforge.launcher.commands.inspect", "show a mixture's tasks, rates and rendered examples"),
+    "prepare": ("flanforge.launcher.commands.prepare", "write a mixture's task records as webdataset shards"),
+    "export": ("flanforge.launcher.commands.export", "consolidate a run's ZeRO shards into a Hugging Face model directory"),
+    "eval": ("flanforge.launcher.commands.eval", "score a run, a checkpoint or a model directory on evaluation suites"),
 }
 
 
@@ -56,10 +56,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry(argv: list[str] | None = None) -> NoReturn:
     """The ``flanforge`` command as a process: run :func:`main`, then end (ranks of a launched
-    job through :func:`~flanforge.launcher.rank_exit.end_rank`, whatever the outcome)."""
+    job through :func:`~flanforge.launcher.ranks.rank_exit.end_rank`, whatever the outcome)."""
     code = main(argv)
     if in_launched_rank():
-        from flanforge.launcher.rank_exit import end_rank
+        from flanforge.launcher.ranks.rank_exit import end_rank
 
         end_rank(code)
     sys.exit(code)

@@ -22,6 +22,7 @@ drives it.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Sequence
 
@@ -119,6 +120,24 @@ COT_TRIGGERS = (
     "Reason step by step before you answer.",
 )
 COT_ANSWERS = ("So the answer is {}", "Therefore, the answer is {}", "The answer is {}", "So, the final answer is {}")
+COT_ANSWER = re.compile(r"answer is:?[ \t]*", re.IGNORECASE)
+"""A chain of thought states its answer after the last "(So the) answer is", up to the end of that line."""
+
+
+def extract_answer(generation: str, pattern: re.Pattern[str] | None = COT_ANSWER) -> str | None:
+    """The answer a generation states: the rest of the line after the last match of ``pattern`` (CoT),
+    else (no pattern) the text itself.
+
+    None when there is nothing to score (an empty generation, or a CoT without the answer phrase).
+    """
+    text = generation.strip()
+    if pattern is not None:
+        matches = list(pattern.finditer(text))
+        if not matches:
+            return None
+        text = text[matches[-1].end():].split("\n", 1)[0].strip()
+        text = text[:-1].strip() if text.endswith(".") else text
+    return text or None
 
 
 class Parts(NamedTuple):

@@ -29,10 +29,6 @@ _ENV = sandbox.LimitedEnvironment(undefined=jinja2.StrictUndefined, autoescape=F
 SPLITS = ("train", "exemplars", "validation")
 """``exemplars`` is the few-shot pool: disjoint from ``train``, so no exemplar is ever a training target."""
 
-TASK_METRICS = ("accuracy", "exact_match", "rouge")
-"""What a task's ``metric`` may name (``mixtures/metrics.py``): ``accuracy`` is rank classification over
-the answer options, ``exact_match`` and ``rouge`` score a greedy generation."""
-
 CHOICES_VARIABLE = "answer_choices"
 """What a template with ``choices`` (promptsource's ``answer_choices``) calls the rendered list."""
 
@@ -137,9 +133,13 @@ class Task:
     fewshot_budget: int = 512
     """Tokens (inputs + targets) a few-shot example may take; the renderer's caller may pass its own."""
     metric: str = "exact_match"
-    """How evaluation scores the task: one of :data:`TASK_METRICS`."""
+    """How evaluation scores the task: a metric of evaluation's registry (``launcher/evaluation/metrics/``:
+    ``accuracy``, rank classification over the answer options; ``exact_match`` and ``rouge`` score a greedy
+    generation). Evaluation checks the name (and ``flanforge train`` before any rank starts)."""
     format_field: str | None = None
     """For records that are already rendered (Flan-collection exports): the field naming their format."""
+    origin: str = ""
+    """Where the task is defined (its YAML file), for messages; empty for built-in and collection tasks."""
 
     def __post_init__(self) -> None:
         self.fields = tuple(self.fields)
@@ -148,9 +148,8 @@ class Task:
         self.formats = tuple(self.formats)
         if not self.templates:
             raise TaskError(f"task '{self.name}': has no templates")
-        if self.metric not in TASK_METRICS:
-            hint = did_you_mean(self.metric, TASK_METRICS, n=2, cutoff=0.3)
-            raise TaskError(f"task '{self.name}': unknown metric '{self.metric}' (metrics: {', '.join(TASK_METRICS)}){hint}")
+        if not isinstance(self.metric, str) or not self.metric:
+            raise TaskError(f"task '{self.name}': metric must be a metric's name, got {self.metric!r}")
         if self.max_shots < 1 or self.fewshot_budget < 1:
             raise TaskError(f"task '{self.name}': max_shots and fewshot_budget must be at least 1")
         seen: set[str] = set()

@@ -50,7 +50,7 @@ class TrainingModel(nn.Module):
 
     ``batch["target_index"]`` (n,) and ``batch["loss_weights"]`` (n,) are the flat
     positions of the target tokens and their weights, and ``batch["segments"]`` each
-    row's example ranges (``launcher/train.py`` adds them, computed on the host);
+    row's example ranges (``launcher/training/loop.py`` adds them, computed on the host);
     without them every labelled token has weight 1 and the ranges are read from the
     segment ids.
     """

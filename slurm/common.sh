@@ -11,8 +11,8 @@ FF_EX_NOINPUT=66
 FF_EX_UNAVAILABLE=69
 FF_EX_LOCKED=75
 
-# Run directory names, as flanforge.launcher.rundir.RunDir spells them
-# (tests/launcher/test_rundir.py checks that the two agree).
+# Run directory names, as flanforge.launcher.training.rundir.RunDir spells them
+# (tests/launcher/training/test_rundir.py checks that the two agree).
 FF_CHECKPOINTS=checkpoints
 FF_LATEST=latest
 FF_TRAINER_STATE=trainer.json
@@ -119,7 +119,7 @@ ff_master_addr() {
 
 # ff_master_port: derived from the job id, so every node (and every requeue of the
 # job) computes the same one; 10000-29999, below Linux's ephemeral ports. Same
-# formula as flanforge.launcher.dist.slurm_job_port.
+# formula as flanforge.launcher.ranks.slurm_nodes.slurm_job_port.
 ff_master_port() {
     echo $((10000 + ${SLURM_JOB_ID:-0} % 20000))
 }

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WHEELS_FILE = Path(__file__).with_name("wheels.txt")
 # What the stages import (flanforge's modules pull in the rest).
 CHECKED_IMPORTS = ("deepspeed", "webdataset", "datasets", "liger_kernel", "pytest",
-                   "flanforge.launcher.train", "flanforge.launcher.data", "flanforge.kernels")
+                   "flanforge.launcher.training.loop", "flanforge.launcher.training.data", "flanforge.kernels")
 # Import names that differ from the package name.
 PACKAGE_OF = {"yaml": "pyyaml", "cpuinfo": "py-cpuinfo", "google": "protobuf", "dateutil": "python-dateutil",
               "PIL": "pillow", "absl": "absl-py", "liger_kernel": "liger-kernel", "pynvml": "nvidia-ml-py",

@@ -7,7 +7,7 @@ one rank). The same engine then trains under each variant in turn, the fused or
 the unfused loss and each attention implementation (switched in place: weights
 and optimizer carry on, which does not change a step's cost), ``WARMUP`` steps
 (flex compiles here) then ``STEPS`` timed ones. Per variant: row tokens/s (padding
-included, as the model computes it), MFU (``launcher.metrics``: 6 N FLOPs per token
+included, as the model computes it), MFU (``launcher.training.tensorboard``: 6 N FLOPs per token
 over the GPU's dense bf16 peak; attention FLOPs not counted), peak memory
 (``max_memory_allocated``) and the last loss.
 
@@ -37,7 +37,7 @@ STEPS = {"gpu": (2, 8), "smoke": (1, 2)}  # (warm-up, timed)
 
 def prepare_inputs(cfg, cache: Path) -> list[str]:
     """Train the tokenizer and prepare the shards into ``cache`` unless there; overrides pointing at them."""
-    from flanforge.launcher.data import tokenizer_corpus
+    from flanforge.launcher.training.data import tokenizer_corpus
     from flanforge.mixtures.registry import load_mixture
     from flanforge.mixtures.shards import ensure_prepared
     from flanforge.model.tokenizer import SPM_FILE, train_tokenizer
@@ -60,7 +60,7 @@ def variants(device: str) -> list[tuple[bool, str]]:
 
 def train_steps(run, batches, count: int) -> tuple[int, float]:
     """``count`` optimizer steps (one micro-batch each); (row tokens, last mean loss)."""
-    from flanforge.launcher.train import to_device
+    from flanforge.launcher.training.loop import to_device
 
     engine, tokens, loss = run.engine, 0, float("nan")
     for _ in range(count):
@@ -78,7 +78,7 @@ def train_steps(run, batches, count: int) -> tuple[int, float]:
 def measure(run, batches, device: str, steps: tuple[int, int]) -> dict:
     import torch
 
-    from flanforge.launcher.metrics import model_flops_utilization
+    from flanforge.launcher.training.tensorboard import model_flops_utilization
 
     cuda = device == "cuda"
     train_steps(run, batches, steps[0])
@@ -103,8 +103,9 @@ def run(smoke: bool) -> dict:
     import torch
 
     from flanforge.launcher.config import load_config
-    from flanforge.launcher.dist import free_port
-    from flanforge.launcher.train import cleanup, setup
+    from flanforge.launcher.ranks.process_group import free_port
+    from flanforge.launcher.evaluation.periodic import PeriodicEval
+    from flanforge.launcher.training.loop import cleanup, setup
     from flanforge.model import attention
 
     device = "cuda" if torch.cuda.is_available() and not smoke else "cpu"
@@ -115,7 +116,7 @@ def run(smoke: bool) -> dict:
     overrides += prepare_inputs(load_config(CONFIG, overrides), cache)
     cfg = load_config(CONFIG, overrides)
     os.environ["MASTER_PORT"] = str(free_port())  # one rank, no launcher: env:// needs a port
-    run_ = setup(cfg)
+    run_ = setup(cfg, PeriodicEval)
     model = run_.engine.module  # flanforge.model.training_forward.TrainingModel
     dropout = attention.attention_dropout(model.hf.config)
     results = {}

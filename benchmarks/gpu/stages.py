@@ -162,6 +162,6 @@ def main() -> int:
 
 if __name__ == "__main__":
     # A stage process may hold a process group (``train``): it ends as every rank does.
-    from flanforge.launcher.rank_exit import run_rank
+    from flanforge.launcher.ranks.rank_exit import run_rank
 
     run_rank(main)

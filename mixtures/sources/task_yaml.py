@@ -58,7 +58,7 @@ def load(path: str | Path, resolve: Resolve) -> Task | Mixture:
         raise TaskError(f"{path}: not valid YAML: {err}".replace("\n", " ")) from None
     try:
         if isinstance(spec, dict) and "task" in spec:
-            return build_task(spec, path.parent)
+            return build_task(spec, path.parent, origin=str(path))
         if isinstance(spec, dict) and "mixture" in spec:
             return build_mixture(spec, path.parent, resolve)
         raise TaskError("expected a mapping with a top-level 'task' or 'mixture' key")
@@ -124,7 +124,7 @@ def _fields_of(template: Template, what: str) -> set[str]:
         raise TaskError(f"{what}, template '{template.id}': {err}") from None
 
 
-def build_task(spec: dict[str, Any], base: Path) -> Task:
+def build_task(spec: dict[str, Any], base: Path, origin: str = "") -> Task:
     _check_keys(spec, TASK_KEYS, "task")
     name = _name(spec, "task")
     source_spec = _check_keys(spec.get("source"), SOURCE_KEYS, f"task '{name}': source")
@@ -172,6 +172,7 @@ def build_task(spec: dict[str, Any], base: Path) -> Task:
         max_shots=_number(spec, "max_shots", 3, int),
         fewshot_budget=_number(spec, "fewshot_budget", 512, int),
         metric=spec.get("metric", "rouge" if kind == "niv2" else "exact_match"),
+        origin=origin,
     )
 
 

@@ -1,7 +1,8 @@
 """The bad-input corpus: one small file per case, each stating its exact outcome in a header.
 
 ``tasks/*.yaml`` are task or mixture files loaded through the registry (then the first
-record of every task is rendered in each of its formats); ``configs/*.yaml`` are
+record of every task is rendered in each of its formats, and its metric looked up as
+``flanforge train`` and evaluation do); ``configs/*.yaml`` are
 run configs loaded with their ``# overrides:``. A case expects either
 
     # expect-error: REGEX      the project's own error, one line, matching REGEX
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from flanforge.launcher.config import ConfigError, load_config
+from flanforge.launcher.evaluation.suites import check_metrics
 from flanforge.errors import USER_ERRORS
 from flanforge.mixtures import registry
 from flanforge.mixtures.task import SPLITS
@@ -49,8 +51,10 @@ def check_outcome(case: Path, load) -> None:
 
 
 def load_and_render(case: Path) -> int:
-    """Load the case's mixture, read every split, render every task's first record in each of its formats."""
+    """Load the case's mixture, check its metrics, read every split, render every task's first record in each
+    of its formats."""
     mixture = registry.load_mixture(case)
+    check_metrics(mixture)
     rng = random.Random(0)
     for task in mixture.tasks():
         for split in SPLITS:

@@ -13,15 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from flanforge.launcher import checkpoint, runlock
-from flanforge.launcher.rundir import RunDir
+from flanforge.launcher.training import checkpoint
+
+from flanforge.launcher.training import runlock
+from flanforge.launcher.training.rundir import RunDir
 from flanforge.errors import UserError
 from flanforge.mixtures import registry
 from flanforge.mixtures.mixture import Mixture, Rate
 from flanforge.mixtures.shards import Manifest, ShardError, prepare
 from flanforge.mixtures.task import Task, TaskError, Template
 
-HOLD_LOCK = "import sys, time; from flanforge.launcher import runlock; runlock.acquire(sys.argv[1]); print('held', flush=True); time.sleep(600)"
+HOLD_LOCK = "import sys, time; from flanforge.launcher.training import runlock; runlock.acquire(sys.argv[1]); print('held', flush=True); time.sleep(600)"
 
 
 def hold_lock(output_dir):
@@ -166,7 +168,7 @@ def test_prepare_cli_reads_yaml_mixtures(tmp_path, capsys):
 
 
 def test_preflight_names_a_task_with_no_usable_records(tmp_path):
-    from flanforge.launcher.preflight import check_mixture
+    from flanforge.launcher.training.preflight import check_mixture
 
     (tmp_path / "task.yaml").write_text(
         "task: hollow\nsource: {path: %s, on_bad_record: skip}\ntemplates:\n  - {id: t, input: '{{ question }}', target: '{{ answer }}'}\n"

@@ -28,7 +28,7 @@ TINY = [
 
 
 def train_command(output_dir, *overrides):
-    from flanforge.launcher.dist import free_port
+    from flanforge.launcher.ranks.process_group import free_port
 
     port = f"launch.master_port={free_port()}"  # runs started side by side must not collide
     return [FLANFORGE, "train", "--config", DEMO, f"output_dir={output_dir}", *TINY, port, *overrides]
@@ -74,8 +74,8 @@ def train(output_dir, *overrides):
 def probe(script, world, *args):
     """Run a probe script on ``world`` CPU ranks under DeepSpeed's own launcher; asserts it succeeded."""
     from flanforge.launcher.config import load_config
-    from flanforge.launcher.dist import free_port
-    from flanforge.launcher.launch import rank_env
+    from flanforge.launcher.ranks.process_group import free_port
+    from flanforge.launcher.ranks.launch import rank_env
 
     cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(world),
            "--master_port", str(free_port()), "--no_local_rank", str(script), *map(str, args)]

@@ -2,7 +2,7 @@
 process group after collectives, a DeepSpeed ZeRO-2 engine that stepped, a DataLoader with a forked
 worker), then end.
 
-    deepspeed --num_gpus 2 exit_probe.py exit-path     # through launcher/rank_exit.py (what ranks do)
+    deepspeed --num_gpus 2 exit_probe.py exit-path     # through launcher/ranks/rank_exit.py (what ranks do)
     deepspeed --num_gpus 2 exit_probe.py interpreter   # left to the interpreter's exit (the control)
 
 ``FLANFORGE_EXIT_PROBE_FAIL=1``: rank 1 raises once the ranks are connected.
@@ -20,8 +20,9 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).parent))  # the ranks run with PYTHONSAFEPATH=1 (no script directory)
 from grad_probe import gradients  # noqa: E402
 
-from flanforge.launcher.dist import export_torch_env, init_process_group, read_rank_layout  # noqa: E402
-from flanforge.launcher.rank_exit import run_rank  # noqa: E402
+from flanforge.launcher.ranks.layout import read_rank_layout  # noqa: E402
+from flanforge.launcher.ranks.process_group import export_torch_env, init_process_group  # noqa: E402
+from flanforge.launcher.ranks.rank_exit import run_rank  # noqa: E402
 
 
 def main() -> int:

@@ -5,7 +5,7 @@ Runs as every rank of a ``deepspeed`` launch, at the world size of the runs::
     PYTHONSAFEPATH=1 DS_ACCELERATOR=cpu OMP_NUM_THREADS=1 python -m deepspeed.launcher.runner \\
         --num_gpus 2 --master_port PORT --no_local_rank tests/e2e/export_probe.py OUT.pt RUN_DIR...
 
-For each RUN_DIR it builds the engine as ``launcher/train.py`` does (the run's
+For each RUN_DIR it builds the engine as ``launcher/training/loop.py`` does (the run's
 config.yaml and tokenizer, ``build_model``, ``TrainingModel``, ``build_engine``),
 restores ``checkpoints/latest`` with ``launcher.checkpoint.Checkpointer`` and, on every
 rank (ZeRO-3 gathers each layer from all ranks), computes
@@ -50,11 +50,11 @@ def sample_batch(arch: str, vocab_size: int) -> tuple[dict, dict]:
 
 
 def probe(run_dir: Path, layout) -> dict:
-    from flanforge.launcher.checkpoint import Checkpointer
+    from flanforge.launcher.training.checkpoint import Checkpointer
     from flanforge.launcher.config import load_config
-    from flanforge.launcher.engine import build_engine
-    from flanforge.launcher.rundir import RunDir
-    from flanforge.launcher.train import TrainState
+    from flanforge.launcher.training.engine import build_engine
+    from flanforge.launcher.training.rundir import RunDir
+    from flanforge.launcher.training.loop import TrainState
     from flanforge.model.load import build_model, load_configured_tokenizer
     from flanforge.model.training_forward import TrainingModel
     from flanforge.model.tokenizer import load_tokenizer
@@ -79,7 +79,8 @@ def probe(run_dir: Path, layout) -> dict:
 
 
 def main(out_file: str, run_dirs: list[str]) -> int:
-    from flanforge.launcher.dist import export_torch_env, init_process_group, read_rank_layout
+    from flanforge.launcher.ranks.layout import read_rank_layout
+    from flanforge.launcher.ranks.process_group import export_torch_env, init_process_group
 
     layout = read_rank_layout()
     export_torch_env(layout)
@@ -91,6 +92,6 @@ def main(out_file: str, run_dirs: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from flanforge.launcher.rank_exit import run_rank
+    from flanforge.launcher.ranks.rank_exit import run_rank
 
     run_rank(lambda: main(sys.argv[1], sys.argv[2:]))

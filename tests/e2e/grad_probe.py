@@ -14,10 +14,11 @@ from deepspeed.utils import safe_get_full_grad
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from flanforge.launcher.config import load_config
-from flanforge.launcher.dist import export_torch_env, init_process_group, read_rank_layout
-from flanforge.launcher.engine import build_engine
-from flanforge.launcher.loss import LossWindow
-from flanforge.launcher.rank_exit import run_rank
+from flanforge.launcher.ranks.layout import read_rank_layout
+from flanforge.launcher.ranks.process_group import export_torch_env, init_process_group
+from flanforge.launcher.training.engine import build_engine
+from flanforge.launcher.training.loss import LossWindow
+from flanforge.launcher.ranks.rank_exit import run_rank
 from flanforge.mixtures.packing import PackedBatch
 from flanforge.model.training_forward import TrainingModel
 

@@ -18,9 +18,10 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from flanforge.launcher.config import load_config
-from flanforge.launcher.dist import export_torch_env, init_process_group, read_rank_layout
-from flanforge.launcher.engine import apply_resumable_keys, build_engine, lr_lambda
-from flanforge.launcher.rank_exit import run_rank
+from flanforge.launcher.ranks.layout import read_rank_layout
+from flanforge.launcher.ranks.process_group import export_torch_env, init_process_group
+from flanforge.launcher.training.engine import apply_resumable_keys, build_engine, lr_lambda
+from flanforge.launcher.ranks.rank_exit import run_rank
 from flanforge.model.training_forward import TrainingModel
 
 A = ["train.lr=0.001", "train.schedule=constant", "train.warmup_steps=0", "train.max_steps=10",

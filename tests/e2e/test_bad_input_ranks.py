@@ -41,7 +41,7 @@ def test_failing_rank_is_reported_first_and_last_on_every_node(tmp_path, train_c
     """Two nodes on this host: two ``flanforge train`` (one rank each) on one run directory and one port.
     Rank 1 (node 1) fails after pre-flight; rank 0 (node 0) then meets a closed connection, finds rank 1's
     claim in the run directory, and exits quietly: both nodes end with rank 1's line and status 2."""
-    from flanforge.launcher.dist import free_port
+    from flanforge.launcher.ranks.process_group import free_port
 
     monkeypatch.setenv("FLANFORGE_INJECT_ERROR", "1")
     port, out = free_port(), tmp_path / "run"

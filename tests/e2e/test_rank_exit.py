@@ -1,4 +1,4 @@
-"""Every rank process ends through one exit path (``launcher/rank_exit.py``) and never aborts after its
+"""Every rank process ends through one exit path (``launcher/ranks/rank_exit.py``) and never aborts after its
 work is done. Two-rank launches under DeepSpeed's own launcher: ``exit_probe.py`` (a ZeRO-2 engine that
 stepped, a forked DataLoader worker, gloo collectives), ``flanforge train`` and ``flanforge eval``.
 
@@ -20,7 +20,7 @@ ABORT = "terminate called"
 
 
 def probe_command(mode: str = "exit-path") -> list[str]:
-    from flanforge.launcher.dist import free_port
+    from flanforge.launcher.ranks.process_group import free_port
 
     return [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port",
             str(free_port()), "--no_local_rank", str(PROBE), mode]
@@ -28,7 +28,7 @@ def probe_command(mode: str = "exit-path") -> list[str]:
 
 def rank_env() -> dict[str, str]:
     from flanforge.launcher.config import load_config
-    from flanforge.launcher.launch import rank_env
+    from flanforge.launcher.ranks.launch import rank_env
 
     return rank_env(load_config(None, []))  # what `flanforge train` gives its ranks
 
@@ -72,7 +72,7 @@ LAUNCHES = 30
 def test_thirty_launches_under_load_end_without_an_abort(tmp_path, busy_cores):
     """Launch i: every tenth a tiny `flanforge train` (2 steps) and the next an `flanforge eval` of it on
     2 ranks; the rest the exit probe."""
-    from flanforge.launcher.dist import free_port
+    from flanforge.launcher.ranks.process_group import free_port
 
     run_dir = tmp_path / "run"
     failures, kinds = {}, []

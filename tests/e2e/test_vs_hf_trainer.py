@@ -30,7 +30,7 @@ def dialogues(path: Path, n: int = 80) -> None:
 
 
 def test_quick_mode_runs_both_systems(tmp_path, run_command):
-    from flanforge.launcher.dist import free_port
+    from flanforge.launcher.ranks.process_group import free_port
 
     data = tmp_path / "dialogues.jsonl"
     dialogues(data)

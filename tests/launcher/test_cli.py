@@ -75,8 +75,8 @@ def test_only_the_chosen_subcommand_is_imported():
              "print(json.dumps([m for m in sys.modules if m.startswith('flanforge.launcher.')]))")
     out = subprocess.run([sys.executable, "-c", probe, "inspect"], capture_output=True, text=True, timeout=120)
     loaded = json.loads(out.stdout)
-    assert "flanforge.launcher.inspect_mixture" in loaded
-    assert not {"flanforge.launcher.train", "flanforge.launcher.export", "flanforge.launcher.prepare"} & set(loaded)
+    assert "flanforge.launcher.commands.inspect" in loaded
+    assert not {"flanforge.launcher.training.loop", "flanforge.launcher.training.export", "flanforge.launcher.commands.prepare"} & set(loaded)
 
 
 def test_top_level_help_lists_every_subcommand():

@@ -18,7 +18,8 @@ import torch
 import webdataset
 
 from flanforge.launcher import cli
-from flanforge.mixtures import registry, shards
+from flanforge.mixtures import registry
+from flanforge.mixtures import shards
 from flanforge.mixtures.mixture import Mixture, Rate
 from flanforge.mixtures.shards import Manifest, ShardReader, prepare
 from flanforge.mixtures.sources import flan_collection

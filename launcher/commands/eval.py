@@ -1,0 +1,33 @@
+"""``flanforge eval MODEL --suites ... --out DIR``: score a model on evaluation suites
+(``evaluation/run.py`` says what MODEL may be and what is written)."""
+
+from __future__ import annotations
+
+import argparse
+
+from flanforge.launcher.evaluation.suites import KINDS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL",
+                        help="a run directory (latest checkpoint), RUN_DIR:TAG, a Hugging Face model directory, "
+                             "or untuned:RUN_DIR (the run's starting weights)")
+    parser.add_argument("--suites", nargs="+", required=True, metavar="NAME_OR_YAML",
+                        help="suites: a mixture name (demo, builtin_heldout, ...), builtin_heldin, a task/mixture "
+                             "YAML file, bbh:DIR, bbh_cot:DIR, gsm8k:DIR")
+    parser.add_argument("--out", required=True, metavar="DIR", help="where results.json, report.md, ... go")
+    parser.add_argument("--split", default="validation", choices=("validation", "test"),
+                        help="the split of the suites' tasks to score (BBH and GSM8K have one test set)")
+    parser.add_argument("--max-examples", type=int, default=None, metavar="N", help="at most N examples per task")
+    parser.add_argument("--shots", type=int, default=None, metavar="K",
+                        help="exemplars per few-shot prompt (default 3; with --shots > 0 the default format is few_shot)")
+    parser.add_argument("--formats", nargs="+", choices=KINDS, default=None,
+                        help="format kinds to score (default: zero_shot, or few_shot when --shots > 0)")
+    parser.add_argument("--compare", metavar="OTHER_DIR", help="a baseline's results.json (or its directory)")
+    parser.add_argument("--batch-size", type=int, default=16, help="examples (or options) per forward")
+
+
+def run(args: argparse.Namespace) -> int:
+    from flanforge.launcher.evaluation.run import evaluate
+
+    return evaluate(args)

@@ -1,0 +1,61 @@
+"""Prompts of the held-out benchmarks, read by ``mixtures/sources/benchmarks.py``: BIG-Bench Hard and GSM8K.
+
+``bbh`` is 3-shot answer-only (each exemplar's answer without its rationale),
+``bbh_cot`` 3-shot chain of thought with the answer after "So the answer is",
+as Flan 2022 reports them; both exact match, one cluster per suite. GSM8K is
+``shots``-shot chain of thought (solved training problems), or a zero-shot
+"Let's think step by step.".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from flanforge.launcher.evaluation.tasks import EvalExample, EvalTask
+from flanforge.mixtures.formats import COT_ANSWER
+from flanforge.mixtures.sources.benchmarks import read_bbh, read_gsm8k
+
+STOPS = ("\n\nQ:",)
+COT_MAX_NEW_TOKENS = 256
+COT_TRIGGER = "Let's think step by step."
+GSM8K_SHOTS = 3
+SUITES = ("bbh", "bbh_cot", "gsm8k")
+"""Suites read from a directory: ``NAME:DIR``."""
+
+
+def build(name: str, path: str, *, shots: int | None, max_examples: int | None,
+          count_tokens: Callable[[str], int] | None) -> list[EvalTask]:
+    """The tasks of benchmark suite ``name`` (``bbh``, ``bbh_cot`` or ``gsm8k``) read from ``path``."""
+    if name == "gsm8k":
+        return [gsm8k_task(Path(path), GSM8K_SHOTS if shots is None else shots, max_examples)]
+    return bbh_tasks(Path(path), cot=name == "bbh_cot", max_examples=max_examples, count_tokens=count_tokens)
+
+
+def bbh_tasks(root: Path, *, cot: bool, max_examples: int | None = None,
+              count_tokens: Callable[[str], int] | None = None) -> list[EvalTask]:
+    count = count_tokens or (lambda text: 2 * len(text.split()))
+    tasks = []
+    for bbh in read_bbh(root, max_examples):
+        if cot:
+            head = "\n\n".join([bbh.description, *(f"Q: {q}\nA: {rationale}" for q, rationale, _ in bbh.shots)])
+        else:
+            head = "\n\n".join([bbh.description, *(f"Q: {q}\nA: {answer}" for q, _, answer in bbh.shots)])
+        examples = [EvalExample(f"{head}\n\nQ: {question}\nA:{f' {COT_TRIGGER}' if cot else ''}".strip(), (target,))
+                    for question, target in bbh.rows]
+        longest = max(count(e.references[0]) for e in examples)
+        tasks.append(EvalTask(bbh.name, "bbh", "exact_match", "fs_cot" if cot else "fs_noopt", examples,
+                              max_new_tokens=COT_MAX_NEW_TOKENS if cot else int(1.25 * longest) + 8, stops=STOPS,
+                              answer_pattern=COT_ANSWER if cot else None))
+    return tasks
+
+
+def gsm8k_task(root: Path, shots: int, max_examples: int | None = None) -> EvalTask:
+    rows, solved = read_gsm8k(root, shots, max_examples)
+    if shots:
+        head = "\n\n".join(f"Q: {q}\nA: {r} So the answer is {a}." for q, r, a in solved) + "\n\n"
+        examples = [EvalExample(f"{head}Q: {q}\nA:", (a,)) for q, _, a in rows]
+    else:
+        examples = [EvalExample(f"Q: {q}\nA: {COT_TRIGGER}", (a,)) for q, _, a in rows]
+    return EvalTask("gsm8k", "gsm8k", "exact_match", "fs_cot" if shots else "zs_cot", examples,
+                    max_new_tokens=COT_MAX_NEW_TOKENS, stops=STOPS, answer_pattern=COT_ANSWER)

@@ -1,0 +1,135 @@
+"""Evaluation between training steps (``eval.every_steps``), on every rank, with ``flanforge eval``'s code.
+
+Every ``eval.every_steps`` steps the engine's model is switched to eval mode
+(no dropout; dense attention masks where training used FlexAttention or per-segment attention) and
+scored on ``eval.suites`` (default: the training mixture's validation split)
+with at most ``eval.max_examples_per_task`` examples per task, data-parallel
+over the ranks (under ZeRO-3 in lockstep: see ``launcher/evaluation/evaluator.py``). It
+also computes the training loss on the same number of validation records per
+task, rendered as training renders them (``val/loss``, and per sub-mixture
+``val/loss/<name>``). Rank 0 writes to TensorBoard::
+
+    eval/<suite>/<task>/<metric>    eval/<suite>/mean (the tasks' first metric)
+    eval/<suite>/mean/<metric>      val/loss   val/loss/<sub-mixture>
+
+and appends the step's results to ``<output_dir>/eval/history.jsonl`` (which
+``flanforge eval`` of the run plots against the step).
+
+It never reads the data stream, and runs under ``torch.random.fork_rng`` with
+the Python and NumPy states restored: the training losses of a run are the
+same with and without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+from flanforge.launcher.training.rundir import RunDir
+
+
+@contextlib.contextmanager
+def evaluation_mode(model: torch.nn.Module):
+    """``model`` in eval mode with dense attention, every RNG state put back afterwards."""
+    from flanforge.model import attention
+
+    training = model.training
+    used = attention.implementation_of(model)
+    dense = used not in ("sdpa_mask", "eager_mask")
+    states = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            model.eval()
+            if dense:  # evaluation builds dense masks (launcher/evaluation/scoring.py); flex and segments take none
+                attention.use(model, "sdpa_mask")
+            yield model
+        finally:
+            if dense:
+                attention.use(model, used)
+            model.train(training)
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+
+
+class PeriodicEval:
+    """Builds the suites once (every rank alike) and runs them when a step is due. Collective."""
+
+    def __init__(self, cfg, mixture, tokenizer, layout, metrics):
+        self.cfg, self.mixture, self.tokenizer, self.layout, self.metrics = cfg, mixture, tokenizer, layout, metrics
+        self.suites: list[Any] | None = None
+        self.validation: dict[str, list[tuple[str, str]]] = {}
+
+    def due(self, step: int) -> bool:
+        every = self.cfg.eval.every_steps
+        return bool(every) and step % every == 0
+
+    def _build(self) -> None:
+        from flanforge.launcher.evaluation.suites import build_suite, validation_pairs
+
+        count = lambda text: len(self.tokenizer.encode(text))  # noqa: E731
+        per_task = self.cfg.eval.max_examples_per_task
+        self.suites = [build_suite(spec, max_examples=per_task, count_tokens=count)
+                       for spec in self.cfg.eval.suites or [self.cfg.mixture.name]]
+        self.validation = validation_pairs(self.mixture, per_task, count)
+
+    def run(self, step: int, engine) -> dict[str, float] | None:
+        """Evaluate the engine's model; returns the logged scalars on rank 0 (None elsewhere)."""
+        from flanforge.launcher.evaluation.evaluator import Evaluator
+        from flanforge.launcher.evaluation.scoring import Scorer, max_length
+
+        if self.suites is None:
+            self._build()
+        hf = engine.module.hf
+        arch = self.cfg.model.arch
+
+        def gather(obj):
+            out = [None] * self.layout.world_size
+            torch.distributed.all_gather_object(out, obj)
+            return out
+
+        zero3 = self.cfg.deepspeed.zero_stage == 3  # every forward gathers the weights: all ranks in step
+        with evaluation_mode(hf):
+            scorer = Scorer(hf, arch, self.tokenizer.pad_id, self.tokenizer.eos_id, engine.device, synced_gpus=zero3)
+            evaluator = Evaluator(scorer, self.tokenizer, batch_size=self.cfg.eval.batch_size, rank=self.layout.rank,
+                                  world_size=self.layout.world_size, gather=gather, max_length=max_length(hf, arch),
+                                  lockstep=zero3)
+            results = evaluator.run(self.suites)
+            losses = evaluator.losses(self.validation)
+        if results is None:
+            return None
+        values = scalars(results, losses)
+        self.metrics.scalars(step, values)
+        self.metrics.flush()
+        from flanforge.launcher.evaluation.report import results_dict
+
+        entry = {"step": step, **results_dict(f"step {step}", "validation", results), "val_loss": losses}
+        path = RunDir(self.cfg.output_dir).eval_history
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as fh:
+            fh.write(json.dumps(entry) + "\n")
+        return values
+
+
+def scalars(results, losses: dict[str, float]) -> dict[str, float]:
+    """TensorBoard scalars of one evaluation (see the module doc)."""
+    values: dict[str, float] = {}
+    for suite in results:
+        name = suite.suite.name
+        firsts = []
+        for task in suite.tasks:
+            for metric, value in task.metrics.items():
+                values[f"eval/{name}/{task.task.name}/{metric}"] = value
+            firsts.append(next(iter(task.metrics.values())))
+        for metric, value in suite.mean().items():
+            values[f"eval/{name}/mean/{metric}"] = value
+        if firsts:
+            values[f"eval/{name}/mean"] = sum(firsts) / len(firsts)
+    for group, loss in losses.items():
+        values["val/loss" if group == "all" else f"val/loss/{group}"] = loss
+    return values

@@ -1,0 +1,217 @@
+"""What ``flanforge eval`` writes: ``results.json``, ``predictions.jsonl``, ``report.md`` and PNG plots.
+
+``results.json``::
+
+    {"model": "...", "split": "validation",
+     "suites": {suite: {"mean": {metric: v},
+                        "skipped": {task: why},
+                        "tasks": {task: {"n": int, "cluster": str, "format": str,
+                                         "metrics": {metric: v}, "ci95": {metric: [lo, hi]},
+                                         "invalid": int, "truncated": int}}}}}
+
+Scores are 0-100; ``ci95`` is a 95% bootstrap interval over the task's examples.
+Given another results file (``--compare``), the report puts that run (the
+baseline) beside this one with the deltas, and plots per-cluster bars of both.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from flanforge.launcher.evaluation import metrics
+from flanforge.launcher.evaluation.evaluator import SuiteResult
+
+RESULTS, PREDICTIONS, REPORT = "results.json", "predictions.jsonl", "report.md"
+
+
+def results_dict(model: str, split: str, suites: Sequence[SuiteResult]) -> dict[str, Any]:
+    return {
+        "model": model,
+        "split": split,
+        "suites": {
+            s.suite.name: {
+                "mean": s.mean(),
+                "skipped": dict(s.suite.skipped),
+                "tasks": {
+                    t.task.name: {"n": len(t.task.examples), "cluster": t.task.cluster, "format": t.task.format,
+                                  "metrics": t.metrics, "ci95": t.ci95, "invalid": t.invalid, "truncated": t.truncated}
+                    for t in s.tasks
+                },
+            }
+            for s in suites
+        },
+    }
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """A ``results.json``, or the one in a directory; a UserError when there is none."""
+    from flanforge.errors import UserError
+
+    path = Path(path)
+    path = path / RESULTS if path.is_dir() else path
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"--compare: no {RESULTS} at {path}") from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"--compare: {path}: not valid JSON: {err}") from None
+
+
+def cluster_means(suite: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """cluster -> metric -> unweighted mean over the cluster's tasks."""
+    values: dict[str, dict[str, list[float]]] = {}
+    for task in suite["tasks"].values():
+        for metric, v in task["metrics"].items():
+            values.setdefault(task["cluster"], {}).setdefault(metric, []).append(v)
+    return {c: {m: sum(v) / len(v) for m, v in ms.items()} for c, ms in values.items()}
+
+
+def write_outputs(out: Path, results: dict[str, Any], suites: Sequence[SuiteResult],
+                  baseline: dict[str, Any] | None = None, history: list[dict[str, Any]] | None = None) -> None:
+    """Every output file; ``history``: the run's periodic evaluations (``<run>/eval/history.jsonl``), plotted by step."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RESULTS).write_text(json.dumps(results, indent=2) + "\n")
+    with open(out / PREDICTIONS, "w") as fh:
+        for s in suites:
+            for t in s.tasks:
+                for record in t.predictions:
+                    fh.write(json.dumps({"suite": s.suite.name, "format": t.task.format, **record}) + "\n")
+    plots = write_plots(out, results, baseline)
+    if history:
+        plots.append(plot_history(out, history))
+    (out / REPORT).write_text(report_markdown(results, baseline, plots))
+
+
+def _fmt(v: float | None) -> str:
+    return "—" if v is None or v != v else f"{v:.1f}"
+
+
+def _delta(v: float | None, base: float | None, metric: str) -> str:
+    """``v - base``, and whether that is better or worse by the metric's direction (the registry's)."""
+    if v is None or base is None or v != v or base != base:
+        return "—"
+    delta = v - base
+    if round(delta, 1) == 0:
+        return f"{delta:+.1f}"
+    return f"{delta:+.1f} ({'better' if (delta > 0) == metrics.higher_is_better(metric) else 'worse'})"
+
+
+def _table(rows: list[tuple[str, dict[str, float], dict[str, float] | None]], extra: list[str] | None = None) -> list[str]:
+    """A markdown table: name, then per metric the value (and with a baseline, base and delta)."""
+    names = sorted({m for _, values, _ in rows for m in values})
+    compare = any(base is not None for _, _, base in rows)
+    head = ["", *(f"{m} | base | Δ" if compare else m for m in names), *(extra or [])]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * (len(head) + (2 * len(names) if compare else 0))]
+    for name, values, base in rows:
+        cells = []
+        for m in names:
+            b = (base or {}).get(m)
+            cells.append(f"{_fmt(values.get(m))} | {_fmt(b)} | {_delta(values.get(m), b, m)}" if compare
+                         else _fmt(values.get(m)))
+        lines.append("| " + " | ".join([name, *cells]) + " |")
+    return lines
+
+
+def report_markdown(results: dict[str, Any], baseline: dict[str, Any] | None, plots: list[str]) -> str:
+    lines = [f"# Evaluation of {results['model']}", "", f"Split: {results['split']}. Scores 0-100; "
+             "rank classification sums option log-likelihoods (accuracy) or divides them by characters "
+             "(accuracy_norm); exact match is SQuAD-normalised (exact_match) or verbatim (exact_match_strict)."]
+    if baseline is not None:
+        lines += ["", f"Baseline (base, Δ = this − base, better or worse by each metric's direction): {baseline.get('model')}"]
+    for name, suite in results["suites"].items():
+        base_suite = (baseline or {}).get("suites", {}).get(name)
+        lines += ["", f"## {name}", "", "### Mean over tasks", ""]
+        lines += _table([("mean", suite["mean"], base_suite["mean"] if base_suite else None)])
+        base_clusters = cluster_means(base_suite) if base_suite else {}
+        lines += ["", "### Per cluster", ""]
+        lines += _table([(c, v, base_clusters.get(c) if base_suite else None)
+                         for c, v in sorted(cluster_means(suite).items())])
+        lines += ["", "### Per task", ""]
+        rows = []
+        for task, entry in sorted(suite["tasks"].items()):
+            base_task = (base_suite or {}).get("tasks", {}).get(task)
+            rows.append((f"{task} ({entry['cluster']}, {entry['format']}, n={entry['n']}, invalid={entry['invalid']})",
+                          entry["metrics"], base_task["metrics"] if base_task else ({} if base_suite else None)))
+        lines += _table(rows)
+        if suite["skipped"]:
+            lines += ["", f"Skipped ({len(suite['skipped'])}): "
+                      + "; ".join(f"{t}: {why}" for t, why in sorted(suite["skipped"].items()))]
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def write_plots(out: Path, results: dict[str, Any], baseline: dict[str, Any] | None) -> list[str]:
+    """One PNG per suite: per-cluster bars of the suite's first metric (beside the baseline's)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    names = []
+    for suite_name, suite in results["suites"].items():
+        clusters = cluster_means(suite)
+        if not clusters:
+            continue
+        metric = sorted({m for v in clusters.values() for m in v})[0]
+        base = cluster_means(baseline["suites"][suite_name]) if baseline and suite_name in baseline.get("suites", {}) else None
+        labels = sorted(clusters)
+        fig, ax = plt.subplots(figsize=(max(4.0, 0.8 * len(labels) + 2), 3.5))
+        xs = range(len(labels))
+        width = 0.4 if base is not None else 0.8
+        if base is not None:
+            ax.bar([x - width / 2 for x in xs], [base.get(c, {}).get(metric, 0.0) for c in labels], width, label="base")
+        ax.bar([x + (width / 2 if base is not None else 0) for x in xs],
+               [clusters[c].get(metric, 0.0) for c in labels], width, label="this model")
+        ax.set_xticks(list(xs), labels, rotation=30, ha="right")
+        ax.set_ylabel(metric)
+        ax.set_ylim(0, 100)
+        ax.set_title(f"{suite_name}: {metric} per cluster")
+        ax.legend()
+        fig.tight_layout()
+        name = f"{suite_name.replace('/', '_').replace(':', '_')}_clusters.png"
+        fig.savefig(out / name, dpi=100)
+        plt.close(fig)
+        names.append(name)
+    return names
+
+
+def read_history(path: Path) -> list[dict[str, Any]]:
+    """The entries of a ``history.jsonl``, the last one of each step (a resumed run may repeat steps)."""
+    if not path.is_file():
+        return []
+    by_step = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            entry = json.loads(line)
+            by_step[entry["step"]] = entry
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def plot_history(out: Path, history: list[dict[str, Any]]) -> str:
+    """``training_curve.png``: each suite's mean metrics and the validation loss against the training step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [e["step"] for e in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for suite in history[-1]["suites"]:
+        for metric in history[-1]["suites"][suite]["mean"]:
+            left.plot(steps, [e["suites"].get(suite, {}).get("mean", {}).get(metric, float("nan")) for e in history],
+                      marker="o", label=f"{suite} {metric}")
+    left.set_xlabel("step")
+    left.set_ylabel("score")
+    left.set_ylim(0, 100)
+    left.legend(fontsize="small")
+    right.plot(steps, [e["val_loss"].get("all", float("nan")) for e in history], marker="o")
+    right.set_xlabel("step")
+    right.set_ylabel("val/loss")
+    fig.tight_layout()
+    name = "training_curve.png"
+    fig.savefig(out / name, dpi=100)
+    plt.close(fig)
+    return name

@@ -1,0 +1,124 @@
+"""Score a model on evaluation suites (``flanforge eval MODEL --suites ... --out DIR``: ``commands/eval.py``).
+
+``MODEL`` is a run directory (its ``latest`` checkpoint, consolidated straight
+from the ZeRO shards as ``flanforge export`` does), ``RUN_DIR:TAG`` (a tag or a
+step number), a Hugging Face model directory, or ``untuned:RUN_DIR`` (the
+weights the run started from: its ``model.path``, or its seeded random init).
+
+In a rank started by ``deepspeed``, ``torchrun`` or ``srun`` it is one rank of a
+data-parallel evaluation (``evaluator.py``): every rank builds the same
+suites, runs its share of the batches, and rank 0 gathers, scores and writes
+``DIR/results.json``, ``predictions.jsonl``, ``report.md`` and the plots
+(``report.py``). Started plainly it is one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from flanforge.errors import UserError
+from flanforge.launcher.training.rundir import RunDir
+from flanforge.launcher.evaluation import benchmarks
+
+UNTUNED = "untuned:"
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    """The evaluation ``flanforge eval`` asks for (its arguments: ``commands/eval.py``); 0 on success."""
+    import torch
+
+    from flanforge.launcher.ranks.layout import read_rank_layout
+
+    from flanforge.launcher.ranks.process_group import export_torch_env, init_process_group
+    from flanforge.launcher.evaluation.report import load_results, read_history, results_dict, write_outputs
+    from flanforge.launcher.evaluation.evaluator import Evaluator
+    from flanforge.launcher.evaluation.scoring import Scorer, max_length
+
+    for key in ("max_examples", "shots", "batch_size"):
+        value = getattr(args, key)
+        if value is not None and value < (0 if key == "shots" else 1):
+            raise UserError(f"--{key.replace('_', '-')} must be at least {0 if key == 'shots' else 1}, got {value}")
+    baseline = load_results(args.compare) if args.compare else None
+    layout = read_rank_layout()
+    distributed = layout.world_size > 1
+    if distributed:
+        export_torch_env(layout)
+        init_process_group()
+    device = torch.device(f"cuda:{layout.local_rank}" if torch.cuda.is_available() else "cpu")
+    tokenizer, arch, build, run_dir = load_model(args.model)
+    suites = build_suites(args, lambda text: len(tokenizer.encode(text)))
+    model = build()
+    gather = None
+    if distributed:
+        def gather(obj):
+            out = [None] * layout.world_size
+            torch.distributed.all_gather_object(out, obj)
+            return out
+    scorer = Scorer(model.to(device), arch, tokenizer.pad_id, tokenizer.eos_id, device)
+    evaluator = Evaluator(scorer, tokenizer, batch_size=args.batch_size, rank=layout.rank,
+                          world_size=layout.world_size, gather=gather, max_length=max_length(model, arch))
+    results = evaluator.run(suites)
+    if results is not None:
+        data = results_dict(args.model, args.split, results)
+        history = read_history(RunDir(run_dir).eval_history) if run_dir is not None else None
+        write_outputs(Path(args.out), data, results, baseline, history)
+        for name, suite in data["suites"].items():
+            means = ", ".join(f"{m} {v:.1f}" for m, v in suite["mean"].items())
+            print(f"flanforge eval: {name}: {len(suite['tasks'])} tasks; {means}", file=sys.stderr)
+        print(Path(args.out) / "results.json")
+    return 0  # a rank ends through cli.entry (launcher/ranks/rank_exit.py)
+
+
+def build_suites(args: argparse.Namespace, count_tokens):
+    from flanforge.launcher.evaluation.suites import build_suite
+
+    kinds = args.formats or (["few_shot"] if args.shots else ["zero_shot"])
+    suites = []
+    for spec in args.suites:
+        own_format = spec.partition(":")[0] in benchmarks.SUITES  # BBH/GSM8K prompts are their own
+        for kind in kinds[:1] if own_format else kinds:
+            suite = build_suite(spec, split=args.split, kind=kind, shots=args.shots,
+                                max_examples=args.max_examples, count_tokens=count_tokens)
+            if len(kinds) > 1 and not own_format:
+                suite.name = f"{suite.name}/{kind}"
+            suites.append(suite)
+    names = [s.name for s in suites]
+    if len(set(names)) != len(names):
+        raise UserError(f"--suites names a suite twice: {sorted({n for n in names if names.count(n) > 1})}")
+    return suites
+
+
+def load_model(spec: str):
+    """``(tokenizer, arch, build, run_dir)`` for a MODEL argument (see the module doc); ``build()`` returns
+    the model in eval mode (the tokenizer comes first so that bad suites fail before weights load);
+    ``run_dir`` is the training run of a checkpoint (its periodic evaluations are plotted), else None."""
+    from flanforge.model.config import ModelConfig
+    from flanforge.launcher.training.export import checkpoint_model, load_run, resolve_tag
+    from flanforge.model.load import build_model, load_configured_tokenizer
+
+    if spec.startswith(UNTUNED):
+        run_dir = Path(spec[len(UNTUNED):])
+        if not RunDir(run_dir).config.is_file():
+            raise UserError(f"{spec}: {run_dir} is not a flanforge run directory (no {RunDir.CONFIG})")
+        cfg, tokenizer = load_run(run_dir)
+        model_cfg = dataclasses.replace(cfg.model, gradient_checkpointing=False)
+        return tokenizer, cfg.model.arch, lambda: build_model(model_cfg, tokenizer, cfg.seed, training=False).eval(), None
+    path = Path(spec)
+    if (path / "config.json").is_file():
+        from transformers import AutoConfig
+
+        arch = "t5" if AutoConfig.from_pretrained(path, local_files_only=True).is_encoder_decoder else "decoder"
+        model_cfg = ModelConfig(arch=arch, path=str(path))
+        tokenizer = load_configured_tokenizer(model_cfg)
+        return tokenizer, arch, lambda: build_model(model_cfg, tokenizer, 0, training=False).eval(), None
+    run_dir, tag = spec, None
+    if not path.is_dir() and ":" in spec:
+        run_dir, tag = spec.rsplit(":", 1)
+    if not Path(run_dir).is_dir():
+        raise UserError(f"MODEL {spec}: no such run or model directory")
+    tag = resolve_tag(run_dir, tag)
+    cfg, tokenizer = load_run(run_dir)
+    return tokenizer, cfg.model.arch, lambda: checkpoint_model(run_dir, tag)[0], Path(run_dir)

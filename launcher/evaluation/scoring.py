@@ -1,0 +1,229 @@
+"""Model-side evaluation: summed target log-likelihoods and greedy generation, batched.
+
+Both take token ids, never text, and a whole batch at a time: a decoder feeds
+every prefix the batch's (prompt, option) sequences share once (token tries,
+``launcher/evaluation/prefix_trie.py``, several per row), T5 encodes each prompt once and
+decodes its options side by side; generation is one ``generate`` call with
+the KV cache for the batch. One option (or prompt) per call is the naive loop
+(one forward per option, one ``generate`` per example) that
+``benchmarks/eval.py`` compares against.
+
+Inputs are laid out as training lays them out: a decoder reads ``prompt +
+target`` with the target scored from the prompt's last token on; T5's encoder
+reads ``prompt + EOS`` and its decoder starts from ``decoder_start_token_id``.
+Targets include the EOS training ended them with, as T5X scores them.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+
+from flanforge.model.attention import segment_mask, tree_mask
+from flanforge.launcher.evaluation.prefix_trie import Ids, Read, Request, Trie, pack
+
+MASK_ELEMENTS = 2**24
+"""At most this many ``(row, query, key)`` entries in one decoder forward's ``(B, 1, T, T)`` mask: a batch
+of long rows (few-shot prompts) is split over several forwards."""
+
+
+def _pad(rows: Sequence[Ids], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids, attention_mask)``, both (B, T), padded on the right (or the left)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        span = slice(width - len(row), width) if left else slice(0, len(row))
+        ids[i, span] = torch.as_tensor(list(row), dtype=torch.long)
+        mask[i, span] = 1
+    return ids, mask
+
+
+def _chunks(lengths: Sequence[int]) -> list[list[int]]:
+    """Consecutive rows (their indices) whose padded ``(B, 1, T, T)`` mask stays within :data:`MASK_ELEMENTS`."""
+    chunks: list[list[int]] = []
+    width = 0
+    for r, length in enumerate(lengths):
+        if chunks and (len(chunks[-1]) + 1) * max(width, length) ** 2 <= MASK_ELEMENTS:
+            chunks[-1].append(r)
+            width = max(width, length)
+        else:
+            chunks.append([r])
+            width = length
+    return chunks
+
+
+def _summed_logprobs(logits: torch.Tensor, reads: Sequence[tuple[int, list[int], list[int]]]) -> list[float]:
+    """Per read ``(row, positions, targets)``: the sum of ``log_softmax(logits[row, position])[target]``."""
+    device = logits.device
+    rows = torch.as_tensor([r for r, at, _ in reads for _ in at], device=device)
+    cols = torch.as_tensor([c for _, at, _ in reads for c in at], device=device)
+    targets = torch.as_tensor([t for _, _, ts in reads for t in ts], device=device)
+    logp = logits[rows, cols].float().log_softmax(-1).gather(1, targets[:, None])[:, 0]  # (N,)
+    owner = torch.repeat_interleave(torch.arange(len(reads), device=device),
+                                    torch.as_tensor([len(at) for _, at, _ in reads], device=device))
+    return torch.zeros(len(reads), dtype=torch.float64, device=device).index_add_(0, owner, logp.double()).tolist()
+
+
+class StopOnStrings(StoppingCriteria):
+    """Marks a row done once its generated text contains one of ``stops`` (per-row, as ``generate`` asks)."""
+
+    def __init__(self, stops: Sequence[str], decode: Callable[[list[int]], str], start: int):
+        self.stops, self.decode, self.start = tuple(stops), decode, start
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        done = [any(s in self.decode(row[self.start:].tolist()) for s in self.stops) for row in input_ids]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+@dataclass
+class Scorer:
+    """A Hugging Face model (``arch`` ``decoder`` or ``t5``) and the ids it pads and stops with."""
+
+    model: torch.nn.Module
+    arch: str
+    pad_id: int
+    eos_id: int
+    device: torch.device = torch.device("cpu")
+    synced_gpus: bool = False
+    """Every rank calls ``generate`` at once and keeps stepping until all are done, and makes as many
+    rank-classification forwards as the rank that needs most (a ZeRO-3 model)."""
+
+    def __post_init__(self) -> None:
+        if self.arch not in ("decoder", "t5"):
+            raise ValueError(f"arch must be 'decoder' or 't5', got {self.arch!r}")
+
+    @torch.no_grad()
+    def loglikelihoods(self, requests: Sequence[Request]) -> list[list[float]]:
+        """Summed log-likelihood of every option given its prompt: ``[(prompt, [option, ...]), ...]``.
+
+        Batched: a decoder feeds the batch's ``prompt + option[:-1]`` sequences as token tries
+        (``launcher/evaluation/prefix_trie.py``: every shared prefix once, short tries packed into one row); a T5
+        row encodes the prompt once and decodes ``<start> o1 <start> o2 ...`` block-diagonally.
+        """
+        if any(not o for _, opts in requests for o in opts) or any(not opts for _, opts in requests):
+            raise ValueError("every request needs options, and every option at least one token")
+        if self.arch == "t5":
+            return self._t5_loglikelihoods(requests)
+        if any(not p for p, _ in requests):
+            raise ValueError("a decoder prompt needs at least one token")
+        rows, reads = pack(requests, self.key_cost)
+        flat = [read for request_reads in reads for read in request_reads]
+        sums: list[float] = [0.0] * len(flat)
+        chunks = _chunks([len(row) for row in rows])
+        if self.synced_gpus:  # as many forwards on every rank (each gathers the weights): repeats of the first
+            count = torch.tensor([len(chunks)], device=self.device)
+            torch.distributed.all_reduce(count, op=torch.distributed.ReduceOp.MAX)
+            chunks += [chunks[0]] * (int(count) - len(chunks))
+        for chunk in chunks:
+            mine = [i for i, read in enumerate(flat) if read.row in chunk]
+            for i, value in zip(mine, self._forward_tries(rows, chunk, [flat[i] for i in mine])):
+                sums[i] = value
+        it = iter(sums)
+        return [[next(it) for _ in request_reads] for request_reads in reads]
+
+    @functools.cached_property
+    def key_cost(self) -> float:
+        """Work of attending to one key over a position's work in one layer's linear layers: about
+        ``4 d`` over ``2 x`` the layer's parameters (embeddings aside; ZeRO-3 shards counted whole)."""
+        embeddings = {id(m.weight) for m in (self.model.get_input_embeddings(), self.model.get_output_embeddings())
+                      if m is not None}
+        config = self.model.config
+        params = sum(getattr(p, "ds_numel", p.numel()) for p in self.model.parameters() if id(p) not in embeddings)
+        return 2 * config.hidden_size * config.num_hidden_layers / params
+
+    def positions(self, requests: Sequence[Request]) -> int:
+        """Token positions (padding included) that :meth:`loglikelihoods` feeds the model for ``requests``
+        (T5: encoder and decoder together)."""
+        if self.arch == "t5":
+            return len(requests) * (max(len(p) for p, _ in requests) + 1 + max(sum(map(len, o)) for _, o in requests))
+        rows, _ = pack(requests, self.key_cost)
+        return sum(len(chunk) * max(len(rows[r]) for r in chunk) for chunk in _chunks([len(row) for row in rows]))
+
+    def _forward_tries(self, rows: list[Trie], chunk: list[int], reads: list[Read]) -> list[float]:
+        """The summed log-likelihoods of ``reads`` from one forward over the trie rows ``chunk``.
+
+        Each row's read nodes go last and rows are left-padded, so the LM head runs on the last
+        ``keep`` positions only; attention follows the tries (:func:`tree_mask`).
+        """
+        scored = {r: sorted({n for read in reads if read.row == r for n in read.nodes}) for r in chunk}
+        width, keep = max(len(rows[r]) for r in chunk), max(len(nodes) for nodes in scored.values())
+        ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
+        positions = torch.zeros((len(chunk), width), dtype=torch.long)
+        parents = torch.full((len(chunk), width), -1, dtype=torch.long)
+        columns: dict[int, list[int]] = {}
+        for b, r in enumerate(chunk):
+            row, last = rows[r], set(scored[r])
+            order = [n for n in range(len(row)) if n not in last] + scored[r]  # (len(row),)
+            shift = width - len(row)
+            columns[r] = col = [0] * len(row)
+            for c, n in enumerate(order):
+                col[n] = shift + c
+            ids[b, shift:] = torch.as_tensor([row.tokens[n] for n in order])
+            positions[b, shift:] = torch.as_tensor([row.depths[n] for n in order])
+            parents[b, shift:] = torch.as_tensor([col[row.parents[n]] if row.parents[n] >= 0 else -1 for n in order])
+        mask = tree_mask(parents.to(self.device), positions, dtype=next(self.model.parameters()).dtype)
+        logits = self.model(input_ids=ids.to(self.device), position_ids=positions.to(self.device), attention_mask=mask,
+                            use_cache=False, logits_to_keep=keep).logits  # (B, keep, V)
+        b_of = {r: b for b, r in enumerate(chunk)}
+        return _summed_logprobs(logits, [(b_of[read.row], [columns[read.row][n] - (width - keep) for n in read.nodes],
+                                          read.targets) for read in reads])
+
+    def _t5_loglikelihoods(self, requests: Sequence[Request]) -> list[list[float]]:
+        """One row per request: the encoder reads ``prompt + EOS``, the decoder ``<start> o1[:-1] <start> o2[:-1] ...``."""
+        dtype = next(self.model.parameters()).dtype
+        start = self.model.config.decoder_start_token_id
+        dec_ids, dec_seg, reads = [], [], []
+        for i, (_, options) in enumerate(requests):
+            ids, seg = [], []
+            for s, option in enumerate(options, start=1):
+                reads.append((i, list(range(len(ids), len(ids) + len(option))), list(option)))
+                ids, seg = ids + [start, *option[:-1]], seg + [s] * len(option)
+            dec_ids.append(ids)
+            dec_seg.append(seg)
+        ids, _ = _pad(dec_ids, self.pad_id)
+        seg = _pad(dec_seg, 0)[0].to(self.device)
+        enc, enc_mask = _pad([list(p) + [self.eos_id] for p, _ in requests], self.pad_id)
+        # T5's decoder bias depends on relative positions only: packed options see the same distances.
+        dec_mask = segment_mask(seg, seg, causal=True, dtype=dtype)
+        logits = self.model(input_ids=enc.to(self.device), attention_mask=enc_mask.to(self.device),
+                            decoder_input_ids=ids.to(self.device), decoder_attention_mask=dec_mask,
+                            use_cache=False).logits
+        it = iter(_summed_logprobs(logits, reads))
+        return [[next(it) for _ in options] for _, options in requests]
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[Ids], max_new_tokens: int, stops: Sequence[str] = (),
+                 decode: Callable[[list[int]], str] | None = None, min_new_tokens: int = 0) -> list[list[int]]:
+        """Greedy continuations of ``prompts`` (one batched ``generate`` with the KV cache), each cut at EOS.
+
+        With ``stops`` (and ``decode``, ids to text) a row also ends once its text contains a stop string;
+        cutting the text there is the caller's. ``min_new_tokens`` holds EOS back that long (benchmarks:
+        the same work on every path).
+        """
+        if self.arch == "decoder":
+            ids, mask = _pad(prompts, self.pad_id, left=True)  # left: new tokens follow every prompt directly
+        else:
+            ids, mask = _pad([list(p) + [self.eos_id] for p in prompts], self.pad_id)
+        config = GenerationConfig(
+            max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=False, num_beams=1, use_cache=True,
+            eos_token_id=self.eos_id, pad_token_id=self.pad_id,
+            decoder_start_token_id=getattr(self.model.config, "decoder_start_token_id", None),
+        )
+        skip = ids.shape[1] if self.arch == "decoder" else 1  # T5's output starts with the start token
+        criteria = StoppingCriteriaList([StopOnStrings(stops, decode, skip)] if stops and decode else [])
+        out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                  generation_config=config, stopping_criteria=criteria, synced_gpus=self.synced_gpus)
+        rows = []
+        for row in out[:, skip:].tolist():
+            rows.append(row[: row.index(self.eos_id)] if self.eos_id in row else row)
+        return rows
+
+
+def max_length(model, arch: str) -> int | None:
+    """Tokens a decoder's positions reach (prompt + answer); None for T5 (relative positions)."""
+    return getattr(model.config, "max_position_embeddings", None) if arch == "decoder" else None

@@ -1,0 +1,123 @@
+"""Start the ranks with DeepSpeed's own launcher (``deepspeed --num_gpus N ...``).
+
+Each rank runs ``python -m flanforge.launcher.commands.train`` with the same config and
+overrides. ``PYTHONSAFEPATH=1`` keeps the working directory off ``sys.path``
+in the ranks, so a checkout's top-level ``kernels/`` folder is never mistaken
+for the PyPI package of that name (transformers probes for it).
+
+SIGUSR1 and SIGTERM sent to this process are passed to the ranks as SIGUSR1:
+they finish the current step, write a checkpoint and exit 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import psutil
+import torch
+
+from flanforge.errors import UserError
+from flanforge.launcher.ranks import report
+from flanforge.launcher.config import Config
+from flanforge.launcher.ranks.process_group import free_port
+
+RANK_MODULE = "flanforge.launcher.commands.train"
+
+
+def ranks_per_node(cfg: Config) -> int:
+    if cfg.launch.nproc_per_node > 0:
+        return cfg.launch.nproc_per_node
+    return torch.cuda.device_count() or 2
+
+
+def master_port(cfg: Config) -> int:
+    """``launch.master_port``, or a free port for 0; a configured port another process holds is a user error
+    on the node that will listen on it (two runs on one machine would otherwise fail inside the ranks)."""
+    if cfg.launch.master_port == 0:
+        return free_port()
+    if cfg.launch.node_rank == 0:
+        try:
+            free_port(port=cfg.launch.master_port)
+        except OSError as exc:
+            raise UserError(f"launch.master_port={cfg.launch.master_port} is in use on this host ({exc.strerror}; "
+                            "another run?): choose another port, or launch.master_port=0 for a free one") from None
+    return cfg.launch.master_port
+
+
+def launcher_command(cfg: Config, config_path: str, overrides: list[str], workdir: str) -> list[str]:
+    """DeepSpeed runner command line; files it needs (a hostfile) are written to ``workdir``."""
+    cmd = [
+        sys.executable, "-m", "deepspeed.launcher.runner",
+        "--num_gpus", str(ranks_per_node(cfg)),
+        "--master_addr", cfg.launch.master_addr,
+        "--master_port", str(master_port(cfg)),
+        "--no_local_rank",
+    ]
+    if cfg.launch.nnodes > 1:
+        # One launcher per node (e.g. one per Slurm node), no ssh between nodes. The
+        # runner wants a hostfile to count slots; the names are never contacted.
+        cmd += ["--num_nodes", str(cfg.launch.nnodes), "--node_rank", str(cfg.launch.node_rank), "--no_ssh",
+                "--hostfile", _placeholder_hostfile(workdir, cfg.launch.nnodes, ranks_per_node(cfg))]
+    return cmd + ["--module", RANK_MODULE, "--config", str(Path(config_path).resolve()), *overrides]
+
+
+def _placeholder_hostfile(workdir: str, nnodes: int, slots: int) -> str:
+    path = Path(workdir) / "hostfile"
+    path.write_text("".join(f"node{i} slots={slots}\n" for i in range(nnodes)))
+    return str(path)
+
+
+def rank_env(cfg: Config, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The ranks' environment: this one, the checkout off ``sys.path``, threads pinned on CPU, and ``extra``
+    (what the command tells its ranks, e.g. that it holds the run's lock)."""
+    env = {**os.environ, **(extra or {})}
+    env["PYTHONSAFEPATH"] = "1"
+    # DeepSpeed JIT-builds ops against this interpreter: one cache per environment,
+    # or two venvs sharing ~/.cache would rebuild each other's ops on every start.
+    env.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
+    if not torch.cuda.is_available():
+        env.setdefault("DS_ACCELERATOR", "cpu")
+        env["OMP_NUM_THREADS"] = str(cfg.launch.threads_per_rank)
+    return env
+
+
+def _forward_to_ranks(proc: subprocess.Popen) -> None:
+    for child in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            if RANK_MODULE in " ".join(child.cmdline()):
+                child.send_signal(signal.SIGUSR1)
+        except psutil.Error:
+            pass
+
+
+def _ignore_usr1() -> None:
+    # Under Slurm a signal reaches every process of the step: DeepSpeed's runner and
+    # launch.py have no SIGUSR1 handler and would die; the ranks install their own.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+
+def launch_ranks(cfg: Config, config_path: str, overrides: list[str], extra_env: dict[str, str] | None = None) -> int:
+    """Run the ranks (with ``extra_env``, see :func:`rank_env`); a rank's error line is printed again last, and
+    its exit status (2: user error) returned."""
+    with tempfile.TemporaryDirectory(prefix="flanforge-launch-") as workdir:
+        cmd = launcher_command(cfg, config_path, overrides, workdir)
+        env = {**rank_env(cfg, extra_env), report.ERROR_DIR_ENV: workdir}
+        proc = subprocess.Popen(cmd, env=env, preexec_fn=_ignore_usr1)
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(sig, lambda _signum, _frame: _forward_to_ranks(proc))
+        while True:
+            try:
+                status = proc.wait()
+                break
+            except KeyboardInterrupt:
+                proc.send_signal(signal.SIGINT)
+        first = report.first_error(root=workdir)
+        if first is None:
+            return status
+        print(first[1], file=sys.stderr, flush=True)
+        return first[0]

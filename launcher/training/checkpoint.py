@@ -1,0 +1,189 @@
+"""Sharded checkpoints, published atomically, of the engine and every registered resume state.
+
+A :class:`Checkpointer` is given the run's stateful components once
+(``{"trainer": TrainState, "data": TrainData}``: anything with
+``state_dict()`` / ``load_state_dict()``, torchtitan's ``Stateful``) and
+saves them with DeepSpeed's engine shards and every rank's RNG states (paths:
+:class:`~flanforge.launcher.training.rundir.RunDir`)::
+
+    checkpoints/<tag>/             DeepSpeed's per-rank shards (model + optimizer states)
+    checkpoints/<tag>/rng_rank<r>.pt
+    checkpoints/<tag>/trainer.json {"step", "world_size", <name>: <state_dict> ...} (rank 0)
+    checkpoints/<tag>/config.yaml  the resolved config of the run that wrote it
+    checkpoints/latest             the newest *complete* tag
+
+Every rank writes its part, then all ranks meet at a barrier, and only then
+does rank 0 replace ``latest`` (:func:`~flanforge.files.atomic_write`). A
+crash or SIGKILL during a save therefore leaves ``latest`` naming the
+previous, complete checkpoint. Older tags beyond ``keep_last`` are deleted
+after the new ``latest`` is published.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import shutil
+import signal
+import subprocess
+import sys
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from flanforge.errors import UserError
+from flanforge.files import atomic_write
+from flanforge.launcher.config import Config, dump_config
+from flanforge.launcher.ranks.layout import RankLayout
+from flanforge.launcher.training.rundir import RunDir
+
+
+class Stateful(Protocol):
+    """A component that carries resume state."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def prune(run_dir: RunDir, keep: int, current: str) -> None:
+    """Delete complete tags older than the ``keep`` newest up to ``current``, and any tag newer than it."""
+    tags = run_dir.tags()
+    done = [t for t in tags if t <= current]
+    for tag in done[:-keep]:
+        shutil.rmtree(run_dir.checkpoint(tag), ignore_errors=True)
+    # Tags newer than `latest` are leftovers of a save that was killed mid-write.
+    for tag in tags:
+        if tag > current:
+            shutil.rmtree(run_dir.checkpoint(tag), ignore_errors=True)
+
+
+class Checkpointer:
+    """Saves and restores the engine, the RNG and the registered states of one rank. Collective."""
+
+    def __init__(self, run_dir: RunDir, states: dict[str, Stateful], layout: RankLayout, keep_last: int):
+        self.run_dir, self.states, self.keep_last = run_dir, states, keep_last
+        self.rank, self.world_size, self.is_main = layout.rank, layout.world_size, layout.is_main
+        self.universal = False
+
+    def save(self, engine, step: int, cfg: Config) -> str:
+        """Write a checkpoint on every rank and publish it; returns its tag."""
+        saved = {"step": step, "world_size": self.world_size,
+                 **{name: state.state_dict() for name, state in self.states.items()}}  # collective
+        tag = self.run_dir.tag_for(step)
+        engine.save_checkpoint(str(self.run_dir.checkpoints), tag=tag, client_state={"step": step}, save_latest=False)
+        torch.save(_rng_state(), self.run_dir.rng_state(tag, self.rank))
+        if os.environ.get("FLANFORGE_KILL_IN_SAVE") == str(step):  # fault injection for tests
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.is_main:
+            dump_config(cfg, self.run_dir.checkpoint(tag) / RunDir.CONFIG)
+            # trainer.json marks the tag complete: written last, before the barrier.
+            atomic_write(self.run_dir.trainer_state(tag), json.dumps(saved))
+        dist.barrier()
+        if self.is_main:
+            atomic_write(self.run_dir.latest, tag)
+            prune(self.run_dir, keep=self.keep_last, current=tag)
+        dist.barrier()
+        return tag
+
+    def needs_universal(self) -> bool:
+        """True when ``latest`` was written by another world size; then make its universal form.
+
+        Rank 0 converts the checkpoint with DeepSpeed's ``ds_to_universal`` (into a
+        temp folder, renamed when complete); the engine must then be built with
+        ``checkpoint.load_universal`` (see :func:`flanforge.launcher.training.engine.deepspeed_config`).
+        """
+        tag = self.run_dir.latest_tag()
+        if tag is None:
+            return False
+        saved = trainer_state(self.run_dir, tag)["world_size"]
+        self.universal = saved != self.world_size
+        if self.universal and self.is_main and not self.run_dir.universal(tag).is_dir():
+            print(f"[flanforge] checkpoint {tag} was written by {saved} ranks, resuming on {self.world_size}: "
+                  f"converting it to DeepSpeed's universal format", flush=True)
+            _to_universal(self.run_dir, tag)
+        dist.barrier()
+        return self.universal
+
+    def load(self, engine) -> bool:
+        """Restore engine, optimizer, scheduler, RNG and every registered state from ``latest``;
+        False for a fresh run. Call :meth:`needs_universal` first (the engine depends on it)."""
+        tag = self.run_dir.latest_tag()
+        if tag is None:
+            return False
+        saved = _upgrade(trainer_state(self.run_dir, tag))
+        try:
+            if self.universal:
+                load_path, _ = engine.load_checkpoint(str(self.run_dir.checkpoint(tag)), tag=RunDir.UNIVERSAL)
+            else:
+                load_path, _ = engine.load_checkpoint(str(self.run_dir.checkpoints), tag=tag)
+            if not self.universal:  # RNG streams are per rank: they only carry over to the same world size
+                _set_rng_state(torch.load(self.run_dir.rng_state(tag, self.rank), weights_only=False))
+        except UNREADABLE as err:
+            raise unreadable(self.run_dir, tag, err) from None
+        if load_path is None:
+            raise UserError(f"DeepSpeed could not load checkpoint {self.run_dir.checkpoint(tag)}")
+        for name, state in self.states.items():
+            state.load_state_dict(saved[name])
+        return True
+
+
+UNREADABLE = (OSError, RuntimeError, EOFError, pickle.UnpicklingError, KeyError, ValueError, AssertionError)
+"""What torch.load and DeepSpeed raise on a truncated or overwritten checkpoint file."""
+
+
+def unreadable(run_dir: RunDir, tag: str, err: BaseException) -> UserError:
+    """A checkpoint file that cannot be read (truncated, overwritten): one line naming it."""
+    what = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+    return UserError(f"{run_dir.checkpoint(tag)}: checkpoint cannot be read ({type(err).__name__}: {what}); it is "
+                     f"truncated or damaged: point {run_dir.latest} at an older complete tag or start a new output_dir")
+
+
+def trainer_state(run_dir: RunDir, tag: str) -> dict[str, Any]:
+    """A checkpoint's ``trainer.json``, checked to be a JSON object with its step and world size."""
+    path = run_dir.trainer_state(tag)
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise unreadable(run_dir, tag, err) from None
+    if not (isinstance(state, dict) and isinstance(state.get("step"), int) and isinstance(state.get("world_size"), int)):
+        raise unreadable(run_dir, tag, ValueError(f"{path} lacks an integer 'step' and 'world_size'"))
+    return state
+
+
+def _upgrade(saved: dict[str, Any]) -> dict[str, Any]:
+    """trainer.json as written before the trainer's state was a registered component."""
+    saved.setdefault("trainer", {"step": saved["step"], "counters": saved.get("counters", {})})
+    return saved
+
+
+def _to_universal(run_dir: RunDir, tag: str) -> None:
+    universal = run_dir.universal(tag)
+    tmp = universal.with_name(universal.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    cmd = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", str(run_dir.checkpoint(tag)),
+           "--output_folder", str(tmp), "--num_extract_workers", "1", "--num_merge_workers", "1",
+           "--inject_missing_state"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise UserError(f"converting {run_dir.checkpoint(tag)} to a universal checkpoint failed: {proc.stderr.strip()[-500:]}")
+    os.replace(tmp, universal)

@@ -1,0 +1,53 @@
+"""Checks ``flanforge train`` makes before it starts any rank: a typo costs a second, not a launch.
+
+The config has loaded by then (keys, types, ranges). Here: the model and
+tokenizer paths (the tokenizer is loaded, so a path that is not a tokenizer
+fails now), the run directory (its config may be resumed, ``latest`` names a
+readable checkpoint), and the whole mixture: every task loads, every
+template compiles, every source of every split opens and reads, every task
+has usable training records, and the rates are finite with some positive.
+"""
+
+from __future__ import annotations
+
+from flanforge.launcher.training import rundir
+from flanforge.launcher.config import Config
+from flanforge.mixtures.mixture import Mixture
+from flanforge.errors import TaskError
+from flanforge.mixtures.task import SPLITS
+
+
+def check_mixture(mixture: Mixture, weights: dict[str, float] | None = None) -> None:
+    """Read every task's records (every split) and check the rates; a :class:`TaskError` names the culprit."""
+    for task in mixture.tasks():
+        for split in SPLITS:
+            task.records(split)
+        if task.num_examples("train") == 0:
+            skipped = f" ({task.bad_records} bad records skipped)" if task.bad_records else ""
+            raise TaskError(f"mixture '{mixture.name}': task '{task.name}' has no usable train records{skipped}")
+    mixture.rates(weights or None)  # finite, >= 0, not all zero
+
+
+def run_checks(cfg: Config) -> Mixture:
+    """Everything that can be checked without starting a rank; returns the loaded mixture.
+
+    Cheap checks first: the run directory, the model and tokenizer paths and the
+    mixture need neither torch nor transformers, whose imports take seconds.
+    """
+    from flanforge.mixtures.registry import load_mixture
+    from flanforge.model.paths import check_paths
+
+    rundir.check_run_dir(cfg)
+    run_dir = rundir.RunDir.of(cfg)
+    tag = run_dir.latest_tag()
+    check_paths(cfg.model)  # loads the configured tokenizer
+    mixture = load_mixture(cfg.mixture.name, cfg.mixture.on_bad_record, cfg.mixture.data_dir)
+    check_mixture(mixture, cfg.mixture.weights)
+
+    from flanforge.launcher.training import checkpoint
+    from flanforge.model.load import choose_attention
+
+    choose_attention(cfg.model)
+    if tag is not None:
+        checkpoint.trainer_state(run_dir, tag)
+    return mixture
