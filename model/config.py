@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
 from flanforge.config_fields import may_change
-from flanforge.errors import ConfigError
+from flanforge.errors import ConfigError, did_you_mean
+from flanforge.model.attention import choices as attention_choices
 
 
 @dataclass
@@ -31,13 +32,18 @@ class ModelConfig:
     entries (below that plain logits are faster)."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward to save memory."""
-    attention: Literal["auto", "sdpa_mask", "eager_mask", "flex", "segments"] = may_change("auto")
+    attention: str = may_change("auto")
     """How packed rows are kept apart in attention: ``sdpa_mask``/``eager_mask`` (a dense 4D
     mask, transformers' sdpa or eager kernel), ``flex`` (FlexAttention with a block-sparse
     mask from the segment ids; CUDA for training), ``segments`` (no mask: attention on each
-    example alone; decoders), ``auto`` (for training ``flex`` on CUDA when the model allows
-    it, else ``segments`` for a decoder, else ``sdpa_mask``). See ``model/attention.py``."""
+    example alone; decoders), or any other registered implementation; ``auto`` (for training
+    the one of highest priority that can run: ``flex`` on CUDA when the model allows it, else
+    ``segments`` for a decoder, else ``sdpa_mask``). See ``model/attention/``."""
 
     def __post_init__(self) -> None:
         if self.vocab_size < 64:
             raise ConfigError(f"model.vocab_size={self.vocab_size} is too small (at least 64)")
+        choices = attention_choices()
+        if self.attention not in choices:
+            hint = did_you_mean(str(self.attention), choices, cutoff=0.6)
+            raise ConfigError(f"model.attention: {self.attention!r} is not one of {list(choices)}{hint}")

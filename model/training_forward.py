@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from flanforge.kernels import IGNORE_INDEX, fused_linear_cross_entropy
-from flanforge.model.attention import implementation_of, packed_mask, segment_ranges
+from flanforge.model import attention
 from flanforge.model.load import t5_scales_decoder_output
 
 # On CPUs the fused kernel pays from about this many target-token logits per micro-batch
@@ -61,7 +61,7 @@ class TrainingModel(nn.Module):
         self.arch = arch
         self.fused = fused
         self.head = hf_model.get_output_embeddings()
-        self.attention = implementation_of(hf_model)  # which mask the attention layers take
+        self.attention = attention.implementation_of(hf_model)  # which mask the attention layers take
         config = hf_model.config
         self.softcap = getattr(config, "final_logit_softcapping", None)
         # T5 may scale the decoder output by d_model^-0.5 before the LM head, as HF's own forward does.
@@ -74,18 +74,19 @@ class TrainingModel(nn.Module):
     def hidden_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Final hidden states, (B, T, H) on the label side."""
         dtype = next(self.hf.parameters()).dtype
+        impl = attention.get(self.attention)
 
         def mask(q_seg: torch.Tensor, k_seg: torch.Tensor, causal: bool):
-            return packed_mask(self.attention, q_seg, k_seg, causal=causal, dtype=dtype)
+            return impl.mask(q_seg, k_seg, causal=causal, dtype=dtype)
 
         if self.arch == "decoder":
             seg = batch["segment_ids"]
-            extra = {}
-            if self.attention == "segments":  # host-side ranges (train.py), so no device-to-host copy here
-                extra["segments"] = batch.get("segments") or segment_ranges(seg.cpu())
+            decoder_mask, extra = mask(seg, seg, True), {}
+            if decoder_mask is None:  # the examples' ranges instead: host-side (train.py), no device-to-host copy here
+                extra["segments"] = batch.get("segments") or attention.segment_ranges(seg.cpu())
             out = self.hf.base_model(
                 input_ids=batch["input_ids"],
-                attention_mask=mask(seg, seg, True),
+                attention_mask=decoder_mask,
                 position_ids=batch["position_ids"],
                 use_cache=False,
                 **extra,

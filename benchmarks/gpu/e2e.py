@@ -55,7 +55,7 @@ def variants(device: str) -> list[tuple[bool, str]]:
     """(fused loss?, attention): the fused loss with every implementation, and the unfused one with ``auto``'s."""
     from flanforge.model import attention
 
-    return [(True, name) for name in attention.HF_NAMES] + [(False, attention.resolve("auto", device))]
+    return [(True, name) for name in attention.names()] + [(False, attention.resolve("auto", device))]
 
 
 def train_steps(run, batches, count: int) -> tuple[int, float]:

@@ -52,7 +52,7 @@ def env_stage(smoke: bool) -> dict:
         except (ImportError, AttributeError) as err:
             out[module] = f"unavailable: {err}"
     out["attention_auto_training"] = attention.resolve("auto", device)
-    out["attention_unavailable"] = {name: reason for name in attention.HF_NAMES
+    out["attention_unavailable"] = {name: reason for name in attention.names()
                                     if (reason := attention.unavailable_reason(name, device, training=True,
                                                                               dropout=0.0))}
     if not smoke and device != "cuda":

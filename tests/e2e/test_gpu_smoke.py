@@ -50,7 +50,7 @@ def test_the_loss_and_training_stages_have_their_figures(smoke):
 
     variants = stages["train"]["variants"]
     # the fused loss with every implementation, the unfused one with what auto picks for CPU training
-    expected = {f"fused_loss+{name}" for name in attention.HF_NAMES}
+    expected = {f"fused_loss+{name}" for name in attention.names()}
     expected.add(f"unfused_loss+{attention.resolve('auto', 'cpu')}")
     assert set(variants) == expected
     assert variants["fused_loss+flex"].startswith("not run: ")  # no FlexAttention backward on CPU

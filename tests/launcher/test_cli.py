@@ -88,6 +88,7 @@ def test_top_level_help_lists_every_subcommand():
 
 @pytest.mark.parametrize("override, error", [
     ("train.lr=fast", "override 'train.lr=fast': train.lr: expected float, got 'fast'"),
+    ("model.attention=flx", "override 'model.attention=flx': model.attention: 'flx' is not one of ['auto', "),
     ("model.tokenizer_path=README.md", "model.tokenizer_path: README.md: not a SentencePiece model ("),
     ("mixture.weights.nothing=1", "mixture 'demo': no member 'nothing' to override"),
 ])

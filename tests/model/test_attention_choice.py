@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from flanforge.launcher.cli import main
 from flanforge.launcher.config import ConfigError, ModelConfig, load_config
@@ -30,7 +31,7 @@ def test_flex_runs_forward_only_on_cpu():
     with pytest.raises(attention.AttentionUnavailable) as err:
         attention.resolve("flex", "cpu")
     assert str(err.value) == (
-        f"model.attention=flex is not available on cpu: torch {attention.torch.__version__} has no FlexAttention "
+        f"model.attention=flex is not available on cpu: torch {torch.__version__} has no FlexAttention "
         "backward on CPU (forward only); available: auto, sdpa_mask, eager_mask, segments"
     )
 
@@ -48,7 +49,7 @@ def test_build_model_refuses_flex_training_on_cpu_before_any_step(tmp_path):
         build_model(cfg, tokenizer, seed=0)
     model = build_model(cfg, tokenizer, seed=0, training=False)  # evaluation may use it
     assert attention.implementation_of(model) == "flex"
-    assert model.config._attn_implementation == attention.FLEX_HF_NAME
+    assert model.config._attn_implementation == attention.get("flex").hf_name
 
 
 def test_flanforge_train_refuses_it_before_any_rank_starts(tmp_path, monkeypatch, capsys):
@@ -59,7 +60,7 @@ def test_flanforge_train_refuses_it_before_any_rank_starts(tmp_path, monkeypatch
     assert main(["train", "--config", demo, f"output_dir={tmp_path}", "model.attention=flex"]) == 2
     assert capsys.readouterr().err == (
         "flanforge train: error: model.attention=flex is not available on cpu: torch "
-        f"{attention.torch.__version__} has no FlexAttention backward on CPU (forward only); "
+        f"{torch.__version__} has no FlexAttention backward on CPU (forward only); "
         "available: auto, sdpa_mask, eager_mask, segments\n")
     assert not (tmp_path / "config.yaml").exists()  # no rank ever started
 

@@ -11,6 +11,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForCondition
 
 from flanforge.model import attention
 from flanforge.model.attention import segment_mask
+from flanforge.model.attention.flex import segment_block_mask
 from flanforge.model.training_forward import TrainingModel
 
 torch.manual_seed(0)
@@ -19,7 +20,7 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def implementations(device, training=False, arch="decoder"):
-    return [name for name in attention.HF_NAMES
+    return [name for name in attention.names()
             if attention.unavailable_reason(name, device, training=training, dropout=0.0, arch=arch) is None]
 
 
@@ -126,7 +127,7 @@ def test_t5_packed_equals_alone(device, impl):
 def test_block_mask_skips_blocks_across_segments():
     """The flex mask is block-sparse: a block whose queries and keys share no segment is never computed."""
     _, seg, _ = pack(random_examples(DECODER_LENGTHS, seed=1), 300)
-    blocks = attention.segment_block_mask(seg, seg, causal=True).to_dense()[0, 0]  # (3, 3) query x key blocks
+    blocks = segment_block_mask(seg, seg, causal=True).to_dense()[0, 0]  # (3, 3) query x key blocks
     expected = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 1, 1]])  # block 2 (tokens 256..299) sees only segments 3-4
     assert torch.equal(blocks.int(), expected)
 
@@ -136,7 +137,7 @@ def test_block_mask_allows_what_the_dense_mask_allows():
     from torch.nn.attention.flex_attention import create_mask
 
     for causal in (True, False):
-        block = attention.segment_block_mask(seg, seg, causal=causal, block_size=4)
+        block = segment_block_mask(seg, seg, causal=causal, block_size=4)
         allowed = create_mask(block.mask_mod, 2, 1, 7, 7, device="cpu")[:, 0]  # (B, T, T)
         dense = segment_mask(seg, seg, causal=causal)[:, 0] == 0
         real = (seg > 0)[:, :, None]  # padding queries differ by design; their outputs are unused
@@ -198,15 +199,15 @@ def test_implementations_agree(arch, device):
         torch.testing.assert_close(out, outputs["sdpa_mask"], **TOL[device], msg=lambda m, i=impl: f"{i}: {m}")
 
 
-# (arch, device, implementation) for every block-skipping implementation that trains on the device.
+# (arch, device, implementation) for every implementation but the dense mask that trains on the device.
 GRADIENT_CASES = [pytest.param(a, d, i, id=f"{a}-{d}-{i}") for a in ("decoder", "t5") for d in DEVICES
-                  for i in implementations(d, training=True, arch=a) if i in ("flex", "segments")]
+                  for i in implementations(d, training=True, arch=a) if i != "sdpa_mask"]
 
 
 @pytest.mark.parametrize(("arch", "device", "impl"), GRADIENT_CASES)
 def test_gradients_equal_the_dense_mask_ones(arch, device, impl):
-    """Training through FlexAttention (its backward; T5's position bias a captured tensor
-    that needs a gradient) or per-segment attention gives the dense mask's gradients."""
+    """Training through any implementation (FlexAttention: its backward, T5's position bias a
+    captured tensor that needs a gradient; per-segment attention) gives the dense mask's gradients."""
     model = decoder_model(device=device) if arch == "decoder" else t5_model(device=device)
     batch = agreement_batch(arch, device)
     grads = {}
