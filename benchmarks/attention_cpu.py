@@ -32,7 +32,7 @@ from pathlib import Path
 
 def micro_batches(hf_data: Path, args: argparse.Namespace, pad_id: int, eos_id: int) -> list[dict]:
     """``--batches`` micro-batches of packed rows, drawn at random (tensors as the training forward reads them)."""
-    from flanforge.mixtures.packing import Packer, stack_rows
+    from flanforge.mixtures.streaming.packing import Packer, stack_rows
 
     packer = Packer("decoder", args.max_len, args.max_len, "truncate", False, pad_id, eos_id)
     examples = []

@@ -41,7 +41,7 @@ from flanforge.model.config import ModelConfig
 from flanforge.mixtures import registry
 from flanforge.launcher.evaluation.suites import build_suite
 from flanforge.launcher.evaluation.tasks import EvalExample
-from flanforge.mixtures.sources import benchmarks
+from flanforge.launcher.evaluation import benchmarks
 from flanforge.model.load import build_model
 from flanforge.launcher.evaluation.scoring import Scorer
 from flanforge.model.tokenizer import train_tokenizer

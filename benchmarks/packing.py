@@ -38,9 +38,9 @@ import torch  # noqa: E402
 
 from flanforge.launcher.training.data import tokenizer_corpus  # noqa: E402
 from flanforge.mixtures import registry  # noqa: E402
-from flanforge.mixtures.shards import Manifest, ensure_prepared  # noqa: E402
+from flanforge.mixtures.streaming.shards import Manifest, ensure_prepared  # noqa: E402
 from flanforge.mixtures.config import StreamConfig  # noqa: E402
-from flanforge.mixtures.stream import MixtureStream  # noqa: E402
+from flanforge.mixtures.streaming.stream import MixtureStream  # noqa: E402
 from flanforge.model.tokenizer import load_tokenizer, train_tokenizer  # noqa: E402
 
 

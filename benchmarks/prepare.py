@@ -88,7 +88,7 @@ def _texts(rng: np.random.Generator, n: int, lo: int, hi: int) -> list[str]:
 STEP = r"""
 import json, os, resource, sys, time
 from flanforge.mixtures.sources.flan_collection import FlanCollection
-from flanforge.mixtures.shards import Manifest, ShardReader, prepare
+from flanforge.mixtures.streaming.shards import Manifest, ShardReader, prepare
 step, data, out, workers = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 start = time.perf_counter()
 mixture = FlanCollection(data).mixture()

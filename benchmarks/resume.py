@@ -35,7 +35,7 @@ from pathlib import Path
 
 from packing import Clock, child_arguments, child_command, child_inputs, common_arguments, make_stream, run_child, set_up, spread
 
-from flanforge.mixtures.stream_state import StreamState, merge_state
+from flanforge.mixtures.streaming.stream_state import StreamState, merge_state
 
 WORLD, WORKERS, MICRO_BATCH = 8, 2, 4
 

@@ -63,7 +63,7 @@ RSS_WRAPPER = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[
 
 def prepare_data(args: argparse.Namespace, work: Path) -> tuple[Path, Path, dict]:
     """The Flan JSONL (flanforge's input), the tokenizer, and the HF side's tokenised examples."""
-    from flanforge.mixtures.packing import Packer
+    from flanforge.mixtures.streaming.packing import Packer
     from flanforge.mixtures.sources.flan_jsonl import flan_mixture
     from flanforge.model.tokenizer import load_tokenizer, train_tokenizer
 

@@ -1,7 +1,7 @@
 """First-fit decreasing bin packing: which examples share a row.
 
 A leaf module: it imports nothing of the project. The data layer packs
-training rows with it (``mixtures/packing.py``); evaluation rows are packed
+training rows with it (``mixtures/streaming/packing.py``); evaluation rows are packed
 by what their token tries share instead (``launcher/evaluation/prefix_trie.py``).
 """
 

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flanforge.kernels import IGNORE_INDEX, fused_linear_cross_entropy
+from flanforge.constants import IGNORE_INDEX
+from flanforge.kernels import fused_linear_cross_entropy
 from flanforge.model import attention
 from flanforge.model.load import t5_scales_decoder_output
 

@@ -1,29 +1,82 @@
-"""Shared test set-up: the markers and tiers, and a small Hugging Face ``tokenizer.json``."""
+"""Shared test set-up: the markers and tiers, and a small Hugging Face ``tokenizer.json``.
+
+Three tiers: ``make test`` (everything but the stress tests: what CI runs), ``make test-fast``
+(``--fast``: no test that starts ranks, DeepSpeed's launcher or Slurm; between edits) and
+``make test-stress`` (``--stress``: the stress tests only). A test that starts ranks must be marked
+``e2e`` (or ``slurm``): under ``--fast`` an unmarked one that tries fails, naming the marker.
+"""
 
 import json
+import re
+import subprocess
+from pathlib import Path
 
 import pytest
+
+LAUNCHERS = {"deepspeed", "deepspeed.launcher.runner", "deepspeed.launcher.launch", "torchrun", "torch.distributed.run",
+             "srun", "sbatch", "salloc", "cluster.sh"}
+"""What starts ranks or Slurm jobs: a program (its file name) or a ``python -m`` module."""
+
+
+def _programs(argv) -> list[str]:
+    """What a command line runs: its program, a ``python -m`` module, each command of a shell script."""
+    if isinstance(argv, (str, bytes)):
+        return [seg.split()[0] for seg in re.split(r"[;&|\n]+", str(argv)) if seg.split()]
+    args = [str(a) for a in argv]
+    found = args[:1]
+    if "-m" in args[:-1]:
+        found.append(args[args.index("-m") + 1])
+    if args and Path(args[0]).name in ("bash", "sh") and "-c" in args[:-1]:
+        found += _programs(args[args.index("-c") + 1])
+    return found
+
+
+def starts_ranks(argv) -> bool:
+    """Whether a command line runs one of :data:`LAUNCHERS`."""
+    return any(Path(program).name in LAUNCHERS for program in _programs(argv))
+
+
+class _NoLaunchPopen(subprocess.Popen):
+    def __init__(self, args, *rest, **kwargs):
+        if starts_ranks(args):
+            raise RuntimeError(f"this test starts ranks or Slurm ({' '.join(map(str, args))[:120]}): mark it "
+                               f"@pytest.mark.e2e (or slurm) so that it runs in the full tier, not in make test-fast")
+        super().__init__(args, *rest, **kwargs)
 
 
 def pytest_addoption(parser):
     parser.addoption("--stress", action="store_true",
                      help="run the stress tier only (tests marked stress; make test-stress), never part of make test")
+    parser.addoption("--fast", action="store_true",
+                     help="the between-edits tier (make test-fast): tests marked e2e, slurm or stress are left out, "
+                          "and a test that starts ranks anyway fails")
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "e2e: multi-process end-to-end runs (tests/e2e)")
+    config.addinivalue_line("markers", "e2e: starts ranks, DeepSpeed's launcher or processes of a run (tests/e2e)")
     config.addinivalue_line("markers", "slurm: needs a real Slurm started by slurm/cluster.sh")
     config.addinivalue_line("markers", "stress: slow repeated launches under load; only with --stress")
 
 
 def pytest_collection_modifyitems(config, items):
     """Without ``--stress`` the stress tests are deselected (not skipped: no skip to explain); with it,
-    everything else is."""
-    stress = config.getoption("--stress")
-    keep = [item for item in items if (item.get_closest_marker("stress") is not None) == stress]
+    everything else is. ``--fast`` also deselects the e2e and slurm tests. Every test under tests/e2e
+    must be marked e2e (the marker is what keeps it out of the fast tier)."""
+    unmarked = [item.nodeid for item in items if item.nodeid.startswith("tests/e2e/") and not item.get_closest_marker("e2e")]
+    if unmarked:
+        raise pytest.UsageError(f"tests under tests/e2e without the e2e marker: {unmarked[:5]}")
+    stress, fast = config.getoption("--stress"), config.getoption("--fast")
+    keep = [item for item in items if (item.get_closest_marker("stress") is not None) == stress
+            and not (fast and (item.get_closest_marker("e2e") or item.get_closest_marker("slurm")))]
     if len(keep) < len(items):
         config.hook.pytest_deselected(items=[item for item in items if item not in keep])
         items[:] = keep
+
+
+@pytest.fixture(autouse=True)
+def _no_rank_launch_in_the_fast_tier(request, monkeypatch):
+    if request.config.getoption("--fast"):
+        monkeypatch.setattr(subprocess, "Popen", _NoLaunchPopen)
 
 
 BOS, EOS = "<|begin_of_text|>", "<|end_of_text|>"

@@ -1,6 +1,6 @@
 """The package layout: ``flanforge.*`` resolves to files for static tools, no bare
 ``launcher``/``mixtures``/``model``/``kernels`` module is importable from an installed flanforge,
-and the layers import one way."""
+and the whole import graph follows ARCHITECTURE.md (its layer table, no cycles, its module map)."""
 
 import ast
 import json
@@ -40,24 +40,129 @@ def _flanforge_imports() -> set[str]:
             for m in _imports(path)}
 
 
-LAYERS = {  # folder -> what of ours it may import (DESIGN.md: "Who owns what"); every folder's
-    # __init__ imports flanforge.bare_names, the leaf that refuses bare imports
-    "kernels": {"flanforge.kernels", "flanforge.bare_names"},
-    "model": {"flanforge.model", "flanforge.kernels", "flanforge.errors", "flanforge.files", "flanforge.config_fields",
-              "flanforge.bare_names"},
-    "mixtures": {"flanforge.mixtures", "flanforge.kernels", "flanforge.errors", "flanforge.files",
-                 "flanforge.config_fields", "flanforge.binpack", "flanforge.bare_names"},
-}
+ARCHITECTURE = ROOT / "ARCHITECTURE.md"
 
 
-@pytest.mark.parametrize("layer", sorted(LAYERS))
-def test_layers_import_one_way(layer):
-    bad = []
-    for path in (ROOT / layer).rglob("*.py"):
-        for module in _imports(path):
-            if ".".join(module.split(".")[:2]) not in LAYERS[layer]:
-                bad.append(f"{path.relative_to(ROOT)}: {module}")
-    assert bad == []
+def _section(title: str) -> list[str]:
+    """The indented block under ARCHITECTURE.md's ``## title`` (its table or map), one line each."""
+    lines = ARCHITECTURE.read_text().split(f"## {title}\n", 1)[1].split("\n## ", 1)[0].splitlines()
+    return [line.strip() for line in lines if line.startswith("    ") and line.strip()]
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = list(rel.parts[:-1]) if rel.name == "__init__" else list(rel.parts)
+    return ".".join(parts) if parts[0] == "flanforge" else ".".join(["flanforge", *parts])
+
+
+def _code_files() -> list[Path]:
+    return sorted([*(ROOT / "flanforge").glob("*.py"), *(p for folder in SUBPACKAGES for p in (ROOT / folder).rglob("*.py"))])
+
+
+def _graph() -> dict[str, set[str]]:
+    """Module -> the modules of ours it imports (lazy imports count; ``from pkg import mod`` is ``pkg.mod``)."""
+    files = {_module_name(p): p for p in _code_files()}
+    graph = {}
+    for name, path in files.items():
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: from the package this module is in
+                    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+                    base = ".".join(package[:len(package) - node.level + 1] + ([base] if base else []))
+                for alias in node.names:
+                    edges.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in files else base)
+            elif isinstance(node, ast.Import):
+                edges.update(a.name for a in node.names)
+        graph[name] = {m for m in edges if m in files and m != name}
+    return graph
+
+
+def layer_of(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) == 1 or parts[1] not in SUBPACKAGES:
+        return "leaves"
+    if parts[1] != "launcher":
+        return parts[1]
+    if len(parts) > 2 and parts[2] in ("ranks", "training", "evaluation", "commands", "cli"):
+        return f"launcher.{parts[2]}"
+    return "launcher.config"
+
+
+def _allowed() -> dict[str, set[str]]:
+    """ARCHITECTURE.md's layer table: layer -> the layers it may import."""
+    rows = _section("Layers")[1:]  # the header row names the columns
+    table = {}
+    for row in rows:
+        layer, _, imports = row.partition(" ")
+        table[layer] = {name.strip() for name in imports.split(",") if name.strip() and "(" not in name}
+    return table
+
+
+def test_the_architecture_document_names_every_layer():
+    assert set(_allowed()) == {layer_of(m) for m in _graph()}
+
+
+def test_imports_go_one_way_as_the_architecture_says():
+    allowed = _allowed()
+    against = sorted(f"{a} ({layer_of(a)}) imports {b} ({layer_of(b)})" for a, targets in _graph().items()
+                     for b in targets if layer_of(a) != layer_of(b) and layer_of(b) not in allowed[layer_of(a)])
+    assert against == []
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iteratively)."""
+    index, low, stack, on_stack, found, counter = {}, {}, [], set(), [], [0]
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = counter[0]
+        counter[0] += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter[0]
+                    counter[0] += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_the_import_graph_has_no_cycles():
+    graph = _graph()
+    assert len(graph) > 80  # the walk saw the code base
+    assert _cycles(graph) == []
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]  # the check can fail
+
+
+def test_the_module_map_covers_every_module_and_names_only_real_ones():
+    entries = [line.split()[0] for line in _section("Module map")]
+    assert [e for e in entries if not (ROOT / e).exists()] == []
+    covered = lambda path: any(path == e or (e.endswith("/") and path.startswith(e)) for e in entries)  # noqa: E731
+    assert [str(p.relative_to(ROOT)) for p in _code_files() if not covered(str(p.relative_to(ROOT)))] == []
 
 
 def test_leaf_modules_import_nothing_of_ours():
@@ -129,3 +234,15 @@ def test_bare_names_never_resolve_to_the_repository(tmp_path, how):
         for name in ("launcher", "mixtures", "model"):
             if found[name].startswith("missing"):
                 assert f"flanforge.{name}" in found[name]
+
+
+@pytest.mark.parametrize("runner", [["-m", "pytest"], None])
+def test_pytest_runs_from_the_repository_root(runner):
+    """``python -m pytest`` (the root first on sys.path) and ``pytest`` both import transformers (which
+    probes the PyPI ``kernels``) and our relative test imports, with pytest.ini's options."""
+    cmd = [sys.executable, *runner] if runner else [str(Path(sys.executable).with_name("pytest"))]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONSAFEPATH", "PYTHONPATH")}
+    out = subprocess.run([*cmd, "-q", "tests/model/test_training_forward.py", "tests/test_tiers.py", "-k",
+                          "not fused and not gradient"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert " passed" in out.stdout

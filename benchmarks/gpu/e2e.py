@@ -2,7 +2,7 @@
 
 ``configs/bench_1b.yaml`` (a ~1B Llama-style decoder, random init, bf16, packed
 ``builtin`` rows of 2048 tokens) is set up by flanforge's own lifecycle
-(``launcher.train.setup``: tokenizer, shards, stream, model, DeepSpeed engine on
+(``launcher.training.loop.setup``: tokenizer, shards, stream, model, DeepSpeed engine on
 one rank). The same engine then trains under each variant in turn, the fused or
 the unfused loss and each attention implementation (switched in place: weights
 and optimizer carry on, which does not change a step's cost), ``WARMUP`` steps
@@ -39,7 +39,7 @@ def prepare_inputs(cfg, cache: Path) -> list[str]:
     """Train the tokenizer and prepare the shards into ``cache`` unless there; overrides pointing at them."""
     from flanforge.launcher.training.data import tokenizer_corpus
     from flanforge.mixtures.registry import load_mixture
-    from flanforge.mixtures.shards import ensure_prepared
+    from flanforge.mixtures.streaming.shards import ensure_prepared
     from flanforge.model.tokenizer import SPM_FILE, train_tokenizer
 
     mixture = load_mixture(cfg.mixture.name)

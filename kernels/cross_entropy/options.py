@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-IGNORE_INDEX = -100
-"""The label that contributes no loss and no gradient: the one name for it across flanforge."""
+from flanforge.constants import IGNORE_INDEX
+
 REDUCTIONS = ("mean", "sum", "none")
 IMPLS = ("auto", "torch", "triton")
 

@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from flanforge.launcher.training.export import export_run
+    from flanforge.launcher.training.rundir import RunDir
 
-    out = export_run(args.run_dir, args.out, tag=args.tag, overwrite=args.overwrite)
+    out = export_run(RunDir(args.run_dir), args.out, tag=args.tag, overwrite=args.overwrite)
     print(out)
     return 0

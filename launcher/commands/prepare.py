@@ -12,7 +12,7 @@ import argparse
 import time
 
 from flanforge.mixtures.registry import load_mixture
-from flanforge.mixtures.shards import RECORDS_PER_SHARD, ShardError, prepare
+from flanforge.mixtures.streaming.shards import RECORDS_PER_SHARD, ShardError, prepare
 from flanforge.mixtures.sources.base import POLICIES
 from flanforge.mixtures.task import SPLITS
 

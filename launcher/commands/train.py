@@ -3,7 +3,7 @@ run's lock, run the pre-flight checks and start the ranks.
 
 Kept apart from ``training/loop.py`` (the rank's lifecycle) so that a mistake in the config is reported
 before torch is imported: a typo costs a second, not a launch. The ranks DeepSpeed's launcher starts
-run this module (``python -m flanforge.launcher.commands.train``).
+run ``flanforge train`` again (``python -m flanforge.launcher.cli train ...``) and take the first branch.
 """
 
 from __future__ import annotations
@@ -28,22 +28,15 @@ def run(args: argparse.Namespace) -> int:
 
         return train_rank(cfg, make_evaluation=PeriodicEval)
     # Fail in one line before any rank starts.
-    from flanforge.launcher.training.preflight import run_checks
-
-    if cfg.launch.node_rank == 0:  # one lock per run, held by the first node's launcher
-        runlock.acquire(cfg.output_dir)
     from flanforge.launcher.evaluation.suites import check_metrics
+    from flanforge.launcher.training.preflight import run_checks
+    from flanforge.launcher.training.rundir import RunDir
 
-    check_metrics(run_checks(cfg))  # the run's periodic evaluation scores its tasks
+    run_dir = RunDir.of(cfg)
+    if cfg.launch.node_rank == 0:  # one lock per run, held by the first node's launcher
+        runlock.acquire(run_dir)
+    check_metrics(run_checks(cfg, run_dir))  # the run's periodic evaluation scores its tasks
     from flanforge.launcher.ranks.launch import launch_ranks
 
     # The ranks know that this launcher holds the run's lock.
     return launch_ranks(cfg, args.config, args.overrides, extra_env={runlock.HELD_ENV: "1"})
-
-
-if __name__ == "__main__":  # a rank started by DeepSpeed's launcher (ranks/launch.py)
-    import sys
-
-    from flanforge.launcher.cli import entry
-
-    entry(["train", *sys.argv[1:]])

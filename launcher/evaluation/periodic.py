@@ -30,27 +30,29 @@ from typing import Any
 import numpy as np
 import torch
 
-from flanforge.launcher.training.rundir import RunDir
+from flanforge.files import atomic_write
+from flanforge.launcher.training.context import RunContext
 
 
 @contextlib.contextmanager
-def evaluation_mode(model: torch.nn.Module):
-    """``model`` in eval mode with dense attention, every RNG state put back afterwards."""
+def evaluation_mode(model: torch.nn.Module, device_type: str):
+    """``model`` in eval mode with an attention that takes dense masks (evaluation builds them:
+    ``scoring.py``), every RNG state put back afterwards."""
     from flanforge.model import attention
 
     training = model.training
     used = attention.implementation_of(model)
-    dense = used not in ("sdpa_mask", "eager_mask")
+    switch = not isinstance(attention.get(used), attention.DenseMask)  # e.g. flex or segments
     states = random.getstate(), np.random.get_state()
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):
         try:
             model.eval()
-            if dense:  # evaluation builds dense masks (launcher/evaluation/scoring.py); flex and segments take none
-                attention.use(model, "sdpa_mask")
+            if switch:
+                attention.use(model, attention.resolve("auto", device_type, training=False))
             yield model
         finally:
-            if dense:
+            if switch:
                 attention.use(model, used)
             model.train(training)
             random.setstate(states[0])
@@ -58,12 +60,32 @@ def evaluation_mode(model: torch.nn.Module):
 
 
 class PeriodicEval:
-    """Builds the suites once (every rank alike) and runs them when a step is due. Collective."""
+    """Builds the suites once (every rank alike) and runs them when a step is due. Collective.
 
-    def __init__(self, cfg, mixture, tokenizer, layout, metrics):
-        self.cfg, self.mixture, self.tokenizer, self.layout, self.metrics = cfg, mixture, tokenizer, layout, metrics
+    Registered with the checkpointer as ``evaluation``: its state is how many results the history
+    held at the save, and a resumed run drops the ones after it (they came from steps that run again),
+    as TensorBoard purges the steps logged after the checkpoint.
+    """
+
+    def __init__(self, run: RunContext, mixture, tokenizer):
+        self.cfg, self.layout, self.history = run.cfg, run.layout, run.run_dir.eval_history
+        self.mixture, self.tokenizer = mixture, tokenizer
         self.suites: list[Any] | None = None
         self.validation: dict[str, list[tuple[str, str]]] = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history_entries": len(self._history_lines())}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        lines = self._history_lines()
+        keep = state["history_entries"]
+        if self.layout.is_main and len(lines) > keep:
+            atomic_write(self.history, "".join(lines[:keep]))
+
+    def _history_lines(self) -> list[str]:
+        if not self.history.is_file():
+            return []
+        return self.history.read_text().splitlines(keepends=True)
 
     def due(self, step: int) -> bool:
         every = self.cfg.eval.every_steps
@@ -79,7 +101,8 @@ class PeriodicEval:
         self.validation = validation_pairs(self.mixture, per_task, count)
 
     def run(self, step: int, engine) -> dict[str, float] | None:
-        """Evaluate the engine's model; returns the logged scalars on rank 0 (None elsewhere)."""
+        """Evaluate the engine's model; returns the scalars to log on rank 0 (None elsewhere), after appending
+        the results to the history."""
         from flanforge.launcher.evaluation.evaluator import Evaluator
         from flanforge.launcher.evaluation.scoring import Scorer, max_length
 
@@ -94,7 +117,7 @@ class PeriodicEval:
             return out
 
         zero3 = self.cfg.deepspeed.zero_stage == 3  # every forward gathers the weights: all ranks in step
-        with evaluation_mode(hf):
+        with evaluation_mode(hf, torch.device(engine.device).type):
             scorer = Scorer(hf, arch, self.tokenizer.pad_id, self.tokenizer.eos_id, engine.device, synced_gpus=zero3)
             evaluator = Evaluator(scorer, self.tokenizer, batch_size=self.cfg.eval.batch_size, rank=self.layout.rank,
                                   world_size=self.layout.world_size, gather=gather, max_length=max_length(hf, arch),
@@ -104,14 +127,11 @@ class PeriodicEval:
         if results is None:
             return None
         values = scalars(results, losses)
-        self.metrics.scalars(step, values)
-        self.metrics.flush()
         from flanforge.launcher.evaluation.report import results_dict
 
         entry = {"step": step, **results_dict(f"step {step}", "validation", results), "val_loss": losses}
-        path = RunDir(self.cfg.output_dir).eval_history
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as fh:
+        self.history.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.history, "a") as fh:
             fh.write(json.dumps(entry) + "\n")
         return values
 

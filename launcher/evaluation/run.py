@@ -63,7 +63,7 @@ def evaluate(args: argparse.Namespace) -> int:
     results = evaluator.run(suites)
     if results is not None:
         data = results_dict(args.model, args.split, results)
-        history = read_history(RunDir(run_dir).eval_history) if run_dir is not None else None
+        history = read_history(run_dir.eval_history) if run_dir is not None else None
         write_outputs(Path(args.out), data, results, baseline, history)
         for name, suite in data["suites"].items():
             means = ", ".join(f"{m} {v:.1f}" for m, v in suite["mean"].items())
@@ -100,9 +100,9 @@ def load_model(spec: str):
     from flanforge.model.load import build_model, load_configured_tokenizer
 
     if spec.startswith(UNTUNED):
-        run_dir = Path(spec[len(UNTUNED):])
-        if not RunDir(run_dir).config.is_file():
-            raise UserError(f"{spec}: {run_dir} is not a flanforge run directory (no {RunDir.CONFIG})")
+        run_dir = RunDir(spec[len(UNTUNED):])
+        if not run_dir.config.is_file():
+            raise UserError(f"{spec}: {run_dir.root} is not a flanforge run directory (no {RunDir.CONFIG})")
         cfg, tokenizer = load_run(run_dir)
         model_cfg = dataclasses.replace(cfg.model, gradient_checkpointing=False)
         return tokenizer, cfg.model.arch, lambda: build_model(model_cfg, tokenizer, cfg.seed, training=False).eval(), None
@@ -114,11 +114,12 @@ def load_model(spec: str):
         model_cfg = ModelConfig(arch=arch, path=str(path))
         tokenizer = load_configured_tokenizer(model_cfg)
         return tokenizer, arch, lambda: build_model(model_cfg, tokenizer, 0, training=False).eval(), None
-    run_dir, tag = spec, None
+    root, tag = spec, None
     if not path.is_dir() and ":" in spec:
-        run_dir, tag = spec.rsplit(":", 1)
-    if not Path(run_dir).is_dir():
+        root, tag = spec.rsplit(":", 1)
+    if not Path(root).is_dir():
         raise UserError(f"MODEL {spec}: no such run or model directory")
+    run_dir = RunDir(root)
     tag = resolve_tag(run_dir, tag)
     cfg, tokenizer = load_run(run_dir)
-    return tokenizer, cfg.model.arch, lambda: checkpoint_model(run_dir, tag)[0], Path(run_dir)
+    return tokenizer, cfg.model.arch, lambda: checkpoint_model(run_dir, tag)[0], run_dir

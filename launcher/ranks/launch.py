@@ -1,6 +1,6 @@
 """Start the ranks with DeepSpeed's own launcher (``deepspeed --num_gpus N ...``).
 
-Each rank runs ``python -m flanforge.launcher.commands.train`` with the same config and
+Each rank runs ``python -m flanforge.launcher.cli train`` (``flanforge train``) with the same config and
 overrides. ``PYTHONSAFEPATH=1`` keeps the working directory off ``sys.path``
 in the ranks, so a checkout's top-level ``kernels/`` folder is never mistaken
 for the PyPI package of that name (transformers probes for it).
@@ -26,7 +26,8 @@ from flanforge.launcher.ranks import report
 from flanforge.launcher.config import Config
 from flanforge.launcher.ranks.process_group import free_port
 
-RANK_MODULE = "flanforge.launcher.commands.train"
+RANK_MODULE = "flanforge.launcher.cli"
+"""What each rank runs: the ``flanforge`` command itself (``python -m flanforge.launcher.cli train ...``)."""
 
 
 def ranks_per_node(cfg: Config) -> int:
@@ -63,7 +64,7 @@ def launcher_command(cfg: Config, config_path: str, overrides: list[str], workdi
         # runner wants a hostfile to count slots; the names are never contacted.
         cmd += ["--num_nodes", str(cfg.launch.nnodes), "--node_rank", str(cfg.launch.node_rank), "--no_ssh",
                 "--hostfile", _placeholder_hostfile(workdir, cfg.launch.nnodes, ranks_per_node(cfg))]
-    return cmd + ["--module", RANK_MODULE, "--config", str(Path(config_path).resolve()), *overrides]
+    return cmd + ["--module", RANK_MODULE, "train", "--config", str(Path(config_path).resolve()), *overrides]
 
 
 def _placeholder_hostfile(workdir: str, nnodes: int, slots: int) -> str:

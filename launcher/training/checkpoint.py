@@ -1,10 +1,19 @@
-"""Sharded checkpoints, published atomically, of the engine and every registered resume state.
+"""Sharded checkpoints, published atomically, of every component registered with the checkpointer.
 
-A :class:`Checkpointer` is given the run's stateful components once
-(``{"trainer": TrainState, "data": TrainData}``: anything with
-``state_dict()`` / ``load_state_dict()``, torchtitan's ``Stateful``) and
-saves them with DeepSpeed's engine shards and every rank's RNG states (paths:
-:class:`~flanforge.launcher.training.rundir.RunDir`)::
+Each component that carries resume state registers once (:meth:`Checkpointer.register`), with
+how it is kept; save and load then go over the registrations, in their order, symmetrically:
+
+==========  ===================================================================================
+``files``   saves itself into the tag's directory: the DeepSpeed engine (:class:`EngineFiles`:
+            its per-rank shards of model, optimizer and LR schedule; a universal checkpoint
+            when the world size changed)
+``rank``    one state per rank, ``<name>_rank<r>.pt`` (:class:`RngStates`: Python, NumPy, torch
+            and CUDA generators); restored only on the same world size
+``run``     one JSON state for the run in ``trainer.json`` (the trainer's step and counters, the
+            data stream, the periodic evaluation); ``state_dict()`` may be collective, rank 0 writes
+==========  ===================================================================================
+
+Paths (:class:`~flanforge.launcher.training.rundir.RunDir`)::
 
     checkpoints/<tag>/             DeepSpeed's per-rank shards (model + optimizer states)
     checkpoints/<tag>/rng_rank<r>.pt
@@ -26,7 +35,6 @@ import os
 import pickle
 import random
 import shutil
-import signal
 import subprocess
 import sys
 from typing import Any, Protocol
@@ -39,30 +47,54 @@ from flanforge.errors import UserError
 from flanforge.files import atomic_write
 from flanforge.launcher.config import Config, dump_config
 from flanforge.launcher.ranks.layout import RankLayout
+from flanforge.launcher.training import faults
 from flanforge.launcher.training.rundir import RunDir
 
 
 class Stateful(Protocol):
-    """A component that carries resume state."""
+    """A component that carries resume state (torchtitan's ``Stateful``)."""
 
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
+class RngStates:
+    """This rank's random generators (a ``rank`` component)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        random.setstate(state["python"])
+        np.random.set_state(state["numpy"])
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["cuda"])
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
+class EngineFiles:
+    """The DeepSpeed engine (a ``files`` component): its own sharded save and load."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def save(self, run_dir: RunDir, tag: str, step: int) -> None:
+        self.engine.save_checkpoint(str(run_dir.checkpoints), tag=tag, client_state={"step": step}, save_latest=False)
+
+    def load(self, run_dir: RunDir, tag: str, universal: bool) -> None:
+        if universal:
+            load_path, _ = self.engine.load_checkpoint(str(run_dir.checkpoint(tag)), tag=RunDir.UNIVERSAL)
+        else:
+            load_path, _ = self.engine.load_checkpoint(str(run_dir.checkpoints), tag=tag)
+        if load_path is None:
+            raise UserError(f"DeepSpeed could not load checkpoint {run_dir.checkpoint(tag)}")
+
+
+SCOPES = ("files", "rank", "run")
 
 
 def prune(run_dir: RunDir, keep: int, current: str) -> None:
@@ -78,22 +110,34 @@ def prune(run_dir: RunDir, keep: int, current: str) -> None:
 
 
 class Checkpointer:
-    """Saves and restores the engine, the RNG and the registered states of one rank. Collective."""
+    """Saves and restores the components registered with it, for one rank. Collective."""
 
-    def __init__(self, run_dir: RunDir, states: dict[str, Stateful], layout: RankLayout, keep_last: int):
-        self.run_dir, self.states, self.keep_last = run_dir, states, keep_last
+    def __init__(self, run_dir: RunDir, layout: RankLayout, keep_last: int):
+        self.run_dir, self.keep_last = run_dir, keep_last
         self.rank, self.world_size, self.is_main = layout.rank, layout.world_size, layout.is_main
+        self.components: dict[str, tuple[str, Any]] = {}  # name -> (scope, component), in registration order
         self.universal = False
 
-    def save(self, engine, step: int, cfg: Config) -> str:
+    def register(self, name: str, component: Any, scope: str = "run") -> None:
+        """Keep ``component`` in every checkpoint as ``scope`` says (see the module doc); once per name."""
+        if scope not in SCOPES:
+            raise ValueError(f"checkpoint component '{name}': scope must be one of {SCOPES}, got {scope!r}")
+        if name in self.components or name in ("step", "world_size"):
+            raise ValueError(f"checkpoint component '{name}' is already registered")
+        self.components[name] = (scope, component)
+
+    def save(self, step: int, cfg: Config) -> str:
         """Write a checkpoint on every rank and publish it; returns its tag."""
-        saved = {"step": step, "world_size": self.world_size,
-                 **{name: state.state_dict() for name, state in self.states.items()}}  # collective
         tag = self.run_dir.tag_for(step)
-        engine.save_checkpoint(str(self.run_dir.checkpoints), tag=tag, client_state={"step": step}, save_latest=False)
-        torch.save(_rng_state(), self.run_dir.rng_state(tag, self.rank))
-        if os.environ.get("FLANFORGE_KILL_IN_SAVE") == str(step):  # fault injection for tests
-            os.kill(os.getpid(), signal.SIGKILL)
+        saved: dict[str, Any] = {"step": step, "world_size": self.world_size}
+        for name, (scope, component) in self.components.items():
+            if scope == "files":
+                component.save(self.run_dir, tag, step)
+            elif scope == "rank":
+                torch.save(component.state_dict(), self.run_dir.rank_state(tag, name, self.rank))
+            else:
+                saved[name] = component.state_dict()  # may be collective: every rank computes it
+        faults.kill_in_save(step)
         if self.is_main:
             dump_config(cfg, self.run_dir.checkpoint(tag) / RunDir.CONFIG)
             # trainer.json marks the tag complete: written last, before the barrier.
@@ -105,14 +149,14 @@ class Checkpointer:
         dist.barrier()
         return tag
 
-    def needs_universal(self) -> bool:
-        """True when ``latest`` was written by another world size; then make its universal form.
+    def needs_universal(self, tag: str | None) -> bool:
+        """True when checkpoint ``tag`` (the resume point) was written by another world size; then make
+        its universal form.
 
         Rank 0 converts the checkpoint with DeepSpeed's ``ds_to_universal`` (into a
         temp folder, renamed when complete); the engine must then be built with
         ``checkpoint.load_universal`` (see :func:`flanforge.launcher.training.engine.deepspeed_config`).
         """
-        tag = self.run_dir.latest_tag()
         if tag is None:
             return False
         saved = trainer_state(self.run_dir, tag)["world_size"]
@@ -124,26 +168,26 @@ class Checkpointer:
         dist.barrier()
         return self.universal
 
-    def load(self, engine) -> bool:
-        """Restore engine, optimizer, scheduler, RNG and every registered state from ``latest``;
-        False for a fresh run. Call :meth:`needs_universal` first (the engine depends on it)."""
-        tag = self.run_dir.latest_tag()
+    def load(self, tag: str | None) -> bool:
+        """Restore every registered component from checkpoint ``tag``; False for a fresh run (None).
+        Call :meth:`needs_universal` first (the engine depends on it). A component the checkpoint has
+        no state for (it was written before the component was registered) keeps its fresh state."""
         if tag is None:
             return False
         saved = _upgrade(trainer_state(self.run_dir, tag))
-        try:
-            if self.universal:
-                load_path, _ = engine.load_checkpoint(str(self.run_dir.checkpoint(tag)), tag=RunDir.UNIVERSAL)
-            else:
-                load_path, _ = engine.load_checkpoint(str(self.run_dir.checkpoints), tag=tag)
-            if not self.universal:  # RNG streams are per rank: they only carry over to the same world size
-                _set_rng_state(torch.load(self.run_dir.rng_state(tag, self.rank), weights_only=False))
-        except UNREADABLE as err:
-            raise unreadable(self.run_dir, tag, err) from None
-        if load_path is None:
-            raise UserError(f"DeepSpeed could not load checkpoint {self.run_dir.checkpoint(tag)}")
-        for name, state in self.states.items():
-            state.load_state_dict(saved[name])
+        for name, (scope, component) in self.components.items():
+            try:
+                if scope == "files":
+                    component.load(self.run_dir, tag, self.universal)
+                elif scope == "rank" and not self.universal:  # per-rank states need the same ranks
+                    component.load_state_dict(torch.load(self.run_dir.rank_state(tag, name, self.rank),
+                                                         weights_only=False))
+            except UserError:
+                raise
+            except UNREADABLE as err:
+                raise unreadable(self.run_dir, tag, err) from None
+            if scope == "run" and name in saved:
+                component.load_state_dict(saved[name])
         return True
 
 

@@ -7,29 +7,28 @@ from typing import Any, Iterator
 
 import torch.distributed as dist
 
-from flanforge.launcher.config import Config
-from flanforge.launcher.ranks.layout import RankLayout
 from flanforge.errors import UserError
-from flanforge.launcher.training.rundir import RunDir
+from flanforge.launcher.training.context import RunContext
 from flanforge.mixtures.mixture import Mixture
-from flanforge.mixtures.packing import PackedBatch
-from flanforge.mixtures.shards import Manifest, ensure_prepared
+from flanforge.mixtures.streaming.packing import PackedBatch
+from flanforge.mixtures.streaming.shards import Manifest, ensure_prepared
 from flanforge.mixtures.config import StreamConfig
-from flanforge.mixtures.stream import MixtureStream, build_loader
+from flanforge.mixtures.streaming.stream import MixtureStream, build_loader
 from flanforge.model.load import load_configured_tokenizer
 from flanforge.model.tokenizer import SPM_FILE, Tokenizer, load_tokenizer, train_tokenizer
 
 TOKENIZER_TEXTS = 20_000
 
 
-def prepare_tokenizer(cfg: Config, mixture: Mixture, rank0: bool) -> Tokenizer:
+def prepare_tokenizer(run: RunContext, mixture: Mixture) -> Tokenizer:
     """The run's tokenizer: ``model.tokenizer_path``, the model directory's own, the one
     saved with the run, or trained now on rank 0."""
+    cfg = run.cfg
     configured = load_configured_tokenizer(cfg.model)
     if configured is not None:
         return configured
-    run_tok = RunDir.of(cfg).tokenizer
-    if rank0 and not (run_tok / SPM_FILE).is_file():
+    run_tok = run.run_dir.tokenizer
+    if run.layout.is_main and not (run_tok / SPM_FILE).is_file():
         try:
             train_tokenizer(tokenizer_corpus(mixture, cfg.seed), run_tok, cfg.model.vocab_size)
         except RuntimeError as err:  # SentencePiece's trainer: a vocabulary too small for the mixture's characters
@@ -59,8 +58,8 @@ def tokenizer_corpus(mixture: Mixture, seed: int) -> list[str]:
 class TrainData:
     """The rank's DataLoader over the mixture stream, what it consumed, and its counters."""
 
-    def __init__(self, cfg: Config, mixture: Mixture, tokenizer: Tokenizer, layout: RankLayout):
-        root = RunDir.of(cfg).shards
+    def __init__(self, run: RunContext, mixture: Mixture, tokenizer: Tokenizer):
+        cfg, layout, root = run.cfg, run.layout, run.run_dir.shards
         if layout.is_main:
             ensure_prepared(mixture, root)  # prepares what is missing, checks checksums
         dist.barrier()

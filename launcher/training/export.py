@@ -56,16 +56,15 @@ _TOKENIZER_PROBES = (
 # --------------------------------------------------------------------------- checks
 
 
-def resolve_tag(run_dir: str | Path, tag: str | None = None) -> str:
+def resolve_tag(run_dir: RunDir, tag: str | None = None) -> str:
     """The checkpoint tag to export: ``tag`` (a tag name or a step number) or the one ``latest`` names."""
-    paths = RunDir(run_dir)
-    paths.check_is_run()
-    root = paths.checkpoints
-    tags = paths.complete_tags()
+    run_dir.check_is_run()
+    root = run_dir.checkpoints
+    tags = run_dir.complete_tags()
     if not tags and tag is None:
-        raise UserError(f"{run_dir} has no checkpoints yet ({root} holds no complete checkpoint)")
+        raise UserError(f"{run_dir.root} has no checkpoints yet ({root} holds no complete checkpoint)")
     if tag is None:
-        found = paths.latest_tag()  # a UserError when `latest` names a missing or incomplete tag
+        found = run_dir.latest_tag()  # a UserError when `latest` names a missing or incomplete tag
         if found is None:
             raise UserError(f"{root} has no 'latest' file; pick a checkpoint with --tag: {', '.join(reversed(tags))}")
         return found
@@ -80,13 +79,13 @@ def resolve_tag(run_dir: str | Path, tag: str | None = None) -> str:
     raise UserError(f"no checkpoint '{tag}' in {root}; available (closest first): {listed}")
 
 
-def check_out_dir(out_dir: str | Path, run_dir: str | Path, overwrite: bool) -> Path:
+def check_out_dir(out_dir: str | Path, run_dir: RunDir, overwrite: bool) -> Path:
     """``out_dir`` as an absolute path, refused when it exists and is not empty (unless ``overwrite``)."""
-    out, run = Path(out_dir).resolve(), Path(run_dir).resolve()
+    out, run = Path(out_dir).resolve(), run_dir.root.resolve()
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out_dir} exists and is not a directory")
     if out == run or out in run.parents or run in out.parents:
-        raise UserError(f"--out {out_dir} must lie outside the run directory {run_dir}")
+        raise UserError(f"--out {out_dir} must lie outside the run directory {run_dir.root}")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UserError(f"--out {out_dir} exists and is not empty; choose another directory or pass --overwrite")
     return out
@@ -95,15 +94,14 @@ def check_out_dir(out_dir: str | Path, run_dir: str | Path, overwrite: bool) -> 
 # --------------------------------------------------------------------------- weights
 
 
-def consolidate(run_dir: str | Path, tag: str) -> dict[str, Any]:
+def consolidate(run_dir: RunDir, tag: str) -> dict[str, Any]:
     """One fp32 state dict (keys as in the engine's module: ``hf.*``) from the tag's ZeRO shards."""
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     from tqdm import tqdm
 
     from flanforge.launcher.training.checkpoint import UNREADABLE, unreadable
 
-    paths = RunDir(run_dir)
-    root = paths.checkpoints
+    root = run_dir.checkpoints
     if not any((root / tag).glob("*_optim_states.pt")):
         raise UserError(f"{root / tag} holds no ZeRO optimizer shards (*_optim_states.pt): "
                         f"export reads checkpoints of ZeRO stage 1, 2 or 3 runs")
@@ -120,7 +118,7 @@ def consolidate(run_dir: str | Path, tag: str) -> dict[str, Any]:
             first = done.setdefault(id(lazy_tensor), name)
             state[name] = state[first] if first != name else lazy_tensor.contiguous()
     except UNREADABLE as err:
-        raise unreadable(paths, tag, err) from None
+        raise unreadable(run_dir, tag, err) from None
     return state
 
 
@@ -198,7 +196,7 @@ def hf_tokenizer(spm_file: Path, arch: str):
     backend = _Converter(_Spm()).converted()
     eos = sp.id_to_piece(ids.eos_id)
     if arch == "t5":
-        # T5 inputs end with </s> in training (mixtures/packing.py); tokenizer(text) does the same.
+        # T5 inputs end with </s> in training (mixtures/streaming/packing.py); tokenizer(text) does the same.
         backend.post_processor = processors.TemplateProcessing(
             single=["$A", eos], pair=["$A", eos, "$B", eos], special_tokens=[(eos, ids.eos_id)])
     piece = lambda i: sp.id_to_piece(i) if i >= 0 else None  # noqa: E731  (-1: the model has none)
@@ -264,27 +262,26 @@ def _default_permissions(directory: Path) -> None:
         path.chmod(0o666 & ~umask)
 
 
-def load_run(run_dir: str | Path):
+def load_run(run_dir: RunDir):
     """``(config, tokenizer)`` of the run in ``run_dir``, the tokenizer found as training found it."""
     from flanforge.errors import ConfigError
     from flanforge.launcher.config import load_config
     from flanforge.model.load import load_configured_tokenizer
     from flanforge.model.tokenizer import load_tokenizer
 
-    paths = RunDir(run_dir)
     try:
-        cfg = load_config(paths.config)
+        cfg = load_config(run_dir.config)
     except ConfigError as err:
-        raise UserError(f"{paths.config} no longer loads: {err}") from None
+        raise UserError(f"{run_dir.config} no longer loads: {err}") from None
     # launcher/training/data.py: prepare_tokenizer
     try:
-        tokenizer = load_configured_tokenizer(cfg.model) or load_tokenizer(paths.tokenizer)
+        tokenizer = load_configured_tokenizer(cfg.model) or load_tokenizer(run_dir.tokenizer)
     except FileNotFoundError:
-        raise UserError(f"the run's tokenizer is missing: {paths.tokenizer}") from None
+        raise UserError(f"the run's tokenizer is missing: {run_dir.tokenizer}") from None
     return cfg, tokenizer
 
 
-def checkpoint_model(run_dir: str | Path, tag: str):
+def checkpoint_model(run_dir: RunDir, tag: str):
     """``(model, config, tokenizer)``: the run's architecture with checkpoint ``tag``'s consolidated weights."""
     from flanforge.model.load import build_model
 
@@ -297,11 +294,10 @@ def checkpoint_model(run_dir: str | Path, tag: str):
     return model.eval(), cfg, tokenizer
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, tag: str | None = None, *, overwrite: bool = False) -> Path:
+def export_run(run_dir: RunDir, out_dir: str | Path, tag: str | None = None, *, overwrite: bool = False) -> Path:
     """Export checkpoint ``tag`` (default: ``latest``) of the run in ``run_dir`` to ``out_dir``; returns ``out_dir``."""
     from flanforge.model.load import count_parameters
 
-    run_dir = Path(run_dir)
     tag = resolve_tag(run_dir, tag)
     out = check_out_dir(out_dir, run_dir, overwrite)
     model, cfg, tokenizer = checkpoint_model(run_dir, tag)
@@ -318,7 +314,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, tag: str | None = None,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    print(f"flanforge export: {run_dir} @ {tag} (ZeRO-{cfg.deepspeed.zero_stage}, {cfg.model.arch}, "
+    print(f"flanforge export: {run_dir.root} @ {tag} (ZeRO-{cfg.deepspeed.zero_stage}, {cfg.model.arch}, "
           f"{count_parameters(model) / 1e6:.2f}M parameters) -> {out}"
           + ("" if has_json else f" (tokenizer: {tokenizer.path.name} only)"), file=sys.stderr)
     return out

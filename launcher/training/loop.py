@@ -2,7 +2,7 @@
 
 Started outside a rank, ``flanforge train`` (``commands/train.py``) starts DeepSpeed's
 own launcher (``deepspeed --num_gpus N``), which starts the ranks; each rank runs
-``flanforge train`` again (``python -m flanforge.launcher.commands.train``), which calls
+``flanforge train`` again (``python -m flanforge.launcher.cli train``), which calls
 :func:`train_rank` here. Started inside a rank (by ``deepspeed``, ``torchrun`` or ``srun``),
 ``flanforge train`` trains directly. Evaluation between steps is a hook the command passes in
 (``evaluation/periodic.py``): the loop knows only ``due(step)`` and ``run(step, engine)``.
@@ -10,7 +10,6 @@ own launcher (``deepspeed --num_gpus N``), which starts the ranks; each rank run
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import time
@@ -21,17 +20,15 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from flanforge.launcher.ranks import report
-
-from flanforge.launcher.training import rundir
-
-from flanforge.launcher.training import runlock
+from flanforge.errors import TrainingStopped
 from flanforge.launcher.config import Config
-from flanforge.errors import TrainingStopped, UserError
+from flanforge.launcher.ranks import report
 from flanforge.launcher.ranks.layout import RankLayout, read_rank_layout
 from flanforge.launcher.ranks.process_group import export_torch_env, init_process_group
-from flanforge.launcher.training.rundir import RunDir
-from flanforge.mixtures.packing import PackedBatch
+from flanforge.launcher.training import faults, runlock
+from flanforge.launcher.training.context import RunContext
+from flanforge.launcher.training.rundir import RunDir, check_run_dir
+from flanforge.mixtures.streaming.packing import PackedBatch
 
 
 # --------------------------------------------------------------------------- setup
@@ -56,18 +53,28 @@ class TrainState:
 class Run:
     """Everything the loop needs, built once by :func:`setup`."""
 
-    cfg: Config
-    layout: RankLayout
-    run_dir: RunDir
+    context: RunContext
     engine: Any
     data: Any  # flanforge.launcher.training.data.TrainData
     metrics: Any  # flanforge.launcher.training.tensorboard.Metrics
     checkpointer: Any  # flanforge.launcher.training.checkpoint.Checkpointer
     state: TrainState
+    evaluation: Any  # the periodic evaluation hook: due(step), run(step, engine) -> scalars on rank 0
     n_params: int = 0
     device_name: str = "cpu"
     stop_signal: int | None = None
-    evaluation: Any = None  # the periodic evaluation hook (flanforge.launcher.evaluation.periodic.PeriodicEval)
+
+    @property
+    def cfg(self) -> Config:
+        return self.context.cfg
+
+    @property
+    def layout(self) -> RankLayout:
+        return self.context.layout
+
+    @property
+    def run_dir(self) -> RunDir:
+        return self.context.run_dir
 
     @property
     def step(self) -> int:
@@ -83,9 +90,10 @@ class Run:
 
 
 def setup(cfg: Config, make_evaluation: Callable[..., Any]) -> Run:
-    """Build everything the loop needs; ``make_evaluation(cfg, mixture, tokenizer, layout, metrics)`` builds
-    the periodic evaluation hook."""
-    from flanforge.launcher.training.checkpoint import Checkpointer
+    """Build everything the loop needs, each component once; ``make_evaluation(context, mixture, tokenizer)``
+    builds the periodic evaluation hook. Every component with resume state registers with the
+    checkpointer here, once."""
+    from flanforge.launcher.training.checkpoint import Checkpointer, EngineFiles, RngStates
     from flanforge.launcher.training.data import TrainData, prepare_tokenizer
     from flanforge.launcher.training.engine import apply_resumable_keys, build_engine
     from flanforge.launcher.training.tensorboard import Metrics
@@ -96,35 +104,41 @@ def setup(cfg: Config, make_evaluation: Callable[..., Any]) -> Run:
     layout = read_rank_layout()
     export_torch_env(layout)
     init_process_group()
-    rank0 = layout.is_main
-    run_dir = RunDir.of(cfg)
-    runlock.acquire_for_rank(cfg.output_dir, layout.rank)
+    run_dir = RunDir.of(cfg)  # this rank's one RunDir
+    runlock.acquire_for_rank(run_dir, layout.rank)
     report.share_errors(launch_error_file(run_dir, layout))
-    injected_error(layout.rank)
-    changes = rundir.check_run_dir(cfg)
+    faults.inject_error(layout.rank)
+    changes = check_run_dir(cfg, run_dir)
     torch.distributed.barrier()  # every rank has read the old config.yaml before rank 0 replaces it
-    if rank0:
+    if layout.is_main:
         run_dir.write_config(cfg)
     torch.distributed.barrier()
+    context = RunContext(cfg, run_dir, layout, resume_tag=run_dir.latest_tag())
 
     mixture = load_mixture(cfg.mixture.name, cfg.mixture.on_bad_record, cfg.mixture.data_dir)
-    tokenizer = prepare_tokenizer(cfg, mixture, rank0)
+    tokenizer = prepare_tokenizer(context, mixture)
     model = build_model(cfg.model, tokenizer, cfg.seed)
     n_params = count_parameters(model)  # before ZeRO-3 partitions the weights
     fused = use_fused_loss(cfg.model.fused_loss, training_device_type())
     wrapped = TrainingModel(model, arch=cfg.model.arch, fused=fused, zero_stage=cfg.deepspeed.zero_stage)
-    data = TrainData(cfg, mixture, tokenizer, layout)
+    data = TrainData(context, mixture, tokenizer)
     state = TrainState()
-    checkpointer = Checkpointer(run_dir, {"trainer": state, "data": data}, layout, cfg.checkpoint.keep_last)
-    engine = build_engine(wrapped, cfg, layout.world_size, load_universal=checkpointer.needs_universal())
-    resumed = checkpointer.load(engine)
+    evaluation = make_evaluation(context, mixture, tokenizer)
+    checkpointer = Checkpointer(run_dir, layout, cfg.checkpoint.keep_last)
+    checkpointer.register("trainer", state)
+    checkpointer.register("data", data)
+    checkpointer.register("evaluation", evaluation)
+    engine = build_engine(wrapped, cfg, layout.world_size, load_universal=checkpointer.needs_universal(context.resume_tag))
+    checkpointer.register("engine", EngineFiles(engine), scope="files")
+    checkpointer.register("rng", RngStates(), scope="rank")
+    resumed = checkpointer.load(context.resume_tag)
     if resumed:
         apply_resumable_keys(engine, cfg)  # a changed train.lr, schedule, ... is used from the first step
     # Steps logged after the checkpoint by a run that was killed are purged from TensorBoard.
-    metrics = Metrics(run_dir.tensorboard, enabled=rank0, purge_step=state.step + 1)
+    metrics = Metrics(run_dir.tensorboard, enabled=layout.is_main, purge_step=state.step + 1)
     device_name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    run = Run(cfg, layout, run_dir, engine, data, metrics, checkpointer, state, n_params=n_params, device_name=device_name)
-    run.evaluation = make_evaluation(cfg, mixture, tokenizer, layout, metrics)
+    run = Run(context, engine, data, metrics, checkpointer, state, evaluation, n_params=n_params,
+              device_name=device_name)
     if resumed:
         log(run, f"resumed from step {run.step}, attention {wrapped.attention}" + (f"; changed: {changes}" if changes else ""))
     else:
@@ -165,7 +179,7 @@ def train(run: Run) -> None:
     batches: Iterator[PackedBatch] = run.data.batches()
     keys = LossKeys(run.data.top_tasks, run.data.mixture.group_of().values())
     save_every = cfg.checkpoint.every_steps
-    inject = injected_nonfinite_steps()
+    inject = faults.nonfinite_steps()
     nonfinite_in_a_row = 0
     while run.step < cfg.train.max_steps:
         t0 = time.perf_counter()
@@ -201,6 +215,8 @@ def train(run: Run) -> None:
         if run.evaluation.due(run.step):
             scores = run.evaluation.run(run.step, engine)
             if scores is not None:
+                run.metrics.scalars(run.step, scores)
+                run.metrics.flush()
                 log(run, f"step {run.step} eval: " + ", ".join(
                     f"{k} {v:.4g}" for k, v in scores.items() if k.endswith("/mean") or k == "val/loss"))
 
@@ -249,18 +265,6 @@ def step_flags(run: Run, nonfinite: torch.Tensor) -> tuple[bool, bool]:
     return nonfinite_any, stop
 
 
-def injected_nonfinite_steps() -> set[int]:
-    """Steps whose loss is made NaN on purpose: ``FLANFORGE_INJECT_NONFINITE=3,4`` (fault-injection tests)."""
-    raw = os.environ.get("FLANFORGE_INJECT_NONFINITE", "")
-    return {int(s) for s in raw.split(",") if s.strip()}
-
-
-def injected_error(rank: int) -> None:
-    """``FLANFORGE_INJECT_ERROR=R`` makes rank R fail with a user error once the ranks are connected (tests)."""
-    if os.environ.get("FLANFORGE_INJECT_ERROR") == str(rank):
-        raise UserError(f"injected error on rank {rank} (FLANFORGE_INJECT_ERROR)")
-
-
 def guard_nonfinite(run: Run, nonfinite: bool, in_a_row: int) -> int:
     """Count a step whose loss was non-finite on any rank; its update must have been skipped.
 
@@ -288,7 +292,7 @@ def guard_nonfinite(run: Run, nonfinite: bool, in_a_row: int) -> int:
 
 
 def save(run: Run) -> None:
-    tag = run.checkpointer.save(run.engine, run.step, run.cfg)
+    tag = run.checkpointer.save(run.step, run.cfg)
     log(run, f"saved checkpoint {tag}")
 
 

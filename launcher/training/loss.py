@@ -22,9 +22,9 @@ from typing import Any, Iterable
 import torch
 import torch.distributed as dist
 
-from flanforge.kernels import IGNORE_INDEX
+from flanforge.constants import IGNORE_INDEX
 from flanforge.mixtures.formats import FORMAT_KINDS, format_kind
-from flanforge.mixtures.packing import PackedBatch
+from flanforge.mixtures.streaming.packing import PackedBatch
 from flanforge.model.training_forward import target_positions
 
 # Per-step figures reduced alongside the per-key loss sums (summed over ranks).

@@ -10,7 +10,7 @@ has usable training records, and the rates are finite with some positive.
 
 from __future__ import annotations
 
-from flanforge.launcher.training import rundir
+from flanforge.launcher.training.rundir import RunDir, check_run_dir
 from flanforge.launcher.config import Config
 from flanforge.mixtures.mixture import Mixture
 from flanforge.errors import TaskError
@@ -28,7 +28,7 @@ def check_mixture(mixture: Mixture, weights: dict[str, float] | None = None) -> 
     mixture.rates(weights or None)  # finite, >= 0, not all zero
 
 
-def run_checks(cfg: Config) -> Mixture:
+def run_checks(cfg: Config, run_dir: RunDir) -> Mixture:
     """Everything that can be checked without starting a rank; returns the loaded mixture.
 
     Cheap checks first: the run directory, the model and tokenizer paths and the
@@ -37,8 +37,7 @@ def run_checks(cfg: Config) -> Mixture:
     from flanforge.mixtures.registry import load_mixture
     from flanforge.model.paths import check_paths
 
-    rundir.check_run_dir(cfg)
-    run_dir = rundir.RunDir.of(cfg)
+    check_run_dir(cfg, run_dir)
     tag = run_dir.latest_tag()
     check_paths(cfg.model)  # loads the configured tokenizer
     mixture = load_mixture(cfg.mixture.name, cfg.mixture.on_bad_record, cfg.mixture.data_dir)

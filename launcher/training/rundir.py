@@ -82,8 +82,9 @@ class RunDir:
         """Written last by a save: its presence marks the tag complete."""
         return self.checkpoint(tag) / self.TRAINER_STATE
 
-    def rng_state(self, tag: str, rank: int) -> Path:
-        return self.checkpoint(tag) / f"rng_rank{rank}.pt"
+    def rank_state(self, tag: str, name: str, rank: int) -> Path:
+        """A per-rank checkpoint component's file, e.g. ``rng_rank0.pt``."""
+        return self.checkpoint(tag) / f"{name}_rank{rank}.pt"
 
     def universal(self, tag: str) -> Path:
         return self.checkpoint(tag) / self.UNIVERSAL
@@ -144,13 +145,12 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
-def check_run_dir(cfg: Config) -> dict[str, tuple[Any, Any]]:
-    """Validate ``output_dir`` for this config; returns the allowed changes of a resumed run.
+def check_run_dir(cfg: Config, run_dir: RunDir) -> dict[str, tuple[Any, Any]]:
+    """Validate the run directory (``output_dir``) for this config; returns the allowed changes of a resumed run.
 
     Raises :class:`UserError` when the directory holds a run whose config differs
     in a key that cannot change.
     """
-    run_dir = RunDir.of(cfg)
     if not run_dir.config.is_file():
         if run_dir.checkpoints.is_dir() and any(run_dir.checkpoints.iterdir()):
             raise UserError(f"{cfg.output_dir} holds checkpoints but no {RunDir.CONFIG}; choose another output_dir")

@@ -28,25 +28,21 @@ HELD_ENV = "FLANFORGE_RUN_LOCK_HELD"
 _held: dict[Path, IO[str]] = {}  # lock path -> the open file whose flock this process holds
 
 
-def lock_path(output_dir: str | Path) -> Path:
-    return RunDir(output_dir).lock
-
-
-def holder(output_dir: str | Path) -> str:
+def holder(run_dir: RunDir) -> str:
     """What the lock file says about its holder ('?' when it says nothing)."""
     try:
-        return lock_path(output_dir).read_text().strip().splitlines()[0]
+        return run_dir.lock.read_text().strip().splitlines()[0]
     except (OSError, IndexError, UnicodeDecodeError):
         return "?"
 
 
-def acquire(output_dir: str | Path) -> None:
+def acquire(run_dir: RunDir) -> None:
     """Take the run's lock for the life of this process, or raise :class:`UserError` naming the holder.
 
     Idempotent within a process. A lock held by the batch script of this very
     Slurm job counts as ours.
     """
-    path = lock_path(output_dir).resolve()
+    path = run_dir.lock.resolve()
     if path in _held:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,12 +51,12 @@ def acquire(output_dir: str | Path) -> None:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         fh.close()
-        held_by = holder(output_dir)
+        held_by = holder(run_dir)
         job = os.environ.get("SLURM_JOB_ID")
         if job and held_by.startswith(f"job {job} "):
             return  # the batch script of this job holds it (slurm/common.sh)
         raise UserError(
-            f"output_dir {output_dir} is locked by another run ({held_by}); wait for it to end, "
+            f"output_dir {run_dir.root} is locked by another run ({held_by}); wait for it to end, "
             f"stop it, or choose another output_dir"
         ) from None
     fh.seek(0)
@@ -71,14 +67,14 @@ def acquire(output_dir: str | Path) -> None:
     _held[path] = fh
 
 
-def release(output_dir: str | Path) -> None:
+def release(run_dir: RunDir) -> None:
     """Drop the lock if this process holds it (exiting drops it too)."""
-    fh = _held.pop(lock_path(output_dir).resolve(), None)
+    fh = _held.pop(run_dir.lock.resolve(), None)
     if fh is not None:
         fh.close()
 
 
-def acquire_for_rank(output_dir: str | Path, rank: int) -> None:
+def acquire_for_rank(run_dir: RunDir, rank: int) -> None:
     """In a rank: global rank 0 takes the lock unless the launcher that started the ranks holds it."""
     if rank == 0 and not os.environ.get(HELD_ENV):
-        acquire(output_dir)
+        acquire(run_dir)

@@ -14,7 +14,7 @@ and the bad-record policy applies); the counts are cached per file under
 ``$FLANFORGE_CACHE`` (default ``~/.cache/flanforge``), keyed by path, size and
 mtime. Preparing writes each file (a *unit*) into its own shards
 (``collections/<name>/<unit>-NNNNN.tar``, shared by the tasks it holds, see
-``chunks.py``) and then a marker naming them; the manifest lists the
+``streaming/chunks.py``) and then a marker naming them; the manifest lists the
 collection's tasks once every unit has its marker.
 """
 
@@ -29,7 +29,7 @@ from functools import cached_property, partial
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from flanforge.mixtures.chunks import RoutedWriter, fingerprint_of, read_json, write_json
+from flanforge.mixtures.streaming.chunks import RoutedWriter, fingerprint_of, read_json, write_json
 from flanforge.mixtures.mixture import Mixture, Rate
 from flanforge.mixtures.sources.base import checked_policy
 from flanforge.mixtures.sources.flan_parts import SUBMIXES, VARIANTS, Unit, find_units, unit_rows

@@ -54,7 +54,7 @@ def segment_mask(
 
 
 def tree_mask(parents: torch.Tensor, depths: torch.Tensor, *, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-    """Float mask for rows of token trees (evaluation, ``model/prefix_trie.py``): a position sees
+    """Float mask for rows of token trees (evaluation, ``launcher/evaluation/prefix_trie.py``): a position sees
     itself and its ancestors only, whatever the order of the positions in the row.
 
     ``parents`` (B, T): the position of each token's parent in its row, -1 for a root and for

@@ -20,10 +20,10 @@ from flanforge.launcher.training.rundir import RunDir
 from flanforge.errors import UserError
 from flanforge.mixtures import registry
 from flanforge.mixtures.mixture import Mixture, Rate
-from flanforge.mixtures.shards import Manifest, ShardError, prepare
+from flanforge.mixtures.streaming.shards import Manifest, ShardError, prepare
 from flanforge.mixtures.task import Task, TaskError, Template
 
-HOLD_LOCK = "import sys, time; from flanforge.launcher.training import runlock; runlock.acquire(sys.argv[1]); print('held', flush=True); time.sleep(600)"
+HOLD_LOCK = "import sys, time; from flanforge.launcher.training import runlock; from flanforge.launcher.training.rundir import RunDir; runlock.acquire(RunDir(sys.argv[1])); print('held', flush=True); time.sleep(600)"
 
 
 def hold_lock(output_dir):
@@ -37,7 +37,7 @@ def test_second_run_on_a_directory_is_refused_naming_the_holder(tmp_path):
     proc = hold_lock(tmp_path)
     try:
         with pytest.raises(UserError, match=rf"locked by another run \(pid {proc.pid} on {socket.gethostname()} since 20"):
-            runlock.acquire(tmp_path)
+            runlock.acquire(RunDir(tmp_path))
     finally:
         proc.kill()
         proc.wait()
@@ -47,12 +47,12 @@ def test_lock_of_a_killed_run_does_not_block_a_restart(tmp_path):
     proc = hold_lock(tmp_path)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert f"pid {proc.pid} " in runlock.holder(tmp_path)  # the stale text is still there
-    runlock.acquire(tmp_path)
+    assert f"pid {proc.pid} " in runlock.holder(RunDir(tmp_path))  # the stale text is still there
+    runlock.acquire(RunDir(tmp_path))
     try:
-        assert runlock.holder(tmp_path).startswith(f"pid {os.getpid()} on ")
+        assert runlock.holder(RunDir(tmp_path)).startswith(f"pid {os.getpid()} on ")
     finally:
-        runlock.release(tmp_path)
+        runlock.release(RunDir(tmp_path))
 
 
 def test_lock_held_by_this_slurm_jobs_batch_script_is_ours(tmp_path, monkeypatch):
@@ -64,9 +64,9 @@ def test_lock_held_by_this_slurm_jobs_batch_script_is_ours(tmp_path, monkeypatch
         assert proc.stdout.readline().strip() == "held"
         monkeypatch.setenv("SLURM_JOB_ID", "78")
         with pytest.raises(UserError, match=r"locked by another run \(job 77 on "):
-            runlock.acquire(tmp_path)
+            runlock.acquire(RunDir(tmp_path))
         monkeypatch.setenv("SLURM_JOB_ID", "77")
-        runlock.acquire(tmp_path)  # no error: the batch script of this job holds it
+        runlock.acquire(RunDir(tmp_path))  # no error: the batch script of this job holds it
     finally:
         proc.kill()
         proc.wait()

@@ -7,7 +7,7 @@ Runs as every rank of a ``deepspeed`` launch, at the world size of the runs::
 
 For each RUN_DIR it builds the engine as ``launcher/training/loop.py`` does (the run's
 config.yaml and tokenizer, ``build_model``, ``TrainingModel``, ``build_engine``),
-restores ``checkpoints/latest`` with ``launcher.checkpoint.Checkpointer`` and, on every
+restores ``checkpoints/latest`` with ``launcher.training.checkpoint.Checkpointer`` and, on every
 rank (ZeRO-3 gathers each layer from all ranks), computes
 
 - ``logits``: ``engine.module.hf(**inputs).logits``, the HF model's own forward, (B, T, V);
@@ -50,7 +50,7 @@ def sample_batch(arch: str, vocab_size: int) -> tuple[dict, dict]:
 
 
 def probe(run_dir: Path, layout) -> dict:
-    from flanforge.launcher.training.checkpoint import Checkpointer
+    from flanforge.launcher.training.checkpoint import Checkpointer, EngineFiles
     from flanforge.launcher.config import load_config
     from flanforge.launcher.training.engine import build_engine
     from flanforge.launcher.training.rundir import RunDir
@@ -66,8 +66,10 @@ def probe(run_dir: Path, layout) -> dict:
     wrapped = TrainingModel(model, arch=cfg.model.arch, fused=cfg.model.fused_loss, zero_stage=cfg.deepspeed.zero_stage)
     engine = build_engine(wrapped, cfg, layout.world_size)
     state = TrainState()
-    checkpointer = Checkpointer(paths, {"trainer": state}, layout, keep_last=1)
-    assert checkpointer.load(engine), f"{run_dir}: no checkpoint to load"
+    checkpointer = Checkpointer(paths, layout, keep_last=1)
+    checkpointer.register("trainer", state)
+    checkpointer.register("engine", EngineFiles(engine), scope="files")
+    assert checkpointer.load(paths.latest_tag()), f"{run_dir}: no checkpoint to load"
     engine.eval()  # T5 has dropout
     inputs, batch = sample_batch(cfg.model.arch, tokenizer.vocab_size)
     with torch.no_grad():

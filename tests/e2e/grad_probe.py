@@ -19,7 +19,7 @@ from flanforge.launcher.ranks.process_group import export_torch_env, init_proces
 from flanforge.launcher.training.engine import build_engine
 from flanforge.launcher.training.loss import LossWindow
 from flanforge.launcher.ranks.rank_exit import run_rank
-from flanforge.mixtures.packing import PackedBatch
+from flanforge.mixtures.streaming.packing import PackedBatch
 from flanforge.model.training_forward import TrainingModel
 
 GLOBAL_ROWS, T, VOCAB = 8, 16, 97

@@ -108,11 +108,11 @@ def test_zero3_periodic_eval_is_the_checkpoints_and_leaves_training_alone(tmp_pa
                                                                           read_scalars):
     """ZeRO-3 ranks hold shards and every forward gathers the weights with all ranks: periodic eval runs
     in lockstep (3 examples in batches of 2: ranks get unequal work, generations end at different steps)."""
-    from flanforge.launcher.evaluation.run import load_model, max_length
+    from flanforge.launcher.evaluation.run import load_model
     from flanforge.launcher.evaluation.evaluator import Evaluator
     from flanforge.mixtures import registry
     from flanforge.launcher.evaluation.suites import validation_pairs
-    from flanforge.launcher.evaluation.scoring import Scorer
+    from flanforge.launcher.evaluation.scoring import Scorer, max_length
 
     runs = {"eval": tmp_path / "eval", "plain": tmp_path / "plain"}
     periodic = ["eval.every_steps=2", "eval.max_examples_per_task=3", "eval.batch_size=2", "eval.suites=[demo]"]

@@ -4,7 +4,7 @@ How the processes start: each run is ``flanforge train`` (the ``run_train``
 fixture), which starts DeepSpeed's launcher with 2 CPU ranks. Then one more
 ``deepspeed`` launch, 2 CPU ranks, runs tests/e2e/export_probe.py over all runs:
 it rebuilds each trained engine through the project's own code and
-``launcher.checkpoint.Checkpointer``, and records its logits and per-token losses on a
+``launcher.training.checkpoint.Checkpointer``, and records its logits and per-token losses on a
 fixed batch. The export itself runs in this process, through the CLI.
 """
 

@@ -4,7 +4,7 @@ each key has an effect the others do not touch, asserted separately.
 
 The engine's keys (``train.lr`` ... ``deepspeed.offload_*``, ``train.micro_batch_size``) are checked
 on a real engine by ``resume_probe.py`` (``test_bad_input_ranks.py``); the stream's side of
-``mixture.weights``, ``mixture.num_workers`` and ``train.micro_batch_size`` in ``tests/mixtures/test_stream.py``.
+``mixture.weights``, ``mixture.num_workers`` and ``train.micro_batch_size`` in ``tests/mixtures/streaming/test_stream.py``.
 """
 
 import json

@@ -19,13 +19,13 @@ import webdataset
 
 from flanforge.launcher import cli
 from flanforge.mixtures import registry
-from flanforge.mixtures import shards
+from flanforge.mixtures.streaming import shards
 from flanforge.mixtures.mixture import Mixture, Rate
-from flanforge.mixtures.shards import Manifest, ShardReader, prepare
+from flanforge.mixtures.streaming.shards import Manifest, ShardReader, prepare
 from flanforge.mixtures.sources import flan_collection
 from flanforge.mixtures.sources.flan_collection import FlanCollection
 from flanforge.mixtures.config import StreamConfig
-from flanforge.mixtures.stream import MixtureStream
+from flanforge.mixtures.streaming.stream import MixtureStream
 from flanforge.mixtures.task import TaskError
 from flanforge.model.tokenizer import train_tokenizer
 

@@ -30,8 +30,9 @@ def make_run(root, tokenizer_dir, model_cfg):
 def save_hf(run, out):
     """The run's untuned model saved as a Hugging Face directory."""
     from flanforge.launcher.training.export import load_run
+    from flanforge.launcher.training.rundir import RunDir
 
-    cfg, tokenizer = load_run(run)
+    cfg, tokenizer = load_run(RunDir(run))
     build_model(cfg.model, tokenizer, cfg.seed, training=False).save_pretrained(out)
     shutil.copyfile(tokenizer.path, out / "spiece.model")
     return out

@@ -137,8 +137,9 @@ class RecordingScorer(Scorer):
 
 def untuned(run_dir):
     from flanforge.launcher.training.export import load_run
+    from flanforge.launcher.training.rundir import RunDir
 
-    cfg, tokenizer = load_run(run_dir)
+    cfg, tokenizer = load_run(RunDir(run_dir))
     return build_model(cfg.model, tokenizer, cfg.seed, training=False).eval(), tokenizer
 
 

@@ -17,7 +17,7 @@ def test_single_node_command_runs_the_rank_module(tmp_path):
     assert cmd[1:3] == ["-m", "deepspeed.launcher.runner"]
     assert cmd[cmd.index("--num_gpus") + 1] == "2" and cmd[cmd.index("--master_port") + 1] == "29999"
     tail = cmd[cmd.index("--module"):]
-    assert tail == ["--module", RANK_MODULE, "--config", str(Path("configs/demo.yaml").resolve()), "train.max_steps=5"]
+    assert tail == ["--module", RANK_MODULE, "train", "--config", str(Path("configs/demo.yaml").resolve()), "train.max_steps=5"]
     assert "--hostfile" not in cmd and not list(tmp_path.iterdir())
 
 

@@ -24,6 +24,7 @@ from flanforge.launcher.training.export import (
     resolve_tag,
     to_hf_state_dict,
 )
+from flanforge.launcher.training.rundir import RunDir
 from flanforge.model.tokenizer import EOS_ID, train_tokenizer
 
 FLANFORGE = str(Path(sys.executable).with_name("flanforge"))
@@ -115,15 +116,15 @@ def test_incomplete_tag_is_refused(tmp_path, capsys):
 
 def test_tag_resolution(tmp_path):
     run = make_run(tmp_path)
-    assert resolve_tag(run) == "step_00000004"
-    assert resolve_tag(run, "2") == "step_00000002"
-    assert resolve_tag(run, "step_00000002") == "step_00000002"
+    assert resolve_tag(RunDir(run)) == "step_00000004"
+    assert resolve_tag(RunDir(run), "2") == "step_00000002"
+    assert resolve_tag(RunDir(run), "step_00000002") == "step_00000002"
 
 
 def test_tags_without_latest_ask_for_a_tag(tmp_path):
     run = make_run(tmp_path, latest=None)
     with pytest.raises(UserError, match="--tag: step_00000004, step_00000002"):
-        resolve_tag(run)
+        resolve_tag(RunDir(run))
 
 
 def test_existing_non_empty_out_is_refused(tmp_path, capsys):
@@ -139,28 +140,28 @@ def test_existing_non_empty_out_is_refused(tmp_path, capsys):
 def test_out_dir_checks(tmp_path):
     run = make_run(tmp_path)
     (tmp_path / "empty").mkdir()
-    assert check_out_dir(tmp_path / "empty", run, overwrite=False) == (tmp_path / "empty").resolve()
+    assert check_out_dir(tmp_path / "empty", RunDir(run), overwrite=False) == (tmp_path / "empty").resolve()
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
-    assert check_out_dir(tmp_path / "full", run, overwrite=True) == (tmp_path / "full").resolve()
+    assert check_out_dir(tmp_path / "full", RunDir(run), overwrite=True) == (tmp_path / "full").resolve()
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="not a directory"):
-        check_out_dir(tmp_path / "file", run, overwrite=True)
+        check_out_dir(tmp_path / "file", RunDir(run), overwrite=True)
     for inside in (run, run / "hf", tmp_path):  # --overwrite must never delete the run
         with pytest.raises(UserError, match="outside the run directory"):
-            check_out_dir(inside, run, overwrite=True)
+            check_out_dir(inside, RunDir(run), overwrite=True)
 
 
 def test_missing_tokenizer(tmp_path):
     run = make_run(tmp_path)
     with pytest.raises(UserError, match="tokenizer is missing"):
-        export_run(run, tmp_path / "out")
+        export_run(RunDir(run), tmp_path / "out")
 
 
 def test_checkpoint_without_zero_shards(tmp_path, spm_file):
     run = make_run(tmp_path, spm=spm_file)
     with pytest.raises(UserError, match=r"no ZeRO optimizer shards .* stage 1, 2 or 3"):
-        export_run(run, tmp_path / "out")
+        export_run(RunDir(run), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 

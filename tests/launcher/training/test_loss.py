@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from flanforge.launcher.training.loss import LossKeys, LossWindow
-from flanforge.mixtures.packing import IGNORE_INDEX, PackedBatch
+from flanforge.constants import IGNORE_INDEX
+from flanforge.mixtures.streaming.packing import PackedBatch
 
 X = IGNORE_INDEX
 

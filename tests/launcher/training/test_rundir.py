@@ -64,10 +64,10 @@ def test_a_changed_on_bad_record_is_used_by_the_resumed_run(tmp_path):
     """Pre-flight and the ranks load the mixture under the resumed config's policy."""
     task = ROOT / "tests" / "bad_inputs" / "tasks" / "row_object_field.yaml"  # record 2 is malformed
     first = _start(tmp_path, f"mixture.name={task}", "mixture.on_bad_record=skip")
-    assert run_checks(first).tasks()[0].bad_records == 1
+    assert run_checks(first, RunDir.of(first)).tasks()[0].bad_records == 1
     resumed = load_config(None, [f"output_dir={tmp_path}", f"mixture.name={task}", "mixture.on_bad_record=error"])
     with pytest.raises(TaskError, match=r"object_field\.jsonl:2: field 'answer' is a JSON object"):
-        run_checks(resumed)
+        run_checks(resumed, RunDir.of(resumed))
 
 
 def test_config_changes_lists_leaves_that_differ():
@@ -86,23 +86,27 @@ def _start(tmp_path, *overrides):
     return cfg
 
 
+def check(cfg):
+    return rundir.check_run_dir(cfg, RunDir.of(cfg))
+
+
 def test_resume_reports_allowed_changes(tmp_path):
     _start(tmp_path)
-    changes = rundir.check_run_dir(load_config(None, [f"output_dir={tmp_path}", "train.lr=0.01", "launch.threads_per_rank=2"]))
+    changes = check(load_config(None, [f"output_dir={tmp_path}", "train.lr=0.01", "launch.threads_per_rank=2"]))
     assert changes == {"launch.threads_per_rank": (1, 2), "train.lr": (1e-3, 0.01)}
 
 
 def test_resume_refuses_a_fixed_change_naming_the_key(tmp_path):
     _start(tmp_path)
     with pytest.raises(UserError, match=r"mixture.seq_len: 128 -> 64.*choose another output_dir"):
-        rundir.check_run_dir(load_config(None, [f"output_dir={tmp_path}", "mixture.seq_len=64"]))
+        check(load_config(None, [f"output_dir={tmp_path}", "mixture.seq_len=64"]))
 
 
 def test_a_fresh_directory_has_no_changes_but_checkpoints_without_config_are_refused(tmp_path):
-    assert rundir.check_run_dir(load_config(None, [f"output_dir={tmp_path}"])) == {}
+    assert check(load_config(None, [f"output_dir={tmp_path}"])) == {}
     (tmp_path / "checkpoints" / "step_00000001").mkdir(parents=True)
     with pytest.raises(UserError, match="holds checkpoints but no config.yaml"):
-        rundir.check_run_dir(load_config(None, [f"output_dir={tmp_path}"]))
+        check(load_config(None, [f"output_dir={tmp_path}"]))
 
 
 def _save(run_dir: RunDir, step: int, complete: bool = True) -> str:

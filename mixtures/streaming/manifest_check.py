@@ -12,7 +12,7 @@ import re
 from pathlib import PurePosixPath
 from typing import Any
 
-from flanforge.mixtures.chunks import ShardError
+from flanforge.mixtures.streaming.chunks import ShardError
 from flanforge.mixtures.task import SPLITS
 
 _SAFE_PART = re.compile(r"[A-Za-z0-9_.=-]+")

@@ -1,4 +1,4 @@
-"""Which record of which task every example of the global stream is (see ``mixtures/stream.py``).
+"""Which record of which task every example of the global stream is (see ``mixtures/streaming/stream.py``).
 
 Example ``g`` belongs to block ``b = g // block_size``. The tasks of a block's
 examples are drawn by inverse-CDF sampling from a numpy Generator seeded with

@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from flanforge.mixtures.mixture import Mixture, Rate
-from flanforge.mixtures.packing import IGNORE_INDEX
-from flanforge.mixtures.shards import ShardError, prepare
+from flanforge.constants import IGNORE_INDEX
+from flanforge.mixtures.streaming.shards import ShardError, prepare
 from flanforge.mixtures.config import StreamConfig
-from flanforge.mixtures.stream import MixtureStream, build_loader
-from flanforge.mixtures.stream_state import StreamState, merge_state
+from flanforge.mixtures.streaming.stream import MixtureStream, build_loader
+from flanforge.mixtures.streaming.stream_state import StreamState, merge_state
 from flanforge.mixtures.task import Task, TaskError, Template
 from flanforge.model.tokenizer import train_tokenizer
 

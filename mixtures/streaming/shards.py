@@ -47,11 +47,11 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import numpy as np
 from tqdm import tqdm
 
-from flanforge.mixtures.chunks import (
+from flanforge.mixtures.streaming.chunks import (
     ShardError, ShardInfo, chunk_index, encode, fingerprint_of, read_json, read_shard, verify_shard, write_json,
     write_records,
 )
-from flanforge.mixtures.manifest_check import check_manifest
+from flanforge.mixtures.streaming.manifest_check import check_manifest
 from flanforge.mixtures.mixture import Mixture
 from flanforge.mixtures.sources import flan_collection
 from flanforge.mixtures.task import SPLITS, Task

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from flanforge.binpack import first_fit_decreasing
-from flanforge.kernels import IGNORE_INDEX
+from flanforge.constants import IGNORE_INDEX
 FITS, TRUNCATED, DROPPED = "fits", "truncated", "dropped"
 
 

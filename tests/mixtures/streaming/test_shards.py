@@ -9,10 +9,10 @@ import pytest
 import webdataset
 
 from flanforge.launcher import cli
-from flanforge.mixtures import shards
+from flanforge.mixtures.streaming import shards
 from flanforge.mixtures.mixture import Mixture, Rate
 from flanforge.mixtures.registry import get_mixture
-from flanforge.mixtures.shards import Manifest, ShardError, ShardReader, ensure_prepared, prepare
+from flanforge.mixtures.streaming.shards import Manifest, ShardError, ShardReader, ensure_prepared, prepare
 from flanforge.mixtures.task import Task, TaskError, Template
 
 SIZES = {"train": 25, "exemplars": 3, "validation": 4}

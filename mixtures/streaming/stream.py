@@ -1,7 +1,7 @@
 """The mixture stream: a world-size-independent global example stream, packed, split, resumable.
 
 The global stream
-    Which record of which task each example is: ``mixtures/sampling.py``
+    Which record of which task each example is: ``mixtures/streaming/sampling.py``
     (blocks of ``block_size`` examples, tasks drawn per block under the rates in
     force, per-task epoch orders). Each example is rendered with
     ``random.Random("seed/task/record/epoch")``, so template and format are a
@@ -19,7 +19,7 @@ Consumers
     plus the pick counts of the blocks in between (cheap: no rendering).
 
 State and resume
-    What the trainer consumed and the stream's state: ``mixtures/stream_state.py``.
+    What the trainer consumed and the stream's state: ``mixtures/streaming/stream_state.py``.
     A resumed stream starts each consumer at its first block ``>= F`` (the
     frontier), skipping complete blocks and consumed rows: the same world size
     and workers reproduce the uninterrupted batches exactly; another consumer
@@ -39,10 +39,10 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from flanforge.mixtures.config import StreamConfig
 from flanforge.mixtures.mixture import Mixture
-from flanforge.mixtures.packing import DROPPED, TRUNCATED, PackedBatch, Packer, stack_rows
-from flanforge.mixtures.sampling import EpochOrders, block_records
-from flanforge.mixtures.shards import Manifest, ShardReader
-from flanforge.mixtures.stream_state import ConsumptionTracker, StreamState, add_counters, merge_state, segments_from
+from flanforge.mixtures.streaming.packing import DROPPED, TRUNCATED, PackedBatch, Packer, stack_rows
+from flanforge.mixtures.streaming.sampling import EpochOrders, block_records
+from flanforge.mixtures.streaming.shards import Manifest, ShardReader
+from flanforge.mixtures.streaming.stream_state import ConsumptionTracker, StreamState, add_counters, merge_state, segments_from
 from flanforge.mixtures.task import Example, TaskError
 from flanforge.mixtures.tokens import TextTokenizer
 

@@ -16,8 +16,8 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from flanforge.mixtures.packing import DROPPED, TRUNCATED, PackedBatch
-from flanforge.mixtures.sampling import Schedule
+from flanforge.mixtures.streaming.packing import DROPPED, TRUNCATED, PackedBatch
+from flanforge.mixtures.streaming.sampling import Schedule
 
 
 @dataclass

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from flanforge.mixtures.packing import DROPPED, FITS, IGNORE_INDEX, TRUNCATED, Packer, stack_rows
+from flanforge.constants import IGNORE_INDEX
+from flanforge.mixtures.streaming.packing import DROPPED, FITS, TRUNCATED, Packer, stack_rows
 
 PAD, EOS = 0, 1
 

@@ -1,0 +1,5 @@
+"""Constants every layer shares. A leaf module: it imports nothing of the project."""
+
+IGNORE_INDEX = -100
+"""The label that contributes no loss and no gradient: the packer writes it, the loss skips it (the one
+name for it across flanforge)."""
