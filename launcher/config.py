@@ -118,6 +118,9 @@ class LaunchConfig:
     several nodes must agree on one, which ``slurm/train.sbatch`` derives from the job id)."""
     threads_per_rank: int = 1
     """``OMP_NUM_THREADS`` for each CPU rank (ranks fight for cores otherwise)."""
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    """Where ranks compute: ``auto`` (GPUs when torch sees them; a job that was given GPUs and sees none is an
+    error, never a silent CPU run), ``cuda`` (GPUs or an error), ``cpu``. See ``launcher/ranks/devices.py``."""
 
     def __post_init__(self) -> None:
         _at_least(self, "launch", 0, "nproc_per_node", "node_rank")

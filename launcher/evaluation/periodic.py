@@ -36,24 +36,23 @@ from flanforge.launcher.training.context import RunContext
 
 @contextlib.contextmanager
 def evaluation_mode(model: torch.nn.Module, device_type: str):
-    """``model`` in eval mode with an attention that takes dense masks (evaluation builds them:
-    ``scoring.py``), every RNG state put back afterwards."""
+    """``model`` in eval mode with an attention that takes dense masks (:func:`scoring.dense_attention`),
+    every RNG state put back afterwards."""
+    from flanforge.launcher.evaluation.scoring import dense_attention
     from flanforge.model import attention
 
     training = model.training
-    used = attention.implementation_of(model)
-    switch = not isinstance(attention.get(used), attention.DenseMask)  # e.g. flex or segments
     states = random.getstate(), np.random.get_state()
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):
+        replaced = None
         try:
             model.eval()
-            if switch:
-                attention.use(model, attention.resolve("auto", device_type, training=False))
+            replaced = dense_attention(model, device_type)
             yield model
         finally:
-            if switch:
-                attention.use(model, used)
+            if replaced is not None:
+                attention.use(model, replaced)
             model.train(training)
             random.setstate(states[0])
             np.random.set_state(states[1])

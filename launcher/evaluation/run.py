@@ -30,24 +30,19 @@ def evaluate(args: argparse.Namespace) -> int:
     """The evaluation ``flanforge eval`` asks for (its arguments: ``commands/eval.py``); 0 on success."""
     import torch
 
-    from flanforge.launcher.ranks.layout import read_rank_layout
 
-    from flanforge.launcher.ranks.process_group import export_torch_env, init_process_group
+    from flanforge.launcher.ranks.process_group import start_rank
     from flanforge.launcher.evaluation.report import load_results, read_history, results_dict, write_outputs
     from flanforge.launcher.evaluation.evaluator import Evaluator
-    from flanforge.launcher.evaluation.scoring import Scorer, max_length
+    from flanforge.launcher.evaluation.scoring import Scorer, dense_attention, max_length
 
     for key in ("max_examples", "shots", "batch_size"):
         value = getattr(args, key)
         if value is not None and value < (0 if key == "shots" else 1):
             raise UserError(f"--{key.replace('_', '-')} must be at least {0 if key == 'shots' else 1}, got {value}")
     baseline = load_results(args.compare) if args.compare else None
-    layout = read_rank_layout()
+    layout, device = start_rank(group_if_alone=False)
     distributed = layout.world_size > 1
-    if distributed:
-        export_torch_env(layout)
-        init_process_group()
-    device = torch.device(f"cuda:{layout.local_rank}" if torch.cuda.is_available() else "cpu")
     tokenizer, arch, build, run_dir = load_model(args.model)
     suites = build_suites(args, lambda text: len(tokenizer.encode(text)))
     model = build()
@@ -57,6 +52,7 @@ def evaluate(args: argparse.Namespace) -> int:
             out = [None] * layout.world_size
             torch.distributed.all_gather_object(out, obj)
             return out
+    dense_attention(model, device.type)  # a run trained with flex or segments: scored with dense masks
     scorer = Scorer(model.to(device), arch, tokenizer.pad_id, tokenizer.eos_id, device)
     evaluator = Evaluator(scorer, tokenizer, batch_size=args.batch_size, rank=layout.rank,
                           world_size=layout.world_size, gather=gather, max_length=max_length(model, arch))

@@ -227,3 +227,15 @@ class Scorer:
 def max_length(model, arch: str) -> int | None:
     """Tokens a decoder's positions reach (prompt + answer); None for T5 (relative positions)."""
     return getattr(model.config, "max_position_embeddings", None) if arch == "decoder" else None
+
+
+def dense_attention(model, device_type: str) -> str | None:
+    """Make ``model`` attend with an implementation that takes the dense masks evaluation builds (flex and
+    segments take none): ``auto``'s evaluation choice. Returns the implementation it replaced, or None."""
+    from flanforge.model import attention
+
+    used = attention.implementation_of(model)
+    if isinstance(attention.get(used), attention.DenseMask):
+        return None
+    attention.use(model, attention.resolve("auto", device_type, training=False))
+    return used

@@ -16,13 +16,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import psutil
-import torch
 
 from flanforge.errors import UserError
 from flanforge.launcher.ranks import report
+from flanforge.launcher.ranks.devices import DEVICE_ENV, device_kind, visible_cuda_count, visible_gpus
 from flanforge.launcher.config import Config
 from flanforge.launcher.ranks.process_group import free_port
 
@@ -30,10 +31,29 @@ RANK_MODULE = "flanforge.launcher.cli"
 """What each rank runs: the ``flanforge`` command itself (``python -m flanforge.launcher.cli train ...``)."""
 
 
+def device_kind_of(cfg: Config, env: Mapping[str, str] = os.environ) -> str:
+    """``cuda`` or ``cpu`` for the ranks this launcher starts (a job given GPUs that sees none: an error)."""
+    return device_kind(cfg.launch.device, visible_cuda_count(), env)
+
+
 def ranks_per_node(cfg: Config) -> int:
     if cfg.launch.nproc_per_node > 0:
         return cfg.launch.nproc_per_node
-    return torch.cuda.device_count() or 2
+    return visible_cuda_count() if device_kind_of(cfg) == "cuda" else 2
+
+
+def _devices_args(cfg: Config, env: Mapping[str, str]) -> list[str]:
+    """``--num_gpus N``, or on GPUs named by ``CUDA_VISIBLE_DEVICES`` (the user's, or Slurm's), ``--include
+    localhost:<the first N of them>``: DeepSpeed's runner would renumber the ranks' devices to 0..N-1
+    otherwise, onto GPUs that may be another job's. Several nodes keep ``--num_gpus``."""
+    n = ranks_per_node(cfg)
+    ids = visible_gpus(env)
+    if cfg.launch.nnodes == 1 and ids and device_kind_of(cfg, env) == "cuda":
+        if n > len(ids):
+            raise UserError(f"launch.nproc_per_node={n} but CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']} names "
+                            f"{len(ids)} GPUs: at most one rank per GPU")
+        return ["--include", f"localhost:{','.join(ids[:n])}"]
+    return ["--num_gpus", str(n)]
 
 
 def master_port(cfg: Config) -> int:
@@ -50,11 +70,12 @@ def master_port(cfg: Config) -> int:
     return cfg.launch.master_port
 
 
-def launcher_command(cfg: Config, config_path: str, overrides: list[str], workdir: str) -> list[str]:
+def launcher_command(cfg: Config, config_path: str, overrides: list[str], workdir: str,
+                     env: Mapping[str, str] = os.environ) -> list[str]:
     """DeepSpeed runner command line; files it needs (a hostfile) are written to ``workdir``."""
     cmd = [
         sys.executable, "-m", "deepspeed.launcher.runner",
-        "--num_gpus", str(ranks_per_node(cfg)),
+        *_devices_args(cfg, env),
         "--master_addr", cfg.launch.master_addr,
         "--master_port", str(master_port(cfg)),
         "--no_local_rank",
@@ -74,14 +95,16 @@ def _placeholder_hostfile(workdir: str, nnodes: int, slots: int) -> str:
 
 
 def rank_env(cfg: Config, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The ranks' environment: this one, the checkout off ``sys.path``, threads pinned on CPU, and ``extra``
-    (what the command tells its ranks, e.g. that it holds the run's lock)."""
+    """The ranks' environment: this one, the checkout off ``sys.path``, the device kind chosen here
+    (:data:`~flanforge.launcher.ranks.devices.DEVICE_ENV`), threads pinned on CPU, and ``extra`` (what the
+    command tells its ranks, e.g. that it holds the run's lock)."""
     env = {**os.environ, **(extra or {})}
     env["PYTHONSAFEPATH"] = "1"
+    env[DEVICE_ENV] = device_kind_of(cfg)
     # DeepSpeed JIT-builds ops against this interpreter: one cache per environment,
     # or two venvs sharing ~/.cache would rebuild each other's ops on every start.
     env.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
-    if not torch.cuda.is_available():
+    if env[DEVICE_ENV] == "cpu":
         env.setdefault("DS_ACCELERATOR", "cpu")
         env["OMP_NUM_THREADS"] = str(cfg.launch.threads_per_rank)
     return env

@@ -1,4 +1,5 @@
-"""The process group of a rank: torch's env:// variables from its layout, DeepSpeed's init, free ports."""
+"""The start of a rank (layout, device, process group, in that order) and its process group: torch's
+env:// variables from its layout, DeepSpeed's init; free ports."""
 
 from __future__ import annotations
 
@@ -6,7 +7,21 @@ import os
 import socket
 from collections.abc import MutableMapping
 
-from flanforge.launcher.ranks.layout import RankLayout
+from flanforge.launcher.ranks.devices import bind_device
+from flanforge.launcher.ranks.layout import RankLayout, read_rank_layout
+
+
+def start_rank(requested_device: str = "auto", group_if_alone: bool = True):
+    """``(layout, device)`` of this rank, started in the one order that works under NCCL: the layout from
+    its launcher, its device bound (:func:`~flanforge.launcher.ranks.devices.bind_device`), and only then
+    its process group (none for a process alone unless ``group_if_alone``). Every rank process starts here:
+    training, evaluation, the test probes and the benchmark ranks."""
+    layout = read_rank_layout()
+    device = bind_device(layout, requested_device)
+    if layout.world_size > 1 or group_if_alone:
+        export_torch_env(layout)
+        init_process_group(device)
+    return layout, device
 
 
 def export_torch_env(layout: RankLayout, env: MutableMapping[str, str] = os.environ) -> None:
@@ -22,8 +37,9 @@ def export_torch_env(layout: RankLayout, env: MutableMapping[str, str] = os.envi
     )
 
 
-def init_process_group() -> None:
-    """``deepspeed.init_distributed`` with NCCL on GPUs and gloo on CPUs.
+def init_process_group(device) -> None:
+    """``deepspeed.init_distributed`` with NCCL on GPUs and gloo on CPUs; ``device`` is the rank's bound
+    device (``launcher/ranks/devices.py``), given to torch's NCCL group from its creation (``device_id``).
 
     On CPUs DeepSpeed would also JIT-build its shared-memory all-reduce op (about a
     minute on first use, behind a lock file a killed build leaves behind) and create
@@ -36,7 +52,8 @@ def init_process_group() -> None:
     import deepspeed.ops
     import torch
 
-    if torch.cuda.is_available():
+    if device.type == "cuda":
+        torch.distributed.init_process_group("nccl", device_id=device)  # DeepSpeed then takes this group
         deepspeed.init_distributed(dist_backend="nccl")
         return
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False

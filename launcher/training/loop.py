@@ -23,8 +23,8 @@ import torch
 from flanforge.errors import TrainingStopped
 from flanforge.launcher.config import Config
 from flanforge.launcher.ranks import report
-from flanforge.launcher.ranks.layout import RankLayout, read_rank_layout
-from flanforge.launcher.ranks.process_group import export_torch_env, init_process_group
+from flanforge.launcher.ranks.layout import RankLayout
+from flanforge.launcher.ranks.process_group import start_rank
 from flanforge.launcher.training import faults, runlock
 from flanforge.launcher.training.context import RunContext
 from flanforge.launcher.training.rundir import RunDir, check_run_dir
@@ -101,9 +101,7 @@ def setup(cfg: Config, make_evaluation: Callable[..., Any]) -> Run:
     from flanforge.model.load import build_model, count_parameters, training_device_type
     from flanforge.model.training_forward import TrainingModel, use_fused_loss
 
-    layout = read_rank_layout()
-    export_torch_env(layout)
-    init_process_group()
+    layout, device = start_rank(cfg.launch.device)
     run_dir = RunDir.of(cfg)  # this rank's one RunDir
     runlock.acquire_for_rank(run_dir, layout.rank)
     report.share_errors(launch_error_file(run_dir, layout))
@@ -136,7 +134,7 @@ def setup(cfg: Config, make_evaluation: Callable[..., Any]) -> Run:
         apply_resumable_keys(engine, cfg)  # a changed train.lr, schedule, ... is used from the first step
     # Steps logged after the checkpoint by a run that was killed are purged from TensorBoard.
     metrics = Metrics(run_dir.tensorboard, enabled=layout.is_main, purge_step=state.step + 1)
-    device_name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     run = Run(context, engine, data, metrics, checkpointer, state, evaluation, n_params=n_params,
               device_name=device_name)
     if resumed:

@@ -20,15 +20,12 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).parent))  # the ranks run with PYTHONSAFEPATH=1 (no script directory)
 from grad_probe import gradients  # noqa: E402
 
-from flanforge.launcher.ranks.layout import read_rank_layout  # noqa: E402
-from flanforge.launcher.ranks.process_group import export_torch_env, init_process_group  # noqa: E402
+from flanforge.launcher.ranks.process_group import start_rank  # noqa: E402
 from flanforge.launcher.ranks.rank_exit import run_rank  # noqa: E402
 
 
 def main() -> int:
-    layout = read_rank_layout()
-    export_torch_env(layout)
-    init_process_group()
+    layout, _ = start_rank()
     if os.environ.get("FLANFORGE_EXIT_PROBE_FAIL") == "1" and layout.rank == 1:
         raise RuntimeError("injected failure on rank 1")
     grads = gradients(2, 2, 2, "global_token", layout.world_size, layout.rank)  # one ZeRO-2 window, 2 steps

@@ -81,12 +81,9 @@ def probe(run_dir: Path, layout) -> dict:
 
 
 def main(out_file: str, run_dirs: list[str]) -> int:
-    from flanforge.launcher.ranks.layout import read_rank_layout
-    from flanforge.launcher.ranks.process_group import export_torch_env, init_process_group
+    from flanforge.launcher.ranks.process_group import start_rank
 
-    layout = read_rank_layout()
-    export_torch_env(layout)
-    init_process_group()
+    layout, _ = start_rank()
     results = {run_dir: probe(Path(run_dir), layout) for run_dir in run_dirs}
     if layout.rank == 0:
         torch.save(results, out_file)

@@ -14,8 +14,7 @@ from deepspeed.utils import safe_get_full_grad
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from flanforge.launcher.config import load_config
-from flanforge.launcher.ranks.layout import read_rank_layout
-from flanforge.launcher.ranks.process_group import export_torch_env, init_process_group
+from flanforge.launcher.ranks.process_group import start_rank
 from flanforge.launcher.training.engine import build_engine
 from flanforge.launcher.training.loss import LossWindow
 from flanforge.launcher.ranks.rank_exit import run_rank
@@ -77,9 +76,7 @@ def gradients(mb: int, ga: int, stage: int, norm: str, world: int, rank: int) ->
 
 def main() -> None:
     out, cases = sys.argv[1], [c.split(",") for c in sys.argv[2].split(";")]
-    layout = read_rank_layout()
-    export_torch_env(layout)
-    init_process_group()
+    layout, _ = start_rank()
     results = {}
     for mb, ga, stage, norm in cases:
         results[f"{mb},{ga},{stage},{norm}"] = gradients(int(mb), int(ga), int(stage), norm,

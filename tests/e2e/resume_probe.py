@@ -18,8 +18,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from flanforge.launcher.config import load_config
-from flanforge.launcher.ranks.layout import read_rank_layout
-from flanforge.launcher.ranks.process_group import export_torch_env, init_process_group
+from flanforge.launcher.ranks.process_group import start_rank
 from flanforge.launcher.training.engine import apply_resumable_keys, build_engine, lr_lambda
 from flanforge.launcher.ranks.rank_exit import run_rank
 from flanforge.model.training_forward import TrainingModel
@@ -103,9 +102,7 @@ def zero3(root: str) -> dict:
 
 
 def main() -> None:
-    layout = read_rank_layout()
-    export_torch_env(layout)
-    init_process_group()
+    layout, _ = start_rank()
     with tempfile.TemporaryDirectory() as root:
         result = {"zero2": zero2(root), "zero3": zero3(root)}
     with open(sys.argv[1], "w") as fh:

@@ -21,7 +21,7 @@ from flanforge.launcher.evaluation import metrics
 from flanforge.model.load import build_model
 from flanforge.launcher.evaluation.scoring import Scorer
 
-from .conftest import TINY_T5, evaluate, make_run, save_hf
+from .conftest import TINY, TINY_T5, evaluate, make_run, save_hf
 
 def test_outputs_follow_the_contract(hf_dir, tmp_path, capsys):
     out = tmp_path / "eval"
@@ -70,6 +70,20 @@ def test_untuned_is_the_runs_seeded_init(run_dir, hf_dir, tmp_path, capsys):
     pa = (a / "predictions.jsonl").read_text()
     assert pa == (b / "predictions.jsonl").read_text()
     assert "loglikelihoods" in pa
+
+
+@pytest.mark.parametrize("trained_with", ["flex", "segments"])
+def test_a_run_trained_with_a_maskless_attention_is_scored_as_with_dense_masks(tokenizer_dir, trained_with, tmp_path,
+                                                                                capsys):
+    """flex and segments take no dense mask; evaluation switches the model to auto's evaluation choice, so
+    the scores are those of the same weights under sdpa_mask (flex's forward runs on CPU)."""
+    outs = {}
+    for name in (trained_with, "sdpa_mask"):
+        run = make_run(tmp_path / name, tokenizer_dir, ModelConfig(vocab_size=500, attention=name, hf_config=dict(TINY)))
+        assert evaluate(capsys, f"untuned:{run}", "--suites", "demo", "--out", tmp_path / f"{name}-out",
+                        "--max-examples", 2) == 0
+        outs[name] = (tmp_path / f"{name}-out" / "predictions.jsonl").read_text()
+    assert outs[trained_with] == outs["sdpa_mask"] and "loglikelihoods" in outs["sdpa_mask"]
 
 
 def test_t5_untuned_is_the_runs_seeded_init(tokenizer_dir, tmp_path, capsys):
