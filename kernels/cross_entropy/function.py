@@ -125,22 +125,33 @@ def chunked_loss_and_grads(
     hidden (N, H), weight (V, H), bias (V,) or None, labels (N,) int64,
     grad_scale (N,) in the accumulation dtype. Returns loss (N,) in the
     accumulation dtype and a (grad_hidden, grad_weight, grad_bias) tuple in the
-    input dtype, with None where ``need_grads`` is False.
+    input dtype (fp16 inputs: fp32, see below), with None where ``need_grads`` is False.
     """
     n_rows, vocab = hidden.shape[0], weight.shape[0]
     acc_dtype = accumulation_dtype(hidden.dtype)
     chunk_op = select_chunk_op(options.impl, hidden.device)
     rows = chunk_rows(n_rows, vocab, options.chunk_size)
     need_hidden, need_weight, need_bias = need_grads
+    fp16 = hidden.dtype == torch.float16
+    # fp16: d(loss)/d(logits) scaled by a token weight such as 1/tokens underflows before any loss scale
+    # is applied, so it is computed ``headroom`` times larger (a power of two) and the matmuls' results
+    # are brought back in fp32, which the gradients then stay in: exact scaling, no underflow.
+    headroom = fp16_headroom(grad_scale) if fp16 and any(need_grads) else None
+    if headroom is not None:
+        grad_scale = grad_scale * headroom
+        unscale = headroom.reciprocal()
 
     logits_buffer = hidden.new_empty(rows, vocab)  # (rows, V), the only logits alive
     loss = torch.empty(n_rows, dtype=acc_dtype, device=hidden.device)
-    grad_hidden = torch.empty_like(hidden) if need_hidden else None
+    grad_hidden = None
+    if need_hidden:
+        grad_hidden = torch.empty(hidden.shape, dtype=acc_dtype if fp16 else hidden.dtype, device=hidden.device)
     grad_weight = torch.zeros(weight.shape, dtype=acc_dtype, device=weight.device) if need_weight else None
     grad_bias = torch.zeros(vocab, dtype=acc_dtype, device=weight.device) if need_bias else None
     # Half-precision matmuls cannot add into an fp32 buffer: each chunk's weight
-    # gradient lands here first; at the end it receives the fp32 sum, cast back.
+    # gradient lands here first; at the end it receives the fp32 sum, cast back (not for fp16).
     weight_chunk_grad = torch.empty_like(weight) if need_weight and acc_dtype != weight.dtype else None
+    hidden_chunk_grad = hidden.new_empty(rows, hidden.shape[1]) if need_hidden and fp16 else None
 
     for start in range(0, n_rows, rows):
         stop = min(start + rows, n_rows)
@@ -152,21 +163,35 @@ def chunked_loss_and_grads(
             torch.addmm(bias, h, weight.T, out=logits)
         chunk_op(logits, labels[start:stop], grad_scale[start:stop], loss[start:stop], options)
         grad_logits = logits  # (R, V), overwritten in place by chunk_op
-        if need_hidden:
+        if hidden_chunk_grad is not None:
+            chunk = torch.mm(grad_logits, weight, out=hidden_chunk_grad[: stop - start])  # (R, H)
+            grad_hidden[start:stop].copy_(chunk).mul_(unscale)  # the unscaling in fp32
+        elif need_hidden:
             torch.mm(grad_logits, weight, out=grad_hidden[start:stop])  # (R, H)
         if weight_chunk_grad is not None:
             torch.mm(grad_logits.T, h, out=weight_chunk_grad)  # (V, H)
-            grad_weight.add_(weight_chunk_grad)
+            if headroom is None:
+                grad_weight.add_(weight_chunk_grad)
+            else:
+                grad_weight.addcmul_(weight_chunk_grad, unscale)
         elif need_weight:
             grad_weight.addmm_(grad_logits.T, h)  # (V, H)
         if need_bias:
-            grad_bias.add_(grad_logits.sum(0, dtype=acc_dtype))  # (V,)
+            grad_bias.add_(grad_logits.sum(0, dtype=acc_dtype) if headroom is None
+                           else grad_logits.sum(0, dtype=acc_dtype) * unscale)  # (V,)
 
-    if weight_chunk_grad is not None:
+    if weight_chunk_grad is not None and not fp16:
         grad_weight = weight_chunk_grad.copy_(grad_weight)
-    if grad_bias is not None:
+    if grad_bias is not None and not fp16:
         grad_bias = grad_bias.to(bias.dtype)
     return loss, (grad_hidden, grad_weight, grad_bias)
+
+
+def fp16_headroom(grad_scale: torch.Tensor) -> torch.Tensor:
+    """The power of two that brings the largest per-token gradient factor to 1 (at least 1, at most
+    2**24), computed on the device: no host sync."""
+    peak = grad_scale.abs().amax().clamp_min(2.0**-126)
+    return torch.exp2(torch.floor(-torch.log2(peak))).clamp(1.0, 2.0**24)
 
 
 class FusedLinearCrossEntropyFunction(torch.autograd.Function):
@@ -219,6 +244,8 @@ class FusedLinearCrossEntropyFunction(torch.autograd.Function):
             for grad in grads:
                 if grad is not None:
                     grad.mul_(grad_output)
+        hidden_dtype = ctx.saved_tensors[0].dtype
+        grads = tuple(g.to(hidden_dtype) if g is not None and g.dtype != hidden_dtype else g for g in grads)
         return (*grads, None, None, None, None, None)
 
 
