@@ -58,11 +58,13 @@ def variants(device: str) -> list[tuple[bool, str]]:
     return [(True, name) for name in attention.names()] + [(False, attention.resolve("auto", device))]
 
 
-def train_steps(run, batches, count: int) -> tuple[int, float]:
-    """``count`` optimizer steps (one micro-batch each); (row tokens, last mean loss)."""
+def train_steps(run, batches, count: int) -> tuple[int, float, float]:
+    """``count`` optimizer steps (one micro-batch each); (row tokens, model FLOPs, last mean loss)."""
+    from flanforge.constants import IGNORE_INDEX
+    from flanforge.launcher.training.flops import StepLengths
     from flanforge.launcher.training.loop import to_device
 
-    engine, tokens, loss = run.engine, 0, float("nan")
+    engine, tokens, flops, loss = run.engine, 0, 0.0, float("nan")
     for _ in range(count):
         batch = next(batches)
         total, _ = engine(to_device(batch.tensors, engine.device))  # summed target-token losses (weight 1 each)
@@ -71,26 +73,28 @@ def train_steps(run, batches, count: int) -> tuple[int, float]:
         engine.backward(mean)
         engine.step()
         tokens += batch.tensors["input_ids"].numel()
+        flops += run.flops.step_flops(StepLengths.of([batch], IGNORE_INDEX))
         loss = mean.item()
-    return tokens, loss
+    return tokens, flops, loss
 
 
 def measure(run, batches, device: str, steps: tuple[int, int]) -> dict:
     import torch
 
-    from flanforge.launcher.training.tensorboard import model_flops_utilization
+    from flanforge.launcher.training.flops import model_flops_utilization
 
     cuda = device == "cuda"
-    train_steps(run, batches, steps[0])
+    train_steps(run, batches, steps[0])  # warm-up
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    tokens, loss = train_steps(run, batches, steps[1])
+    tokens, flops, loss = train_steps(run, batches, steps[1])
     if cuda:
         torch.cuda.synchronize()
-    tokens_per_s = tokens / (time.perf_counter() - start)
-    mfu = model_flops_utilization(tokens_per_s, run.n_params, run.device_name)
+    elapsed = time.perf_counter() - start
+    tokens_per_s = tokens / elapsed
+    mfu = model_flops_utilization(flops, elapsed, run.device_name, run.cfg.train.precision)
     return {
         "tokens_per_s": round(tokens_per_s, 1),
         "mfu": round(mfu, 4) if mfu is not None else "not measured: no GPU (no peak FLOP/s for a CPU)",

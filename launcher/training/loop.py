@@ -61,6 +61,7 @@ class Run:
     state: TrainState
     evaluation: Any  # the periodic evaluation hook: due(step), run(step, engine) -> scalars on rank 0
     n_params: int = 0
+    flops: Any = None  # flanforge.launcher.training.flops.FlopModel
     device_name: str = "cpu"
     stop_signal: int | None = None
 
@@ -96,6 +97,7 @@ def setup(cfg: Config, make_evaluation: Callable[..., Any]) -> Run:
     from flanforge.launcher.training.checkpoint import Checkpointer, EngineFiles, RngStates
     from flanforge.launcher.training.data import TrainData, prepare_tokenizer
     from flanforge.launcher.training.engine import apply_resumable_keys, build_engine
+    from flanforge.launcher.training.flops import FlopModel
     from flanforge.launcher.training.tensorboard import Metrics
     from flanforge.mixtures.registry import load_mixture
     from flanforge.model.load import build_model, count_parameters, training_device_type
@@ -117,6 +119,7 @@ def setup(cfg: Config, make_evaluation: Callable[..., Any]) -> Run:
     tokenizer = prepare_tokenizer(context, mixture)
     model = build_model(cfg.model, tokenizer, cfg.seed)
     n_params = count_parameters(model)  # before ZeRO-3 partitions the weights
+    flops = FlopModel.of(model)
     fused = use_fused_loss(cfg.model.fused_loss, training_device_type())
     wrapped = TrainingModel(model, arch=cfg.model.arch, fused=fused, zero_stage=cfg.deepspeed.zero_stage)
     data = TrainData(context, mixture, tokenizer)
@@ -135,7 +138,7 @@ def setup(cfg: Config, make_evaluation: Callable[..., Any]) -> Run:
     # Steps logged after the checkpoint by a run that was killed are purged from TensorBoard.
     metrics = Metrics(run_dir.tensorboard, enabled=layout.is_main, purge_step=state.step + 1)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    run = Run(context, engine, data, metrics, checkpointer, state, evaluation, n_params=n_params,
+    run = Run(context, engine, data, metrics, checkpointer, state, evaluation, n_params=n_params, flops=flops,
               device_name=device_name)
     if resumed:
         log(run, f"resumed from step {run.step}, attention {wrapped.attention}" + (f"; changed: {changes}" if changes else ""))
@@ -209,7 +212,7 @@ def train(run: Run) -> None:
 
         step_time = time.perf_counter() - t0
         if logging:
-            log_step(run, window, keys, lr, step_time, t_data)
+            log_step(run, window, keys, lr, step_time, t_data, micro)
         if run.evaluation.due(run.step):
             scores = run.evaluation.run(run.step, engine)
             if scores is not None:
@@ -230,9 +233,13 @@ def train(run: Run) -> None:
         run.run_dir.preempted.unlink(missing_ok=True)
 
 
-def log_step(run: Run, window: Any, keys: Any, lr: float, step_time: float, t_data: float) -> None:
-    """TensorBoard scalars and the log line of a logged step (collective: one all-reduce)."""
-    from flanforge.launcher.training.tensorboard import format_line, model_flops_utilization
+def log_step(run: Run, window: Any, keys: Any, lr: float, step_time: float, t_data: float,
+             micro: list[PackedBatch]) -> None:
+    """TensorBoard scalars and the log line of a logged step (collective: one all-reduce). MFU counts this
+    rank's micro-batches (``launcher/training/flops.py``)."""
+    from flanforge.constants import IGNORE_INDEX
+    from flanforge.launcher.training.flops import StepLengths, model_flops_utilization, peak_flops
+    from flanforge.launcher.training.tensorboard import format_line
 
     values = window.summary(keys, run.data.local_overlong())
     values.update({
@@ -245,10 +252,9 @@ def log_step(run: Run, window: Any, keys: Any, lr: float, step_time: float, t_da
     })
     overlong = {k: values.pop(k) for k in list(values) if k.startswith("overlong_")}
     values.update({f"data/{k}": v for k, v in run.data.run_counters(overlong).items()})
-    mfu = model_flops_utilization(values["train/tokens_per_sec"] / run.layout.world_size,
-                                  run.n_params, run.device_name)
-    if mfu is not None:
-        values["train/mfu"] = mfu
+    if peak_flops(run.device_name, run.cfg.train.precision) is not None:  # a known GPU
+        values["train/mfu"] = model_flops_utilization(run.flops.step_flops(StepLengths.of(micro, IGNORE_INDEX)),
+                                                      step_time, run.device_name, run.cfg.train.precision)
     run.metrics.scalars(run.step, values)
     log(run, format_line(run.step, values))
 

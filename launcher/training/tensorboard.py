@@ -44,21 +44,3 @@ def format_line(step: int, values: dict[str, Any]) -> str:
         f"{k.split('/')[-1]} {values[k]:.4g}" for k in shown if k in values
     ]
     return " | ".join(parts)
-
-
-# Dense bf16/fp16 tensor-core peaks (FLOP/s) by a substring of the CUDA device name.
-PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "V100": 125e12}
-
-
-def peak_flops(device_name: str) -> float | None:
-    """Peak FLOP/s of a known GPU, or None (CPU, or a GPU not in the table)."""
-    for key, flops in PEAK_FLOPS.items():
-        if key in device_name:
-            return flops
-    return None
-
-
-def model_flops_utilization(tokens_per_sec_per_device: float, n_params: int, device_name: str) -> float | None:
-    """Estimated MFU: 6 N FLOPs per trained token (forward + backward, attention ignored) over the peak."""
-    peak = peak_flops(device_name)
-    return None if peak is None else 6.0 * n_params * tokens_per_sec_per_device / peak
