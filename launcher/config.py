@@ -52,7 +52,9 @@ class TrainConfig:
     warmup_steps: int = may_change(0)
     grad_clip: float = may_change(1.0)
     """Clip the global gradient norm to this (0 disables)."""
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """``auto``: bf16 on GPUs that have it, fp32 elsewhere (CPUs; fp16 only when asked for). fp32 matmuls on a
+    GPU may use TF32."""
     loss_normalization: Literal["global_token", "sequence"] = "global_token"
     """``global_token``: mean over every target token of the global batch; ``sequence``: mean of per-example means."""
     log_every: int = may_change(1)
@@ -96,6 +98,9 @@ class DeepSpeedConfig:
     """Keep optimizer states on the CPU (ZeRO-Offload)."""
     offload_param: bool = may_change(False)
     """Keep parameters on the CPU (ZeRO-3 only)."""
+    grad_dtype: Literal["fp32", "bf16", "fp16"] = may_change("fp32")
+    """Half-precision runs: the dtype gradients are accumulated and reduced in (DeepSpeed's
+    ``grad_accum_dtype`` and ``communication_data_type``); fp32 for stability, as the anchors recommend."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Merged last into the generated DeepSpeed config, for settings flanforge does not name."""
 

@@ -125,6 +125,7 @@ class TrainingModel(nn.Module):
             loss, losses = fused_linear_cross_entropy(
                 hidden, self.head.weight, targets, bias=self.head.bias, ignore_index=IGNORE_INDEX,
                 softcap=self.softcap, reduction="sum", token_weights=weights, return_token_losses=True,
+                check_labels=False,  # the tokenizer's ids fit the head (model/load.py): no per-step host sync
             )
         else:
             logits = self.head(hidden).float()  # (n, V)

@@ -94,7 +94,7 @@ def measure(run, batches, device: str, steps: tuple[int, int]) -> dict:
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
     tokens_per_s = tokens / elapsed
-    mfu = model_flops_utilization(flops, elapsed, run.device_name, run.cfg.train.precision)
+    mfu = model_flops_utilization(flops, elapsed, run.device_name, run.context.precision)
     return {
         "tokens_per_s": round(tokens_per_s, 1),
         "mfu": round(mfu, 4) if mfu is not None else "not measured: no GPU (no peak FLOP/s for a CPU)",

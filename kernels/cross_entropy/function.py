@@ -23,6 +23,7 @@ reduction "sum" instead.
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -30,13 +31,21 @@ import torch
 from . import torch_chunked
 from .options import CrossEntropyOptions
 
-# Upper bound for one chunk of logits, counted in fp32 (the dtype the loss math uses).
+# Upper bound for one chunk of logits on a CPU, counted in fp32 (the dtype the loss math uses).
 LOGITS_CHUNK_BYTES = 64 * 2**20
 
 
-def chunk_rows(n_rows: int, vocab: int, chunk_size: int | None) -> int:
-    """Tokens per chunk: ``chunk_size`` if given, else as many as fit the logits budget."""
-    rows = chunk_size if chunk_size is not None else LOGITS_CHUNK_BYTES // (4 * vocab)
+def chunk_rows(n_rows: int, vocab: int, hidden: int, chunk_size: int | None, device_type: str = "cpu") -> int:
+    """Tokens per chunk: ``chunk_size`` if given; on a GPU, chunks whose logits are about as large as the
+    hidden states (ceil(V / H) chunks, rounded to a power of two rows, as Liger-Kernel sizes them): every
+    chunk re-reads the (V, H) weight and adds into its gradient, so few large chunks keep that traffic
+    small at large vocabularies; on a CPU, as many as fit the logits budget."""
+    if chunk_size is not None:
+        rows = chunk_size
+    elif device_type == "cuda":
+        rows = 1 << max(0, math.ceil(math.log2(math.ceil(n_rows / math.ceil(vocab / hidden)))))
+    else:
+        rows = LOGITS_CHUNK_BYTES // (4 * vocab)
     return max(1, min(rows, n_rows))
 
 
@@ -130,7 +139,7 @@ def chunked_loss_and_grads(
     n_rows, vocab = hidden.shape[0], weight.shape[0]
     acc_dtype = accumulation_dtype(hidden.dtype)
     chunk_op = select_chunk_op(options.impl, hidden.device)
-    rows = chunk_rows(n_rows, vocab, options.chunk_size)
+    rows = chunk_rows(n_rows, vocab, hidden.shape[1], options.chunk_size, hidden.device.type)
     need_hidden, need_weight, need_bias = need_grads
     fp16 = hidden.dtype == torch.float16
     # fp16: d(loss)/d(logits) scaled by a token weight such as 1/tokens underflows before any loss scale
@@ -277,15 +286,19 @@ def fused_linear_cross_entropy_apply(
     bias: torch.Tensor | None,
     options: CrossEntropyOptions,
     token_weights: torch.Tensor | None = None,
+    check_labels: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check the tensors (and labels' range), flatten the tokens, run the Function.
+    """Check the tensors (and labels' range, unless ``check_labels`` is False and the reduction does not
+    need the count of valid labels), flatten the tokens, run the Function.
 
     Returns ``(loss, token_losses)``: the loss as the reduction asks (per token
     in labels' shape for "none"), and the unweighted per-token losses in labels' shape.
     """
     check_inputs(hidden, weight, labels, bias)
     check_token_weights(token_weights, labels, hidden)
-    n_valid = count_valid_labels(labels, weight.shape[0], options.ignore_index)
+    n_valid = 0  # only "mean" divides by it
+    if check_labels or options.reduction == "mean":
+        n_valid = count_valid_labels(labels, weight.shape[0], options.ignore_index)
     flat_hidden = hidden.reshape(-1, hidden.shape[-1])  # (N, H)
     flat_labels = labels.reshape(-1).to(torch.int64).contiguous()  # (N,)
     flat_weights = None

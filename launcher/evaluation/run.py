@@ -18,12 +18,14 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
+from typing import Any, Callable, NamedTuple
 
 from flanforge.errors import UserError
 from flanforge.launcher.training.rundir import RunDir
 from flanforge.launcher.evaluation import benchmarks
 
 UNTUNED = "untuned:"
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -32,6 +34,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
     from flanforge.launcher.ranks.process_group import start_rank
+    from flanforge.launcher.training.engine import training_precision
     from flanforge.launcher.evaluation.report import load_results, read_history, results_dict, write_outputs
     from flanforge.launcher.evaluation.evaluator import Evaluator
     from flanforge.launcher.evaluation.scoring import Scorer, dense_attention, max_length
@@ -43,7 +46,7 @@ def evaluate(args: argparse.Namespace) -> int:
     baseline = load_results(args.compare) if args.compare else None
     layout, device = start_rank(group_if_alone=False)
     distributed = layout.world_size > 1
-    tokenizer, arch, build, run_dir = load_model(args.model)
+    tokenizer, arch, build, run_dir, precision = load_model(args.model)
     suites = build_suites(args, lambda text: len(tokenizer.encode(text)))
     model = build()
     gather = None
@@ -53,7 +56,8 @@ def evaluate(args: argparse.Namespace) -> int:
             torch.distributed.all_gather_object(out, obj)
             return out
     dense_attention(model, device.type)  # a run trained with flex or segments: scored with dense masks
-    scorer = Scorer(model.to(device), arch, tokenizer.pad_id, tokenizer.eos_id, device)
+    dtype = getattr(torch, DTYPES[training_precision(precision, device.type)])  # as it trained: bf16 on GPUs
+    scorer = Scorer(model.to(device, dtype), arch, tokenizer.pad_id, tokenizer.eos_id, device)
     evaluator = Evaluator(scorer, tokenizer, batch_size=args.batch_size, rank=layout.rank,
                           world_size=layout.world_size, gather=gather, max_length=max_length(model, arch))
     results = evaluator.run(suites)
@@ -87,10 +91,19 @@ def build_suites(args: argparse.Namespace, count_tokens):
     return suites
 
 
-def load_model(spec: str):
-    """``(tokenizer, arch, build, run_dir)`` for a MODEL argument (see the module doc); ``build()`` returns
-    the model in eval mode (the tokenizer comes first so that bad suites fail before weights load);
-    ``run_dir`` is the training run of a checkpoint (its periodic evaluations are plotted), else None."""
+class Loaded(NamedTuple):
+    tokenizer: Any
+    arch: str
+    build: Callable[[], Any]
+    """The model in eval mode, in fp32 on the CPU (the tokenizer comes first: bad suites fail before weights load)."""
+    run_dir: RunDir | None
+    """The training run of a checkpoint (its periodic evaluations are plotted), else None."""
+    precision: str
+    """The run's ``train.precision`` (``auto`` for a Hugging Face directory): evaluation computes in it."""
+
+
+def load_model(spec: str) -> Loaded:
+    """What evaluation needs of a MODEL argument (see the module doc)."""
     from flanforge.model.config import ModelConfig
     from flanforge.launcher.training.export import checkpoint_model, load_run, resolve_tag
     from flanforge.model.load import build_model, load_configured_tokenizer
@@ -101,7 +114,8 @@ def load_model(spec: str):
             raise UserError(f"{spec}: {run_dir.root} is not a flanforge run directory (no {RunDir.CONFIG})")
         cfg, tokenizer = load_run(run_dir)
         model_cfg = dataclasses.replace(cfg.model, gradient_checkpointing=False)
-        return tokenizer, cfg.model.arch, lambda: build_model(model_cfg, tokenizer, cfg.seed, training=False).eval(), None
+        return Loaded(tokenizer, cfg.model.arch, lambda: build_model(model_cfg, tokenizer, cfg.seed, training=False).eval(),
+                      None, cfg.train.precision)
     path = Path(spec)
     if (path / "config.json").is_file():
         from transformers import AutoConfig
@@ -109,7 +123,7 @@ def load_model(spec: str):
         arch = "t5" if AutoConfig.from_pretrained(path, local_files_only=True).is_encoder_decoder else "decoder"
         model_cfg = ModelConfig(arch=arch, path=str(path))
         tokenizer = load_configured_tokenizer(model_cfg)
-        return tokenizer, arch, lambda: build_model(model_cfg, tokenizer, 0, training=False).eval(), None
+        return Loaded(tokenizer, arch, lambda: build_model(model_cfg, tokenizer, 0, training=False).eval(), None, "auto")
     root, tag = spec, None
     if not path.is_dir() and ":" in spec:
         root, tag = spec.rsplit(":", 1)
@@ -118,4 +132,4 @@ def load_model(spec: str):
     run_dir = RunDir(root)
     tag = resolve_tag(run_dir, tag)
     cfg, tokenizer = load_run(run_dir)
-    return tokenizer, cfg.model.arch, lambda: checkpoint_model(run_dir, tag)[0], run_dir
+    return Loaded(tokenizer, cfg.model.arch, lambda: checkpoint_model(run_dir, tag)[0], run_dir, cfg.train.precision)

@@ -96,6 +96,8 @@ def bind_device(layout: RankLayout, requested: str = "auto", env: Mapping[str, s
     device = torch.device(choose_device(layout, kind, count))
     if device.type == "cuda":
         torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls (and convolutions) may use TF32
+        torch.backends.cudnn.allow_tf32 = True
     return device
 
 

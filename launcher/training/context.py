@@ -8,6 +8,7 @@ process builds its one :class:`RunDir` in ``commands/train.py``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from flanforge.launcher.config import Config
 from flanforge.launcher.ranks.layout import RankLayout
@@ -21,3 +22,7 @@ class RunContext:
     layout: RankLayout
     resume_tag: str | None
     """The checkpoint the run resumes from (``latest`` when the process started); None for a fresh run."""
+    device: Any = None
+    """The rank's ``torch.device``, bound before its process group existed (``launcher/ranks/devices.py``)."""
+    precision: str = "fp32"
+    """``train.precision`` resolved for the device (``auto``: bf16 on GPUs that have it)."""

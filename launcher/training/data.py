@@ -70,7 +70,7 @@ class TrainData:
         self.world_size = layout.world_size
         self.stream = MixtureStream(mixture, tokenizer, stream_cfg, Manifest.load(root), layout.rank,
                                     layout.world_size, rate_overrides=weights)
-        self.loader = build_loader(self.stream)
+        self.loader = build_loader(self.stream, pin_memory=run.device is not None and run.device.type == "cuda")
         self._batches: Iterator[PackedBatch] | None = None
         self.tracker = self.stream.tracker()
         self.base_counters: dict[str, int] = {}  # the counters of the run before a resume

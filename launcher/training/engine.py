@@ -29,22 +29,32 @@ def lr_lambda(cfg: Config):
     return factor
 
 
-def deepspeed_config(cfg: Config, world_size: int, load_universal: bool = False) -> dict[str, Any]:
-    """DeepSpeed's JSON config for this run (``deepspeed.extra`` is merged last)."""
+def training_precision(precision: str, device_type: str) -> str:
+    """``train.precision`` on ``device_type``: ``auto`` is bf16 on a GPU that has it, else fp32."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def deepspeed_config(cfg: Config, world_size: int, load_universal: bool = False,
+                     device_type: str = "cpu") -> dict[str, Any]:
+    """DeepSpeed's JSON config for this run on ``device_type`` ranks (``deepspeed.extra`` is merged last)."""
     t, ds = cfg.train, cfg.deepspeed
+    precision = training_precision(t.precision, device_type)
+    pin = device_type == "cuda"
     zero: dict[str, Any] = {"stage": ds.zero_stage}
     if ds.offload_optimizer:
-        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": pin}
     if ds.offload_param:
-        zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+        zero["offload_param"] = {"device": "cpu", "pin_memory": pin}
     out: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": t.micro_batch_size,
         "gradient_accumulation_steps": t.grad_accum,
         "train_batch_size": t.micro_batch_size * t.grad_accum * world_size,
         "gradient_clipping": t.grad_clip,
         "zero_optimization": zero,
-        "bf16": {"enabled": t.precision == "bf16"},
-        "fp16": {"enabled": t.precision == "fp16", "initial_scale_power": 16},
+        "bf16": {"enabled": precision == "bf16"},
+        "fp16": {"enabled": precision == "fp16", "initial_scale_power": 16},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
         "zero_allow_untested_optimizer": True,
@@ -52,6 +62,9 @@ def deepspeed_config(cfg: Config, world_size: int, load_universal: bool = False)
         "zero_force_ds_cpu_optimizer": False,
         "checkpoint": {"load_universal": load_universal},
     }
+    if precision != "fp32":  # the dtype gradients are summed in, chosen rather than DeepSpeed's default
+        out["data_types"] = {"grad_accum_dtype": ds.grad_dtype}
+        out["communication_data_type"] = ds.grad_dtype
     return _merge(out, ds.extra)
 
 
@@ -65,7 +78,8 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_engine(model: torch.nn.Module, cfg: Config, world_size: int, load_universal: bool = False):
+def build_engine(model: torch.nn.Module, cfg: Config, world_size: int, load_universal: bool = False,
+                 device_type: str = "cpu"):
     """Wrap ``model`` in a DeepSpeed engine with AdamW and the LR schedule."""
     import deepspeed
 
@@ -74,7 +88,7 @@ def build_engine(model: torch.nn.Module, cfg: Config, world_size: int, load_univ
     for name, param in model.named_parameters():
         (no_decay if param.ndim < 2 or "norm" in name else decay).append(param)
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.deepspeed.offload_optimizer and torch.cuda.is_available():
+    if cfg.deepspeed.offload_optimizer and device_type == "cuda":
         from deepspeed.ops.adam import DeepSpeedCPUAdam  # vectorised AdamW over CPU-resident states
 
         optimizer = DeepSpeedCPUAdam(groups, lr=t.lr, betas=t.betas, eps=1e-8, adamw_mode=True)
@@ -85,7 +99,7 @@ def build_engine(model: torch.nn.Module, cfg: Config, world_size: int, load_univ
         model=model,
         optimizer=optimizer,
         lr_scheduler=scheduler,
-        config=deepspeed_config(cfg, world_size, load_universal),
+        config=deepspeed_config(cfg, world_size, load_universal, device_type),
     )
     return engine
 

@@ -96,7 +96,7 @@ def setup(cfg: Config, make_evaluation: Callable[..., Any]) -> Run:
     checkpointer here, once."""
     from flanforge.launcher.training.checkpoint import Checkpointer, EngineFiles, RngStates
     from flanforge.launcher.training.data import TrainData, prepare_tokenizer
-    from flanforge.launcher.training.engine import apply_resumable_keys, build_engine
+    from flanforge.launcher.training.engine import apply_resumable_keys, build_engine, training_precision
     from flanforge.launcher.training.flops import FlopModel
     from flanforge.launcher.training.tensorboard import Metrics
     from flanforge.mixtures.registry import load_mixture
@@ -113,7 +113,8 @@ def setup(cfg: Config, make_evaluation: Callable[..., Any]) -> Run:
     if layout.is_main:
         run_dir.write_config(cfg)
     torch.distributed.barrier()
-    context = RunContext(cfg, run_dir, layout, resume_tag=run_dir.latest_tag())
+    context = RunContext(cfg, run_dir, layout, resume_tag=run_dir.latest_tag(), device=device,
+                         precision=training_precision(cfg.train.precision, device.type))
 
     mixture = load_mixture(cfg.mixture.name, cfg.mixture.on_bad_record, cfg.mixture.data_dir)
     tokenizer = prepare_tokenizer(context, mixture)
@@ -129,7 +130,8 @@ def setup(cfg: Config, make_evaluation: Callable[..., Any]) -> Run:
     checkpointer.register("trainer", state)
     checkpointer.register("data", data)
     checkpointer.register("evaluation", evaluation)
-    engine = build_engine(wrapped, cfg, layout.world_size, load_universal=checkpointer.needs_universal(context.resume_tag))
+    engine = build_engine(wrapped, cfg, layout.world_size, load_universal=checkpointer.needs_universal(context.resume_tag),
+                          device_type=device.type)
     checkpointer.register("engine", EngineFiles(engine), scope="files")
     checkpointer.register("rng", RngStates(), scope="rank")
     resumed = checkpointer.load(context.resume_tag)
@@ -252,9 +254,9 @@ def log_step(run: Run, window: Any, keys: Any, lr: float, step_time: float, t_da
     })
     overlong = {k: values.pop(k) for k in list(values) if k.startswith("overlong_")}
     values.update({f"data/{k}": v for k, v in run.data.run_counters(overlong).items()})
-    if peak_flops(run.device_name, run.cfg.train.precision) is not None:  # a known GPU
+    if peak_flops(run.device_name, run.context.precision) is not None:  # a known GPU
         values["train/mfu"] = model_flops_utilization(run.flops.step_flops(StepLengths.of(micro, IGNORE_INDEX)),
-                                                      step_time, run.device_name, run.cfg.train.precision)
+                                                      step_time, run.device_name, run.context.precision)
     run.metrics.scalars(run.step, values)
     log(run, format_line(run.step, values))
 

@@ -22,6 +22,8 @@ shifted right per segment with the pad id as start token.
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
@@ -165,3 +167,7 @@ class PackedBatch:
     """(B,) rows its block packs into."""
     counters: dict[str, dict[str, int]]
     """Over-length counts ``{task: {"truncated": n, "dropped": n}}`` of the blocks starting in the batch."""
+
+    def pin_memory(self) -> "PackedBatch":
+        """The batch with the model's tensors in pinned host memory (the DataLoader calls it for a GPU)."""
+        return dataclasses.replace(self, tensors={k: v.pin_memory() for k, v in self.tensors.items()})

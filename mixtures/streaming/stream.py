@@ -257,13 +257,15 @@ def _identity(batch: PackedBatch) -> PackedBatch:
     return batch
 
 
-def build_loader(stream: MixtureStream) -> DataLoader:
-    """A DataLoader over ``stream`` with its configured workers (forked: tasks need not pickle)."""
+def build_loader(stream: MixtureStream, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader over ``stream`` with its configured workers (forked: tasks need not pickle); batches in
+    pinned host memory for a GPU (``pin_memory``), so their copies to it overlap compute."""
     workers = stream.cfg.num_workers
     return DataLoader(
         stream,
         batch_size=None,
         num_workers=workers,
         collate_fn=_identity,
+        pin_memory=pin_memory,
         multiprocessing_context="fork" if workers > 0 else None,
     )

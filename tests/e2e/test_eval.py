@@ -127,7 +127,7 @@ def test_zero3_periodic_eval_is_the_checkpoints_and_leaves_training_alone(tmp_pa
                  "--batch-size", "2"]) == 0
     assert entry["step"] == 2 and entry["suites"] == outputs(out)[0]
     # The validation loss, a continuous number, from the consolidated checkpoint in this process.
-    tokenizer, arch, build, _ = load_model(model_spec)
+    tokenizer, arch, build = load_model(model_spec)[:3]
     model = build()
     evaluator = Evaluator(Scorer(model, arch, tokenizer.pad_id, tokenizer.eos_id), tokenizer, batch_size=2,
                           max_length=max_length(model, arch))

@@ -187,12 +187,19 @@ def test_logits_never_exceed_one_chunk(monkeypatch, inputs):
 
 def test_default_chunk_fits_the_logits_budget():
     for n_rows, vocab in [(8192, 32000), (10, 32000), (100_000, 256_000), (3, 50_000_000)]:
-        rows = function.chunk_rows(n_rows, vocab, None)
+        rows = function.chunk_rows(n_rows, vocab, 64, None)
         assert 1 <= rows <= n_rows
         assert rows == 1 or rows * vocab * 4 <= function.LOGITS_CHUNK_BYTES
-    assert function.chunk_rows(615, V, CHUNK) == CHUNK
-    assert function.chunk_rows(50, V, CHUNK) == 50
+    assert function.chunk_rows(615, V, 64, CHUNK) == CHUNK
+    assert function.chunk_rows(50, V, 64, CHUNK) == 50
 
+
+def test_gpu_chunks_hold_about_as_many_logits_as_hidden_states():
+    """Liger-Kernel's sizing: ceil(V / H) chunks, rows a power of two (H=4096, V=128256: 32 chunks)."""
+    rows = function.chunk_rows(16384, 128256, 4096, None, "cuda")
+    assert rows == 512 and rows * 128256 <= 2 * 16384 * 4096
+    assert function.chunk_rows(10, 32000, 4096, None, "cuda") == 2  # ceil(10 / 8) = 2
+    assert function.chunk_rows(100, 50, 4096, None, "cuda") == 100  # a small vocabulary: one chunk
 
 def test_module_matches_functional(inputs):
     hidden, weight, labels, bias = inputs((B, T), H, V)
@@ -285,3 +292,18 @@ def test_bad_options_raise(options, pattern):
         CrossEntropyOptions(**options)
     with pytest.raises(ValueError, match=pattern):
         FusedLinearCrossEntropy(**options)
+
+
+def test_unchecked_labels_skip_the_host_sync_but_not_the_loss(monkeypatch, inputs):
+    """check_labels=False (the training forward) computes "sum" without the labels' range check, whose
+    device-to-host copy would stall a GPU every step; the result is the checked one's."""
+    hidden, weight, labels, bias = inputs((B, T), H, V)
+    checked = fused(hidden, weight, labels, bias, reduction="sum")
+
+    def no_sync(*args):
+        raise AssertionError("count_valid_labels ran")
+
+    monkeypatch.setattr(function, "count_valid_labels", no_sync)
+    assert torch.equal(fused(hidden, weight, labels, bias, reduction="sum", check_labels=False), checked)
+    with pytest.raises(AssertionError, match="count_valid_labels ran"):  # "mean" needs the count
+        fused(hidden, weight, labels, bias, reduction="mean", check_labels=False)
