@@ -50,3 +50,19 @@ def test_deepspeed_config_batch_sizes_and_extra_merged_last():
     assert ds["train_batch_size"] == 3 * 5 * 4 and ds["gradient_accumulation_steps"] == 5
     assert ds["zero_optimization"] == {"stage": 3, "reduce_bucket_size": 1000}
     assert ds["bf16"] == {"enabled": True} and ds["checkpoint"] == {"load_universal": True}
+
+
+def test_precision_auto_is_fp32_on_cpus_and_half_runs_sum_gradients_in_fp32():
+    from flanforge.launcher.training.engine import training_precision
+
+    assert load_config(None, []).train.precision == "auto" and training_precision("auto", "cpu") == "fp32"
+    assert training_precision("fp16", "cpu") == "fp16"
+    fp32 = deepspeed_config(load_config(None, []), world_size=2)
+    assert "data_types" not in fp32 and "communication_data_type" not in fp32 and not fp32["bf16"]["enabled"]
+    bf16 = deepspeed_config(load_config(None, ["train.precision=bf16"]), world_size=2, device_type="cuda")
+    assert bf16["bf16"]["enabled"] and bf16["data_types"] == {"grad_accum_dtype": "fp32"}
+    assert bf16["communication_data_type"] == "fp32"
+    chosen = deepspeed_config(load_config(None, ["train.precision=fp16", "deepspeed.grad_dtype=fp16",
+                                                 "deepspeed.offload_optimizer=true"]), world_size=2, device_type="cuda")
+    assert chosen["communication_data_type"] == "fp16" and chosen["fp16"]["enabled"]
+    assert chosen["zero_optimization"]["offload_optimizer"]["pin_memory"] is True
