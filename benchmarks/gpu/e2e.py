@@ -58,6 +58,29 @@ def variants(device: str) -> list[tuple[bool, str]]:
     return [(True, name) for name in attention.names()] + [(False, attention.resolve("auto", device))]
 
 
+def eager_attention_bytes(cfg) -> int:
+    """What transformers' eager attention keeps for backward at this shape: per layer the scores and the
+    probabilities of every head, (B, heads, T, T) in the training dtype, plus the fp32 softmax being built.
+    At configs/bench_1b.yaml (22 layers, 32 heads, T 2048, B 4, bf16) ~46 GiB: more than half an 80 GB card."""
+    hf, t = cfg.model.hf_config, cfg.train
+    probs = t.micro_batch_size * hf["num_attention_heads"] * cfg.mixture.seq_len ** 2
+    return hf["num_hidden_layers"] * probs * 2 * 2 + probs * 4
+
+
+def memory_guard(impl: str, cfg, device: str) -> str | None:
+    """Why a variant is not run on this card (its attention alone would not fit in half of it), or None."""
+    import torch
+
+    from flanforge.model import attention
+
+    if device != "cuda" or attention.get(impl).hf_name != "eager":
+        return None
+    need, card = eager_attention_bytes(cfg), torch.cuda.get_device_properties(0).total_memory
+    if need <= card / 2:
+        return None
+    return f"not run: eager attention keeps ~{need / 2**30:.0f} GiB of probabilities, over half of {card / 2**30:.0f} GiB"
+
+
 def train_steps(run, batches, count: int) -> tuple[int, float, float]:
     """``count`` optimizer steps (one micro-batch each); (row tokens, model FLOPs, last mean loss)."""
     from flanforge.constants import IGNORE_INDEX
@@ -131,6 +154,10 @@ def run(smoke: bool) -> dict:
             reason = attention.unavailable_reason(impl, device, training=True, dropout=dropout)
             if reason is not None:
                 results[key] = f"not run: {reason}"
+                continue
+            guarded = memory_guard(impl, cfg, device)
+            if guarded is not None:
+                results[key] = guarded
                 continue
             model.fused = fused
             attention.use(model.hf, impl)

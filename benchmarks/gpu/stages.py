@@ -31,9 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).parent))
 
-STAGES = ("env", "kernel_tests", "attention_tests", "fused_ce", "train")
+STAGES = ("env", "kernel_tests", "attention_tests", "ranks", "fused_ce", "train")
 # Safety limits per stage (seconds); the whole GPU run is meant to take under 8 minutes.
-TIMEOUT_S = {"env": 120, "kernel_tests": 300, "attention_tests": 300, "fused_ce": 300, "train": 480}
+TIMEOUT_S = {"env": 120, "kernel_tests": 300, "attention_tests": 300, "ranks": 180, "fused_ce": 300, "train": 480}
 NOT_MEASURED = "not measured: no CUDA device"
 
 
@@ -94,7 +94,17 @@ class StageFailed(RuntimeError):
 def kernel_tests_stage(smoke: bool) -> dict:
     env = {"FLANFORGE_KERNEL_DEVICE": "cpu", "TRITON_INTERPRET": "1"} if smoke else {}
     return {"device": "cpu (Triton interpreter)" if smoke else "cuda (Triton compiled)",
-            **run_pytest(["tests/kernels/test_cross_entropy_device.py"], env)}
+            **run_pytest(["tests/kernels/test_cross_entropy_device.py", "tests/kernels/test_cross_entropy_fp16.py"], env)}
+
+
+def ranks_stage(smoke: bool) -> dict:
+    """Two ranks on two GPUs (NCCL): each binds its own before its first collective (traced)."""
+    import torch
+
+    gpus = 0 if smoke or not torch.cuda.is_available() else torch.cuda.device_count()
+    if gpus < 2:
+        return {"not_run": f"{gpus} GPU(s): CPU ranks run this check in CI (tests/e2e/test_device_order.py)"}
+    return {"gpus": gpus, **run_pytest(["tests/e2e/test_device_order.py"], {})}
 
 
 def attention_tests_stage(smoke: bool) -> dict:

@@ -11,7 +11,7 @@ import pytest
 from .conftest import ROOT, run_group
 
 pytestmark = pytest.mark.e2e
-STAGES = ["env", "kernel_tests", "attention_tests", "fused_ce", "train"]
+STAGES = ["env", "kernel_tests", "attention_tests", "ranks", "fused_ce", "train"]
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +37,7 @@ def test_the_kernel_and_attention_stages_ran_their_tests(smoke):
     kernel, attention = stages["kernel_tests"], stages["attention_tests"]
     assert kernel["device"] == "cpu (Triton interpreter)" and kernel["passed"] >= 8 and kernel["failed"] == 0
     assert attention["passed"] >= 1 and attention["failed"] == 0
+    assert stages["ranks"]["not_run"].startswith("0 GPU(s)")
 
 
 def test_the_loss_and_training_stages_have_their_figures(smoke):

@@ -12,25 +12,27 @@ from flanforge.kernels import fused_linear_cross_entropy
 N, H, V = 256, 64, 32000
 TOKEN_WEIGHT = 1.0 / 4096  # one token's share of a 4,096-token global batch mean
 LOSS_SCALE = 2.0**16  # DeepSpeed's initial fp16 loss scale
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])  # on a GPU: the Triton path too
 
 
-def inputs():
+def inputs(device="cpu"):
     g = torch.Generator().manual_seed(0)
     hidden = torch.randn(N, H, generator=g).half()
     weight = (torch.randn(V, H, generator=g) * 0.05).half()
     labels = torch.randint(0, V, (N,), generator=g)
-    return hidden, weight, labels
+    return hidden.to(device), weight.to(device), labels.to(device)
 
 
 def grads(loss_fn, dtype, hidden, weight, labels):
     h = hidden.to(dtype).clone().requires_grad_()
     w = weight.to(dtype).clone().requires_grad_()
-    loss_fn(h, w, labels).backward(torch.tensor(LOSS_SCALE, dtype=torch.float32 if dtype == torch.half else dtype))
-    return h.grad.double() / LOSS_SCALE, w.grad.double() / LOSS_SCALE
+    scale = torch.tensor(LOSS_SCALE, dtype=torch.float32 if dtype == torch.half else dtype, device=h.device)
+    loss_fn(h, w, labels).backward(scale)
+    return h.grad.double().cpu() / LOSS_SCALE, w.grad.double().cpu() / LOSS_SCALE
 
 
 def fused(h, w, labels):
-    weights = torch.full(labels.shape, TOKEN_WEIGHT, dtype=torch.float32)
+    weights = torch.full(labels.shape, TOKEN_WEIGHT, dtype=torch.float32, device=h.device)
     return fused_linear_cross_entropy(h, w, labels, reduction="sum", token_weights=weights)
 
 
@@ -46,10 +48,10 @@ def errors(got, ref):
     return zeroed, ((gh - rh).norm() / rh.norm()).item(), ((gw - rw).norm() / rw.norm()).item()
 
 
-@pytest.fixture(scope="module")
-def measured():
-    hidden, weight, labels = inputs()
-    reference = grads(unfused, torch.float64, hidden, weight, labels)
+@pytest.fixture(scope="module", params=DEVICES)
+def measured(request):
+    hidden, weight, labels = inputs(request.param)
+    reference = grads(unfused, torch.float64, hidden.cpu(), weight.cpu(), labels.cpu())
     return {"fused": errors(grads(fused, torch.half, hidden, weight, labels), reference),
             "unfused": errors(grads(unfused, torch.half, hidden, weight, labels), reference)}
 

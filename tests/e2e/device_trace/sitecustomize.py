@@ -1,6 +1,6 @@
 """Loaded by every Python process of a traced launch (tests/e2e/test_device_order.py puts this folder on
-PYTHONPATH): in a rank (RANK set), the device binding and every collective append a line to
-``$FLANFORGE_TRACE_DIR/rank<r>.log``, in call order."""
+PYTHONPATH): in a rank (RANK set), the device binding (with the device it chose) and every collective
+append a line to ``$FLANFORGE_TRACE_DIR/rank<r>.log``, in call order."""
 
 import os
 
@@ -20,7 +20,11 @@ if "RANK" in os.environ and os.environ.get("FLANFORGE_TRACE_DIR"):
         def wrapper(*args, **kwargs):
             with open(TRACE, "a") as fh:
                 fh.write(name + "\n")
-            return inner(*args, **kwargs)
+            result = inner(*args, **kwargs)
+            if name == "bind_device":
+                with open(TRACE, "a") as fh:
+                    fh.write(f"device {result}\n")
+            return result
 
         setattr(owner, name, wrapper)
 
