@@ -1,13 +1,11 @@
 """The GPU training stage's memory guard: eager attention's kept probabilities, counted by hand."""
 
 import importlib.util
-import sys
 from pathlib import Path
 
 from flanforge.launcher.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks" / "gpu"))
 spec = importlib.util.spec_from_file_location("gpu_e2e", ROOT / "benchmarks" / "gpu" / "e2e.py")
 e2e = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(e2e)
