@@ -55,6 +55,16 @@ def training_device_type() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def hf_config_of(cfg: ModelConfig, **scratch: Any):
+    """The transformers config of the model ``cfg`` describes, without building it: ``model.path``'s
+    config.json, or the from-scratch config (the tiny defaults under ``model.hf_config``, then ``scratch``)."""
+    if cfg.path is not None:
+        return AutoConfig.from_pretrained(cfg.path, local_files_only=True)
+    if cfg.arch == "decoder":
+        return LlamaConfig(**{**TINY_DECODER, **cfg.hf_config, **scratch})
+    return T5Config(**{**TINY_T5, **cfg.hf_config, **scratch})
+
+
 def choose_attention(cfg: ModelConfig, hf_config=None, *, device_type: str | None = None,
                      training: bool = True) -> str:
     """The attention implementation ``model.attention`` means for this model on ``device_type``
@@ -65,12 +75,7 @@ def choose_attention(cfg: ModelConfig, hf_config=None, *, device_type: str | Non
     check before any rank starts.
     """
     if hf_config is None:
-        if cfg.path is not None:
-            hf_config = AutoConfig.from_pretrained(cfg.path, local_files_only=True)
-        elif cfg.arch == "decoder":
-            hf_config = LlamaConfig(**{**TINY_DECODER, **cfg.hf_config})
-        else:
-            hf_config = T5Config(**{**TINY_T5, **cfg.hf_config})
+        hf_config = hf_config_of(cfg)
     try:
         return attention.resolve(cfg.attention, device_type or training_device_type(), training=training,
                                  dropout=attention.attention_dropout(hf_config), arch=cfg.arch)
@@ -98,13 +103,11 @@ def build_model(cfg: ModelConfig, tokenizer: Tokenizer, seed: int, *, device_typ
         torch.manual_seed(seed)
         ids = dict(pad_token_id=tokenizer.pad_id, eos_token_id=tokenizer.eos_id)
         if cfg.arch == "decoder":
-            hf = LlamaConfig(**{**TINY_DECODER, **cfg.hf_config, **ids, "bos_token_id": tokenizer.bos_id,
-                                "vocab_size": tokenizer.vocab_size})
-            model = LlamaForCausalLM(hf)
+            model = LlamaForCausalLM(hf_config_of(cfg, **ids, bos_token_id=tokenizer.bos_id,
+                                                  vocab_size=tokenizer.vocab_size))
         else:
-            hf = T5Config(**{**TINY_T5, **cfg.hf_config, **ids, "decoder_start_token_id": tokenizer.pad_id,
-                             "vocab_size": tokenizer.vocab_size})
-            model = T5ForConditionalGeneration(hf)
+            model = T5ForConditionalGeneration(hf_config_of(cfg, **ids, decoder_start_token_id=tokenizer.pad_id,
+                                                            vocab_size=tokenizer.vocab_size))
             init_t5_head(model)
     attention.use(model, choose_attention(cfg, model.config, device_type=device_type, training=training))
     if cfg.gradient_checkpointing:
