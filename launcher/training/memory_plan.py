@@ -281,7 +281,8 @@ def check_world(cfg: Config, gpus_per_node: int | None, nodes: int | None) -> tu
     if gpus < 1 or nodes < 1:
         raise ConfigError(f"--gpus-per-node {gpus} x --nodes {nodes}: both must be at least 1")
     if launch.nproc_per_node not in (0, gpus):
-        raise ConfigError(f"--gpus-per-node {gpus} contradicts launch.nproc_per_node={launch.nproc_per_node}")
+        raise ConfigError(f"--gpus-per-node {gpus} contradicts launch.nproc_per_node={launch.nproc_per_node} "
+                          f"(plan for {gpus} with the override launch.nproc_per_node={gpus})")
     batch = cfg.deepspeed.extra.get("train_batch_size")
     per_step = cfg.train.micro_batch_size * cfg.train.grad_accum
     if batch is not None and batch != per_step * gpus * nodes:
