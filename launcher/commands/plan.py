@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 
 from flanforge.launcher.config import load_config, parse_bytes
 
@@ -28,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     gpu_bytes = parse_bytes(gpu_memory, "--gpu-memory") if gpu_memory else None
     cpu_bytes = parse_bytes(args.cpu_memory, "--cpu-memory") if args.cpu_memory else None
     gpus, nodes = check_world(cfg, args.gpus_per_node, args.nodes)
-    report = plan_report(cfg, gpus, nodes, gpu_bytes, cpu_bytes)
+    with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed logs to stdout on import: keep it for the report
+        report = plan_report(cfg, gpus, nodes, gpu_bytes, cpu_bytes)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0

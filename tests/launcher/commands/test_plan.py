@@ -2,6 +2,9 @@
 
 import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -37,6 +40,15 @@ def test_table_names_the_nearest_fitting_setting(capsys):
     assert code == 0
     assert "(configured)" in out.splitlines()[5]
     assert "NO" in out.splitlines()[5] and "nearest that does: " in out
+
+
+def test_json_is_all_that_the_console_script_prints_on_stdout():
+    """DeepSpeed's import-time log lines must not land in the JSON (a fresh process imports it)."""
+    flanforge = str(Path(sys.executable).with_name("flanforge"))
+    out = subprocess.run([flanforge, "plan", "--config", "configs/demo.yaml", "--json"], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout)["workload"]["gpus_per_node"] == 2
 
 
 @pytest.mark.parametrize("argv,message", [
