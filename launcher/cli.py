@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "inspect": ("flanforge.launcher.commands.inspect", "show a mixture's tasks, rates and rendered examples"),
     "prepare": ("flanforge.launcher.commands.prepare", "write a mixture's task records as webdataset shards"),
     "export": ("flanforge.launcher.commands.export", "consolidate a run's ZeRO shards into a Hugging Face model directory"),
+    "plan": ("flanforge.launcher.commands.plan", "predict memory per rank for every ZeRO, offload, recompute and loss choice"),
     "eval": ("flanforge.launcher.commands.eval", "score a run, a checkpoint or a model directory on evaluation suites"),
 }
 

@@ -14,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 import yaml
 
@@ -31,6 +31,27 @@ def _at_least(section: object, prefix: str, minimum: float, *keys: str) -> None:
         value = getattr(section, key)
         if value < minimum:
             raise ConfigError(f"{prefix}.{key} must be at least {minimum}, got {value!r}")
+
+
+UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+         "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([A-Za-z]+)")
+
+
+def parse_bytes(text: str, what: str) -> int:
+    """``text`` (a number and one of :data:`UNITS`, e.g. ``80GiB``) in bytes; a ConfigError naming
+    ``what`` (the flag or key) and the value otherwise. Units are case-sensitive: ``Gb`` is not ``GB``."""
+    match = _SIZE.fullmatch(str(text).strip())
+    unit = match.group(2) if match else ""
+    if match is None or unit not in UNITS:
+        same_letters = [u for u in UNITS if u.lower() == unit.lower()]
+        hint = did_you_mean(unit, same_letters or UNITS, cutoff=0.3 if same_letters else 0.5) if unit else ""
+        raise ConfigError(f"{what}: {text!r} is not a size such as 80GiB or 5GB{hint} "
+                          f"(units: {', '.join(UNITS)})")
+    size = int(float(match.group(1)) * UNITS[unit])
+    if size < 1:
+        raise ConfigError(f"{what}: {text!r} must be at least 1 byte")
+    return size
 
 
 @dataclass
@@ -126,11 +147,19 @@ class LaunchConfig:
     device: Literal["auto", "cuda", "cpu"] = "auto"
     """Where ranks compute: ``auto`` (GPUs when torch sees them; a job that was given GPUs and sees none is an
     error, never a silent CPU run), ``cuda`` (GPUs or an error), ``cpu``. See ``launcher/ranks/devices.py``."""
+    gpu_memory: Optional[str] = None
+    """Memory of each GPU, e.g. ``80GiB`` or ``80GB`` (units: ``UNITS``). Set: ``flanforge train``
+    refuses, before any rank starts, a setting ``flanforge plan`` predicts not to fit, naming the
+    nearest one that does. ``None``: no such check."""
+    ignore_memory_plan: bool = False
+    """Train even when ``launch.gpu_memory`` is set and the plan predicts that the setting does not fit."""
 
     def __post_init__(self) -> None:
         _at_least(self, "launch", 0, "nproc_per_node", "node_rank")
         _at_least(self, "launch", 0, "master_port")
         _at_least(self, "launch", 1, "nnodes", "threads_per_rank")
+        if self.gpu_memory is not None:
+            parse_bytes(self.gpu_memory, "launch.gpu_memory")
         if self.nnodes > 1 and self.master_port == 0:
             raise ConfigError(f"launch.master_port must be set (not 0) when launch.nnodes={self.nnodes}: "
                               "every node's launcher must use the same port")

@@ -6,6 +6,7 @@ Nothing is fetched from a hub: ``from_pretrained`` runs with
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
+    GenerationConfig,
     LlamaConfig,
     LlamaForCausalLM,
     T5Config,
@@ -55,6 +57,16 @@ def training_device_type() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def hf_config_of(cfg: ModelConfig, **scratch: Any):
+    """The transformers config of the model ``cfg`` describes, without building it: ``model.path``'s
+    config.json, or the from-scratch config (the tiny defaults under ``model.hf_config``, then ``scratch``)."""
+    if cfg.path is not None:
+        return AutoConfig.from_pretrained(cfg.path, local_files_only=True)
+    if cfg.arch == "decoder":
+        return LlamaConfig(**{**TINY_DECODER, **cfg.hf_config, **scratch})
+    return T5Config(**{**TINY_T5, **cfg.hf_config, **scratch})
+
+
 def choose_attention(cfg: ModelConfig, hf_config=None, *, device_type: str | None = None,
                      training: bool = True) -> str:
     """The attention implementation ``model.attention`` means for this model on ``device_type``
@@ -65,12 +77,7 @@ def choose_attention(cfg: ModelConfig, hf_config=None, *, device_type: str | Non
     check before any rank starts.
     """
     if hf_config is None:
-        if cfg.path is not None:
-            hf_config = AutoConfig.from_pretrained(cfg.path, local_files_only=True)
-        elif cfg.arch == "decoder":
-            hf_config = LlamaConfig(**{**TINY_DECODER, **cfg.hf_config})
-        else:
-            hf_config = T5Config(**{**TINY_T5, **cfg.hf_config})
+        hf_config = hf_config_of(cfg)
     try:
         return attention.resolve(cfg.attention, device_type or training_device_type(), training=training,
                                  dropout=attention.attention_dropout(hf_config), arch=cfg.arch)
@@ -79,9 +86,10 @@ def choose_attention(cfg: ModelConfig, hf_config=None, *, device_type: str | Non
 
 
 def build_model(cfg: ModelConfig, tokenizer: Tokenizer, seed: int, *, device_type: str | None = None,
-                training: bool = True) -> torch.nn.Module:
+                training: bool = True, meta: bool = False) -> torch.nn.Module:
     """Return the HF model in fp32 on the CPU (DeepSpeed moves and casts it), its attention
     layers set to ``model.attention`` for ``device_type`` (default: :func:`training_device_type`).
+    ``meta``: the architecture alone, on the meta device (no weights read, no memory).
 
     An attention implementation that cannot run there is a UserError naming the ones that can.
     """
@@ -89,26 +97,35 @@ def build_model(cfg: ModelConfig, tokenizer: Tokenizer, seed: int, *, device_typ
     if cfg.path is not None:
         path = Path(cfg.path)
         auto = AutoModelForCausalLM if cfg.arch == "decoder" else AutoModelForSeq2SeqLM
-        model = auto.from_pretrained(path, local_files_only=True, torch_dtype=torch.float32)
+        if meta:
+            model = _meta_architecture(auto, path)
+        else:
+            model = auto.from_pretrained(path, local_files_only=True, torch_dtype=torch.float32)
         rows = model.get_input_embeddings().num_embeddings
         if rows < tokenizer.vocab_size:
             raise UserError(f"model.path: {path} embeds {rows} tokens but its tokenizer "
                             f"({tokenizer.path}) has {tokenizer.vocab_size}: they do not belong together")
     else:
         torch.manual_seed(seed)
-        ids = dict(pad_token_id=tokenizer.pad_id, eos_token_id=tokenizer.eos_id)
-        if cfg.arch == "decoder":
-            hf = LlamaConfig(**{**TINY_DECODER, **cfg.hf_config, **ids, "bos_token_id": tokenizer.bos_id,
-                                "vocab_size": tokenizer.vocab_size})
-            model = LlamaForCausalLM(hf)
-        else:
-            hf = T5Config(**{**TINY_T5, **cfg.hf_config, **ids, "decoder_start_token_id": tokenizer.pad_id,
-                             "vocab_size": tokenizer.vocab_size})
-            model = T5ForConditionalGeneration(hf)
-            init_t5_head(model)
+        ids = dict(pad_token_id=tokenizer.pad_id, eos_token_id=tokenizer.eos_id, vocab_size=tokenizer.vocab_size)
+        with torch.device("meta") if meta else contextlib.nullcontext():
+            if cfg.arch == "decoder":
+                model = LlamaForCausalLM(hf_config_of(cfg, **ids, bos_token_id=tokenizer.bos_id))
+            else:
+                model = T5ForConditionalGeneration(hf_config_of(cfg, **ids, decoder_start_token_id=tokenizer.pad_id))
+                init_t5_head(model)
     attention.use(model, choose_attention(cfg, model.config, device_type=device_type, training=training))
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+def _meta_architecture(auto, path: Path) -> torch.nn.Module:
+    """The model in ``path`` without its weights (on the meta device), with its generation config."""
+    with torch.device("meta"):
+        model = auto.from_config(AutoConfig.from_pretrained(path, local_files_only=True))
+    if (path / "generation_config.json").is_file():
+        model.generation_config = GenerationConfig.from_pretrained(path, local_files_only=True)
     return model
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+DTYPE_CHOICES = ("bf16", "fp16", "fp32")  # training/export_shards.py: DTYPES
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR",
@@ -13,12 +15,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tag", help="checkpoint tag to export (e.g. step_00000300, or just 300); default: latest")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace DIR if it exists and is not empty (its contents are deleted)")
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES,
+                        help="the weights' dtype; default: the run's train.precision")
+    parser.add_argument("--max-shard-size", metavar="SIZE",
+                        help="largest safetensors file, e.g. 1GiB (a larger tensor gets a file of its own); default 5GB")
 
 
 def run(args: argparse.Namespace) -> int:
     from flanforge.launcher.training.export import export_run
     from flanforge.launcher.training.rundir import RunDir
 
-    out = export_run(RunDir(args.run_dir), args.out, tag=args.tag, overwrite=args.overwrite)
+    sharding = {"max_shard_size": args.max_shard_size} if args.max_shard_size else {}
+    out = export_run(RunDir(args.run_dir), args.out, tag=args.tag, overwrite=args.overwrite, dtype=args.dtype,
+                     **sharding)
     print(out)
     return 0

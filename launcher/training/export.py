@@ -3,12 +3,16 @@
 The weights are DeepSpeed's own consolidation of the sharded checkpoint
 (``deepspeed.utils.zero_to_fp32``, the same code as the ``zero_to_fp32.py``
 script DeepSpeed leaves next to the checkpoints) of the tag ``latest`` names,
-or ``--tag``. They are loaded with ``strict=True`` into the architecture that
-the run's own ``config.yaml`` and tokenizer describe (``build_model``), so no
-weight is silently dropped or left at its random init, and written with
-``save_pretrained`` as safetensors. ``DIR`` then holds::
+or ``--tag``, read lazily. Their names and shapes are checked, as ``strict=True``
+loading would, against the architecture the run's own ``config.yaml`` and tokenizer
+describe (``build_model`` on the meta device), so no weight is silently dropped or
+left at its random init. They stream into sharded safetensors of ``--max-shard-size``
+in ``--dtype`` (default: the run's precision), one shard in memory at a time
+(``training/export_shards.py``); the disk must have room for them before anything
+is written. ``DIR`` then holds::
 
-    config.json  generation_config.json  model.safetensors
+    config.json  generation_config.json  model.safetensors (or model-0000K-of-0000N.safetensors
+                                         and model.safetensors.index.json)
     spiece.model                 the run's SentencePiece model, byte for byte
     tokenizer.json               a fast tokenizer converted from spiece.model, checked to
     tokenizer_config.json        encode as it does (T5: appends </s>, as training did)
@@ -43,14 +47,6 @@ from flanforge.errors import UserError, closest_first
 from flanforge.launcher.training.rundir import RunDir
 
 WRAPPER_PREFIX = "hf."  # TrainingModel keeps the HF model as `self.hf`
-# Strings the converted tokenizer must encode exactly as SentencePiece does
-# before tokenizer.json is written (plus a sample of the vocabulary itself).
-_TOKENIZER_PROBES = (
-    "Question: what is 12 + 30? Answer: 42",
-    "  Leading spaces,\ttabs\nand new lines  ",
-    "Unicode: naïve café, Ωmega, 中文, emoji 🙂, full-width ＡＢＣ, ligature ﬁ.",
-    "",
-)
 
 
 # --------------------------------------------------------------------------- checks
@@ -94,65 +90,100 @@ def check_out_dir(out_dir: str | Path, run_dir: RunDir, overwrite: bool) -> Path
 # --------------------------------------------------------------------------- weights
 
 
-def consolidate(run_dir: RunDir, tag: str) -> dict[str, Any]:
-    """One fp32 state dict (keys as in the engine's module: ``hf.*``) from the tag's ZeRO shards."""
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-    from tqdm import tqdm
-
+@contextlib.contextmanager
+def _reading(run_dir: RunDir, tag: str):
+    """A shard that cannot be read (cut short, damaged) becomes one UserError naming the checkpoint."""
     from flanforge.launcher.training.checkpoint import UNREADABLE, unreadable
+
+    try:
+        yield
+    except UNREADABLE as err:
+        raise unreadable(run_dir, tag, err) from None
+
+
+def lazy_state(run_dir: RunDir, tag: str) -> dict[str, Any]:
+    """The tag's fp32 weights as DeepSpeed's lazy tensors (keys as in the engine's module: ``hf.*``);
+    ``.contiguous()`` reads one. Names DeepSpeed recorded as shared share one lazy tensor."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     root = run_dir.checkpoints
     if not any((root / tag).glob("*_optim_states.pt")):
         raise UserError(f"{root / tag} holds no ZeRO optimizer shards (*_optim_states.pt): "
                         f"export reads checkpoints of ZeRO stage 1, 2 or 3 runs")
-    try:
-        # DeepSpeed reports what it reads with print(): keep stdout for the result.
-        with contextlib.redirect_stdout(sys.stderr):
-            lazy = get_fp32_state_dict_from_zero_checkpoint(str(root), tag=tag, lazy_mode=True)
-        # Materialise tensor by tensor (ZeRO-3: gather the partitions) behind a progress
-        # bar; names DeepSpeed recorded as shared keep sharing one tensor, as its own
-        # `to_torch_tensor` does.
-        state: dict[str, Any] = {}
-        done: dict[int, str] = {}
+    # DeepSpeed reports what it reads with print(): keep stdout for the result.
+    with _reading(run_dir, tag), contextlib.redirect_stdout(sys.stderr):
+        return get_fp32_state_dict_from_zero_checkpoint(str(root), tag=tag, lazy_mode=True)
+
+
+def consolidate(run_dir: RunDir, tag: str) -> dict[str, Any]:
+    """One fp32 state dict (keys as in the engine's module: ``hf.*``) from the tag's ZeRO shards."""
+    from tqdm import tqdm
+
+    lazy = lazy_state(run_dir, tag)
+    # Materialise tensor by tensor (ZeRO-3: gather the partitions) behind a progress
+    # bar; names DeepSpeed recorded as shared keep sharing one tensor, as its own
+    # `to_torch_tensor` does.
+    state: dict[str, Any] = {}
+    done: dict[int, str] = {}
+    with _reading(run_dir, tag):
         for name, lazy_tensor in tqdm(lazy.items(), desc=f"consolidating {tag}", unit="tensor", file=sys.stderr):
             first = done.setdefault(id(lazy_tensor), name)
             state[name] = state[first] if first != name else lazy_tensor.contiguous()
-    except UNREADABLE as err:
-        raise unreadable(run_dir, tag, err) from None
     return state
 
 
-def to_hf_state_dict(state: dict[str, Any], model) -> dict[str, Any]:
-    """Engine keys (``hf.*``) to the HF model's keys, with every tied name filled in.
+def hf_sources(state: dict[str, Any], model, materialise=lambda tensor: tensor) -> dict[str, str]:
+    """Each of the HF model's keys -> the key of ``state`` (engine keys, ``hf.*``) its weight comes from.
 
     Keys outside ``hf.`` must be second names of an ``hf.`` tensor (TrainingModel
     holds the LM head as ``head`` too). Names the HF model ties to one parameter
     (input/output embeddings with ``tie_word_embeddings``, T5's ``shared``) are
     filled from whichever of them the checkpoint holds; two different values for
-    one tied parameter are an error, not a silent pick.
+    one tied parameter (compared after ``materialise``) are an error, not a silent pick.
     """
     import torch
 
-    hf = {k[len(WRAPPER_PREFIX):]: v for k, v in state.items() if k.startswith(WRAPPER_PREFIX)}
-    ids = {id(v) for v in hf.values()}
+    hf = {k[len(WRAPPER_PREFIX):]: k for k in state if k.startswith(WRAPPER_PREFIX)}
+    ids = {id(state[k]) for k in hf.values()}
     stray = [k for k, v in state.items() if not k.startswith(WRAPPER_PREFIX) and id(v) not in ids]
     if stray:
         raise UserError(f"the checkpoint holds weights outside the model (not under '{WRAPPER_PREFIX}'): "
                         f"{', '.join(sorted(stray)[:5])}")
-    groups: dict[int, list[str]] = {}
-    for name, tensor in model.state_dict(keep_vars=True).items():
-        groups.setdefault(id(tensor), []).append(name)
-    for names in groups.values():
+    for names in tied_groups(model):
         present = [n for n in names if n in hf]
         if not present or len(names) == 1:
             continue
-        ref = hf[present[0]]
+        ref = state[hf[present[0]]]
         for other in present[1:]:
-            if hf[other] is not ref and not torch.equal(hf[other], ref):
+            value = state[hf[other]]
+            if value is not ref and not torch.equal(materialise(value), materialise(ref)):
                 raise UserError(f"tied weights {present[0]} and {other} differ in the checkpoint")
         for name in names:
-            hf.setdefault(name, ref)
+            hf.setdefault(name, hf[present[0]])
     return hf
+
+
+def tied_groups(model) -> list[list[str]]:
+    """The model's state-dict keys grouped by the tensor they name (tied weights share a group), in order."""
+    groups: dict[int, list[str]] = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        groups.setdefault(id(tensor), []).append(name)
+    return list(groups.values())
+
+
+def to_hf_state_dict(state: dict[str, Any], model) -> dict[str, Any]:
+    """Engine keys (``hf.*``) to the HF model's keys, with every tied name filled in (:func:`hf_sources`)."""
+    return {name: state[source] for name, source in hf_sources(state, model).items()}
+
+
+def _mismatch(model, names) -> str:
+    """The keys ``names`` lacks or has beyond the model's, in a few words ("" when they match)."""
+    missing = sorted(set(model.state_dict()) - set(names))
+    unexpected = sorted(set(names) - set(model.state_dict()))
+    return "; ".join(part for part in (
+        f"missing {', '.join(missing[:5])}" if missing else "",
+        f"unexpected {', '.join(unexpected[:5])}" if unexpected else "",
+    ) if part)
 
 
 def load_strict(model, state: dict[str, Any]) -> None:
@@ -160,94 +191,21 @@ def load_strict(model, state: dict[str, Any]) -> None:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        missing = sorted(set(model.state_dict()) - set(state))
-        unexpected = sorted(set(state) - set(model.state_dict()))
-        detail = "; ".join(part for part in (
-            f"missing {', '.join(missing[:5])}" if missing else "",
-            f"unexpected {', '.join(unexpected[:5])}" if unexpected else "",
-        ) if part) or str(err).splitlines()[0]
-        raise UserError(f"the checkpoint does not fit the model the run's config describes: {detail}") from None
+        raise _unfit(_mismatch(model, state) or str(err).splitlines()[0]) from None
 
 
-# --------------------------------------------------------------------------- tokenizer
+def _unfit(detail: str) -> UserError:
+    return UserError(f"the checkpoint does not fit the model the run's config describes: {detail}")
 
 
-def hf_tokenizer(spm_file: Path, arch: str):
-    """A fast HF tokenizer converted from the SentencePiece model (check it with :func:`first_mismatch`)."""
-    import sentencepiece as spm
-    from tokenizers import decoders, processors
-    from transformers import PreTrainedTokenizerFast
-    from transformers.convert_slow_tokenizer import SpmConverter
-
-    from flanforge.model.tokenizer import load_tokenizer
-
-    class _Spm:  # what SpmConverter reads from a slow tokenizer
-        vocab_file = str(spm_file)
-
-    class _Converter(SpmConverter):
-        handle_byte_fallback = True  # flanforge trains SentencePiece with byte fallback
-
-        def decoder(self, replacement, add_prefix_space):
-            return decoders.Sequence([decoders.Replace(replacement, " "), decoders.ByteFallback(),
-                                      decoders.Fuse(), decoders.Strip(content=" ", left=1)])
-
-    sp = spm.SentencePieceProcessor(model_file=str(spm_file))
-    ids = load_tokenizer(spm_file)
-    backend = _Converter(_Spm()).converted()
-    eos = sp.id_to_piece(ids.eos_id)
-    if arch == "t5":
-        # T5 inputs end with </s> in training (mixtures/streaming/packing.py); tokenizer(text) does the same.
-        backend.post_processor = processors.TemplateProcessing(
-            single=["$A", eos], pair=["$A", eos, "$B", eos], special_tokens=[(eos, ids.eos_id)])
-    piece = lambda i: sp.id_to_piece(i) if i >= 0 else None  # noqa: E731  (-1: the model has none)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token=piece(ids.pad_id), eos_token=eos,
-        bos_token=piece(ids.bos_id), unk_token=piece(ids.unk_id),
-    )
-
-
-def first_mismatch(tok, spm_file: Path) -> str | None:
-    """The first probe text ``tok`` encodes differently from SentencePiece, or None."""
-    import sentencepiece as spm
-
-    sp = spm.SentencePieceProcessor(model_file=str(spm_file))
-    # Every piece spelled out, but for control and byte pieces ("</s>", "<0x41>"):
-    # SentencePiece never reads those from text, the converted tokenizer does.
-    vocab = " ".join(sp.id_to_piece(i).replace("\u2581", " ") for i in range(sp.get_piece_size())
-                     if not (sp.is_control(i) or sp.is_byte(i) or sp.is_unknown(i)))
-    for text in (*_TOKENIZER_PROBES, vocab):
-        if tok(text, add_special_tokens=False)["input_ids"] != sp.encode(text):
-            return text
-    return None
-
-
-def write_tokenizer(tokenizer, out: Path, arch: str) -> bool:
-    """Write the run's tokenizer to ``out``; True if that includes a ``tokenizer.json``.
-
-    A ``tokenizer.json`` tokenizer is copied with the configs beside it. A
-    SentencePiece model is copied, and a ``tokenizer.json`` converted from it is
-    added when the conversion encodes exactly as SentencePiece does.
-    """
-    from flanforge.model.tokenizer import JSON_CONFIGS, JSON_FILE, SPM_FILE, JsonTokenizer
-
-    if isinstance(tokenizer, JsonTokenizer):
-        for name in (JSON_FILE, *JSON_CONFIGS):
-            if tokenizer.path.with_name(name).is_file():
-                shutil.copyfile(tokenizer.path.with_name(name), out / name)
-        return True
-    spm_file = tokenizer.path
-    shutil.copyfile(spm_file, out / SPM_FILE)
-    try:
-        tok = hf_tokenizer(spm_file, arch)
-        bad = first_mismatch(tok, spm_file)
-    except Exception as err:  # an spm model the converter does not handle
-        bad = f"conversion failed: {type(err).__name__}: {err}"
-    if bad is not None:
-        print(f"flanforge export: note: no tokenizer.json, the converted tokenizer does not encode "
-              f"{bad[:60]!r} as {SPM_FILE} does; load {SPM_FILE} with sentencepiece", file=sys.stderr)
-        return False
-    tok.save_pretrained(out)
-    return True
+def check_fit(model, lazy: dict[str, Any], sources: dict[str, str]) -> None:
+    """What ``load_state_dict(strict=True)`` checks, without reading a weight: the keys and the shapes."""
+    detail = _mismatch(model, sources)
+    shapes = model.state_dict()
+    wrong = [f"{name} {tuple(lazy[src].shape)} (the model's: {tuple(shapes[name].shape)})"
+             for name, src in sources.items() if tuple(lazy[src].shape) != tuple(shapes[name].shape)]
+    if detail or wrong:
+        raise _unfit(detail or f"shape of {wrong[0]}")
 
 
 # --------------------------------------------------------------------------- export
@@ -294,18 +252,67 @@ def checkpoint_model(run_dir: RunDir, tag: str):
     return model.eval(), cfg, tokenizer
 
 
-def export_run(run_dir: RunDir, out_dir: str | Path, tag: str | None = None, *, overwrite: bool = False) -> Path:
-    """Export checkpoint ``tag`` (default: ``latest``) of the run in ``run_dir`` to ``out_dir``; returns ``out_dir``."""
-    from flanforge.model.load import count_parameters
+DEFAULT_SHARD_SIZE = "5GB"
+
+
+def check_disk(out: Path, needed: int) -> None:
+    """Refuse before writing when the disk that will hold ``out`` has fewer than ``needed`` bytes free."""
+    free = shutil.disk_usage(out.parent).free
+    if free < needed:
+        raise UserError(f"--out {out}: the export needs {needed} bytes ({needed / 1e9:.2f} GB), "
+                        f"its disk has {free} free")
+
+
+def _weights(run_dir: RunDir, tag: str, model, dtype: str):
+    """``(lazy, sources, sizes)``: the tag's lazy tensors, the model's key -> checkpoint key, and the
+    bytes in ``dtype`` of each key to write (one name per tied group), checked against ``model``."""
+    from flanforge.launcher.training.export_shards import DTYPES
+
+    lazy = lazy_state(run_dir, tag)
+    sources = hf_sources(lazy, model, materialise=lambda lazy_tensor: lazy_tensor.contiguous())
+    check_fit(model, lazy, sources)
+    element = DTYPES[dtype].itemsize
+    return lazy, sources, {names[0]: lazy[sources[names[0]]].shape.numel() * element for names in tied_groups(model)}
+
+
+def _write_model(model, weights, tmp: Path, dtype: str, max_bytes: int, progress: str) -> None:
+    """The weights (:func:`_weights`, as sharded safetensors) and the model's configs into ``tmp``."""
+    from flanforge.launcher.training.export_shards import DTYPES, write_shards
+
+    lazy, sources, sizes = weights
+    write_shards(tmp, sizes, lambda name: lazy[sources[name]].contiguous(), DTYPES[dtype], max_bytes, progress)
+    model.config.dtype = DTYPES[dtype]
+    model.config.architectures = [type(model).__name__]  # as save_pretrained records it
+    model.config.save_pretrained(tmp)
+    if model.can_generate():
+        model.generation_config.save_pretrained(tmp)
+
+
+def export_run(run_dir: RunDir, out_dir: str | Path, tag: str | None = None, *, overwrite: bool = False,
+               dtype: str | None = None, max_shard_size: str = DEFAULT_SHARD_SIZE) -> Path:
+    """Export checkpoint ``tag`` (default: ``latest``) of the run in ``run_dir`` to ``out_dir`` as
+    ``dtype`` (default: the run's ``train.precision``) safetensors shards of at most ``max_shard_size``
+    (a larger tensor has a shard of its own); returns ``out_dir``. The weights stream from the ZeRO
+    shards into one output shard at a time (``training/export_shards.py``)."""
+    from flanforge.launcher.config import parse_bytes
+    from flanforge.launcher.training.export_tokenizer import write_tokenizer
+    from flanforge.model.load import build_model, count_parameters
 
     tag = resolve_tag(run_dir, tag)
     out = check_out_dir(out_dir, run_dir, overwrite)
-    model, cfg, tokenizer = checkpoint_model(run_dir, tag)
-
+    max_bytes = parse_bytes(max_shard_size, "--max-shard-size")
+    cfg, tokenizer = load_run(run_dir)
+    dtype = dtype or cfg.train.precision
+    # The architecture only, on the meta device: its keys, shapes, ties and configs.
+    model = build_model(dataclasses.replace(cfg.model, gradient_checkpointing=False), tokenizer, cfg.seed,
+                        training=False, meta=True)
     out.parent.mkdir(parents=True, exist_ok=True)
+    weights = _weights(run_dir, tag, model, dtype)
+    check_disk(out, sum(weights[2].values()))
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        with _reading(run_dir, tag):
+            _write_model(model, weights, tmp, dtype, max_bytes, progress=f"consolidating {tag}")
         has_json = write_tokenizer(tokenizer, tmp, cfg.model.arch)
         _default_permissions(tmp)
         if out.exists():
@@ -315,6 +322,6 @@ def export_run(run_dir: RunDir, out_dir: str | Path, tag: str | None = None, *, 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     print(f"flanforge export: {run_dir.root} @ {tag} (ZeRO-{cfg.deepspeed.zero_stage}, {cfg.model.arch}, "
-          f"{count_parameters(model) / 1e6:.2f}M parameters) -> {out}"
+          f"{count_parameters(model) / 1e6:.2f}M parameters, {dtype}) -> {out}"
           + ("" if has_json else f" (tokenizer: {tokenizer.path.name} only)"), file=sys.stderr)
     return out

@@ -173,3 +173,45 @@ def test_truncated_checkpoint_is_one_line_naming_it(runs, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f"flanforge export: error: {tag_dir}: checkpoint cannot be read (")
     assert "truncated or damaged" in err[-1] and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["decoder-zero3", "t5-zero3"])
+def test_sharded_export_loads_with_the_engines_logits(name, runs, engine_outputs, tmp_path):
+    """--max-shard-size below the embedding: several files, an index, the embedding alone in one."""
+    import json
+
+    from flanforge.launcher.cli import main
+
+    out = tmp_path / "sharded"
+    assert main(["export", str(trained(runs, name)), "--out", str(out), "--max-shard-size", "100KB"]) == 0
+    weight_map = json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
+    assert len(set(weight_map.values())) > 2 and not (out / "model.safetensors").exists()
+    ref = engine_outputs[name]
+    logits = forward_logits(load_exported(out, name), ref["inputs"])
+    assert torch.allclose(logits, ref["logits"], rtol=1e-5, atol=1e-5), (logits - ref["logits"]).abs().max()
+
+
+def test_bf16_export_is_the_fp32_export_cast(runs, exported, tmp_path):
+    import json
+
+    from flanforge.launcher.cli import main
+
+    out = tmp_path / "bf16"
+    assert main(["export", str(trained(runs, "decoder-zero2")), "--out", str(out), "--dtype", "bf16"]) == 0
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+    fp32 = load_exported(exported["decoder-zero2"], "decoder").state_dict()
+    bf16 = load_exported(out, "decoder").state_dict()
+    assert bf16.keys() == fp32.keys()
+    assert all(bf16[k].dtype == torch.bfloat16 and torch.equal(bf16[k], fp32[k].to(torch.bfloat16)) for k in fp32)
+
+
+def test_disk_without_room_is_refused_before_writing(runs, exported, tmp_path, capsys, monkeypatch):
+    from flanforge.launcher.cli import main
+    from flanforge.launcher.training import export
+
+    monkeypatch.setattr(export.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 1000})())
+    assert main(["export", str(trained(runs, "decoder-zero1")), "--out", str(tmp_path / "out")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    needed = sum(p.numel() * 4 for p in load_exported(exported["decoder-zero1"], "decoder").parameters())
+    assert f"the export needs {needed} bytes" in last and "has 1000 free" in last
+    assert list(tmp_path.iterdir()) == []

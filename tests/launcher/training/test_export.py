@@ -18,12 +18,11 @@ from flanforge.errors import UserError
 from flanforge.launcher.training.export import (
     check_out_dir,
     export_run,
-    first_mismatch,
-    hf_tokenizer,
     load_strict,
     resolve_tag,
     to_hf_state_dict,
 )
+from flanforge.launcher.training.export_tokenizer import first_mismatch, hf_tokenizer
 from flanforge.launcher.training.rundir import RunDir
 from flanforge.model.tokenizer import EOS_ID, train_tokenizer
 

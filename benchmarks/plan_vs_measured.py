@@ -1,0 +1,106 @@
+"""``flanforge plan``'s prediction against the measured peak of short CPU runs, and export's peak RSS.
+
+    python benchmarks/plan_vs_measured.py                       # 2 sizes x ZeRO 1/2/3 x recompute off/on
+    python benchmarks/plan_vs_measured.py --sizes tiny --stages 2
+
+Each run is ``flanforge train`` on the ``demo`` mixture (2 CPU ranks, fp32, micro batch 4, rows of 256
+tokens, the fused loss, 2 steps, a checkpoint at the end), started under a wrapper that reports the
+peak RSS of its largest descendant (``RUSAGE_CHILDREN``): the larger rank's peak. The prediction is
+the plan's per-rank estimate for the same setting with the CPU's attention (``segments``) and without
+the GPU's overhead (CUDA context, allocator slack), plus the RSS of a process that has imported what a
+rank imports (measured here: the CPU's framework overhead). Then the largest model's ZeRO-3 run is
+exported (``--max-shard-size 64MB``) under the same wrapper: peak RSS against the model's fp32 size.
+The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SIZES = {  # Llama-style decoders, vocab 2000 (the demo's tokenizer)
+    "tiny": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4),
+    "small": dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=8, num_attention_heads=8),
+    "medium": dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12),
+}
+COMMON = ["train.max_steps=2", "checkpoint.every_steps=0", "mixture.seq_len=256", "train.micro_batch_size=4",
+          "model.fused_loss=true", "launch.nproc_per_node=2", "eval.every_steps=0"]
+IMPORTS = "import torch, deepspeed, transformers; from flanforge.launcher.training import loop"
+
+
+def peak_rss(cmd: list[str]) -> tuple[int, float]:
+    """(bytes, seconds): the peak RSS of ``cmd``'s largest descendant, and its wall time."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import vs_hf_trainer as vs
+
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", vs.RSS_WRAPPER, *cmd], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:4])} failed:\n{out.stderr[-3000:]}")
+    kib = int(out.stdout.split("PEAK_RSS_KIB")[-1].split()[0])
+    return kib * 1024, time.perf_counter() - start
+
+
+def predicted(overrides: list[str], baseline: int) -> int:
+    from flanforge.launcher.config import load_config
+    from flanforge.launcher.training import memory_plan as mp
+    from flanforge.model.load import choose_attention
+
+    cfg = load_config(REPO / "configs/demo.yaml", overrides)
+    w = dataclasses.replace(mp.workload(cfg, 2, 1), attention=choose_attention(cfg.model, device_type="cpu"))
+    e = mp.estimate(w, mp.configured_setting(cfg), cfg.train.micro_batch_size)
+    return e.total - e.overhead + baseline
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=["tiny", "small"], choices=list(SIZES))
+    parser.add_argument("--stages", nargs="+", type=int, default=[1, 2, 3])
+    args = parser.parse_args()
+    flanforge = str(Path(sys.executable).with_name("flanforge"))
+    baseline, _ = peak_rss([sys.executable, "-c", IMPORTS])
+    rows = []
+    with tempfile.TemporaryDirectory() as work:
+        shards = Path(work) / "shards"
+        for size in args.sizes:
+            hf = "{" + ", ".join(f"{k}: {v}" for k, v in SIZES[size].items()) + "}"
+            for stage in args.stages:
+                for ckpt in (False, True):
+                    run = Path(work) / f"{size}-z{stage}-{ckpt}"
+                    overrides = [*COMMON, f"model.hf_config={hf}", f"deepspeed.zero_stage={stage}",
+                                 f"model.gradient_checkpointing={str(ckpt).lower()}", f"output_dir={run}",
+                                 f"mixture.shards_dir={shards}"]
+                    measured, seconds = peak_rss([flanforge, "train", "--config", str(REPO / "configs/demo.yaml"),
+                                                  *overrides])
+                    guess = predicted(overrides, baseline)
+                    rows.append(dict(size=size, zero=stage, ckpt=ckpt, predicted=guess, measured=measured,
+                                     ratio=round(guess / measured, 3), seconds=round(seconds, 1)))
+                    print(f"{size:6} zero{stage} ckpt={'on ' if ckpt else 'off'} predicted {guess / 2**20:8.1f} MiB"
+                          f"  measured {measured / 2**20:8.1f} MiB  ratio {guess / measured:.3f}", flush=True)
+        export = exported_peak(flanforge, Path(work), args.sizes[-1], 3)
+    print(json.dumps({"baseline_rss": baseline, "runs": rows, "export": export}))
+
+
+def exported_peak(flanforge: str, work: Path, size: str, stage: int) -> dict:
+    """Peak RSS and seconds of exporting the ``size`` ZeRO-``stage`` run (no recompute) at --max-shard-size 64MB."""
+    from flanforge.launcher.config import load_config
+    from flanforge.launcher.training.model_shape import model_shape
+
+    run = work / f"{size}-z{stage}-False"
+    cfg = load_config(run / "config.yaml")
+    fp32 = model_shape(cfg.model).params * 4
+    rss, seconds = peak_rss([flanforge, "export", str(run), "--out", str(work / "export"), "--max-shard-size", "64MB"])
+    print(f"export {size} zero{stage}: peak RSS {rss / 2**20:.1f} MiB for {fp32 / 2**20:.1f} MiB of fp32 weights "
+          f"({seconds:.1f} s)", flush=True)
+    return dict(size=size, zero=stage, fp32_bytes=fp32, peak_rss=rss, seconds=round(seconds, 1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,338 @@
+"""Memory per rank of a training setting, predicted before any rank starts (``flanforge plan``, train's pre-flight).
+
+Per GPU rank, in bytes (``p``: 2 for bf16/fp16 training, 4 for fp32; ``P`` parameters, ``N`` ranks):
+
+- **model states**, as DeepSpeed counts them (``estimate_zero2_model_states_mem_needs``,
+  ``estimate_zero3_model_states_mem_needs``; the unit tests check the equality): ``p``-byte
+  parameters and gradients, and for the optimizer fp32 gradients, fp32 master weights and Adam's
+  two moments (4 + 4 + 8 bytes). ZeRO-1 partitions the optimizer states over ``N``, ZeRO-2 the
+  gradients too, ZeRO-3 the parameters too (it reduces gradients straight into the fp32
+  partition, and gathers one layer at a time: ``2p`` bytes per parameter of the largest layer).
+  Offload moves the optimizer states (and ZeRO-2's gradient partition) or ZeRO-3's parameter
+  partition to the CPU.
+- **activations** per layer (Korthikanti et al. 2022, "Reducing Activation Recomputation in Large
+  Transformer Models", eq. 1): ``s*b*h*(34 + 5*a*s/h)`` bytes in 16-bit for dense attention (the
+  ``eager_mask`` kernel keeps the ``a*s*s`` scores, softmax and dropout mask); the kernels that never
+  build the scores (``sdpa_mask``'s memory-efficient kernel, ``flex``, ``segments``) keep ``s*b*h*34``
+  and an fp32 log-sum-exp (``4*a*s*b``), and the masked ones one dense ``b*s*s`` mask per forward.
+  Full recompute keeps ``2*s*b*h`` per layer plus one layer's activations while it is recomputed.
+  T5 decoder layers add a cross-attention block (``13*s*b*h`` and its scores). fp32 doubles all.
+- **logits and loss** (every token counted as a target, an upper bound): unfused, the ``[tokens,
+  vocab]`` logits, their fp32 copy, log-softmax and gradient; fused, one chunk of fp32 logits
+  (``kernels/cross_entropy``) and the fp32 gradients of the hidden states and the head.
+- **buckets**: DeepSpeed's gradient reduce bucket, and ZeRO-3's prefetch bucket (``p`` bytes an element).
+- **overhead**: :data:`CUDA_CONTEXT_BYTES` and :data:`ALLOCATOR_SLACK` of the rest.
+
+CPU memory per node is the larger of the ranks' model construction (each rank builds the model
+in fp32) and the offloaded states, times DeepSpeed's ``additional_buffer_factor`` (1.5).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass
+
+from flanforge.errors import ConfigError, UserError
+from flanforge.kernels.cross_entropy.function import chunk_rows
+from flanforge.launcher.config import UNITS, Config, parse_bytes
+from flanforge.launcher.training.model_shape import ModelShape, model_shape
+
+CUDA_CONTEXT_BYTES = 512 * 2**20
+"""The CUDA context and torch's kernels: about 0.5 GiB on Hopper with CUDA 12's lazy module loading."""
+ALLOCATOR_SLACK = 0.10
+"""Fragmentation of the caching allocator, as a share of everything else."""
+CPU_BUFFER_FACTOR = 1.5
+"""DeepSpeed's ``additional_buffer_factor`` for host memory."""
+MAX_MICRO_BATCH = 2**16
+_DENSE_SCORES = ("eager_mask",)
+_DENSE_MASK = ("eager_mask", "sdpa_mask")
+
+
+def format_bytes(size: float) -> str:
+    """``size`` in the largest binary unit that keeps it >= 1 (``1.50 GiB``)."""
+    for unit in ("TiB", "GiB", "MiB", "KiB"):
+        if abs(size) >= UNITS[unit]:
+            return f"{size / UNITS[unit]:.2f} {unit}"
+    return f"{int(size)} B"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """The choices the plan compares."""
+
+    zero_stage: int
+    offload_optimizer: bool
+    offload_param: bool
+    checkpointing: bool
+    fused_loss: bool
+
+    def overrides(self) -> dict[str, object]:
+        return {"deepspeed.zero_stage": self.zero_stage, "deepspeed.offload_optimizer": self.offload_optimizer,
+                "deepspeed.offload_param": self.offload_param, "model.gradient_checkpointing": self.checkpointing,
+                "model.fused_loss": self.fused_loss}
+
+    def label(self) -> str:
+        offload = "+".join(n for n, on in (("opt", self.offload_optimizer), ("param", self.offload_param)) if on)
+        return (f"zero{self.zero_stage} offload={offload or 'none'} ckpt={'on' if self.checkpointing else 'off'} "
+                f"loss={'fused' if self.fused_loss else 'unfused'}")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What does not change between settings: the model, the rows, the precision and the ranks."""
+
+    shape: ModelShape
+    precision: str
+    seq_len: int
+    attention: str
+    gpus_per_node: int
+    nodes: int
+    reduce_bucket: int
+    prefetch_bucket: int
+
+    @property
+    def world(self) -> int:
+        return self.gpus_per_node * self.nodes
+
+    @property
+    def p(self) -> int:
+        """Bytes of a parameter, gradient or activation element."""
+        return 4 if self.precision == "fp32" else 2
+
+
+@dataclass(frozen=True)
+class ModelStates:
+    """Bytes per parameter of each state: ``full`` on every rank, ``sharded`` over the ranks on the
+    GPU, ``offloaded`` over the ranks on the CPU; ``gathered``: ZeRO-3's gathered layer, bytes."""
+
+    params: int
+    world: int
+    nodes: int
+    full: dict[str, int]
+    sharded: dict[str, int]
+    offloaded: dict[str, int]
+    gathered: int
+
+    def component(self, name: str) -> int:
+        """GPU bytes per rank of one state (``params``, ``gradients``, ``optimizer``)."""
+        return int(self.params * self.full.get(name, 0) + self.params * self.sharded.get(name, 0) / self.world)
+
+    def gpu(self) -> int:
+        """GPU bytes per rank, DeepSpeed's rounding."""
+        return self.params * sum(self.full.values()) + int(self.params * sum(self.sharded.values()) / self.world) \
+            + self.gathered
+
+    def cpu_node(self, gpus_per_node: int) -> int:
+        """Host bytes per node: construction (fp32, every rank) or the offloaded partitions, whichever is larger."""
+        per_param = max(4 * gpus_per_node, sum(self.offloaded.values()) / self.nodes)
+        return int(self.params * per_param * CPU_BUFFER_FACTOR)
+
+
+def model_states(w: Workload, s: Setting) -> ModelStates:
+    """Where each model state lives under setting ``s`` (see the module docstring)."""
+    p = w.p
+    optimizer = 16 if w.precision != "fp32" or s.zero_stage > 0 else 8  # fp32 grads + master + Adam; fp32 torch AdamW: Adam
+    grads_sharded = s.zero_stage >= 2
+    states = {"params": p, "gradients": p, "optimizer": optimizer}
+    if s.zero_stage == 3:
+        states["gradients"] = 0  # reduced straight into the fp32 partition
+    full = {"params": p if s.zero_stage < 3 else 0, "gradients": 0 if grads_sharded else p,
+            "optimizer": optimizer if s.zero_stage == 0 else 0}
+    sharded = {k: v - full[k] for k, v in states.items()}
+    offloaded: dict[str, int] = {}
+    if s.offload_optimizer:
+        offloaded["optimizer"] = sharded.pop("optimizer")
+        sharded.pop("gradients")  # reduced into the host's fp32 gradients
+    if s.offload_param:
+        offloaded["params"] = sharded.pop("params")
+    gathered = 2 * p * w.shape.largest_layer_params if s.zero_stage == 3 else 0
+    return ModelStates(w.shape.params, w.world, w.nodes, full, sharded, offloaded, gathered)
+
+
+def _layer(w: Workload, b: int, s_q: int, s_kv: int, linear: int) -> float:
+    """Bytes one attention block plus ``linear`` * s*b*h (16-bit units) keeps, in training precision."""
+    h, a = w.shape.hidden, w.shape.heads
+    scores = 5 * a * s_q * s_kv * b * w.p / 2 if w.attention in _DENSE_SCORES else 4 * a * s_q * b
+    return linear * s_q * b * h * w.p / 2 + scores
+
+
+def activations(w: Workload, s: Setting, b: int) -> int:
+    """Activation bytes of one micro batch of ``b`` rows kept for backward (module docstring)."""
+    seq, shape = w.seq_len, w.shape
+    enc = _layer(w, b, seq, seq, 34)
+    dec = enc + _layer(w, b, seq, seq, 13) if shape.arch == "t5" else 0  # + cross-attention
+    layers = shape.layers + shape.decoder_layers
+    if s.checkpointing:
+        kept = layers * seq * b * shape.hidden * w.p + max(enc, dec)
+    else:
+        kept = shape.layers * enc + shape.decoder_layers * dec
+    masks = (3 if shape.arch == "t5" else 1) * b * seq * seq * w.p if w.attention in _DENSE_MASK else 0
+    encoder_out = seq * b * shape.hidden * w.p if shape.arch == "t5" else 0
+    return int(kept + masks + encoder_out)
+
+
+def loss_bytes(w: Workload, s: Setting, b: int) -> int:
+    """Logits and loss of ``b`` rows, every token a target."""
+    n, vocab, h = b * w.seq_len, w.shape.vocab, w.shape.hidden
+    if s.fused_loss:
+        return chunk_rows(n, vocab, None) * vocab * 4 + 4 * n * h + 4 * vocab * h
+    upcast = 4 if w.p != 4 else 0
+    return n * vocab * (w.p + upcast + 4 + 4)  # logits, fp32 copy, log-softmax, gradient
+
+
+def bucket_bytes(w: Workload, s: Setting) -> int:
+    if s.zero_stage == 0:
+        return 0
+    prefetch = min(w.prefetch_bucket, w.shape.params) if s.zero_stage == 3 else 0
+    return (min(w.reduce_bucket, w.shape.params) + prefetch) * w.p
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One setting at one micro batch: bytes per GPU rank by part, and host bytes per node."""
+
+    setting: Setting
+    micro_batch: int
+    params: int
+    gradients: int
+    optimizer: int
+    gathered: int
+    activations: int
+    loss: int
+    buckets: int
+    overhead: int
+    total: int
+    cpu_node: int
+
+
+def estimate(w: Workload, s: Setting, b: int) -> Estimate:
+    states = model_states(w, s)
+    parts = dict(activations=activations(w, s, b), loss=loss_bytes(w, s, b), buckets=bucket_bytes(w, s))
+    dynamic = states.gpu() + sum(parts.values())
+    overhead = CUDA_CONTEXT_BYTES + int(ALLOCATOR_SLACK * dynamic)
+    return Estimate(setting=s, micro_batch=b, params=states.component("params"),
+                    gradients=states.component("gradients"), optimizer=states.component("optimizer"),
+                    gathered=states.gathered, overhead=overhead, total=dynamic + overhead,
+                    cpu_node=states.cpu_node(w.gpus_per_node), **parts)
+
+
+def max_micro_batch(w: Workload, s: Setting, memory: int) -> int:
+    """The largest micro batch (up to :data:`MAX_MICRO_BATCH`) whose estimate fits ``memory``; 0 if none."""
+    fits = lambda b: estimate(w, s, b).total <= memory  # noqa: E731  (the total grows with b)
+    if not fits(1):
+        return 0
+    low, high = 1, 2
+    while high <= MAX_MICRO_BATCH and fits(high):
+        low, high = high, 2 * high
+    high = min(high, MAX_MICRO_BATCH + 1)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid)
+    return low
+
+
+def alternatives(configured: Setting) -> list[Setting]:
+    """The configured setting first, then every ZeRO 1/2/3 x offload x recompute x loss choice."""
+    out = [configured]
+    for stage, ckpt, fused in itertools.product((1, 2, 3), (False, True), (True, False)):
+        for opt, param in ((False, False), (True, False), (True, True)):
+            setting = Setting(stage, opt, param, ckpt, fused)
+            if (stage == 3 or not param) and setting not in out:
+                out.append(setting)
+    return out
+
+
+def _changes(a: Setting, b: Setting) -> int:
+    return sum(x != y for x, y in zip(dataclasses.astuple(a), dataclasses.astuple(b)))
+
+
+def nearest_fit(w: Workload, configured: Setting, micro_batch: int, memory: int) -> tuple[Setting, int] | None:
+    """The setting that fits ``memory`` with the fewest changes (then the smallest total) at
+    ``micro_batch``; failing that, the one that fits the largest smaller micro batch. None: nothing fits."""
+    sized = [(s, max_micro_batch(w, s, memory)) for s in alternatives(configured)]
+    as_is = [s for s, most in sized if most >= micro_batch]
+    if as_is:
+        best = min(as_is, key=lambda s: (_changes(s, configured), estimate(w, s, micro_batch).total))
+        return best, micro_batch
+    smaller = [(s, most) for s, most in sized if most >= 1]
+    if not smaller:
+        return None
+    return min(smaller, key=lambda item: (_changes(item[0], configured), -item[1]))
+
+
+# --------------------------------------------------------------------------- from a run config
+
+
+def configured_setting(cfg: Config) -> Setting:
+    """The setting ``cfg`` trains with on GPUs (``model.fused_loss: auto`` is fused there)."""
+    return Setting(cfg.deepspeed.zero_stage, cfg.deepspeed.offload_optimizer, cfg.deepspeed.offload_param,
+                   cfg.model.gradient_checkpointing, cfg.model.fused_loss is not False)
+
+
+def check_world(cfg: Config, gpus_per_node: int | None, nodes: int | None) -> tuple[int, int]:
+    """``(gpus per node, nodes)``: the flags, else the config's ``launch`` keys; a ConfigError naming the
+    value when they are impossible or contradict the config."""
+    launch = cfg.launch
+    gpus = launch.nproc_per_node if gpus_per_node is None else gpus_per_node
+    nodes = launch.nnodes if nodes is None else nodes
+    if gpus_per_node is None and gpus == 0:
+        raise ConfigError("launch.nproc_per_node is 0 (one rank per GPU of the node): give --gpus-per-node")
+    if gpus < 1 or nodes < 1:
+        raise ConfigError(f"--gpus-per-node {gpus} x --nodes {nodes}: both must be at least 1")
+    if launch.nproc_per_node not in (0, gpus):
+        raise ConfigError(f"--gpus-per-node {gpus} contradicts launch.nproc_per_node={launch.nproc_per_node} "
+                          f"(plan for {gpus} with the override launch.nproc_per_node={gpus})")
+    batch = cfg.deepspeed.extra.get("train_batch_size")
+    per_step = cfg.train.micro_batch_size * cfg.train.grad_accum
+    if batch is not None and batch != per_step * gpus * nodes:
+        raise ConfigError(f"deepspeed.extra.train_batch_size={batch} needs {batch / per_step:g} ranks "
+                          f"(train.micro_batch_size x train.grad_accum = {per_step}), not {gpus} x {nodes} = {gpus * nodes}")
+    return gpus, nodes
+
+
+def workload(cfg: Config, gpus_per_node: int, nodes: int) -> Workload:
+    """The :class:`Workload` of ``cfg`` on ``nodes`` x ``gpus_per_node`` GPU ranks."""
+    from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
+
+    from flanforge.launcher.training.engine import deepspeed_config
+    from flanforge.model.load import choose_attention
+
+    zero = DeepSpeedZeroConfig(**deepspeed_config(cfg, gpus_per_node * nodes)["zero_optimization"])
+    return Workload(shape=model_shape(cfg.model), precision=cfg.train.precision, seq_len=cfg.mixture.seq_len,
+                    attention=choose_attention(cfg.model, device_type="cuda"), gpus_per_node=gpus_per_node,
+                    nodes=nodes, reduce_bucket=zero.reduce_bucket_size, prefetch_bucket=zero.prefetch_bucket_size)
+
+
+def breakdown(e: Estimate) -> str:
+    """One line: the total and its parts."""
+    parts = ("params", "gradients", "optimizer", "gathered", "activations", "loss", "buckets", "overhead")
+    shown = ", ".join(f"{name} {format_bytes(getattr(e, name))}" for name in parts if getattr(e, name))
+    return f"{format_bytes(e.total)} ({shown})"
+
+
+def suggestion(found: tuple[Setting, int] | None, cfg: Config) -> str:
+    """The overrides that turn ``cfg`` into the ``found`` setting (and micro batch)."""
+    if found is None:
+        return "no setting fits at micro batch 1"
+    setting, micro_batch = found
+    now = configured_setting(cfg).overrides()
+    changed = [f"{k}={str(v).lower()}" for k, v in setting.overrides().items() if now[k] != v]
+    if micro_batch != cfg.train.micro_batch_size:
+        changed.append(f"train.micro_batch_size={micro_batch}")
+    return " ".join(changed)
+
+
+def check_fits(cfg: Config, gpus_per_node: int) -> None:
+    """Train's pre-flight: a UserError with the breakdown and the nearest fitting setting when the
+    configured setting is predicted not to fit ``launch.gpu_memory``."""
+    memory = parse_bytes(cfg.launch.gpu_memory, "launch.gpu_memory")
+    w = workload(cfg, gpus_per_node, cfg.launch.nnodes)
+    configured, micro_batch = configured_setting(cfg), cfg.train.micro_batch_size
+    predicted = estimate(w, configured, micro_batch)
+    if predicted.total <= memory:
+        return
+    found = nearest_fit(w, configured, micro_batch, memory)
+    raise UserError(f"launch.gpu_memory={cfg.launch.gpu_memory}: flanforge plan predicts {breakdown(predicted)} "
+                    f"per rank for {configured.label()} at micro batch {micro_batch}; nearest that fits: "
+                    f"{suggestion(found, cfg)} (or set launch.ignore_memory_plan=true to train anyway)")

@@ -1,0 +1,166 @@
+"""The memory plan: model states equal DeepSpeed's own estimators, activations and loss equal hand
+counts, the fit decision on both sides of its boundary, and the world and model checks."""
+
+import dataclasses
+import itertools
+
+import pytest
+import torch
+from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs, model_to_params
+from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
+from transformers import LlamaForCausalLM, T5ForConditionalGeneration
+
+from flanforge.errors import ConfigError, UserError
+from flanforge.launcher.config import load_config
+from flanforge.launcher.training import memory_plan as mp
+from flanforge.launcher.training.model_shape import ModelShape, model_shape
+from flanforge.model.load import hf_config_of
+
+TINY = ModelShape(arch="decoder", params=4_188_416, largest_layer_params=512_000, hidden=256, heads=4, layers=4,
+                  decoder_layers=0, vocab=2000)
+BIG = dataclasses.replace(TINY, params=6_738_415_616, largest_layer_params=131_072_000)  # Llama-2-7B's counts
+
+
+def workload(shape=TINY, precision="bf16", attention="flex", gpus=8, nodes=1, seq=128):
+    return mp.Workload(shape=shape, precision=precision, seq_len=seq, attention=attention, gpus_per_node=gpus,
+                       nodes=nodes, reduce_bucket=500_000_000, prefetch_bucket=50_000_000)
+
+
+def setting(stage, opt=False, param=False, ckpt=False, fused=True):
+    return mp.Setting(stage, opt, param, ckpt, fused)
+
+
+@pytest.mark.parametrize("config", ["configs/demo.yaml", "configs/demo_t5.yaml"])
+def test_model_shape_counts_the_built_model_as_deepspeed_does(config):
+    """Parameters and the largest layer from the meta build equal DeepSpeed's count of the real model."""
+    cfg = load_config(config).model
+    shape = model_shape(cfg)
+    real = (LlamaForCausalLM if cfg.arch == "decoder" else T5ForConditionalGeneration)(
+        hf_config_of(cfg, vocab_size=cfg.vocab_size))
+    assert (shape.params, shape.largest_layer_params) == model_to_params(real)
+    assert shape.vocab == cfg.vocab_size
+
+
+@pytest.mark.parametrize("shape", [TINY, BIG])
+@pytest.mark.parametrize("gpus,nodes", [(1, 1), (2, 1), (8, 1), (8, 4), (3, 5)])
+def test_zero2_model_states_equal_deepspeeds_estimator(shape, gpus, nodes):
+    w = workload(shape, gpus=gpus, nodes=nodes)
+    for offload in (False, True):
+        states = mp.model_states(w, setting(2, opt=offload))
+        cpu, gpu = estimate_zero2_model_states_mem_needs(shape.params, gpus, nodes, cpu_offload=offload)
+        assert states.gpu() == gpu
+        if nodes == 1:  # DeepSpeed's offload figure counts 4 bytes for every GPU of the job on each node
+            assert states.cpu_node(gpus) == cpu
+
+
+@pytest.mark.parametrize("shape", [TINY, BIG])
+@pytest.mark.parametrize("gpus,nodes", [(1, 1), (2, 1), (8, 1), (8, 4), (3, 5)])
+def test_zero3_model_states_equal_deepspeeds_estimator(shape, gpus, nodes):
+    """flanforge builds the whole model on every rank (no zero.Init): DeepSpeed's zero_init=False."""
+    w = workload(shape, gpus=gpus, nodes=nodes)
+    for opt, param in ((False, False), (True, False), (True, True)):
+        states = mp.model_states(w, setting(3, opt=opt, param=param))
+        cpu, gpu, largest = estimate_zero3_model_states_mem_needs(
+            shape.params, shape.largest_layer_params, gpus, nodes, cpu_offload=opt, cpu_offload_params=param,
+            zero_init=False)
+        assert (states.gpu(), states.cpu_node(gpus), states.gathered) == (gpu, cpu, largest)
+
+
+def test_zero1_keeps_whole_gradients_and_fp32_keeps_4_byte_params():
+    p, n = BIG.params, 8
+    assert mp.model_states(workload(BIG), setting(1)).gpu() == 2 * p + 2 * p + int(16 * p / n)
+    assert mp.model_states(workload(BIG, "fp32"), setting(2)).gpu() == 4 * p + int(20 * p / n)
+    assert mp.model_states(workload(BIG, "fp32"), setting(0)).gpu() == 16 * p  # torch AdamW: no master copy
+
+
+def test_activations_equal_hand_counts_for_the_tiny_decoder():
+    s, b, h, a, layers = 128, 4, 256, 4, 4
+    sbh = s * b * h
+    eager = layers * sbh * (34 + 5 * a * s / h) + b * s * s * 2  # Korthikanti eq. 1, + one dense bf16 mask
+    flex = layers * (34 * sbh + 4 * a * s * b)  # no scores kept, an fp32 log-sum-exp
+    recompute = layers * 2 * sbh + (34 * sbh + 4 * a * s * b)  # the layer inputs + one layer recomputed
+    assert mp.activations(workload(attention="eager_mask"), setting(2), b) == eager == 23_199_744
+    assert mp.activations(workload(attention="flex"), setting(2), b) == flex
+    assert mp.activations(workload(attention="flex"), setting(2, ckpt=True), b) == recompute
+    assert mp.activations(workload(precision="fp32", attention="segments"), setting(2), b) == layers * (
+        68 * sbh + 4 * a * s * b)
+
+
+def test_t5_activations_add_cross_attention_and_the_encoder_output():
+    t5 = dataclasses.replace(TINY, arch="t5", layers=3, decoder_layers=3)
+    s, b, h, a = 128, 2, 256, 4
+    sbh, lse = s * b * h, 4 * a * s * b
+    encoder_layer, decoder_layer = 34 * sbh + lse, 34 * sbh + lse + 13 * sbh + lse
+    assert mp.activations(workload(t5, attention="segments"), setting(2), b) == 3 * encoder_layer + 3 * decoder_layer + 2 * sbh
+
+
+def test_loss_fused_chunk_vs_unfused_logits():
+    n, v, h = 4 * 128, 2000, 256
+    w = workload()
+    assert mp.loss_bytes(w, setting(2, fused=False), 4) == n * v * (2 + 4 + 4 + 4)
+    chunk = min(n, (64 * 2**20) // (4 * v))
+    assert mp.loss_bytes(w, setting(2, fused=True), 4) == chunk * v * 4 + 4 * n * h + 4 * v * h
+
+
+@pytest.mark.parametrize("s", [setting(2), setting(3, ckpt=True), setting(1, opt=True, fused=False)])
+def test_fit_decision_on_both_sides_of_the_boundary(s):
+    w = workload(BIG, gpus=8, seq=4096)
+    for b in (1, 3, 8):
+        total = mp.estimate(w, s, b).total
+        assert mp.max_micro_batch(w, s, total) == b
+        assert mp.max_micro_batch(w, s, total - 1) == b - 1
+
+
+def test_the_estimate_adds_up():
+    e = mp.estimate(workload(BIG), setting(3, opt=True), 2)
+    dynamic = e.params + e.gradients + e.optimizer + e.gathered + e.activations + e.loss + e.buckets
+    assert abs(e.total - dynamic - e.overhead) <= 2  # the states' parts are rounded one by one
+    assert e.overhead == mp.CUDA_CONTEXT_BYTES + int(mp.ALLOCATOR_SLACK * (e.total - e.overhead))
+
+
+def test_nearest_fit_changes_the_fewest_choices():
+    w, configured = workload(BIG, gpus=8, seq=2048), setting(2, ckpt=False)
+    need = mp.estimate(w, configured, 4).total
+    assert mp.nearest_fit(w, configured, 4, need) == (configured, 4)
+    found, micro_batch = mp.nearest_fit(w, configured, 4, need - 1)
+    assert micro_batch == 4 and mp.estimate(w, found, 4).total <= need - 1
+    changes = lambda s: sum(x != y for x, y in zip(dataclasses.astuple(s), dataclasses.astuple(configured)))  # noqa: E731
+    assert changes(found) == 1
+    assert mp.nearest_fit(w, configured, 4, 10) is None
+
+
+def _demo(*overrides):
+    return load_config("configs/demo.yaml", list(overrides))
+
+
+def test_check_fits_refuses_with_the_breakdown_and_the_nearest_setting():
+    cfg = _demo("launch.gpu_memory=80GiB")
+    need = mp.estimate(mp.workload(cfg, 2, 1), mp.configured_setting(cfg), cfg.train.micro_batch_size).total
+    mp.check_fits(_demo(f"launch.gpu_memory={need}B"), 2)
+    with pytest.raises(UserError, match=rf"launch.gpu_memory={need - 1}B: .* activations .*nearest that fits: \S+="):
+        mp.check_fits(_demo(f"launch.gpu_memory={need - 1}B"), 2)
+
+
+@pytest.mark.parametrize("overrides,gpus,nodes,message", [
+    ((), None, None, r"launch.nproc_per_node is 0"),
+    ((), 0, 1, r"--gpus-per-node 0 x --nodes 1"),
+    (("launch.nproc_per_node=2",), 4, None, r"--gpus-per-node 4 contradicts launch.nproc_per_node=2"),
+    (("deepspeed.extra.train_batch_size=64",), 2, 1, r"train_batch_size=64 needs 16 ranks"),
+])
+def test_impossible_world_sizes_name_the_value(overrides, gpus, nodes, message):
+    with pytest.raises(ConfigError, match=message):
+        mp.check_world(_demo("launch.nproc_per_node=0", *overrides), gpus, nodes)
+
+
+def test_a_model_that_cannot_be_built_names_the_value():
+    with pytest.raises(ConfigError, match=r"model.hf_config=.*'num_attention_heads': 3.* cannot be built: .*multiple"):
+        model_shape(_demo("model.hf_config.num_attention_heads=3").model)
+
+
+def test_alternatives_cover_every_choice_once():
+    configured = setting(2, ckpt=True)
+    found = mp.alternatives(configured)
+    assert found[0] == configured and len(found) == len(set(found)) == 3 * 2 * 2 * 2 + 2 * 2
+    assert all(s.zero_stage == 3 or not s.offload_param for s in found)
+    assert {(s.zero_stage, s.checkpointing, s.fused_loss) for s in found} == set(
+        itertools.product((1, 2, 3), (False, True), (True, False)))
