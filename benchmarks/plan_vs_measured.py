@@ -50,7 +50,7 @@ def peak_rss(cmd: list[str]) -> tuple[int, float]:
 
 def predicted(overrides: list[str], baseline: int) -> int:
     from flanforge.launcher.config import load_config
-    from flanforge.launcher.training import memory_plan as mp
+    from flanforge.launcher.planning import memory_plan as mp
     from flanforge.model.load import choose_attention
 
     cfg = load_config(REPO / "configs/demo.yaml", overrides)
@@ -91,7 +91,7 @@ def main() -> None:
 def exported_peak(flanforge: str, work: Path, size: str, stage: int) -> dict:
     """Peak RSS and seconds of exporting the ``size`` ZeRO-``stage`` run (no recompute) at --max-shard-size 64MB."""
     from flanforge.launcher.config import load_config
-    from flanforge.launcher.training.model_shape import model_shape
+    from flanforge.launcher.planning.model_shape import model_shape
 
     run = work / f"{size}-z{stage}-False"
     cfg = load_config(run / "config.yaml")

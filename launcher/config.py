@@ -20,6 +20,7 @@ import yaml
 
 from flanforge.config_fields import may_change
 from flanforge.errors import ConfigError, did_you_mean
+from flanforge.sizes import parse_bytes
 from flanforge.files import atomic_write
 from flanforge.mixtures.config import MixtureConfig
 from flanforge.model.config import ModelConfig
@@ -31,27 +32,6 @@ def _at_least(section: object, prefix: str, minimum: float, *keys: str) -> None:
         value = getattr(section, key)
         if value < minimum:
             raise ConfigError(f"{prefix}.{key} must be at least {minimum}, got {value!r}")
-
-
-UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-         "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([A-Za-z]+)")
-
-
-def parse_bytes(text: str, what: str) -> int:
-    """``text`` (a number and one of :data:`UNITS`, e.g. ``80GiB``) in bytes; a ConfigError naming
-    ``what`` (the flag or key) and the value otherwise. Units are case-sensitive: ``Gb`` is not ``GB``."""
-    match = _SIZE.fullmatch(str(text).strip())
-    unit = match.group(2) if match else ""
-    if match is None or unit not in UNITS:
-        same_letters = [u for u in UNITS if u.lower() == unit.lower()]
-        hint = did_you_mean(unit, same_letters or UNITS, cutoff=0.3 if same_letters else 0.5) if unit else ""
-        raise ConfigError(f"{what}: {text!r} is not a size such as 80GiB or 5GB{hint} "
-                          f"(units: {', '.join(UNITS)})")
-    size = int(float(match.group(1)) * UNITS[unit])
-    if size < 1:
-        raise ConfigError(f"{what}: {text!r} must be at least 1 byte")
-    return size
 
 
 @dataclass

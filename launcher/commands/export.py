@@ -1,11 +1,11 @@
 """``flanforge export RUN_DIR --out DIR``: a run's ZeRO shards as a Hugging Face model directory
-(``training/export.py`` says what is written and how it is checked)."""
+(``export/run.py`` says what is written and how it is checked)."""
 
 from __future__ import annotations
 
 import argparse
 
-DTYPE_CHOICES = ("bf16", "fp16", "fp32")  # training/export_shards.py: DTYPES
+DTYPE_CHOICES = ("bf16", "fp16", "fp32")  # export/shards.py: DTYPES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flanforge.launcher.training.export import export_run
+    from flanforge.launcher.export.run import export_run
     from flanforge.launcher.training.rundir import RunDir
 
     sharding = {"max_shard_size": args.max_shard_size} if args.max_shard_size else {}

@@ -1,5 +1,5 @@
 """``flanforge plan --config FILE``: memory per rank for the configured setting and its alternatives
-(``training/memory_plan.py`` says what is counted and how)."""
+(``planning/memory_plan.py`` says what is counted and how)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import contextlib
 import json
 import sys
 
-from flanforge.launcher.config import load_config, parse_bytes
+from flanforge.launcher.config import load_config
+from flanforge.sizes import parse_bytes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,8 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flanforge.launcher.training.memory_plan import check_world
-    from flanforge.launcher.training.plan_report import format_report, plan_report
+    from flanforge.launcher.planning.memory_plan import check_world
+    from flanforge.launcher.planning.report import format_report, plan_report
 
     cfg = load_config(args.config, args.overrides)
     gpu_memory = args.gpu_memory or cfg.launch.gpu_memory

@@ -36,7 +36,12 @@ def run(args: argparse.Namespace) -> int:
     if cfg.launch.node_rank == 0:  # one lock per run, held by the first node's launcher
         runlock.acquire(run_dir)
     check_metrics(run_checks(cfg, run_dir))  # the run's periodic evaluation scores its tasks
-    from flanforge.launcher.ranks.launch import launch_ranks
+    from flanforge.launcher.ranks.launch import launch_ranks, ranks_per_node
+
+    if cfg.launch.gpu_memory is not None and not cfg.launch.ignore_memory_plan:
+        from flanforge.launcher.planning.memory_plan import check_fits
+
+        check_fits(cfg, ranks_per_node(cfg))  # a setting the memory plan says does not fit: refused here
 
     # The ranks know that this launcher holds the run's lock.
     return launch_ranks(cfg, args.config, args.overrides, extra_env={runlock.HELD_ENV: "1"})

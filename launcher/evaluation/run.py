@@ -105,7 +105,7 @@ class Loaded(NamedTuple):
 def load_model(spec: str) -> Loaded:
     """What evaluation needs of a MODEL argument (see the module doc)."""
     from flanforge.model.config import ModelConfig
-    from flanforge.launcher.training.export import checkpoint_model, load_run, resolve_tag
+    from flanforge.launcher.export.run import checkpoint_model, load_run, resolve_tag
     from flanforge.model.load import build_model, load_configured_tokenizer
 
     if spec.startswith(UNTUNED):

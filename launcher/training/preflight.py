@@ -5,8 +5,8 @@ tokenizer paths (the tokenizer is loaded, so a path that is not a tokenizer
 fails now), the run directory (its config may be resumed, ``latest`` names a
 readable checkpoint), and the whole mixture: every task loads, every
 template compiles, every source of every split opens and reads, every task
-has usable training records, and the rates are finite with some positive. With
-``launch.gpu_memory`` set, the setting must fit it as ``flanforge plan`` predicts.
+has usable training records, and the rates are finite with some positive. (The command adds the
+metric check and, with ``launch.gpu_memory`` set, the memory plan's: ``commands/train.py``.)
 """
 
 from __future__ import annotations
@@ -50,9 +50,4 @@ def run_checks(cfg: Config, run_dir: RunDir) -> Mixture:
     choose_attention(cfg.model)
     if tag is not None:
         checkpoint.trainer_state(run_dir, tag)
-    if cfg.launch.gpu_memory is not None and not cfg.launch.ignore_memory_plan:
-        from flanforge.launcher.ranks.launch import ranks_per_node
-        from flanforge.launcher.training.memory_plan import check_fits
-
-        check_fits(cfg, ranks_per_node(cfg))
     return mixture

@@ -207,7 +207,7 @@ def test_bf16_export_is_the_fp32_export_cast(runs, exported, tmp_path):
 
 def test_disk_without_room_is_refused_before_writing(runs, exported, tmp_path, capsys, monkeypatch):
     from flanforge.launcher.cli import main
-    from flanforge.launcher.training import export
+    from flanforge.launcher.export import run as export
 
     monkeypatch.setattr(export.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 1000})())
     assert main(["export", str(trained(runs, "decoder-zero1")), "--out", str(tmp_path / "out")]) == 2

@@ -76,7 +76,7 @@ def test_only_the_chosen_subcommand_is_imported():
     out = subprocess.run([sys.executable, "-c", probe, "inspect"], capture_output=True, text=True, timeout=120)
     loaded = json.loads(out.stdout)
     assert "flanforge.launcher.commands.inspect" in loaded
-    assert not {"flanforge.launcher.training.loop", "flanforge.launcher.training.export", "flanforge.launcher.commands.prepare"} & set(loaded)
+    assert not {"flanforge.launcher.training.loop", "flanforge.launcher.export.run", "flanforge.launcher.commands.prepare"} & set(loaded)
 
 
 def test_top_level_help_lists_every_subcommand():

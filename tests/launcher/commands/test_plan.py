@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from flanforge.launcher import cli
-from flanforge.launcher.config import load_config, parse_bytes
-from flanforge.launcher.training import memory_plan as mp
+from flanforge.launcher.config import load_config
+from flanforge.sizes import parse_bytes
+from flanforge.launcher.planning import memory_plan as mp
 
 
 def _plan(capsys, *argv):
@@ -36,7 +37,7 @@ def test_json_report_is_the_plans_estimates(capsys):
 
 
 def test_table_names_the_nearest_fitting_setting(capsys):
-    code, out, _ = _plan(capsys, "--config", "configs/demo.yaml", "--gpu-memory", "600MiB")
+    code, out, _ = _plan(capsys, "--config", "configs/demo.yaml", "--gpu-memory", "560MiB")
     assert code == 0
     assert "(configured)" in out.splitlines()[5]
     assert "NO" in out.splitlines()[5] and "nearest that does: " in out

@@ -29,7 +29,7 @@ def make_run(root, tokenizer_dir, model_cfg):
 
 def save_hf(run, out):
     """The run's untuned model saved as a Hugging Face directory."""
-    from flanforge.launcher.training.export import load_run
+    from flanforge.launcher.export.run import load_run
     from flanforge.launcher.training.rundir import RunDir
 
     cfg, tokenizer = load_run(RunDir(run))

@@ -150,7 +150,7 @@ class RecordingScorer(Scorer):
 
 
 def untuned(run_dir):
-    from flanforge.launcher.training.export import load_run
+    from flanforge.launcher.export.run import load_run
     from flanforge.launcher.training.rundir import RunDir
 
     cfg, tokenizer = load_run(RunDir(run_dir))

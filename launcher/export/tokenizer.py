@@ -1,4 +1,4 @@
-"""The run's tokenizer in an exported model directory (``training/export.py``): copied, and
+"""The run's tokenizer in an exported model directory (``export/run.py``): copied, and
 a ``tokenizer.json`` converted from a SentencePiece model when it encodes exactly as SentencePiece does."""
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from flanforge.errors import UserError
-from flanforge.launcher.training import export
-from flanforge.launcher.training.export_shards import INDEX_FILE, plan_shards, shard_names, write_shards
+from flanforge.launcher.export import run as export
+from flanforge.launcher.export.shards import INDEX_FILE, plan_shards, shard_names, write_shards
 
 
 def test_shards_close_before_the_size_and_a_large_tensor_stands_alone():
@@ -65,7 +65,7 @@ def test_disk_without_room_is_refused_with_the_bytes_needed(tmp_path, monkeypatc
 _CHILD = """
 import resource, sys, torch
 from pathlib import Path
-from flanforge.launcher.training.export_shards import write_shards
+from flanforge.launcher.export.shards import write_shards
 torch.set_num_threads(1)
 names = [f"t{i}" for i in range(32)]
 make = lambda name: torch.full((4 * 2**20,), float(names.index(name)))

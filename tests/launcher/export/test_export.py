@@ -15,14 +15,14 @@ import torch
 from flanforge.launcher.cli import main
 from flanforge.launcher.config import Config, dump_config
 from flanforge.errors import UserError
-from flanforge.launcher.training.export import (
+from flanforge.launcher.export.run import (
     check_out_dir,
     export_run,
     load_strict,
     resolve_tag,
     to_hf_state_dict,
 )
-from flanforge.launcher.training.export_tokenizer import first_mismatch, hf_tokenizer
+from flanforge.launcher.export.tokenizer import first_mismatch, hf_tokenizer
 from flanforge.launcher.training.rundir import RunDir
 from flanforge.model.tokenizer import EOS_ID, train_tokenizer
 

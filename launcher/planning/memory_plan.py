@@ -35,8 +35,9 @@ from dataclasses import dataclass
 
 from flanforge.errors import ConfigError, UserError
 from flanforge.kernels.cross_entropy.function import chunk_rows
-from flanforge.launcher.config import UNITS, Config, parse_bytes
-from flanforge.launcher.training.model_shape import ModelShape, model_shape
+from flanforge.launcher.config import Config
+from flanforge.sizes import format_bytes, parse_bytes
+from flanforge.launcher.planning.model_shape import ModelShape, model_shape
 
 CUDA_CONTEXT_BYTES = 512 * 2**20
 """The CUDA context and torch's kernels: about 0.5 GiB on Hopper with CUDA 12's lazy module loading."""
@@ -47,14 +48,6 @@ CPU_BUFFER_FACTOR = 1.5
 MAX_MICRO_BATCH = 2**16
 _DENSE_SCORES = ("eager_mask",)
 _DENSE_MASK = ("eager_mask", "sdpa_mask")
-
-
-def format_bytes(size: float) -> str:
-    """``size`` in the largest binary unit that keeps it >= 1 (``1.50 GiB``)."""
-    for unit in ("TiB", "GiB", "MiB", "KiB"):
-        if abs(size) >= UNITS[unit]:
-            return f"{size / UNITS[unit]:.2f} {unit}"
-    return f"{int(size)} B"
 
 
 @dataclass(frozen=True)
@@ -173,10 +166,11 @@ def activations(w: Workload, s: Setting, b: int) -> int:
 
 
 def loss_bytes(w: Workload, s: Setting, b: int) -> int:
-    """Logits and loss of ``b`` rows, every token a target."""
+    """Logits and loss of ``b`` rows on a GPU, every token a target: the fused loss's chunk (sized as the kernel
+    sizes it on a GPU) and its fp32 gradients, or the unfused loss's whole logits."""
     n, vocab, h = b * w.seq_len, w.shape.vocab, w.shape.hidden
     if s.fused_loss:
-        return chunk_rows(n, vocab, None) * vocab * 4 + 4 * n * h + 4 * vocab * h
+        return chunk_rows(n, vocab, h, None, "cuda") * vocab * 4 + 4 * n * h + 4 * vocab * h
     upcast = 4 if w.p != 4 else 0
     return n * vocab * (w.p + upcast + 4 + 4)  # logits, fp32 copy, log-softmax, gradient
 

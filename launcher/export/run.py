@@ -8,7 +8,7 @@ loading would, against the architecture the run's own ``config.yaml`` and tokeni
 describe (``build_model`` on the meta device), so no weight is silently dropped or
 left at its random init. They stream into sharded safetensors of ``--max-shard-size``
 in ``--dtype`` (default: the run's precision), one shard in memory at a time
-(``training/export_shards.py``); the disk must have room for them before anything
+(``export/shards.py``); the disk must have room for them before anything
 is written. ``DIR`` then holds::
 
     config.json  generation_config.json  model.safetensors (or model-0000K-of-0000N.safetensors
@@ -266,7 +266,7 @@ def check_disk(out: Path, needed: int) -> None:
 def _weights(run_dir: RunDir, tag: str, model, dtype: str):
     """``(lazy, sources, sizes)``: the tag's lazy tensors, the model's key -> checkpoint key, and the
     bytes in ``dtype`` of each key to write (one name per tied group), checked against ``model``."""
-    from flanforge.launcher.training.export_shards import DTYPES
+    from flanforge.launcher.export.shards import DTYPES
 
     lazy = lazy_state(run_dir, tag)
     sources = hf_sources(lazy, model, materialise=lambda lazy_tensor: lazy_tensor.contiguous())
@@ -277,7 +277,7 @@ def _weights(run_dir: RunDir, tag: str, model, dtype: str):
 
 def _write_model(model, weights, tmp: Path, dtype: str, max_bytes: int, progress: str) -> None:
     """The weights (:func:`_weights`, as sharded safetensors) and the model's configs into ``tmp``."""
-    from flanforge.launcher.training.export_shards import DTYPES, write_shards
+    from flanforge.launcher.export.shards import DTYPES, write_shards
 
     lazy, sources, sizes = weights
     write_shards(tmp, sizes, lambda name: lazy[sources[name]].contiguous(), DTYPES[dtype], max_bytes, progress)
@@ -293,9 +293,9 @@ def export_run(run_dir: RunDir, out_dir: str | Path, tag: str | None = None, *, 
     """Export checkpoint ``tag`` (default: ``latest``) of the run in ``run_dir`` to ``out_dir`` as
     ``dtype`` (default: the run's ``train.precision``) safetensors shards of at most ``max_shard_size``
     (a larger tensor has a shard of its own); returns ``out_dir``. The weights stream from the ZeRO
-    shards into one output shard at a time (``training/export_shards.py``)."""
-    from flanforge.launcher.config import parse_bytes
-    from flanforge.launcher.training.export_tokenizer import write_tokenizer
+    shards into one output shard at a time (``export/shards.py``)."""
+    from flanforge.sizes import parse_bytes
+    from flanforge.launcher.export.tokenizer import write_tokenizer
     from flanforge.model.load import build_model, count_parameters
 
     tag = resolve_tag(run_dir, tag)

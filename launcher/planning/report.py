@@ -6,8 +6,8 @@ import dataclasses
 from typing import Any
 
 from flanforge.launcher.config import Config
-from flanforge.launcher.training import memory_plan as mp
-from flanforge.launcher.training.memory_plan import format_bytes
+from flanforge.launcher.planning import memory_plan as mp
+from flanforge.sizes import format_bytes
 
 _COLUMNS = ("states", "activations", "loss", "buckets", "overhead", "total")
 
