@@ -35,7 +35,7 @@ def evaluate(args: argparse.Namespace) -> int:
     from flanforge.launcher.ranks.process_group import export_torch_env, init_process_group
     from flanforge.launcher.evaluation.report import load_results, read_history, results_dict, write_outputs
     from flanforge.launcher.evaluation.evaluator import Evaluator
-    from flanforge.launcher.evaluation.scoring import Scorer, max_length
+    from flanforge.launcher.evaluation.scoring import Scorer, get_convention, max_length
 
     for key in ("max_examples", "shots", "batch_size"):
         value = getattr(args, key)
@@ -49,6 +49,7 @@ def evaluate(args: argparse.Namespace) -> int:
         init_process_group()
     device = torch.device(f"cuda:{layout.local_rank}" if torch.cuda.is_available() else "cpu")
     tokenizer, arch, build, run_dir = load_model(args.model)
+    convention = get_convention(args.convention, arch)
     suites = build_suites(args, lambda text: len(tokenizer.encode(text)))
     model = build()
     gather = None
@@ -57,12 +58,12 @@ def evaluate(args: argparse.Namespace) -> int:
             out = [None] * layout.world_size
             torch.distributed.all_gather_object(out, obj)
             return out
-    scorer = Scorer(model.to(device), arch, tokenizer.pad_id, tokenizer.eos_id, device)
+    scorer = Scorer(model.to(device), arch, tokenizer.pad_id, tokenizer.eos_id, device, convention)
     evaluator = Evaluator(scorer, tokenizer, batch_size=args.batch_size, rank=layout.rank,
                           world_size=layout.world_size, gather=gather, max_length=max_length(model, arch))
     results = evaluator.run(suites)
     if results is not None:
-        data = results_dict(args.model, args.split, results)
+        data = results_dict(args.model, args.split or "validation", results, convention.name)
         history = read_history(run_dir.eval_history) if run_dir is not None else None
         write_outputs(Path(args.out), data, results, baseline, history)
         for name, suite in data["suites"].items():
@@ -78,7 +79,7 @@ def build_suites(args: argparse.Namespace, count_tokens):
     kinds = args.formats or (["few_shot"] if args.shots else ["zero_shot"])
     suites = []
     for spec in args.suites:
-        own_format = spec.partition(":")[0] in benchmarks.SUITES  # BBH/GSM8K prompts are their own
+        own_format = spec.partition(":")[0] in benchmarks.SUITES  # BBH/GSM8K/MMLU prompts are their own
         for kind in kinds[:1] if own_format else kinds:
             suite = build_suite(spec, split=args.split, kind=kind, shots=args.shots,
                                 max_examples=args.max_examples, count_tokens=count_tokens)
