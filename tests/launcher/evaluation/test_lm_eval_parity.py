@@ -80,7 +80,7 @@ def export_tiny(root: Path, arch: str, mmlu_dir: Path) -> Path:
                         training=False)
     out = root / "model"
     model.save_pretrained(out)
-    assert write_tokenizer(tokenizer, out, arch)  # the converted tokenizer.json encodes as SentencePiece does
+    assert write_tokenizer(tokenizer, out, arch, 4096)  # the converted tokenizer.json encodes as SentencePiece does
     return out
 
 
