@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import io
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -40,7 +40,7 @@ import torch
 from flanforge.launcher.cli import main as flanforge_main
 from flanforge.launcher.evaluation.suites import build_suite
 from flanforge.launcher.training.export import write_tokenizer
-from flanforge.mixtures.sources.mmlu import LETTERS
+from flanforge.launcher.evaluation.mmlu import write_lm_eval_task
 from flanforge.model.config import ModelConfig
 from flanforge.model.load import build_model
 from flanforge.model.tokenizer import train_tokenizer
@@ -51,25 +51,14 @@ BINARY_WORDS = ("good", "bad", "fine", "awful", "great", "poor", "lovely", "dull
 
 
 def write_mmlu(root: Path, source: Path, subjects: tuple[str, ...]) -> None:
-    """A copy of the subjects' CSVs (flanforge's input), their JSONL and lm-eval's MMLU YAML per subject."""
+    """A copy of the subjects' CSVs (flanforge's input) and lm-eval's MMLU task per subject."""
     for subject in subjects:
         for split in ("dev", "test"):
             (root / "data" / split).mkdir(parents=True, exist_ok=True)
-            text = (source / "data" / split / f"{subject}_{split}.csv").read_text(encoding="utf-8")
-            (root / "data" / split / f"{subject}_{split}.csv").write_text(text, encoding="utf-8")
-            with open(root / f"{subject}_{split}.jsonl", "w") as out:
-                for q, a, b, c, d, answer in csv.reader(io.StringIO(text, newline="")):
-                    out.write(json.dumps({"question": q, "choices": [a, b, c, d], "answer": LETTERS.index(answer)}) + "\n")
-        write_yaml(root / "tasks", f"bench_mmlu_{subject}", {
-            "dataset_kwargs": {"data_files": {s: str(root / f"{subject}_{s}.jsonl") for s in ("dev", "test")}},
-            "test_split": "test", "fewshot_split": "dev", "fewshot_config": {"sampler": "first_n"},
-            "output_type": "multiple_choice",
-            "description": f"The following are multiple choice questions (with answers) about "
-                           f"{subject.replace('_', ' ')}.\n\n",
-            "doc_to_text": "{{question.strip()}}\nA. {{choices[0]}}\nB. {{choices[1]}}\nC. {{choices[2]}}\n"
-                           "D. {{choices[3]}}\nAnswer:",
-            "doc_to_choice": list(LETTERS), "doc_to_target": "answer",
-            "metric_list": [{"metric": "acc"}]})
+            shutil.copyfile(source / "data" / split / f"{subject}_{split}.csv",
+                            root / "data" / split / f"{subject}_{split}.csv")
+        write_lm_eval_task(root / "tasks", f"bench_mmlu_{subject}", subject,
+                           root / "data" / "dev" / f"{subject}_dev.csv", root / "data" / "test" / f"{subject}_test.csv")
 
 
 def write_yaml(folder: Path, name: str, config: dict) -> None:
@@ -192,7 +181,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="eval_vs_lm_eval."))
     os.environ["HF_DATASETS_CACHE"] = str(root / "datasets")
     write_mmlu(root / "mmlu", Path(args.mmlu), SUBJECTS)
-    texts = [line for p in sorted((root / "mmlu").glob("*.jsonl")) for line in p.read_text().splitlines()]
+    texts = [line for p in sorted((root / "mmlu").glob("data/*/*.csv")) for line in p.read_text().splitlines()]
     binary = write_binary(root, args.binary)
     gsm8k = write_gsm8k(root, Path(args.gsm8k), args.generate)
     texts += (gsm8k / "train.jsonl").read_text().splitlines() + (gsm8k / "test.jsonl").read_text().splitlines()

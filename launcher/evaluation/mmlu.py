@@ -28,10 +28,11 @@ subjects by their questions (hendrycks' mean over all questions, lm-eval's
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from flanforge.launcher.evaluation.tasks import EvalExample, EvalTask
-from flanforge.mixtures.sources.mmlu import LETTERS, MMLURow, read_mmlu
+from flanforge.mixtures.sources.mmlu import LETTERS, MMLURow, read_mmlu, read_rows
 
 DEFAULT_SHOTS = 5
 DEFAULT_SPLIT = "test"
@@ -87,3 +88,29 @@ def mmlu_tasks(root: Path, *, split: str, shots: int | None, max_examples: int |
                                 (LETTERS.index(row.answer),)) for row in subject.rows]
         tasks.append(EvalTask(subject.name, CATEGORY[subject.name], "accuracy", "fs_opt" if k else "zs_opt", examples))
     return tasks
+
+
+def write_lm_eval_task(folder: Path, name: str, subject: str, dev_file: Path, test_file: Path) -> Path:
+    """lm-evaluation-harness task ``name`` for one subject, written to ``folder``: lm-eval's own MMLU template
+    (its ``tasks/mmlu/default`` YAML; lm-eval builds the prompt) on the subject's files converted to JSONL
+    (``question``, ``choices``, ``answer`` index). For the lm-eval parity tests and
+    ``benchmarks/eval_vs_lm_eval.py``; returns the YAML's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for split, source in (("dev", dev_file), ("test", test_file)):
+        files[split] = str(folder / f"{name}_{split}.jsonl")
+        Path(files[split]).write_text("".join(json.dumps({"question": r.question, "choices": list(r.choices),
+                                                          "answer": LETTERS.index(r.answer)}) + "\n"
+                                              for r in read_rows(source)))
+    config = {
+        "task": name, "dataset_path": "json", "dataset_kwargs": {"data_files": files},
+        "test_split": "test", "fewshot_split": "dev", "fewshot_config": {"sampler": "first_n"},
+        "output_type": "multiple_choice", "description": header(subject) + "\n\n",
+        "doc_to_text": "{{question.strip()}}\nA. {{choices[0]}}\nB. {{choices[1]}}\nC. {{choices[2]}}\n"
+                       "D. {{choices[3]}}\nAnswer:",
+        "doc_to_choice": list(LETTERS), "doc_to_target": "answer",
+        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(json.dumps(config, indent=1))  # JSON is YAML
+    return path

@@ -31,7 +31,6 @@ from typing import Callable, Sequence
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
-from flanforge.constants import SCORING_CONVENTIONS
 from flanforge.errors import UserError, did_you_mean
 from flanforge.model.attention import segment_mask, tree_mask
 from flanforge.launcher.evaluation.prefix_trie import Ids, Read, Request, Trie, pack
@@ -142,7 +141,7 @@ class LMEvalConvention(Convention):
 
 
 CONVENTIONS: dict[str, Convention] = {c.name: c for c in (T5XConvention(), LMEvalConvention())}
-assert tuple(CONVENTIONS) == SCORING_CONVENTIONS  # the config checks eval.convention against the leaf's list
+"""By name, in the order of ``SCORING_CONVENTIONS`` (the names the config checks ``eval.convention`` against)."""
 DEFAULT_CONVENTION = {"t5": "t5x", "decoder": "lm-eval"}
 """Per architecture: what its users compare against (FLAN-T5's T5X; decoders' lm-evaluation-harness)."""
 

@@ -9,7 +9,6 @@ that lm-eval loads); the data are a few subjects of ../shared/data/mmlu_redux, c
 temporary folder, and lm-eval reads them through a task YAML written here with MMLU's prompt.
 """
 
-import csv
 import json
 import shutil
 from pathlib import Path
@@ -18,8 +17,8 @@ import pytest
 
 lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is not installed (setup.py's test extra pins it)")
 
+from flanforge.launcher.evaluation.mmlu import write_lm_eval_task  # noqa: E402
 from flanforge.launcher.training.export import write_tokenizer  # noqa: E402
-from flanforge.mixtures.sources.mmlu import LETTERS  # noqa: E402
 from flanforge.model.config import ModelConfig  # noqa: E402
 from flanforge.model.load import build_model  # noqa: E402
 from flanforge.model.tokenizer import train_tokenizer  # noqa: E402
@@ -36,44 +35,27 @@ pytestmark = [pytest.mark.lm_eval,
 
 @pytest.fixture(scope="module")
 def mmlu_dir(tmp_path_factory):
-    """The subjects' dev and test files (a copy in the test's temporary folder) and their JSONL for lm-eval."""
+    """A copy of the subjects' dev and test files in the test's temporary folder."""
     root = tmp_path_factory.mktemp("mmlu")
     for split in ("dev", "test"):
         (root / "data" / split).mkdir(parents=True)
         for subject in SUBJECTS:
-            source = REDUX / "data" / split / f"{subject}_{split}.csv"
-            shutil.copyfile(source, root / "data" / split / source.name)
-            with open(source, newline="", encoding="utf-8") as fh, open(root / f"{subject}_{split}.jsonl", "w") as out:
-                for q, a, b, c, d, answer in csv.reader(fh):
-                    out.write(json.dumps({"question": q, "choices": [a, b, c, d], "answer": LETTERS.index(answer)}) + "\n")
+            shutil.copyfile(REDUX / "data" / split / f"{subject}_{split}.csv",
+                            root / "data" / split / f"{subject}_{split}.csv")
     return root
 
 
 def write_lm_eval_tasks(root: Path) -> Path:
-    """One lm-eval task YAML per subject: lm-eval's own MMLU template (tasks/mmlu/default) on local files."""
-    folder = root / "lm_eval_tasks"
-    folder.mkdir(exist_ok=True)
+    """One lm-eval task YAML per subject: lm-eval's own MMLU template on the same files."""
     for subject in SUBJECTS:
-        config = {
-            "task": f"ff_mmlu_{subject}", "dataset_path": "json",
-            "dataset_kwargs": {"data_files": {"dev": str(root / f"{subject}_dev.jsonl"),
-                                              "test": str(root / f"{subject}_test.jsonl")}},
-            "test_split": "test", "fewshot_split": "dev", "fewshot_config": {"sampler": "first_n"},
-            "output_type": "multiple_choice",
-            "description": f"The following are multiple choice questions (with answers) about "
-                           f"{subject.replace('_', ' ')}.\n\n",
-            "doc_to_text": "{{question.strip()}}\nA. {{choices[0]}}\nB. {{choices[1]}}\nC. {{choices[2]}}\n"
-                           "D. {{choices[3]}}\nAnswer:",
-            "doc_to_choice": list(LETTERS), "doc_to_target": "answer",
-            "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
-        }
-        (folder / f"ff_mmlu_{subject}.yaml").write_text(json.dumps(config, indent=1))  # JSON is YAML
-    return folder
+        write_lm_eval_task(root / "lm_eval_tasks", f"ff_mmlu_{subject}", subject,
+                           root / "data" / "dev" / f"{subject}_dev.csv", root / "data" / "test" / f"{subject}_test.csv")
+    return root / "lm_eval_tasks"
 
 
 def export_tiny(root: Path, arch: str, mmlu_dir: Path) -> Path:
     """A tiny random model and a tokenizer trained on the subjects' text, written as flanforge exports them."""
-    texts = [line for p in sorted(mmlu_dir.glob("*.jsonl")) for line in p.read_text().splitlines()]
+    texts = [line for p in sorted(mmlu_dir.glob("data/*/*.csv")) for line in p.read_text().splitlines()]
     tokenizer = train_tokenizer(texts, root / "tok", vocab_size=600)
     hf_config = dict(TINY, max_position_embeddings=4096) if arch == "decoder" else dict(TINY_T5)
     model = build_model(ModelConfig(arch=arch, vocab_size=tokenizer.vocab_size, hf_config=hf_config), tokenizer, 0,
