@@ -47,8 +47,9 @@ setup(
         "matplotlib>=3.7,<4",  # evaluation report plots
     ],
     extras_require={
-        # accelerate: HF Trainer's runtime, for the side-by-side benchmark that CI runs in quick mode.
-        "test": ["pytest>=8,<10", "hypothesis>=6.100,<7", "accelerate>=1.0,<2", "packaging>=23"],
+        # accelerate: HF Trainer's runtime, for the side-by-side benchmark that CI runs in quick mode (and lm-eval's HFLM).
+        "test": ["pytest>=8,<10", "hypothesis>=6.100,<7", "accelerate>=1.0,<2", "packaging>=23",
+                 "lm-eval==0.4.13"],  # parity tests run lm-evaluation-harness itself
         "triton": ["triton>=3.0,<4"],
     },
     entry_points={"console_scripts": ["flanforge=flanforge.launcher.cli:entry"]},

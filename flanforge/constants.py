@@ -3,3 +3,7 @@
 IGNORE_INDEX = -100
 """The label that contributes no loss and no gradient: the packer writes it, the loss skips it (the one
 name for it across flanforge)."""
+
+SCORING_CONVENTIONS = ("t5x", "lm-eval")
+"""How rank classification scores an option (``launcher/evaluation/scoring.py``): the names ``--convention``
+and ``eval.convention`` take."""

@@ -19,6 +19,7 @@ from typing import Any, Literal, Optional
 import yaml
 
 from flanforge.config_fields import may_change
+from flanforge.constants import SCORING_CONVENTIONS
 from flanforge.errors import ConfigError, did_you_mean
 from flanforge.sizes import parse_bytes
 from flanforge.files import atomic_write
@@ -162,10 +163,16 @@ class EvalConfig:
     """Validation records per task, for the suites and for ``val/loss``."""
     batch_size: int = 16
     """Examples per forward (or per ``generate``)."""
+    convention: str | None = None
+    """How rank classification scores an option: ``t5x`` (option tokens + EOS) or ``lm-eval`` (the
+    continuation as lm-evaluation-harness builds it); None: ``t5x`` for T5, ``lm-eval`` for decoders."""
 
     def __post_init__(self) -> None:
         if self.every_steps < 0 or self.max_examples_per_task < 1 or self.batch_size < 1:
             raise ConfigError("eval.every_steps must be >= 0, eval.max_examples_per_task and eval.batch_size >= 1")
+        if self.convention is not None and self.convention not in SCORING_CONVENTIONS:
+            raise ConfigError(f"eval.convention: unknown '{self.convention}' (conventions: "
+                              f"{', '.join(SCORING_CONVENTIONS)}){did_you_mean(self.convention, SCORING_CONVENTIONS)}")
 
 
 @dataclass

@@ -100,7 +100,7 @@ def build_model(cfg: ModelConfig, tokenizer: Tokenizer, seed: int, *, device_typ
         if meta:
             model = _meta_architecture(auto, path)
         else:
-            model = auto.from_pretrained(path, local_files_only=True, torch_dtype=torch.float32)
+            model = auto.from_pretrained(path, local_files_only=True, dtype=torch.float32)
         rows = model.get_input_embeddings().num_embeddings
         if rows < tokenizer.vocab_size:
             raise UserError(f"model.path: {path} embeds {rows} tokens but its tokenizer "

@@ -56,6 +56,8 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "e2e: starts ranks, DeepSpeed's launcher or processes of a run (tests/e2e)")
     config.addinivalue_line("markers", "slurm: needs a real Slurm started by slurm/cluster.sh")
     config.addinivalue_line("markers", "stress: slow repeated launches under load; only with --stress")
+    config.addinivalue_line("markers", "lm_eval: runs lm-evaluation-harness itself (setup.py's test extra); "
+                                       "skipped only where it cannot be imported")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -14,16 +14,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "or untuned:RUN_DIR (the run's starting weights)")
     parser.add_argument("--suites", nargs="+", required=True, metavar="NAME_OR_YAML",
                         help="suites: a mixture name (demo, builtin_heldout, ...), builtin_heldin, a task/mixture "
-                             "YAML file, bbh:DIR, bbh_cot:DIR, gsm8k:DIR")
+                             "YAML file, bbh:DIR, bbh_cot:DIR, gsm8k:DIR, mmlu:DIR")
     parser.add_argument("--out", required=True, metavar="DIR", help="where results.json, report.md, ... go")
-    parser.add_argument("--split", default="validation", choices=("validation", "test"),
-                        help="the split of the suites' tasks to score (BBH and GSM8K have one test set)")
+    parser.add_argument("--split", default=None, choices=("validation", "test"),
+                        help="the split of the suites' tasks to score (default: validation; MMLU: test; "
+                             "BBH and GSM8K have one test set)")
     parser.add_argument("--max-examples", type=int, default=None, metavar="N", help="at most N examples per task")
     parser.add_argument("--shots", type=int, default=None, metavar="K",
-                        help="exemplars per few-shot prompt (default 3; with --shots > 0 the default format is few_shot)")
+                        help="exemplars per few-shot prompt (default 3, MMLU 5; with --shots > 0 the default format "
+                             "is few_shot)")
     parser.add_argument("--formats", nargs="+", choices=KINDS, default=None,
                         help="format kinds to score (default: zero_shot, or few_shot when --shots > 0)")
     parser.add_argument("--compare", metavar="OTHER_DIR", help="a baseline's results.json (or its directory)")
+    parser.add_argument("--convention", default=None, metavar="NAME",
+                        help="how rank classification scores an option: t5x (its tokens + EOS) or lm-eval (the "
+                             "continuation as lm-evaluation-harness builds it); default t5x for T5, lm-eval for "
+                             "decoders")
     parser.add_argument("--batch-size", type=int, default=16, help="examples (or options) per forward")
 
 

@@ -1,4 +1,5 @@
-"""Prompts of the held-out benchmarks, read by ``mixtures/sources/benchmarks.py``: BIG-Bench Hard and GSM8K.
+"""Prompts of the held-out benchmarks, read by ``mixtures/sources/benchmarks.py``: BIG-Bench Hard and GSM8K
+(MMLU's: ``mmlu.py``; every suite read from a directory is built by :func:`build`).
 
 ``bbh`` is 3-shot answer-only (each exemplar's answer without its rationale),
 ``bbh_cot`` 3-shot chain of thought with the answer after "So the answer is",
@@ -12,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from flanforge.launcher.evaluation.tasks import EvalExample, EvalTask
+from flanforge.launcher.evaluation import mmlu
+from flanforge.launcher.evaluation.tasks import EvalExample, EvalTask, Suite
 from flanforge.mixtures.formats import COT_ANSWER
 from flanforge.mixtures.sources.benchmarks import read_bbh, read_gsm8k
 
@@ -20,16 +22,22 @@ STOPS = ("\n\nQ:",)
 COT_MAX_NEW_TOKENS = 256
 COT_TRIGGER = "Let's think step by step."
 GSM8K_SHOTS = 3
-SUITES = ("bbh", "bbh_cot", "gsm8k")
+SUITES = ("bbh", "bbh_cot", "gsm8k", "mmlu")
 """Suites read from a directory: ``NAME:DIR``."""
 
 
-def build(name: str, path: str, *, shots: int | None, max_examples: int | None,
-          count_tokens: Callable[[str], int] | None) -> list[EvalTask]:
-    """The tasks of benchmark suite ``name`` (``bbh``, ``bbh_cot`` or ``gsm8k``) read from ``path``."""
+def build(name: str, path: str, *, split: str | None, shots: int | None, max_examples: int | None,
+          count_tokens: Callable[[str], int] | None) -> Suite:
+    """Benchmark suite ``name`` (one of :data:`SUITES`) read from ``path``; ``split`` matters to MMLU only
+    (default its test split), BBH and GSM8K have one test set."""
+    if name == "mmlu":
+        split = split or mmlu.DEFAULT_SPLIT
+        return Suite(name, mmlu.mmlu_tasks(Path(path), split=split, shots=shots, max_examples=max_examples),
+                     weighted=True, split=split)
     if name == "gsm8k":
-        return [gsm8k_task(Path(path), GSM8K_SHOTS if shots is None else shots, max_examples)]
-    return bbh_tasks(Path(path), cot=name == "bbh_cot", max_examples=max_examples, count_tokens=count_tokens)
+        return Suite(name, [gsm8k_task(Path(path), GSM8K_SHOTS if shots is None else shots, max_examples)])
+    return Suite(name, bbh_tasks(Path(path), cot=name == "bbh_cot", max_examples=max_examples,
+                                 count_tokens=count_tokens))
 
 
 def bbh_tasks(root: Path, *, cot: bool, max_examples: int | None = None,

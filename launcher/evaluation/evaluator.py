@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence, TypeVar
 from flanforge.launcher.evaluation.tasks import EvalTask, Suite
 from flanforge.launcher.evaluation import metrics
 from flanforge.launcher.evaluation.metrics import Generation
-from flanforge.launcher.evaluation.scoring import Scorer
+from flanforge.launcher.evaluation.scoring import Scorer, with_eos
 from flanforge.mixtures.formats import extract_answer
 from flanforge.model.tokenizer import Tokenizer
 
@@ -53,12 +53,27 @@ class SuiteResult:
     tasks: list[TaskResult] = field(default_factory=list)
 
     def mean(self) -> dict[str, float]:
-        """Unweighted mean over tasks of each metric (as FLAN averages over tasks)."""
-        per_metric: dict[str, list[float]] = {}
+        """Mean over tasks of each metric: unweighted (as FLAN averages over tasks), or in a weighted suite
+        weighted by the tasks' examples (MMLU's mean over all questions)."""
+        return mean_over(self.tasks, self.suite.weighted)
+
+    def cluster_means(self) -> dict[str, dict[str, float]]:
+        """cluster -> metric -> its tasks' mean, weighted as :meth:`mean` weights."""
+        clusters: dict[str, list[TaskResult]] = {}
         for result in self.tasks:
-            for metric, value in result.metrics.items():
-                per_metric.setdefault(metric, []).append(value)
-        return {m: sum(v) / len(v) for m, v in per_metric.items()}
+            clusters.setdefault(result.task.cluster, []).append(result)
+        return {c: mean_over(results, self.suite.weighted) for c, results in sorted(clusters.items())}
+
+
+def mean_over(results: Sequence[TaskResult], weighted: bool) -> dict[str, float]:
+    """metric -> the mean of the tasks' values, each weighted by its examples when ``weighted``."""
+    sums: dict[str, list[float]] = {}
+    for result in results:
+        weight = len(result.task.examples) if weighted else 1
+        for metric, value in result.metrics.items():
+            acc = sums.setdefault(metric, [0.0, 0])
+            acc[0], acc[1] = acc[0] + weight * value, acc[1] + weight
+    return {m: total / weight for m, (total, weight) in sums.items()}
 
 
 @dataclass
@@ -110,7 +125,7 @@ class Evaluator:
         partial: dict[str, list[float]] = {}
         for batch, keep in self._share(batches):
             inputs = self.tokenizer.encode_batch([x for _, x, _ in batch])
-            targets = self._option_ids([y for _, _, y in batch])
+            targets = with_eos(self.tokenizer.encode_batch, [y for _, _, y in batch], self.scorer.eos_id)
             if self.max_length is not None:  # cut inputs from the left, as training's packer does
                 inputs = [x[max(0, len(x) + len(y) - self.max_length):] or x[-1:] for x, y in zip(inputs, targets)]
             lls = self.scorer.loglikelihoods([(x, [y]) for x, y in zip(inputs, targets)])
@@ -142,8 +157,10 @@ class Evaluator:
         return mine
 
     def _prompt_ids(self, task: EvalTask) -> list[tuple[list[int], bool]]:
-        """Token ids of each prompt, cut from the left to leave room for the answer; (ids, truncated)."""
-        ids = self.tokenizer.encode_batch([e.prompt for e in task.examples])
+        """Token ids of each prompt (rank classification: of the convention's context), cut from the left
+        to leave room for the answer; (ids, truncated)."""
+        context = self.scorer.convention.context if metrics.get(task.metric).needs_options else (lambda p: p)
+        ids = self.tokenizer.encode_batch([context(e.prompt) for e in task.examples])
         if self.max_length is None:
             return [(i, False) for i in ids]
         longest_option = max((len(o) for e in task.examples for o in self.tokenizer.encode_batch(list(e.options))),
@@ -169,15 +186,14 @@ class Evaluator:
         """Raw outputs of one batch: per example, its options' log-likelihoods or its generated text."""
         keys = [(unit.suite, unit.task, e) for e in unit.examples]
         if metrics.get(task.metric).needs_options:
-            requests = [(prompts[e][0], self._option_ids(task.examples[e].options)) for e in unit.examples]
+            convention, scorer = self.scorer.convention, self.scorer
+            requests = [(prompts[e][0], convention.continuations(self.tokenizer.encode_batch, task.examples[e].prompt,
+                                                                 task.examples[e].options, scorer.arch, scorer.eos_id))
+                        for e in unit.examples]
             return dict(zip(keys, self.scorer.loglikelihoods(requests)))
         rows = self.scorer.generate([prompts[e][0] for e in unit.examples], task.max_new_tokens,
                                     task.stops, self.tokenizer.decode)
         return {key: self.tokenizer.decode(row) for key, row in zip(keys, rows)}
-
-    def _option_ids(self, options: Sequence[str]) -> list[list[int]]:
-        # Options are targets: scored with the EOS training ended every target with.
-        return [ids + [self.scorer.eos_id] for ids in self.tokenizer.encode_batch(list(options))]
 
     # ------------------------------------------------------------------ scoring
 

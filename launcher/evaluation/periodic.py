@@ -103,7 +103,7 @@ class PeriodicEval:
         """Evaluate the engine's model; returns the scalars to log on rank 0 (None elsewhere), after appending
         the results to the history."""
         from flanforge.launcher.evaluation.evaluator import Evaluator
-        from flanforge.launcher.evaluation.scoring import Scorer, max_length
+        from flanforge.launcher.evaluation.scoring import Scorer, get_convention, max_length
 
         if self.suites is None:
             self._build()
@@ -117,7 +117,8 @@ class PeriodicEval:
 
         zero3 = self.cfg.deepspeed.zero_stage == 3  # every forward gathers the weights: all ranks in step
         with evaluation_mode(hf, torch.device(engine.device).type):
-            scorer = Scorer(hf, arch, self.tokenizer.pad_id, self.tokenizer.eos_id, engine.device, synced_gpus=zero3)
+            scorer = Scorer(hf, arch, self.tokenizer.pad_id, self.tokenizer.eos_id, engine.device,
+                            convention=get_convention(self.cfg.eval.convention, arch), synced_gpus=zero3)
             evaluator = Evaluator(scorer, self.tokenizer, batch_size=self.cfg.eval.batch_size, rank=self.layout.rank,
                                   world_size=self.layout.world_size, gather=gather, max_length=max_length(hf, arch),
                                   lockstep=zero3)
@@ -128,7 +129,8 @@ class PeriodicEval:
         values = scalars(results, losses)
         from flanforge.launcher.evaluation.report import results_dict
 
-        entry = {"step": step, **results_dict(f"step {step}", "validation", results), "val_loss": losses}
+        entry = {"step": step, **results_dict(f"step {step}", "validation", results, scorer.convention.name),
+                 "val_loss": losses}
         self.history.parent.mkdir(parents=True, exist_ok=True)
         with open(self.history, "a") as fh:
             fh.write(json.dumps(entry) + "\n")

@@ -2,14 +2,17 @@
 
 ``results.json``::
 
-    {"model": "...", "split": "validation",
+    {"model": "...", "split": "validation", "convention": "t5x" | "lm-eval",
      "suites": {suite: {"mean": {metric: v},
                         "skipped": {task: why},
                         "tasks": {task: {"n": int, "cluster": str, "format": str,
                                          "metrics": {metric: v}, "ci95": {metric: [lo, hi]},
                                          "invalid": int, "truncated": int}}}}}
 
-Scores are 0-100; ``ci95`` is a 95% bootstrap interval over the task's examples.
+A weighted suite (MMLU) also has ``"split"``, ``"unweighted_mean": {metric: v}`` (over tasks) and
+``"categories": {cluster: {metric: v}}``, its ``mean`` and categories weighted by the tasks' examples.
+Scores are 0-100; ``ci95`` is a 95% bootstrap interval over the task's examples; ``convention`` is how
+rank classification scored an option (``scoring.py``).
 Given another results file (``--compare``), the report puts that run (the
 baseline) beside this one with the deltas, and plots per-cluster bars of both.
 """
@@ -21,28 +24,30 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from flanforge.launcher.evaluation import metrics
-from flanforge.launcher.evaluation.evaluator import SuiteResult
+from flanforge.launcher.evaluation.evaluator import SuiteResult, mean_over
+from flanforge.launcher.evaluation.scoring import CONVENTIONS
 
 RESULTS, PREDICTIONS, REPORT = "results.json", "predictions.jsonl", "report.md"
 
 
-def results_dict(model: str, split: str, suites: Sequence[SuiteResult]) -> dict[str, Any]:
+def results_dict(model: str, split: str, suites: Sequence[SuiteResult], convention: str) -> dict[str, Any]:
     return {
         "model": model,
         "split": split,
-        "suites": {
-            s.suite.name: {
-                "mean": s.mean(),
-                "skipped": dict(s.suite.skipped),
-                "tasks": {
-                    t.task.name: {"n": len(t.task.examples), "cluster": t.task.cluster, "format": t.task.format,
-                                  "metrics": t.metrics, "ci95": t.ci95, "invalid": t.invalid, "truncated": t.truncated}
-                    for t in s.tasks
-                },
-            }
-            for s in suites
-        },
+        "convention": convention,
+        "suites": {s.suite.name: _suite_dict(s) for s in suites},
     }
+
+
+def _suite_dict(s: SuiteResult) -> dict[str, Any]:
+    out: dict[str, Any] = {"mean": s.mean()}
+    if s.suite.weighted:
+        out.update(split=s.suite.split, unweighted_mean=mean_over(s.tasks, weighted=False), categories=s.cluster_means())
+    out["skipped"] = dict(s.suite.skipped)
+    out["tasks"] = {t.task.name: {"n": len(t.task.examples), "cluster": t.task.cluster, "format": t.task.format,
+                                  "metrics": t.metrics, "ci95": t.ci95, "invalid": t.invalid, "truncated": t.truncated}
+                    for t in s.tasks}
+    return out
 
 
 def load_results(path: str | Path) -> dict[str, Any]:
@@ -60,7 +65,9 @@ def load_results(path: str | Path) -> dict[str, Any]:
 
 
 def cluster_means(suite: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """cluster -> metric -> unweighted mean over the cluster's tasks."""
+    """cluster -> metric -> unweighted mean over the cluster's tasks (a weighted suite's: its categories)."""
+    if "categories" in suite:
+        return suite["categories"]
     values: dict[str, dict[str, list[float]]] = {}
     for task in suite["tasks"].values():
         for metric, v in task["metrics"].items():
@@ -116,16 +123,22 @@ def _table(rows: list[tuple[str, dict[str, float], dict[str, float] | None]], ex
 
 def report_markdown(results: dict[str, Any], baseline: dict[str, Any] | None, plots: list[str]) -> str:
     lines = [f"# Evaluation of {results['model']}", "", f"Split: {results['split']}. Scores 0-100; "
-             "rank classification sums option log-likelihoods (accuracy) or divides them by characters "
-             "(accuracy_norm); exact match is SQuAD-normalised (exact_match) or verbatim (exact_match_strict)."]
+             f"rank classification under the {results['convention']} convention "
+             f"({CONVENTIONS[results['convention']].description}) sums option log-likelihoods (accuracy) or "
+             "divides them by characters (accuracy_norm); exact match is SQuAD-normalised (exact_match) or verbatim (exact_match_strict)."]
     if baseline is not None:
         lines += ["", f"Baseline (base, Δ = this − base, better or worse by each metric's direction): {baseline.get('model')}"]
     for name, suite in results["suites"].items():
         base_suite = (baseline or {}).get("suites", {}).get(name)
-        lines += ["", f"## {name}", "", "### Mean over tasks", ""]
-        lines += _table([("mean", suite["mean"], base_suite["mean"] if base_suite else None)])
+        weighted = "categories" in suite
+        lines += ["", f"## {name}", "", "### Mean over questions" if weighted else "### Mean over tasks", ""]
+        rows = [("mean", suite["mean"], base_suite["mean"] if base_suite else None)]
+        if weighted:
+            rows.append(("unweighted mean over tasks", suite["unweighted_mean"],
+                         base_suite.get("unweighted_mean") if base_suite else None))
+        lines += _table(rows)
         base_clusters = cluster_means(base_suite) if base_suite else {}
-        lines += ["", "### Per cluster", ""]
+        lines += ["", "### Per category (weighted by questions)" if weighted else "### Per cluster", ""]
         lines += _table([(c, v, base_clusters.get(c) if base_suite else None)
                          for c, v in sorted(cluster_means(suite).items())])
         lines += ["", "### Per task", ""]

@@ -37,7 +37,7 @@ def evaluate(args: argparse.Namespace) -> int:
     from flanforge.launcher.training.engine import training_precision
     from flanforge.launcher.evaluation.report import load_results, read_history, results_dict, write_outputs
     from flanforge.launcher.evaluation.evaluator import Evaluator
-    from flanforge.launcher.evaluation.scoring import Scorer, dense_attention, max_length
+    from flanforge.launcher.evaluation.scoring import Scorer, dense_attention, get_convention, max_length
 
     for key in ("max_examples", "shots", "batch_size"):
         value = getattr(args, key)
@@ -47,6 +47,7 @@ def evaluate(args: argparse.Namespace) -> int:
     layout, device = start_rank(group_if_alone=False)
     distributed = layout.world_size > 1
     tokenizer, arch, build, run_dir, precision = load_model(args.model)
+    convention = get_convention(args.convention, arch)
     suites = build_suites(args, lambda text: len(tokenizer.encode(text)))
     model = build()
     gather = None
@@ -57,12 +58,12 @@ def evaluate(args: argparse.Namespace) -> int:
             return out
     dense_attention(model, device.type)  # a run trained with flex or segments: scored with dense masks
     dtype = getattr(torch, DTYPES[training_precision(precision, device.type)])  # as it trained: bf16 on GPUs
-    scorer = Scorer(model.to(device, dtype), arch, tokenizer.pad_id, tokenizer.eos_id, device)
+    scorer = Scorer(model.to(device, dtype), arch, tokenizer.pad_id, tokenizer.eos_id, device, convention)
     evaluator = Evaluator(scorer, tokenizer, batch_size=args.batch_size, rank=layout.rank,
                           world_size=layout.world_size, gather=gather, max_length=max_length(model, arch))
     results = evaluator.run(suites)
     if results is not None:
-        data = results_dict(args.model, args.split, results)
+        data = results_dict(args.model, args.split or "validation", results, convention.name)
         history = read_history(run_dir.eval_history) if run_dir is not None else None
         write_outputs(Path(args.out), data, results, baseline, history)
         for name, suite in data["suites"].items():
@@ -78,7 +79,7 @@ def build_suites(args: argparse.Namespace, count_tokens):
     kinds = args.formats or (["few_shot"] if args.shots else ["zero_shot"])
     suites = []
     for spec in args.suites:
-        own_format = spec.partition(":")[0] in benchmarks.SUITES  # BBH/GSM8K prompts are their own
+        own_format = spec.partition(":")[0] in benchmarks.SUITES  # BBH/GSM8K/MMLU prompts are their own
         for kind in kinds[:1] if own_format else kinds:
             suite = build_suite(spec, split=args.split, kind=kind, shots=args.shots,
                                 max_examples=args.max_examples, count_tokens=count_tokens)

@@ -11,7 +11,15 @@ the KV cache for the batch. One option (or prompt) per call is the naive loop
 Inputs are laid out as training lays them out: a decoder reads ``prompt +
 target`` with the target scored from the prompt's last token on; T5's encoder
 reads ``prompt + EOS`` and its decoder starts from ``decoder_start_token_id``.
-Targets include the EOS training ended them with, as T5X scores them.
+Which tokens an answer option is scored by is the scoring convention
+(:class:`Convention`, ``--convention``): ``t5x`` scores the option's own tokens
+plus the EOS training ended every target with, summed (T5X/FLAN); ``lm-eval``
+scores the continuation as lm-evaluation-harness builds it: the context's
+trailing whitespace moves to the continuation ``" " + option``, a decoder's
+continuation is the tokens of ``context + continuation`` after the context's
+own tokens, T5's is the continuation encoded alone, and no EOS. Defaults
+follow what each architecture's users compare against: T5 ``t5x``, decoders
+``lm-eval``.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from typing import Callable, Sequence
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
+from flanforge.errors import UserError, did_you_mean
 from flanforge.model.attention import segment_mask, tree_mask
 from flanforge.launcher.evaluation.prefix_trie import Ids, Read, Request, Trie, pack
 
@@ -80,6 +89,77 @@ class StopOnStrings(StoppingCriteria):
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
+Encode = Callable[[list[str]], list[list[int]]]
+"""A tokenizer's ``encode_batch``: texts to ids without special tokens."""
+
+
+class Convention:
+    """How rank classification turns a prompt and its answer options into the token ids it scores."""
+
+    name: str
+    description: str
+    """What is scored, in a few words (report.md says it)."""
+
+    def context(self, prompt: str) -> str:
+        """The text the options are scored after (its ids are the request's prompt)."""
+        return prompt
+
+    def continuations(self, encode: Encode, prompt: str, options: Sequence[str], arch: str, eos_id: int
+                      ) -> list[list[int]]:
+        """The ids scored for each option after ``encode([self.context(prompt)])``."""
+        raise NotImplementedError
+
+
+class T5XConvention(Convention):
+    """The option's tokens plus EOS, as training ends every target (T5X/FLAN)."""
+
+    name = "t5x"
+    description = "each option's tokens plus EOS, summed"
+
+    def continuations(self, encode, prompt, options, arch, eos_id):
+        return with_eos(encode, options, eos_id)
+
+
+class LMEvalConvention(Convention):
+    """lm-evaluation-harness's ``_encode_pair``: continuation ``" " + option`` (its default target delimiter),
+    the context's trailing whitespace moved onto it, no EOS."""
+
+    name = "lm-eval"
+    description = "the continuation ' option' alone, tokenised as lm-evaluation-harness does, no EOS"
+    delimiter = " "
+
+    def context(self, prompt):
+        return prompt.rstrip()
+
+    def continuations(self, encode, prompt, options, arch, eos_id):
+        context = self.context(prompt)
+        texts = [prompt[len(context):] + self.delimiter + o for o in options]
+        if arch == "t5":  # seq2seq: the continuation encoded on its own
+            return encode(texts)
+        cut = len(encode([context])[0])
+        return [ids[cut:] for ids in encode([context + t for t in texts])]
+
+
+CONVENTIONS: dict[str, Convention] = {c.name: c for c in (T5XConvention(), LMEvalConvention())}
+"""By name, in the order of ``SCORING_CONVENTIONS`` (the names the config checks ``eval.convention`` against)."""
+DEFAULT_CONVENTION = {"t5": "t5x", "decoder": "lm-eval"}
+"""Per architecture: what its users compare against (FLAN-T5's T5X; decoders' lm-evaluation-harness)."""
+
+
+def get_convention(name: str | None, arch: str) -> Convention:
+    """The convention ``name`` (None: the architecture's default); an unknown name lists the valid ones."""
+    name = DEFAULT_CONVENTION[arch] if name is None else name
+    if name not in CONVENTIONS:
+        raise UserError(f"unknown scoring convention '{name}' (conventions: {', '.join(CONVENTIONS)})"
+                        f"{did_you_mean(name, CONVENTIONS)}")
+    return CONVENTIONS[name]
+
+
+def with_eos(encode: Encode, texts: Sequence[str], eos_id: int) -> list[list[int]]:
+    """Targets as training scores them: each text's ids and EOS."""
+    return [ids + [eos_id] for ids in encode(list(texts))]
+
+
 @dataclass
 class Scorer:
     """A Hugging Face model (``arch`` ``decoder`` or ``t5``) and the ids it pads and stops with."""
@@ -89,6 +169,8 @@ class Scorer:
     pad_id: int
     eos_id: int
     device: torch.device = torch.device("cpu")
+    convention: Convention | None = None
+    """Which tokens an option is scored by; None: the architecture's default (:data:`DEFAULT_CONVENTION`)."""
     synced_gpus: bool = False
     """Every rank calls ``generate`` at once and keeps stepping until all are done, and makes as many
     rank-classification forwards as the rank that needs most (a ZeRO-3 model)."""
@@ -96,6 +178,8 @@ class Scorer:
     def __post_init__(self) -> None:
         if self.arch not in ("decoder", "t5"):
             raise ValueError(f"arch must be 'decoder' or 't5', got {self.arch!r}")
+        if self.convention is None:
+            self.convention = get_convention(None, self.arch)
 
     @torch.no_grad()
     def loglikelihoods(self, requests: Sequence[Request]) -> list[list[float]]:

@@ -20,6 +20,7 @@ a YAML path            the task or mixture the file defines (its tasks' ``metric
 ``bbh:DIR``            BIG-Bench Hard, 3-shot, answer only (``benchmarks.py``)
 ``bbh_cot:DIR``        BIG-Bench Hard, 3-shot chain of thought
 ``gsm8k:DIR``          GSM8K's test split, chain of thought, final answer after ``####``
+``mmlu:DIR``           MMLU (original layout), ``shots``-shot (default 5), per subject and category (``mmlu.py``)
 =====================  ==========================================================
 """
 
@@ -49,9 +50,10 @@ def suite_names() -> list[str]:
     return sorted({"builtin_heldin", *benchmarks.SUITES, *mixture_names()})
 
 
-def build_suite(spec: str, *, split: str = "validation", kind: str = "zero_shot", shots: int | None = None,
+def build_suite(spec: str, *, split: str | None = None, kind: str = "zero_shot", shots: int | None = None,
                 max_examples: int | None = None, count_tokens: Callable[[str], int] | None = None) -> Suite:
-    """The suite ``spec`` names (see the module doc), its tasks rendered in format ``kind``."""
+    """The suite ``spec`` names (see the module doc), its tasks rendered in format ``kind``, from ``split``
+    (None: the suite's own default, ``validation`` for tasks)."""
     from flanforge.mixtures.registry import get_mixture, load_mixture
     from flanforge.mixtures.sources import task_yaml
 
@@ -62,8 +64,9 @@ def build_suite(spec: str, *, split: str = "validation", kind: str = "zero_shot"
     if name in benchmarks.SUITES:
         if not path:
             raise TaskError(f"suite '{name}' reads its data from a directory: --suites {name}:/path/to/{name.split('_')[0]}")
-        return Suite(name, benchmarks.build(name, path, shots=shots, max_examples=max_examples,
-                                            count_tokens=count_tokens))
+        return benchmarks.build(name, path, split=split, shots=shots, max_examples=max_examples,
+                                count_tokens=count_tokens)
+    split = split or "validation"
     if name == "builtin_heldin":
         pairs = [(t, sub.name) for sub in _sub_mixtures(get_mixture("builtin")) for t in _sample(sub)]
     elif task_yaml.is_yaml_path(spec):

@@ -41,3 +41,8 @@ class Suite:
     tasks: list[EvalTask]
     skipped: dict[str, str] = field(default_factory=dict)
     """Tasks left out by policy (no format of the requested kind), with why: counted in the report."""
+    weighted: bool = False
+    """Means weight tasks by their examples, per cluster too (MMLU: subjects by questions, clusters are its
+    categories); the unweighted mean over tasks is reported beside them."""
+    split: str | None = None
+    """The split scored, where the suite chose it itself (MMLU: test unless ``--split`` names another)."""

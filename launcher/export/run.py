@@ -313,7 +313,7 @@ def export_run(run_dir: RunDir, out_dir: str | Path, tag: str | None = None, *, 
     try:
         with _reading(run_dir, tag):
             _write_model(model, weights, tmp, dtype, max_bytes, progress=f"consolidating {tag}")
-        has_json = write_tokenizer(tokenizer, tmp, cfg.model.arch)
+        has_json = write_tokenizer(tokenizer, tmp, cfg.model.arch, cfg.mixture.seq_len)
         _default_permissions(tmp)
         if out.exists():
             shutil.rmtree(out)  # empty, or --overwrite

@@ -3,6 +3,7 @@ a ``tokenizer.json`` converted from a SentencePiece model when it encodes exactl
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -17,8 +18,9 @@ _TOKENIZER_PROBES = (
 )
 
 
-def hf_tokenizer(spm_file: Path, arch: str):
-    """A fast HF tokenizer converted from the SentencePiece model (check it with :func:`first_mismatch`)."""
+def hf_tokenizer(spm_file: Path, arch: str, model_max_length: int):
+    """A fast HF tokenizer converted from the SentencePiece model (check it with :func:`first_mismatch`),
+    stating the tokens a sequence may hold (``model_max_length``: other tools would warn and guess)."""
     import sentencepiece as spm
     from tokenizers import decoders, processors
     from transformers import PreTrainedTokenizerFast
@@ -47,7 +49,7 @@ def hf_tokenizer(spm_file: Path, arch: str):
     piece = lambda i: sp.id_to_piece(i) if i >= 0 else None  # noqa: E731  (-1: the model has none)
     return PreTrainedTokenizerFast(
         tokenizer_object=backend, pad_token=piece(ids.pad_id), eos_token=eos,
-        bos_token=piece(ids.bos_id), unk_token=piece(ids.unk_id),
+        bos_token=piece(ids.bos_id), unk_token=piece(ids.unk_id), model_max_length=model_max_length,
     )
 
 
@@ -66,10 +68,11 @@ def first_mismatch(tok, spm_file: Path) -> str | None:
     return None
 
 
-def write_tokenizer(tokenizer, out: Path, arch: str) -> bool:
+def write_tokenizer(tokenizer, out: Path, arch: str, model_max_length: int) -> bool:
     """Write the run's tokenizer to ``out``; True if that includes a ``tokenizer.json``.
 
-    A ``tokenizer.json`` tokenizer is copied with the configs beside it. A
+    A ``tokenizer.json`` tokenizer is copied with the configs beside it (its
+    ``tokenizer_config.json`` given ``model_max_length`` where it states none). A
     SentencePiece model is copied, and a ``tokenizer.json`` converted from it is
     added when the conversion encodes exactly as SentencePiece does.
     """
@@ -79,11 +82,15 @@ def write_tokenizer(tokenizer, out: Path, arch: str) -> bool:
         for name in (JSON_FILE, *JSON_CONFIGS):
             if tokenizer.path.with_name(name).is_file():
                 shutil.copyfile(tokenizer.path.with_name(name), out / name)
+        config_file = out / JSON_CONFIGS[0]  # tokenizer_config.json
+        config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+        if "model_max_length" not in config:
+            config_file.write_text(json.dumps({**config, "model_max_length": model_max_length}, indent=2) + "\n")
         return True
     spm_file = tokenizer.path
     shutil.copyfile(spm_file, out / SPM_FILE)
     try:
-        tok = hf_tokenizer(spm_file, arch)
+        tok = hf_tokenizer(spm_file, arch, model_max_length)
         bad = first_mismatch(tok, spm_file)
     except Exception as err:  # an spm model the converter does not handle
         bad = f"conversion failed: {type(err).__name__}: {err}"

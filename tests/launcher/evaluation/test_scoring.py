@@ -164,3 +164,29 @@ def test_rejects_empty_targets():
     scorer = Scorer(tiny("decoder"), "decoder", PAD, EOS)
     with pytest.raises(ValueError, match="at least one token"):
         scorer.loglikelihoods([([5], [[]])])
+
+
+def test_conventions_score_the_tokens_each_anchor_scores(tokenizer_dir):
+    from flanforge.constants import SCORING_CONVENTIONS
+    from flanforge.launcher.evaluation.scoring import CONVENTIONS, get_convention
+    from flanforge.model.tokenizer import load_tokenizer
+
+    encode = load_tokenizer(tokenizer_dir).encode_batch
+    t5x, lm_eval = get_convention("t5x", "decoder"), get_convention(None, "decoder")
+    assert lm_eval.name == "lm-eval" and get_convention(None, "t5").name == "t5x"
+    assert tuple(CONVENTIONS) == SCORING_CONVENTIONS  # what eval.convention is checked against
+    assert t5x.continuations(encode, "Answer:", ["yes"], "decoder", 7) == [encode(["yes"])[0] + [7]]
+    # lm-eval: the context's trailing space moves onto " option", the whole text encoded then cut after the context
+    assert lm_eval.context("Is it? ") == "Is it?"
+    whole, context = encode(["Is it?  yes"])[0], encode(["Is it?"])[0]
+    assert lm_eval.continuations(encode, "Is it? ", ["yes"], "decoder", 7) == [whole[len(context):]]
+    assert lm_eval.continuations(encode, "Is it? ", ["yes"], "t5", 7) == encode(["  yes"])
+
+
+def test_eval_convention_in_the_config_is_checked():
+    from flanforge.errors import ConfigError
+    from flanforge.launcher.config import EvalConfig
+
+    assert EvalConfig(convention="t5x").convention == "t5x"
+    with pytest.raises(ConfigError, match=r"eval.convention: unknown 'lmeval' \(conventions: t5x, lm-eval\); did you mean 'lm-eval'"):
+        EvalConfig(convention="lmeval")

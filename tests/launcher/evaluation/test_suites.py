@@ -1,6 +1,7 @@
 """Evaluation suites: rendering through the task layer, original-task templates, BBH and GSM8K layouts, bad input."""
 
 import json
+import os
 import re
 
 import pytest
@@ -200,3 +201,19 @@ def test_gsm8k(tmp_path):
     (tmp_path / "test.jsonl").write_text('{"question": "q", "answer": "no final"}\n')
     with pytest.raises(TaskError, match=r"test.jsonl:1: not a GSM8K record"):
         build_suite(f"gsm8k:{tmp_path}")
+
+
+def test_prompts_are_the_same_in_every_process(tmp_path):
+    """A format's drawn phrasings (options header, few-shot delimiters) come from an RNG seeded by the task
+    and the example: two processes with different hash seeds render the same prompts."""
+    import subprocess
+    import sys
+
+    task = _write_task(tmp_path, "accuracy")
+    code = ("import json, sys; from flanforge.launcher.evaluation.suites import build_suite; "
+            "print(json.dumps([[e.prompt for e in t.examples] for kind in ('zero_shot', 'few_shot') "
+            "for t in build_suite(sys.argv[1], kind=kind, shots=2).tasks]))")
+    runs = [subprocess.run([sys.executable, "-c", code, task], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")]
+    prompts = json.loads(runs[0])
+    assert runs[0] == runs[1] and len(prompts[0]) == 4 and all(prompts)

@@ -258,10 +258,11 @@ def test_converted_tokenizer_encodes_as_sentencepiece(spm_file, arch, tmp_path):
     from transformers import AutoTokenizer
 
     sp = spm.SentencePieceProcessor(model_file=str(spm_file))
-    tok = hf_tokenizer(spm_file, arch)
+    tok = hf_tokenizer(spm_file, arch, 256)
     assert first_mismatch(tok, spm_file) is None
     tok.save_pretrained(tmp_path)
     reloaded = AutoTokenizer.from_pretrained(tmp_path, local_files_only=True)
+    assert reloaded.model_max_length == 256
     text = "question: 12 + 84 = 96. Ωmega ☃  spaces"
     ids = sp.encode(text)
     assert reloaded(text, add_special_tokens=False)["input_ids"] == ids
@@ -269,3 +270,55 @@ def test_converted_tokenizer_encodes_as_sentencepiece(spm_file, arch, tmp_path):
     assert reloaded(text)["input_ids"] == ids + ([EOS_ID] if arch == "t5" else [])
     assert reloaded.decode(ids) == sp.decode(ids)
     assert (reloaded.pad_token_id, reloaded.eos_token_id) == (0, EOS_ID)
+
+
+@pytest.mark.parametrize("arch", ["decoder", "t5"])
+def test_an_export_loads_without_warnings(spm_file, arch, tmp_path):
+    """The exported directory (weights + the tokenizer export writes) loads in transformers and in
+    ``flanforge eval`` without a warning (deprecations included), its tokenizer stating model_max_length."""
+    import logging
+    import warnings
+
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from flanforge.launcher.evaluation.run import load_model
+    from flanforge.launcher.training.export import write_tokenizer
+    from flanforge.model.config import ModelConfig
+    from flanforge.model.load import build_model
+    from flanforge.model.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(spm_file)
+    model = build_model(ModelConfig(arch=arch, vocab_size=tokenizer.vocab_size), tokenizer, 0, training=False)
+    model.save_pretrained(tmp_path)
+    assert write_tokenizer(tokenizer, tmp_path, arch, 192)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger("transformers")
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert AutoTokenizer.from_pretrained(tmp_path, local_files_only=True).model_max_length == 192
+            (AutoModelForCausalLM if arch == "decoder" else AutoModelForSeq2SeqLM).from_pretrained(tmp_path)
+            load_model(str(tmp_path))[2]()
+    finally:
+        logger.removeHandler(handler)
+    assert [str(w.message) for w in caught] == [] and [r.getMessage() for r in records] == []
+
+
+def test_a_copied_tokenizer_json_gets_model_max_length_unless_it_states_one(json_tokenizer_dir, tmp_path):
+    from flanforge.launcher.training.export import write_tokenizer
+    from flanforge.model.tokenizer import load_tokenizer
+
+    assert write_tokenizer(load_tokenizer(json_tokenizer_dir / "tokenizer.json"), tmp_path, "decoder", 96)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert config == {**json.loads((json_tokenizer_dir / "tokenizer_config.json").read_text()), "model_max_length": 96}
+    stated = tmp_path / "stated"
+    stated.mkdir()
+    (stated / "tokenizer.json").write_bytes((tmp_path / "tokenizer.json").read_bytes())
+    (stated / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 8192}))
+    out = tmp_path / "out"
+    out.mkdir()
+    write_tokenizer(load_tokenizer(stated / "tokenizer.json"), out, "decoder", 96)
+    assert json.loads((out / "tokenizer_config.json").read_text())["model_max_length"] == 8192

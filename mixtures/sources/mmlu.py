@@ -1,0 +1,97 @@
+"""MMLU read from the original release's layout (``hendrycks/test``), the layout users hold it in.
+
+Evaluation only: nothing here is a training source. ::
+
+    DIR/data/dev/<subject>_dev.csv     few-shot exemplars (5 per subject)
+    DIR/data/val/<subject>_val.csv     where present
+    DIR/data/test/<subject>_test.csv
+
+No header; a row is ``question, A, B, C, D, answer`` with the answer a letter
+A-D. Every cell is text exactly as written (``csv`` module, no type guessing:
+a literal ``None`` stays the string ``None``; line breaks inside quoted cells
+are kept). The prompts built from them are evaluation's:
+``launcher/evaluation/mmlu.py``.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import NamedTuple
+
+from flanforge.errors import did_you_mean
+from flanforge.mixtures.task import TaskError
+
+LETTERS = ("A", "B", "C", "D")
+SPLIT_DIRS = {"test": "test", "validation": "val", "dev": "dev"}
+"""A split's name -> its folder under ``DIR/data``."""
+
+
+class MMLURow(NamedTuple):
+    """One question as its file gives it."""
+
+    question: str
+    choices: tuple[str, str, str, str]
+    answer: str
+    """The correct letter, A-D."""
+
+
+class MMLUSubject(NamedTuple):
+    name: str
+    exemplars: list[MMLURow]
+    """The first ``shots`` rows of its dev file, in file order."""
+    rows: list[MMLURow]
+
+
+def read_rows(path: Path) -> list[MMLURow]:
+    """Every row of one subject file; a wrong column count or answer letter names the file and line."""
+    rows = []
+    with open(path, encoding="utf-8", newline="") as fh:  # newline="": quoted line breaks stay in their cell
+        reader = csv.reader(fh)
+        line = 1
+        for cells in reader:
+            where, line = f"{path}:{line}", reader.line_num + 1  # a record may span several lines
+            if len(cells) != 6:
+                raise TaskError(f"{where}: expected 6 columns (question, A, B, C, D, answer), found {len(cells)}")
+            if cells[5] not in LETTERS:
+                raise TaskError(f"{where}: the answer {cells[5]!r} is not one of A, B, C, D")
+            rows.append(MMLURow(cells[0], (cells[1], cells[2], cells[3], cells[4]), cells[5]))
+    return rows
+
+
+def read_mmlu(root: Path, split: str, shots: int, max_examples: int | None = None,
+              known: tuple[str, ...] = ()) -> list[MMLUSubject]:
+    """Every subject of ``root``'s ``split`` (sorted by name), with its first ``shots`` dev rows.
+
+    ``known``: the valid subject names (an unknown file name is an error naming the closest one).
+    Nothing is read short: fewer dev rows than ``shots`` is an error naming the subject and the count.
+    """
+    folder = root / "data" / SPLIT_DIRS.get(split, split)
+    if not folder.is_dir():
+        found = sorted(p.name for p in (root / "data").iterdir()) if (root / "data").is_dir() else \
+            sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+        where = root / "data" if (root / "data").is_dir() else root
+        raise TaskError(f"MMLU: no {folder} (split '{split}'); {where} holds: {', '.join(found) or 'nothing'}")
+    suffix = f"_{folder.name}.csv"
+    files = sorted(p for p in folder.iterdir() if p.name.endswith(suffix))
+    if not files:
+        raise TaskError(f"MMLU: {folder} has no <subject>{suffix} files")
+    subjects = []
+    for file in files:
+        name = file.name[: -len(suffix)]
+        if known and name not in known:
+            raise TaskError(f"{file}: '{name}' is not an MMLU subject{did_you_mean(name, known)}")
+        exemplars: list[MMLURow] = []
+        if shots:
+            dev = root / "data" / "dev" / f"{name}_dev.csv"
+            if not dev.is_file():
+                raise TaskError(f"MMLU subject '{name}': {shots}-shot prompts need {dev} (or --shots 0)")
+            exemplars = read_rows(dev)
+            if len(exemplars) < shots:
+                raise TaskError(f"MMLU subject '{name}': --shots {shots} asks for {shots} exemplars but {dev} "
+                                f"has {len(exemplars)}")
+        rows = read_rows(file)
+        if not rows:
+            raise TaskError(f"{file}: no questions")
+        subjects.append(MMLUSubject(name, exemplars[:shots], rows[:max_examples] if max_examples is not None else rows))
+    return subjects

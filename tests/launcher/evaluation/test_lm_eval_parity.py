@@ -1,0 +1,159 @@
+"""Parity with lm-evaluation-harness itself (lm-eval, pinned in setup.py's ``test`` extra): the same model
+directory scored by lm-eval's own API (``simple_evaluate`` with its ``HFLM`` model) and by ``flanforge eval
+--convention lm-eval`` gives the same prompts, the same per-example log-likelihoods (within 1e-4), the
+same predictions and the same accuracy.
+
+The model is a tiny random decoder (and a tiny T5) saved as a Hugging Face directory with the tokenizer
+written by flanforge's export (``write_tokenizer``: spiece.model plus the converted ``tokenizer.json``
+that lm-eval loads); the data are a few subjects of ../shared/data/mmlu_redux, copied into the test's
+temporary folder, and lm-eval reads them through a task YAML written here with MMLU's prompt.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is not installed (setup.py's test extra pins it)")
+
+from flanforge.launcher.evaluation.mmlu import write_lm_eval_task  # noqa: E402
+from flanforge.launcher.training.export import write_tokenizer  # noqa: E402
+from flanforge.model.config import ModelConfig  # noqa: E402
+from flanforge.model.load import build_model  # noqa: E402
+from flanforge.model.tokenizer import train_tokenizer  # noqa: E402
+
+from .conftest import TINY, TINY_T5, evaluate  # noqa: E402
+from ...mixtures.test_mmlu_reader import REDUX  # noqa: E402
+
+SUBJECTS = ("abstract_algebra", "high_school_geography")
+PER_SUBJECT = 6
+
+pytestmark = [pytest.mark.lm_eval,
+              pytest.mark.skipif(not REDUX.is_dir(), reason=f"MMLU-Redux is not at {REDUX} (shared data absent)")]
+
+
+@pytest.fixture(scope="module")
+def mmlu_dir(tmp_path_factory):
+    """A copy of the subjects' dev and test files in the test's temporary folder."""
+    root = tmp_path_factory.mktemp("mmlu")
+    for split in ("dev", "test"):
+        (root / "data" / split).mkdir(parents=True)
+        for subject in SUBJECTS:
+            shutil.copyfile(REDUX / "data" / split / f"{subject}_{split}.csv",
+                            root / "data" / split / f"{subject}_{split}.csv")
+    return root
+
+
+def write_lm_eval_tasks(root: Path) -> Path:
+    """One lm-eval task YAML per subject: lm-eval's own MMLU template on the same files."""
+    for subject in SUBJECTS:
+        write_lm_eval_task(root / "lm_eval_tasks", f"ff_mmlu_{subject}", subject,
+                           root / "data" / "dev" / f"{subject}_dev.csv", root / "data" / "test" / f"{subject}_test.csv")
+    return root / "lm_eval_tasks"
+
+
+def export_tiny(root: Path, arch: str, mmlu_dir: Path) -> Path:
+    """A tiny random model and a tokenizer trained on the subjects' text, written as flanforge exports them."""
+    texts = [line for p in sorted(mmlu_dir.glob("data/*/*.csv")) for line in p.read_text().splitlines()]
+    tokenizer = train_tokenizer(texts, root / "tok", vocab_size=600)
+    hf_config = dict(TINY, max_position_embeddings=4096) if arch == "decoder" else dict(TINY_T5)
+    model = build_model(ModelConfig(arch=arch, vocab_size=tokenizer.vocab_size, hf_config=hf_config), tokenizer, 0,
+                        training=False)
+    out = root / "model"
+    model.save_pretrained(out)
+    assert write_tokenizer(tokenizer, out, arch, 4096)  # the converted tokenizer.json encodes as SentencePiece does
+    return out
+
+
+def run_lm_eval(model_dir: Path, arch: str, tasks: Path, names: list[str], shots: int, limit: int):
+    """lm-eval's per-task samples (by document) and results for the task YAMLs in ``tasks``."""
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    # a decoder's prompts carry no BOS in flanforge; T5's encoder input ends with EOS in both (its tokenizer's)
+    extra = {"add_bos_token": False} if arch == "decoder" else {}
+    model = HFLM(pretrained=str(model_dir), backend="causal" if arch == "decoder" else "seq2seq", device="cpu",
+                 batch_size=4, dtype="float32", **extra)
+    out = lm_eval.simple_evaluate(model=model, tasks=names, num_fewshot=shots, limit=limit, log_samples=True,
+                                  bootstrap_iters=0, task_manager=TaskManager(include_path=str(tasks)))
+    return {n: sorted(out["samples"][n], key=lambda r: r["doc_id"]) for n in names}, out["results"]
+
+
+def assert_same_scores(ours: list[dict], theirs: list[dict]) -> None:
+    """Per example: the same context, log-likelihoods within 1e-4, the same prediction."""
+    assert len(ours) == len(theirs) > 0
+    for mine, their in zip(ours, theirs):
+        assert [arg[0] for arg in their["arguments"]] == [mine["prompt"]] * len(mine["options"])  # byte for byte
+        their_ll = [resp[0][0] for resp in their["resps"]]
+        assert mine["loglikelihoods"] == pytest.approx(their_ll, abs=1e-4)
+        assert mine["options"].index(mine["prediction"]) == max(range(len(their_ll)), key=their_ll.__getitem__)
+
+
+@pytest.fixture(autouse=True)
+def _offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.mark.parametrize("arch", ["decoder", "t5"])
+@pytest.mark.parametrize("shots", [0, 5])
+def test_mmlu_matches_lm_eval(mmlu_dir, tmp_path, capsys, arch, shots):
+    model_dir = export_tiny(tmp_path, arch, mmlu_dir)
+    names = [f"ff_mmlu_{s}" for s in SUBJECTS]
+    samples, lm_results = run_lm_eval(model_dir, arch, write_lm_eval_tasks(mmlu_dir), names, shots, PER_SUBJECT)
+
+    out = tmp_path / "eval"
+    assert evaluate(capsys, model_dir, "--suites", f"mmlu:{mmlu_dir}", "--shots", shots, "--convention", "lm-eval",
+                    "--max-examples", PER_SUBJECT, "--out", out) == 0
+    results = json.loads((out / "results.json").read_text())
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    for subject in SUBJECTS:
+        ours = sorted((r for r in records if r["task"] == subject), key=lambda r: r["index"])
+        assert len(ours) == PER_SUBJECT
+        assert_same_scores(ours, samples[f"ff_mmlu_{subject}"])
+        accuracy = results["suites"]["mmlu"]["tasks"][subject]["metrics"]["accuracy"]
+        assert accuracy == pytest.approx(100 * lm_results[f"ff_mmlu_{subject}"]["acc,none"])
+
+
+@pytest.mark.parametrize("arch", ["decoder", "t5"])
+def test_a_binary_choice_task_matches_lm_eval(mmlu_dir, tmp_path, capsys, arch):
+    """A flanforge task YAML (options from a field, zero-shot with options) against lm-eval on the prompts
+    flanforge rendered (the same text in both), with lm-eval's acc and acc_norm."""
+    import yaml
+
+    from flanforge.launcher.evaluation.suites import build_suite
+    from flanforge.mixtures import registry
+
+    registry.reset()  # the task YAML registers its task; each parametrisation loads its own file
+    words = ["good", "bad", "fine", "awful", "great", "poor", "lovely", "dull", "superb", "weak", "nice", "grim"]
+    rows = [{"text": f"The film was {w}.", "label": "positive" if i % 2 == 0 else "negative",
+             "opts": "positive|||negative"} for i, w in enumerate(words)]
+    (tmp_path / "sst.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "sst.yaml").write_text(yaml.safe_dump({
+        "task": "tiny_sst", "source": {"path": "sst.jsonl", "holdout": {"validation": 8}}, "metric": "accuracy",
+        "options_field": "opts", "templates": [{"id": "t", "input": "Review: {{ text }}\nSentiment:",
+                                                 "target": "{{ label }}"}]}))
+    [task] = build_suite(str(tmp_path / "sst.yaml")).tasks
+    lm_dir = tmp_path / "lm_eval_tasks"
+    lm_dir.mkdir()
+    with open(tmp_path / "sst_rendered.jsonl", "w") as fh:
+        for ex in task.examples:
+            fh.write(json.dumps({"prompt": ex.prompt, "options": list(ex.options), "label": ex.correct[0]}) + "\n")
+    (lm_dir / "tiny_sst.yaml").write_text(json.dumps({
+        "task": "ff_tiny_sst", "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(tmp_path / "sst_rendered.jsonl")}}, "test_split": "test",
+        "output_type": "multiple_choice", "doc_to_text": "{{prompt}}", "doc_to_choice": "{{options}}",
+        "doc_to_target": "label",
+        "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in ("acc", "acc_norm")]}))
+    model_dir = export_tiny(tmp_path, arch, mmlu_dir)
+    samples, lm_results = run_lm_eval(model_dir, arch, lm_dir, ["ff_tiny_sst"], 0, None)
+
+    out = tmp_path / "eval"
+    assert evaluate(capsys, model_dir, "--suites", tmp_path / "sst.yaml", "--convention", "lm-eval", "--out", out) == 0
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert_same_scores(sorted(records, key=lambda r: r["index"]), samples["ff_tiny_sst"])
+    metrics = json.loads((out / "results.json").read_text())["suites"]["tiny_sst"]["tasks"]["tiny_sst"]["metrics"]
+    assert metrics["accuracy"] == pytest.approx(100 * lm_results["ff_tiny_sst"]["acc,none"])
+    assert metrics["accuracy_norm"] == pytest.approx(100 * lm_results["ff_tiny_sst"]["acc_norm,none"])
