@@ -39,7 +39,7 @@ import torch
 
 from flanforge.launcher.cli import main as flanforge_main
 from flanforge.launcher.evaluation.suites import build_suite
-from flanforge.launcher.training.export import write_tokenizer
+from flanforge.launcher.export.tokenizer import write_tokenizer
 from flanforge.launcher.evaluation.mmlu import write_lm_eval_task
 from flanforge.model.config import ModelConfig
 from flanforge.model.load import build_model

@@ -291,7 +291,7 @@ def _write_model(model, weights, tmp: Path, dtype: str, max_bytes: int, progress
 def export_run(run_dir: RunDir, out_dir: str | Path, tag: str | None = None, *, overwrite: bool = False,
                dtype: str | None = None, max_shard_size: str = DEFAULT_SHARD_SIZE) -> Path:
     """Export checkpoint ``tag`` (default: ``latest``) of the run in ``run_dir`` to ``out_dir`` as
-    ``dtype`` (default: the run's ``train.precision``) safetensors shards of at most ``max_shard_size``
+    ``dtype`` (default: the run's ``train.precision``, ``auto`` resolved on this machine) safetensors shards of at most ``max_shard_size``
     (a larger tensor has a shard of its own); returns ``out_dir``. The weights stream from the ZeRO
     shards into one output shard at a time (``export/shards.py``)."""
     from flanforge.sizes import parse_bytes
@@ -302,7 +302,12 @@ def export_run(run_dir: RunDir, out_dir: str | Path, tag: str | None = None, *, 
     out = check_out_dir(out_dir, run_dir, overwrite)
     max_bytes = parse_bytes(max_shard_size, "--max-shard-size")
     cfg, tokenizer = load_run(run_dir)
-    dtype = dtype or cfg.train.precision
+    if dtype is None:  # the run's precision; ``auto`` as it resolves here (bf16 on a GPU node that has it)
+        import torch
+
+        from flanforge.launcher.training.engine import training_precision
+
+        dtype = training_precision(cfg.train.precision, "cuda" if torch.cuda.is_available() else "cpu")
     # The architecture only, on the meta device: its keys, shapes, ties and configs.
     model = build_model(dataclasses.replace(cfg.model, gradient_checkpointing=False), tokenizer, cfg.seed,
                         training=False, meta=True)

@@ -18,7 +18,7 @@ import pytest
 lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is not installed (setup.py's test extra pins it)")
 
 from flanforge.launcher.evaluation.mmlu import write_lm_eval_task  # noqa: E402
-from flanforge.launcher.training.export import write_tokenizer  # noqa: E402
+from flanforge.launcher.export.tokenizer import write_tokenizer  # noqa: E402
 from flanforge.model.config import ModelConfig  # noqa: E402
 from flanforge.model.load import build_model  # noqa: E402
 from flanforge.model.tokenizer import train_tokenizer  # noqa: E402

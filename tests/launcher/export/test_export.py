@@ -282,7 +282,7 @@ def test_an_export_loads_without_warnings(spm_file, arch, tmp_path):
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     from flanforge.launcher.evaluation.run import load_model
-    from flanforge.launcher.training.export import write_tokenizer
+    from flanforge.launcher.export.tokenizer import write_tokenizer
     from flanforge.model.config import ModelConfig
     from flanforge.model.load import build_model
     from flanforge.model.tokenizer import load_tokenizer
@@ -308,7 +308,7 @@ def test_an_export_loads_without_warnings(spm_file, arch, tmp_path):
 
 
 def test_a_copied_tokenizer_json_gets_model_max_length_unless_it_states_one(json_tokenizer_dir, tmp_path):
-    from flanforge.launcher.training.export import write_tokenizer
+    from flanforge.launcher.export.tokenizer import write_tokenizer
     from flanforge.model.tokenizer import load_tokenizer
 
     assert write_tokenizer(load_tokenizer(json_tokenizer_dir / "tokenizer.json"), tmp_path, "decoder", 96)
