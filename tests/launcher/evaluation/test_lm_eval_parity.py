@@ -6,9 +6,12 @@ same predictions and the same accuracy.
 The model is a tiny random decoder (and a tiny T5) saved as a Hugging Face directory with the tokenizer
 written by flanforge's export (``write_tokenizer``: spiece.model plus the converted ``tokenizer.json``
 that lm-eval loads); the data are a few subjects of ../shared/data/mmlu_redux, copied into the test's
-temporary folder, and lm-eval reads them through a task YAML written here with MMLU's prompt.
+temporary folder (where that checkout is absent, subjects written here in MMLU's layout: the parity is of
+the scoring, not of the questions), and lm-eval reads them through a task YAML written here with MMLU's
+prompt.
 """
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -29,19 +32,31 @@ from ...mixtures.test_mmlu_reader import REDUX  # noqa: E402
 SUBJECTS = ("abstract_algebra", "high_school_geography")
 PER_SUBJECT = 6
 
-pytestmark = [pytest.mark.lm_eval,
-              pytest.mark.skipif(not REDUX.is_dir(), reason=f"MMLU-Redux is not at {REDUX} (shared data absent)")]
+pytestmark = pytest.mark.lm_eval
+
+
+def write_subject(path: Path, subject: str, rows: int, start: int) -> None:
+    """``rows`` questions of MMLU's layout (question, A-D, answer letter), generated from ``subject``."""
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        for i in range(start, start + rows):
+            options = [str(i + k) for k in range(4)]
+            writer.writerow([f"In {subject.replace('_', ' ')}, which number follows {i + 1 + i % 3 - 1}?",
+                             *options, "ABCD"[(i + 1) % 4]])
 
 
 @pytest.fixture(scope="module")
 def mmlu_dir(tmp_path_factory):
-    """A copy of the subjects' dev and test files in the test's temporary folder."""
+    """The subjects' dev and test files in the test's temporary folder: MMLU-Redux's, or generated."""
     root = tmp_path_factory.mktemp("mmlu")
     for split in ("dev", "test"):
         (root / "data" / split).mkdir(parents=True)
         for subject in SUBJECTS:
-            shutil.copyfile(REDUX / "data" / split / f"{subject}_{split}.csv",
-                            root / "data" / split / f"{subject}_{split}.csv")
+            target = root / "data" / split / f"{subject}_{split}.csv"
+            if REDUX.is_dir():
+                shutil.copyfile(REDUX / "data" / split / f"{subject}_{split}.csv", target)
+            else:
+                write_subject(target, subject, 5 if split == "dev" else PER_SUBJECT, 0 if split == "dev" else 10)
     return root
 
 
