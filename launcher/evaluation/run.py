@@ -25,7 +25,6 @@ from flanforge.launcher.training.rundir import RunDir
 from flanforge.launcher.evaluation import benchmarks
 
 UNTUNED = "untuned:"
-DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -34,6 +33,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
     from flanforge.launcher.ranks.process_group import start_rank
+    from flanforge.launcher.export.shards import DTYPES
     from flanforge.launcher.training.engine import training_precision
     from flanforge.launcher.evaluation.report import load_results, read_history, results_dict, write_outputs
     from flanforge.launcher.evaluation.evaluator import Evaluator
@@ -57,7 +57,7 @@ def evaluate(args: argparse.Namespace) -> int:
             torch.distributed.all_gather_object(out, obj)
             return out
     dense_attention(model, device.type)  # a run trained with flex or segments: scored with dense masks
-    dtype = getattr(torch, DTYPES[training_precision(precision, device.type)])  # as it trained: bf16 on GPUs
+    dtype = DTYPES[training_precision(precision, device.type)]  # as it trained: bf16 on GPUs that have it
     scorer = Scorer(model.to(device, dtype), arch, tokenizer.pad_id, tokenizer.eos_id, device, convention)
     evaluator = Evaluator(scorer, tokenizer, batch_size=args.batch_size, rank=layout.rank,
                           world_size=layout.world_size, gather=gather, max_length=max_length(model, arch))
