@@ -21,6 +21,7 @@ from transformers import (
     T5Config,
     T5ForConditionalGeneration,
 )
+from transformers.initialization import no_init_weights
 
 from flanforge.errors import UserError
 from flanforge.model.config import ModelConfig
@@ -86,10 +87,13 @@ def choose_attention(cfg: ModelConfig, hf_config=None, *, device_type: str | Non
 
 
 def build_model(cfg: ModelConfig, tokenizer: Tokenizer, seed: int, *, device_type: str | None = None,
-                training: bool = True, meta: bool = False) -> torch.nn.Module:
+                training: bool = True, meta: bool = False, zero3: dict[str, Any] | None = None) -> torch.nn.Module:
     """Return the HF model in fp32 on the CPU (DeepSpeed moves and casts it), its attention
     layers set to ``model.attention`` for ``device_type`` (default: :func:`training_device_type`).
     ``meta``: the architecture alone, on the meta device (no weights read, no memory).
+    ``zero3``: the DeepSpeed config of a ZeRO-3 run; the weights are then partitioned over the
+    ranks as they are built or read (``deepspeed.zero.Init`` through transformers' integration),
+    never whole on any rank. A from-scratch model has the same weights either way.
 
     An attention implementation that cannot run there is a UserError naming the ones that can.
     """
@@ -100,7 +104,8 @@ def build_model(cfg: ModelConfig, tokenizer: Tokenizer, seed: int, *, device_typ
         if meta:
             model = _meta_architecture(auto, path)
         else:
-            model = auto.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+            with _zero3_construction(zero3):
+                model = auto.from_pretrained(path, local_files_only=True, dtype=torch.float32)
         rows = model.get_input_embeddings().num_embeddings
         if rows < tokenizer.vocab_size:
             raise UserError(f"model.path: {path} embeds {rows} tokens but its tokenizer "
@@ -108,16 +113,51 @@ def build_model(cfg: ModelConfig, tokenizer: Tokenizer, seed: int, *, device_typ
     else:
         torch.manual_seed(seed)
         ids = dict(pad_token_id=tokenizer.pad_id, eos_token_id=tokenizer.eos_id, vocab_size=tokenizer.vocab_size)
-        with torch.device("meta") if meta else contextlib.nullcontext():
-            if cfg.arch == "decoder":
-                model = LlamaForCausalLM(hf_config_of(cfg, **ids, bos_token_id=tokenizer.bos_id))
-            else:
-                model = T5ForConditionalGeneration(hf_config_of(cfg, **ids, decoder_start_token_id=tokenizer.pad_id))
-                init_t5_head(model)
+        if cfg.arch == "decoder":
+            cls, config = LlamaForCausalLM, hf_config_of(cfg, **ids, bos_token_id=tokenizer.bos_id)
+        else:
+            cls, config = T5ForConditionalGeneration, hf_config_of(cfg, **ids, decoder_start_token_id=tokenizer.pad_id)
+        if meta:
+            with torch.device("meta"):
+                model = cls(config)
+        else:
+            model = _from_scratch(cls, config, zero3)
     attention.use(model, choose_attention(cfg, model.config, device_type=device_type, training=training))
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
+
+
+def _from_scratch(cls, config, zero3: dict[str, Any] | None) -> torch.nn.Module:
+    """A randomly initialised ``cls(config)``, drawn from torch's generator in the same order with
+    or without ZeRO-3: built without torch's default initialisers (``no_init_weights``), then
+    initialised by transformers' ``_init_weights`` alone, on rank 0 under ZeRO-3 (broadcast)."""
+    if zero3 is not None:
+        with _zero3_construction(zero3):
+            model = cls._from_config(config)  # zero.Init, then initialize_weights_zero3
+    else:
+        with no_init_weights():
+            model = cls(config)
+        model.init_weights()
+    if isinstance(model, T5ForConditionalGeneration):
+        init_t5_head(model)
+    return model
+
+
+@contextlib.contextmanager
+def _zero3_construction(zero3: dict[str, Any] | None):
+    """transformers builds and reads models partitioned (``deepspeed.zero.Init``) while a
+    ``HfDeepSpeedConfig`` of a ZeRO-3 config is alive: this one lives for the block only."""
+    if zero3 is None:
+        yield
+        return
+    from transformers.integrations import HfDeepSpeedConfig, unset_hf_deepspeed_config
+
+    keep = HfDeepSpeedConfig(zero3)  # noqa: F841 (transformers holds a weak reference)
+    try:
+        yield
+    finally:
+        unset_hf_deepspeed_config()
 
 
 def _meta_architecture(auto, path: Path) -> torch.nn.Module:
@@ -145,9 +185,29 @@ def init_t5_head(model: T5ForConditionalGeneration) -> None:
     when transformers ties it to the embedding (always, from transformers 5 on), the
     embedding gets it too. Pretrained weights never come here.
     """
-    with torch.no_grad():
-        model.lm_head.weight.normal_(0.0, model.config.d_model**-0.5)
+    weight = model.lm_head.weight
+    with _gathered(weight), torch.no_grad():
+        weight.normal_(0.0, model.config.d_model**-0.5)
+
+
+def _gathered(param: torch.nn.Parameter):
+    """A ZeRO-3 partitioned parameter whole for the block, rank 0's changes broadcast at its end."""
+    if not hasattr(param, "ds_id"):
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters([param], modifier_rank=0)
+
+
+def numel(param: torch.nn.Parameter) -> int:
+    """A parameter's elements, also when ZeRO-3 has partitioned it (its local tensor is then empty)."""
+    return getattr(param, "ds_numel", param.numel())
+
+
+def full_shape(param: torch.nn.Parameter) -> torch.Size:
+    """A parameter's shape, also when ZeRO-3 has partitioned it."""
+    return getattr(param, "ds_shape", param.shape)
 
 
 def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+    return sum(numel(p) for p in model.parameters())

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from flanforge.launcher.config import Config
+from flanforge.model.load import full_shape
 
 
 def lr_lambda(cfg: Config):
@@ -86,7 +87,7 @@ def build_engine(model: torch.nn.Module, cfg: Config, world_size: int, load_univ
     t = cfg.train
     decay, no_decay = [], []
     for name, param in model.named_parameters():
-        (no_decay if param.ndim < 2 or "norm" in name else decay).append(param)
+        (no_decay if len(full_shape(param)) < 2 or "norm" in name else decay).append(param)
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.deepspeed.offload_optimizer and device_type == "cuda":
         from deepspeed.ops.adam import DeepSpeedCPUAdam  # vectorised AdamW over CPU-resident states

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from flanforge.model.load import numel
+
 PEAKS: tuple[tuple[str, float, float], ...] = (
     # (device-name pattern, dense bf16/fp16 FLOP/s, dense TF32 FLOP/s): NVIDIA's datasheets
     (r"GH200|H200", 989e12, 494e12),
@@ -59,12 +61,12 @@ class FlopModel:
     @classmethod
     def of(cls, hf_model: torch.nn.Module) -> "FlopModel":
         config = hf_model.config
-        head = hf_model.get_output_embeddings().weight.numel()
+        head = numel(hf_model.get_output_embeddings().weight)
         embeddings = {id(p) for p in hf_model.get_input_embeddings().parameters()} | {
             id(p) for p in hf_model.get_output_embeddings().parameters()}
 
         def body(module) -> int:
-            return sum(p.numel() for p in module.parameters() if id(p) not in embeddings)
+            return sum(numel(p) for p in module.parameters() if id(p) not in embeddings)
 
         if config.is_encoder_decoder:
             return cls(body(hf_model.get_encoder()), body(hf_model.get_decoder()), head, config.d_model,

@@ -96,7 +96,7 @@ def setup(cfg: Config, make_evaluation: Callable[..., Any]) -> Run:
     checkpointer here, once."""
     from flanforge.launcher.training.checkpoint import Checkpointer, EngineFiles, RngStates
     from flanforge.launcher.training.data import TrainData, prepare_tokenizer
-    from flanforge.launcher.training.engine import apply_resumable_keys, build_engine, training_precision
+    from flanforge.launcher.training.engine import apply_resumable_keys, build_engine, deepspeed_config, training_precision
     from flanforge.launcher.training.flops import FlopModel
     from flanforge.launcher.training.tensorboard import Metrics
     from flanforge.mixtures.registry import load_mixture
@@ -118,8 +118,9 @@ def setup(cfg: Config, make_evaluation: Callable[..., Any]) -> Run:
 
     mixture = load_mixture(cfg.mixture.name, cfg.mixture.on_bad_record, cfg.mixture.data_dir)
     tokenizer = prepare_tokenizer(context, mixture)
-    model = build_model(cfg.model, tokenizer, cfg.seed)
-    n_params = count_parameters(model)  # before ZeRO-3 partitions the weights
+    ds_config = deepspeed_config(cfg, layout.world_size, device_type=device.type)
+    model = build_model(cfg.model, tokenizer, cfg.seed, zero3=ds_config if cfg.deepspeed.zero_stage == 3 else None)
+    n_params = count_parameters(model)
     flops = FlopModel.of(model)
     fused = use_fused_loss(cfg.model.fused_loss, training_device_type())
     wrapped = TrainingModel(model, arch=cfg.model.arch, fused=fused, zero_stage=cfg.deepspeed.zero_stage)
