@@ -23,8 +23,9 @@ Per GPU rank, in bytes (``p``: 2 for bf16/fp16 training, 4 for fp32; ``P`` param
 - **buckets**: DeepSpeed's gradient reduce bucket, and ZeRO-3's prefetch bucket (``p`` bytes an element).
 - **overhead**: :data:`CUDA_CONTEXT_BYTES` and :data:`ALLOCATOR_SLACK` of the rest.
 
-CPU memory per node is the larger of the ranks' model construction (each rank builds the model
-in fp32) and the offloaded states, times DeepSpeed's ``additional_buffer_factor`` (1.5).
+CPU memory per node is the larger of the ranks' model construction (fp32: each rank builds the whole
+model, or under ZeRO-3 its partition, one layer gathered at a time: ``deepspeed.zero.Init``) and the
+offloaded states, times DeepSpeed's ``additional_buffer_factor`` (1.5).
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ class Workload:
 @dataclass(frozen=True)
 class ModelStates:
     """Bytes per parameter of each state: ``full`` on every rank, ``sharded`` over the ranks on the
-    GPU, ``offloaded`` over the ranks on the CPU; ``gathered``: ZeRO-3's gathered layer, bytes."""
+    GPU, ``offloaded`` over the ranks on the CPU; ``gathered``: ZeRO-3's gathered layer, bytes;
+    ``built``: the parameters each rank builds whole (the model, or ZeRO-3's largest layer)."""
 
     params: int
     world: int
@@ -106,6 +108,7 @@ class ModelStates:
     sharded: dict[str, int]
     offloaded: dict[str, int]
     gathered: int
+    built: int
 
     def component(self, name: str) -> int:
         """GPU bytes per rank of one state (``params``, ``gradients``, ``optimizer``)."""
@@ -118,8 +121,9 @@ class ModelStates:
 
     def cpu_node(self, gpus_per_node: int) -> int:
         """Host bytes per node: construction (fp32, every rank) or the offloaded partitions, whichever is larger."""
-        per_param = max(4 * gpus_per_node, sum(self.offloaded.values()) / self.nodes)
-        return int(self.params * per_param * CPU_BUFFER_FACTOR)
+        construction = 4 * gpus_per_node * self.built
+        offloaded = self.params * sum(self.offloaded.values()) / self.nodes
+        return int(max(construction, offloaded) * CPU_BUFFER_FACTOR)
 
 
 def model_states(w: Workload, s: Setting) -> ModelStates:
@@ -140,7 +144,8 @@ def model_states(w: Workload, s: Setting) -> ModelStates:
     if s.offload_param:
         offloaded["params"] = sharded.pop("params")
     gathered = 2 * p * w.shape.largest_layer_params if s.zero_stage == 3 else 0
-    return ModelStates(w.shape.params, w.world, w.nodes, full, sharded, offloaded, gathered)
+    built = w.shape.largest_layer_params if s.zero_stage == 3 else w.shape.params  # zero.Init under ZeRO-3
+    return ModelStates(w.shape.params, w.world, w.nodes, full, sharded, offloaded, gathered, built)
 
 
 def _layer(w: Workload, b: int, s_q: int, s_kv: int, linear: int) -> float:
