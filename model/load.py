@@ -124,8 +124,18 @@ def build_model(cfg: ModelConfig, tokenizer: Tokenizer, seed: int, *, device_typ
             model = _from_scratch(cls, config, zero3)
     attention.use(model, choose_attention(cfg, model.config, device_type=device_type, training=training))
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_recompute(model)
     return model
+
+
+def enable_recompute(model: torch.nn.Module) -> None:
+    """Full activation recompute, non-reentrant: transformers' ``activation_checkpointing_enable`` (its
+    name from 5.25 on; older versions, which setup.py allows, have only ``gradient_checkpointing_enable``)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def _from_scratch(cls, config, zero3: dict[str, Any] | None) -> torch.nn.Module:

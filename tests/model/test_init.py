@@ -66,3 +66,15 @@ def test_a_pretrained_t5_is_loaded_untouched(tmp_path, tokenizer):
     loaded = build_model(ModelConfig(arch="t5", path=str(tmp_path)), tokenizer, seed=1)
     for name, tensor in saved.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[name], tensor, rtol=0, atol=0, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_recompute_is_enabled_without_deprecation_warnings(tokenizer):
+    import warnings
+
+    cfg = load_config(CONFIGS / "demo.yaml", ["model.gradient_checkpointing=true"]).model
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = build_model(cfg, tokenizer, seed=0)
+    assert model.is_gradient_checkpointing
+    assert not [w for w in caught if issubclass(w.category, (DeprecationWarning, FutureWarning))], \
+        [str(w.message) for w in caught]
