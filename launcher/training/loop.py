@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from flanforge.errors import TrainingStopped
+from flanforge.host_memory import release_freed_memory
 from flanforge.launcher.config import Config
 from flanforge.launcher.ranks import report
 from flanforge.launcher.ranks.layout import RankLayout
@@ -120,6 +121,7 @@ def setup(cfg: Config, make_evaluation: Callable[..., Any]) -> Run:
     tokenizer = prepare_tokenizer(context, mixture)
     ds_config = deepspeed_config(cfg, layout.world_size, device_type=device.type)
     model = build_model(cfg.model, tokenizer, cfg.seed, zero3=ds_config if cfg.deepspeed.zero_stage == 3 else None)
+    release_freed_memory()  # the build's freed fp32 copies: heap pages back to the OS
     n_params = count_parameters(model)
     flops = FlopModel.of(model)
     fused = use_fused_loss(cfg.model.fused_loss, training_device_type())
@@ -133,6 +135,7 @@ def setup(cfg: Config, make_evaluation: Callable[..., Any]) -> Run:
     checkpointer.register("evaluation", evaluation)
     engine = build_engine(wrapped, cfg, layout.world_size, load_universal=checkpointer.needs_universal(context.resume_tag),
                           device_type=device.type)
+    release_freed_memory()  # what DeepSpeed freed while partitioning into its flat buffers
     checkpointer.register("engine", EngineFiles(engine), scope="files")
     checkpointer.register("rng", RngStates(), scope="rank")
     resumed = checkpointer.load(context.resume_tag)
