@@ -17,7 +17,7 @@ def _row(w: mp.Workload, setting: mp.Setting, micro_batch: int, gpu_memory: int 
     e = mp.estimate(w, setting, micro_batch)
     row = {"setting": setting.overrides(), "label": setting.label(), "micro_batch": micro_batch,
            **{k: v for k, v in dataclasses.asdict(e).items() if k not in ("setting", "micro_batch")},
-           "states": e.params + e.gradients + e.optimizer + e.gathered}
+           "states": e.params + e.gradients + e.optimizer + e.gathered + e.reused}
     if gpu_memory is not None:
         row["fits"] = e.total <= gpu_memory
         row["max_micro_batch"] = mp.max_micro_batch(w, setting, gpu_memory)
@@ -35,7 +35,8 @@ def plan_report(cfg: Config, gpus_per_node: int, nodes: int, gpu_memory: int | N
         "model": dataclasses.asdict(w.shape),
         "workload": {"precision": w.precision, "seq_len": w.seq_len, "attention": w.attention,
                      "gpus_per_node": gpus_per_node, "nodes": nodes, "micro_batch": micro_batch,
-                     "reduce_bucket": w.reduce_bucket, "prefetch_bucket": w.prefetch_bucket},
+                     "reduce_bucket": w.reduce_bucket, "prefetch_bucket": w.prefetch_bucket,
+                     "reuse_distance": w.reuse_distance},
         "constants": {"cuda_context": mp.CUDA_CONTEXT_BYTES, "allocator_slack": mp.ALLOCATOR_SLACK,
                       "cpu_buffer_factor": mp.CPU_BUFFER_FACTOR},
         "gpu_memory": gpu_memory, "cpu_memory": cpu_memory,

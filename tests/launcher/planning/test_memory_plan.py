@@ -118,9 +118,22 @@ def test_fit_decision_on_both_sides_of_the_boundary(s):
 
 def test_the_estimate_adds_up():
     e = mp.estimate(workload(BIG), setting(3, opt=True), 2)
-    dynamic = e.params + e.gradients + e.optimizer + e.gathered + e.activations + e.loss + e.buckets
+    dynamic = e.params + e.gradients + e.optimizer + e.gathered + e.reused + e.activations + e.loss + e.buckets
     assert abs(e.total - dynamic - e.overhead) <= 2  # the states' parts are rounded one by one
     assert e.overhead == mp.CUDA_CONTEXT_BYTES + int(mp.ALLOCATOR_SLACK * (e.total - e.overhead))
+
+
+def test_zero3_keeps_parameters_gathered_within_the_reuse_distance():
+    """A model smaller than half of stage3_max_reuse_distance stays gathered whole after the forward; a larger
+    one keeps half the distance's worth; only ZeRO-3 gathers (hand counts, bf16: 2 bytes an element)."""
+    small = dataclasses.replace(workload(TINY), reuse_distance=10**9)
+    assert mp.reused_bytes(small, setting(3)) == 2 * (TINY.params - TINY.largest_layer_params)
+    big = dataclasses.replace(workload(BIG), reuse_distance=4 * 10**8)
+    assert BIG.params > 2 * 10**8 > BIG.largest_layer_params
+    assert mp.reused_bytes(big, setting(3)) == 2 * (2 * 10**8 - BIG.largest_layer_params)
+    assert mp.reused_bytes(small, setting(2)) == 0
+    none = dataclasses.replace(workload(BIG), reuse_distance=0)
+    assert mp.reused_bytes(none, setting(3)) == 0
 
 
 def test_nearest_fit_changes_the_fewest_choices():
