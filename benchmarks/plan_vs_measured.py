@@ -6,9 +6,9 @@
 Each run is ``flanforge train`` on the ``demo`` mixture (2 CPU ranks, fp32, micro batch 4, rows of 256
 tokens, the fused loss, 2 steps, a checkpoint at the end), started under a wrapper that reports the
 peak RSS of its largest descendant (``RUSAGE_CHILDREN``): the larger rank's peak. The prediction is
-the plan's per-rank estimate for the same setting with the CPU's attention (``segments``) and without
-the GPU's overhead (CUDA context, allocator slack), plus the RSS of a process that has imported what a
-rank imports (measured here: the CPU's framework overhead). Then the largest model's ZeRO-3 run is
+the plan's estimate for a CPU rank (``flanforge plan --device cpu``: model states with the offloaded
+ones, activations with the CPU's attention, loss, buckets, and ``CPU_RANK_BYTES`` for the framework,
+which the tiny model's runs measure). Then the largest model's ZeRO-3 run is
 exported (``--max-shard-size 64MB``) under the same wrapper: peak RSS against the model's fp32 size.
 The last line is one JSON object.
 """
@@ -16,7 +16,6 @@ The last line is one JSON object.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import subprocess
 import sys
@@ -32,7 +31,6 @@ SIZES = {  # Llama-style decoders, vocab 2000 (the demo's tokenizer)
 }
 COMMON = ["train.max_steps=2", "checkpoint.every_steps=0", "mixture.seq_len=256", "train.micro_batch_size=4",
           "model.fused_loss=true", "launch.nproc_per_node=2", "eval.every_steps=0"]
-IMPORTS = "import torch, deepspeed, transformers; from flanforge.launcher.training import loop"
 
 
 def peak_rss(cmd: list[str]) -> tuple[int, float]:
@@ -48,15 +46,12 @@ def peak_rss(cmd: list[str]) -> tuple[int, float]:
     return kib * 1024, time.perf_counter() - start
 
 
-def predicted(overrides: list[str], baseline: int) -> int:
+def predicted(overrides: list[str]) -> int:
     from flanforge.launcher.config import load_config
     from flanforge.launcher.planning import memory_plan as mp
-    from flanforge.model.load import choose_attention
 
     cfg = load_config(REPO / "configs/demo.yaml", overrides)
-    w = dataclasses.replace(mp.workload(cfg, 2, 1), attention=choose_attention(cfg.model, device_type="cpu"))
-    e = mp.estimate(w, mp.configured_setting(cfg), cfg.train.micro_batch_size)
-    return e.total - e.overhead + baseline
+    return mp.estimate(mp.workload(cfg, 2, 1, "cpu"), mp.configured_setting(cfg), cfg.train.micro_batch_size).total
 
 
 def main() -> None:
@@ -65,7 +60,6 @@ def main() -> None:
     parser.add_argument("--stages", nargs="+", type=int, default=[1, 2, 3])
     args = parser.parse_args()
     flanforge = str(Path(sys.executable).with_name("flanforge"))
-    baseline, _ = peak_rss([sys.executable, "-c", IMPORTS])
     rows = []
     with tempfile.TemporaryDirectory() as work:
         shards = Path(work) / "shards"
@@ -79,13 +73,13 @@ def main() -> None:
                                  f"mixture.shards_dir={shards}"]
                     measured, seconds = peak_rss([flanforge, "train", "--config", str(REPO / "configs/demo.yaml"),
                                                   *overrides])
-                    guess = predicted(overrides, baseline)
+                    guess = predicted(overrides)
                     rows.append(dict(size=size, zero=stage, ckpt=ckpt, predicted=guess, measured=measured,
                                      ratio=round(guess / measured, 3), seconds=round(seconds, 1)))
                     print(f"{size:6} zero{stage} ckpt={'on ' if ckpt else 'off'} predicted {guess / 2**20:8.1f} MiB"
                           f"  measured {measured / 2**20:8.1f} MiB  ratio {guess / measured:.3f}", flush=True)
         export = exported_peak(flanforge, Path(work), args.sizes[-1], 3)
-    print(json.dumps({"baseline_rss": baseline, "runs": rows, "export": export}))
+    print(json.dumps({"runs": rows, "export": export}))
 
 
 def exported_peak(flanforge: str, work: Path, size: str, stage: int) -> dict:

@@ -29,7 +29,12 @@ Per GPU rank, in bytes (``p``: 2 for bf16/fp16 training, 4 for fp32; ``P`` param
 - **buckets**: DeepSpeed's gradient reduce bucket, and ZeRO-3's prefetch bucket (``p`` bytes an element).
 - **overhead**: :data:`CUDA_CONTEXT_BYTES` and :data:`ALLOCATOR_SLACK` of the rest.
 
-CPU memory per node is the larger of the ranks' model construction (fp32: each rank builds the whole
+CPU ranks (``flanforge plan --device cpu``, ``launch.device: cpu``): the host is the device, so a
+rank holds its model states, offloaded ones included, its activations (the CPU's attention), loss
+and buckets, plus :data:`CPU_RANK_BYTES` instead of the CUDA context and allocator slack; the node
+holds its ranks' sum.
+
+For GPU ranks, CPU memory per node is the larger of the ranks' model construction (fp32: each rank builds the whole
 model, or under ZeRO-3 its partition, one layer gathered at a time: ``deepspeed.zero.Init``) and the
 offloaded states, times DeepSpeed's ``additional_buffer_factor`` (1.5).
 """
@@ -52,6 +57,11 @@ ALLOCATOR_SLACK = 0.10
 """Fragmentation of the caching allocator, as a share of everything else."""
 CPU_BUFFER_FACTOR = 1.5
 """DeepSpeed's ``additional_buffer_factor`` for host memory."""
+CPU_RANK_BYTES = 640 * 2**20
+"""A CPU training rank's host memory besides what the plan counts: Python, torch, DeepSpeed, transformers,
+gloo, the data stream and tokenizer, TensorBoard. Measured (``benchmarks/plan_vs_measured.py``): the peak RSS
+of 2-rank runs of a 4.2M-parameter model less the parts counted, 613-657 MiB over ZeRO 1/2/3 with and
+without recompute; this is their median."""
 MAX_MICRO_BATCH = 2**16
 _DENSE_SCORES = ("eager_mask",)
 _DENSE_MASK = ("eager_mask", "sdpa_mask")
@@ -91,6 +101,7 @@ class Workload:
     reduce_bucket: int
     prefetch_bucket: int
     reuse_distance: int = 1_000_000_000
+    device: str = "cuda"
 
     @property
     def world(self) -> int:
@@ -117,14 +128,24 @@ class ModelStates:
     gathered: int
     built: int
 
-    def component(self, name: str) -> int:
-        """GPU bytes per rank of one state (``params``, ``gradients``, ``optimizer``)."""
-        return int(self.params * self.full.get(name, 0) + self.params * self.sharded.get(name, 0) / self.world)
+    def component(self, name: str, host: bool = False) -> int:
+        """GPU bytes per rank of one state (``params``, ``gradients``, ``optimizer``); ``host``: a CPU
+        rank's, whose offloaded share is in the same memory."""
+        offloaded = self.offloaded.get(name, 0) if host else 0
+        return int(self.params * self.full.get(name, 0) + self.params * (self.sharded.get(name, 0) + offloaded)
+                   / self.world)
 
     def gpu(self) -> int:
         """GPU bytes per rank, DeepSpeed's rounding."""
         return self.params * sum(self.full.values()) + int(self.params * sum(self.sharded.values()) / self.world) \
             + self.gathered
+
+    def host_rank(self) -> int:
+        """A CPU rank's bytes: its GPU-rank states and its share of the offloaded ones. Offloading the
+        optimizer on a CPU rank copies its fp32 gradient partition once more (measured at ZeRO-3,
+        bf16, 2 ranks: 2 bytes a parameter more per rank than without offload)."""
+        copy = 4 if "optimizer" in self.offloaded else 0
+        return self.gpu() + int(self.params * (sum(self.offloaded.values()) + copy) / self.world)
 
     def cpu_node(self, gpus_per_node: int) -> int:
         """Host bytes per node: construction (fp32, every rank) or the offloaded partitions, whichever is larger."""
@@ -182,7 +203,7 @@ def loss_bytes(w: Workload, s: Setting, b: int) -> int:
     sizes it on a GPU) and its fp32 gradients, or the unfused loss's whole logits."""
     n, vocab, h = b * w.seq_len, w.shape.vocab, w.shape.hidden
     if s.fused_loss:
-        return chunk_rows(n, vocab, h, None, "cuda") * vocab * 4 + 4 * n * h + 4 * vocab * h
+        return chunk_rows(n, vocab, h, None, w.device) * vocab * 4 + 4 * n * h + 4 * vocab * h
     upcast = 4 if w.p != 4 else 0
     return n * vocab * (w.p + upcast + 4 + 4)  # logits, fp32 copy, log-softmax, gradient
 
@@ -204,7 +225,7 @@ def bucket_bytes(w: Workload, s: Setting) -> int:
 
 @dataclass(frozen=True)
 class Estimate:
-    """One setting at one micro batch: bytes per GPU rank by part, and host bytes per node."""
+    """One setting at one micro batch: bytes per rank by part, and host bytes per node."""
 
     setting: Setting
     micro_batch: int
@@ -225,12 +246,14 @@ def estimate(w: Workload, s: Setting, b: int) -> Estimate:
     states = model_states(w, s)
     parts = dict(reused=reused_bytes(w, s), activations=activations(w, s, b), loss=loss_bytes(w, s, b),
                  buckets=bucket_bytes(w, s))
-    dynamic = states.gpu() + sum(parts.values())
-    overhead = CUDA_CONTEXT_BYTES + int(ALLOCATOR_SLACK * dynamic)
-    return Estimate(setting=s, micro_batch=b, params=states.component("params"),
-                    gradients=states.component("gradients"), optimizer=states.component("optimizer"),
-                    gathered=states.gathered, overhead=overhead, total=dynamic + overhead,
-                    cpu_node=states.cpu_node(w.gpus_per_node), **parts)
+    host = w.device == "cpu"
+    dynamic = (states.host_rank() if host else states.gpu()) + sum(parts.values())
+    overhead = CPU_RANK_BYTES if host else CUDA_CONTEXT_BYTES + int(ALLOCATOR_SLACK * dynamic)
+    total = dynamic + overhead
+    return Estimate(setting=s, micro_batch=b, params=states.component("params", host),
+                    gradients=states.component("gradients", host), optimizer=states.component("optimizer", host),
+                    gathered=states.gathered, overhead=overhead, total=total,
+                    cpu_node=total * w.gpus_per_node if host else states.cpu_node(w.gpus_per_node), **parts)
 
 
 def max_micro_batch(w: Workload, s: Setting, memory: int) -> int:
@@ -307,18 +330,21 @@ def check_world(cfg: Config, gpus_per_node: int | None, nodes: int | None) -> tu
     return gpus, nodes
 
 
-def workload(cfg: Config, gpus_per_node: int, nodes: int) -> Workload:
-    """The :class:`Workload` of ``cfg`` on ``nodes`` x ``gpus_per_node`` GPU ranks."""
+def workload(cfg: Config, gpus_per_node: int, nodes: int, device: str = "cuda") -> Workload:
+    """The :class:`Workload` of ``cfg`` on ``nodes`` x ``gpus_per_node`` ranks on ``device`` (cuda, cpu)."""
     from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
 
     from flanforge.launcher.training.engine import deepspeed_config
     from flanforge.model.load import choose_attention
 
     zero = DeepSpeedZeroConfig(**deepspeed_config(cfg, gpus_per_node * nodes)["zero_optimization"])
-    return Workload(shape=model_shape(cfg.model), precision=cfg.train.precision, seq_len=cfg.mixture.seq_len,
-                    attention=choose_attention(cfg.model, device_type="cuda"), gpus_per_node=gpus_per_node,
+    precision = cfg.train.precision
+    if precision == "auto":  # what training_precision resolves it to: bf16 on the GPUs planned for, fp32 on CPUs
+        precision = "fp32" if device == "cpu" else "bf16"
+    return Workload(shape=model_shape(cfg.model), precision=precision, seq_len=cfg.mixture.seq_len,
+                    attention=choose_attention(cfg.model, device_type=device), gpus_per_node=gpus_per_node,
                     nodes=nodes, reduce_bucket=zero.reduce_bucket_size, prefetch_bucket=zero.prefetch_bucket_size,
-                    reuse_distance=zero.max_reuse_distance)
+                    reuse_distance=zero.max_reuse_distance, device=device)
 
 
 def breakdown(e: Estimate) -> str:

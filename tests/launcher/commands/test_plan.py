@@ -43,6 +43,18 @@ def test_table_names_the_nearest_fitting_setting(capsys):
     assert "NO" in out.splitlines()[5] and "nearest that does: " in out
 
 
+def test_cpu_ranks_share_the_nodes_memory(capsys):
+    code, out, _ = _plan(capsys, "--config", "configs/demo.yaml", "--device", "cpu", "--cpu-memory", "2GiB", "--json")
+    assert code == 0
+    report = json.loads(out)
+    cfg = load_config("configs/demo.yaml")
+    first, expected = report["settings"][0], mp.estimate(mp.workload(cfg, 2, 1, "cpu"), mp.configured_setting(cfg), 4)
+    assert report["workload"]["device"] == "cpu" and report["workload"]["precision"] == "fp32"
+    assert report["rank_memory"] == 2**30  # the node's 2 GiB over its 2 ranks
+    assert (first["total"], first["cpu_node"]) == (expected.total, 2 * expected.total)
+    assert first["fits"] == (expected.total <= 2**30)
+
+
 def test_json_is_all_that_the_console_script_prints_on_stdout():
     """DeepSpeed's import-time log lines must not land in the JSON (a fresh process imports it)."""
     flanforge = str(Path(sys.executable).with_name("flanforge"))
@@ -59,6 +71,7 @@ def test_json_is_all_that_the_console_script_prints_on_stdout():
     (["--gpus-per-node", "0"], "--gpus-per-node 0"),
     (["--nodes", "2", "--gpus-per-node", "3"], "contradicts launch.nproc_per_node=2"),
     (["model.hf_config.hidden_size=-8"], "model.hf_config=.* cannot be built"),
+    (["--device", "cpu", "--gpu-memory", "80GiB"], "--gpu-memory with CPU ranks"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
     code, out, err = _plan(capsys, "--config", "configs/demo.yaml", *argv)

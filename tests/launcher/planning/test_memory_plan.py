@@ -182,3 +182,19 @@ def test_alternatives_cover_every_choice_once():
     assert all(s.zero_stage == 3 or not s.offload_param for s in found)
     assert {(s.zero_stage, s.checkpointing, s.fused_loss) for s in found} == set(
         itertools.product((1, 2, 3), (False, True), (True, False)))
+
+
+def test_a_cpu_rank_holds_its_offloaded_states_and_the_framework_not_a_cuda_context():
+    gpu = workload(BIG, precision="fp32", gpus=2)
+    cpu = dataclasses.replace(gpu, device="cpu")
+    p, n = BIG.params, 2
+    for opt in (False, True):  # on a CPU rank offloading moves nothing out of the rank's memory
+        e = mp.estimate(cpu, setting(2, opt=opt), 1)
+        assert e.optimizer == int(16 * p / n) and e.params == 4 * p
+        assert e.overhead == mp.CPU_RANK_BYTES
+        # fp32 gradient partition (4/n) and optimizer states (16/n); offloaded, the gradients twice
+        states = 4 * p + int(20 * p / n)
+        assert e.total == states + e.reused + e.activations + e.loss + e.buckets + e.overhead
+        assert e.cpu_node == 2 * e.total
+    g = mp.estimate(gpu, setting(2, opt=True), 1)
+    assert g.optimizer == 0 and g.overhead > mp.CUDA_CONTEXT_BYTES
