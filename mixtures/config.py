@@ -82,6 +82,8 @@ class StreamConfig:
     overlong: Literal["truncate", "drop"] = "truncate"
     num_workers: int = may_change(0)
     """DataLoader workers per rank; 0 counts as one consumer (the main process)."""
+    on_bad_record: Literal["error", "skip"] = may_change("error")
+    """A shard member whose bytes do not match its checksum: an error, or its records skipped and counted."""
 
     def __post_init__(self) -> None:
         if self.block_size is None:
