@@ -39,7 +39,7 @@ def reporting_full_disk(path: str | Path, needed: int | None = None) -> Iterator
     except OSError as err:
         if err.errno not in _NO_ROOM:
             raise
-        bytes_ = f"; it needed {needed} bytes" if needed is not None else ""
+        bytes_ = f"; it needed at least {needed} bytes" if needed is not None else ""
         raise WriteFailed(f"{path}: {_NO_ROOM[err.errno]}{bytes_}; nothing partial was left") from None
 
 

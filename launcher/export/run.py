@@ -28,22 +28,22 @@ as the piece, SentencePiece as characters. When the conversion is not faithful
 (checked on probe texts and the whole vocabulary), only ``spiece.model`` is
 written, to be loaded with ``sentencepiece``.
 
-The directory is built next to ``DIR`` and renamed into place, so an
-interrupted export leaves no half-written model behind.
+The directory is built next to ``DIR`` and renamed into place (``flanforge/files.py``:
+``atomic_directory``), so an export interrupted, or out of disk space, leaves no
+half-written model behind: ``DIR`` as it was, or nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from flanforge.errors import UserError, closest_first
+from flanforge.files import atomic_directory
 from flanforge.launcher.training.rundir import RunDir
 
 WRAPPER_PREFIX = "hf."  # TrainingModel keeps the HF model as `self.hf`
@@ -211,15 +211,6 @@ def check_fit(model, lazy: dict[str, Any], sources: dict[str, str]) -> None:
 # --------------------------------------------------------------------------- export
 
 
-def _default_permissions(directory: Path) -> None:
-    """mkdtemp makes a private directory; give it (and its files) the modes a plain mkdir/open would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    directory.chmod(0o777 & ~umask)
-    for path in directory.iterdir():
-        path.chmod(0o666 & ~umask)
-
-
 def load_run(run_dir: RunDir):
     """``(config, tokenizer)`` of the run in ``run_dir``, the tokenizer found as training found it."""
     from flanforge.errors import ConfigError
@@ -314,18 +305,10 @@ def export_run(run_dir: RunDir, out_dir: str | Path, tag: str | None = None, *, 
     out.parent.mkdir(parents=True, exist_ok=True)
     weights = _weights(run_dir, tag, model, dtype)
     check_disk(out, sum(weights[2].values()))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out, replace=True) as tmp:  # an existing out is empty, or --overwrite
         with _reading(run_dir, tag):
             _write_model(model, weights, tmp, dtype, max_bytes, progress=f"consolidating {tag}")
         has_json = write_tokenizer(tokenizer, tmp, cfg.model.arch, cfg.mixture.seq_len)
-        _default_permissions(tmp)
-        if out.exists():
-            shutil.rmtree(out)  # empty, or --overwrite
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     print(f"flanforge export: {run_dir.root} @ {tag} (ZeRO-{cfg.deepspeed.zero_stage}, {cfg.model.arch}, "
           f"{count_parameters(model) / 1e6:.2f}M parameters, {dtype}) -> {out}"
           + ("" if has_json else f" (tokenizer: {tokenizer.path.name} only)"), file=sys.stderr)

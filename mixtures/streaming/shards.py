@@ -206,13 +206,14 @@ def prepare(
     mine = [(name, done, job) for i, (name, done, job) in enumerate(plan(mixture, root, records_per_shard, force))
             if i % count == index]
     jobs = [job for _, done, job in mine if not done]
-    bar = tqdm(total=len(jobs), desc=f"prepare {mixture.name}", unit="job", disable=not progress)
+    # a bar on a terminal only (None: tqdm's test), so a log or a pipe gets the outcome alone
+    bar = tqdm(total=len(jobs), desc=f"prepare {mixture.name}", unit="job", disable=None if progress else True)
     records = 0
-    for n in _run(jobs, workers):
-        records += n
-        bar.set_postfix(records=records)
-        bar.update()
-    bar.close()
+    with bar:  # closed before an error or an interruption is reported
+        for n in _run(jobs, workers):
+            records += n
+            bar.set_postfix(records=records)
+            bar.update()
     manifest = write_manifest(root)
     # A skipped task's shards are present at their sizes; one corrupted in place is an error, not a success.
     # (Past CHECKSUM_ALL_BYTES, a reader hashes each shard when it first opens it instead.)
