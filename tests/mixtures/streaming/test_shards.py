@@ -212,3 +212,42 @@ def test_large_shard_sets_are_hashed_when_first_read_not_up_front(tmp_path, monk
     manifest = ensure_prepared(mix, tmp_path)  # sizes only
     with pytest.raises(ShardError, match="does not match its checksum"):
         ShardReader(manifest).record("alpha", 0)
+
+
+def flip(path, offset):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01  # same size, another byte
+    path.write_bytes(bytes(data))
+
+
+def test_a_bad_member_is_an_error_or_under_skip_only_its_records_are_skipped(tmp_path):
+    mix = mixture(make_task("alpha", sizes={**SIZES, "train": 600}))  # one shard, members of 256, 256, 88 records
+    manifest = ensure_prepared(mix, tmp_path)
+    shard = manifest.shards("alpha")[0]
+    assert [(name, n) for name, _, n, _ in shard.members] == [
+        ("00000_000000000.jsonl", 256), ("00000_000000256.jsonl", 256), ("00000_000000512.jsonl", 88)]
+    flip(shard.path, shard.members[0][1] + 700)  # inside the second member's records
+    with pytest.raises(ShardError, match=f"{shard.path}: member 00000_000000256.jsonl does not match its checksum"):
+        ShardReader(manifest).record("alpha", 0)
+    with pytest.raises(ShardError, match="member 00000_000000256.jsonl"):
+        ensure_prepared(mix, tmp_path)
+    ensure_prepared(mix, tmp_path, on_bad_member="skip")  # the reader skips and counts instead
+    reader, records = ShardReader(manifest, on_bad_member="skip"), mix.tasks()[0].records("train")
+    read = [reader.record("alpha", i) for i in range(600)]
+    assert [i for i, r in enumerate(read) if r is None] == list(range(256, 512))
+    assert [r for r in read if r is not None] == records[:256] + records[512:]
+
+
+def test_an_older_format_is_refused_naming_it_and_prepare_rebuilds_it(tmp_path):
+    mix = mixture(make_task("alpha"))
+    prepare(mix, tmp_path, progress=False)
+    entry = json.loads((tmp_path / "alpha" / shards.ENTRY).read_text())
+    size, _ = entry["files"]["alpha/train-00000.tar"]
+    entry.update(format=2, files={f: [n, "0" * 64] for f, (n, _) in entry["files"].items()})  # one sha256 a shard
+    (tmp_path / "alpha" / shards.ENTRY).write_text(json.dumps(entry))
+    (tmp_path / shards.MANIFEST).write_text(json.dumps({"version": 2, "tasks": {"alpha": entry}, "files": entry["files"]}))
+    with pytest.raises(ShardError, match=r"old format 2 \(no checksum per member\); rebuild them in format 3 with "
+                                         r"`flanforge prepare MIXTURE --out"):
+        Manifest.load(tmp_path)
+    prepare(mix, tmp_path, progress=False).check(mix.tasks(), checksums=True)
+    assert Manifest.load(tmp_path).shards("alpha")[0].members
