@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import resource
 import shutil
 import sys
 from pathlib import Path
@@ -246,12 +247,17 @@ def checkpoint_model(run_dir: RunDir, tag: str):
 DEFAULT_SHARD_SIZE = "5GB"
 
 
-def check_disk(out: Path, needed: int) -> None:
-    """Refuse before writing when the disk that will hold ``out`` has fewer than ``needed`` bytes free."""
+def check_disk(out: Path, needed: int, largest: int) -> None:
+    """Refuse before writing when the disk that will hold ``out`` has fewer than ``needed`` bytes free,
+    or a file of ``largest`` bytes is over this process's file-size limit (``ulimit -f``)."""
     free = shutil.disk_usage(out.parent).free
     if free < needed:
         raise UserError(f"--out {out}: the export needs {needed} bytes ({needed / 1e9:.2f} GB), "
                         f"its disk has {free} free")
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and largest > limit:
+        raise UserError(f"--out {out}: the export writes a file of {largest} bytes, over the file-size limit "
+                        f"(ulimit -f) of {limit} bytes; raise the limit or lower --max-shard-size")
 
 
 def _weights(run_dir: RunDir, tag: str, model, dtype: str):
@@ -286,6 +292,7 @@ def export_run(run_dir: RunDir, out_dir: str | Path, tag: str | None = None, *, 
     (a larger tensor has a shard of its own); returns ``out_dir``. The weights stream from the ZeRO
     shards into one output shard at a time (``export/shards.py``)."""
     from flanforge.sizes import parse_bytes
+    from flanforge.launcher.export.shards import plan_shards
     from flanforge.launcher.export.tokenizer import write_tokenizer
     from flanforge.model.load import build_model, count_parameters
 
@@ -304,7 +311,8 @@ def export_run(run_dir: RunDir, out_dir: str | Path, tag: str | None = None, *, 
                         training=False, meta=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     weights = _weights(run_dir, tag, model, dtype)
-    check_disk(out, sum(weights[2].values()))
+    sizes = weights[2]
+    check_disk(out, sum(sizes.values()), max(sum(sizes[n] for n in names) for names in plan_shards(sizes, max_bytes)))
     with atomic_directory(out, replace=True) as tmp:  # an existing out is empty, or --overwrite
         with _reading(run_dir, tag):
             _write_model(model, weights, tmp, dtype, max_bytes, progress=f"consolidating {tag}")

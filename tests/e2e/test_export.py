@@ -215,3 +215,29 @@ def test_disk_without_room_is_refused_before_writing(runs, exported, tmp_path, c
     needed = sum(p.numel() * 4 for p in load_exported(exported["decoder-zero1"], "decoder").parameters())
     assert f"the export needs {needed} bytes" in last and "has 1000 free" in last
     assert list(tmp_path.iterdir()) == []
+
+
+def test_file_size_limit_is_refused_before_writing_and_the_previous_export_stays_whole(runs, exported, tmp_path):
+    """A real RLIMIT_FSIZE below the weights file: one line naming --out and the limit, the previous export
+    untouched and no temporary directory; without the limit, --overwrite writes it again byte for byte."""
+    import resource
+    import shutil
+    import subprocess
+    import sys
+
+    out = tmp_path / "model"
+    shutil.copytree(exported["decoder-zero1"], out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    limit = len(before["model.safetensors"]) // 2
+    cmd = [str(Path(sys.executable).with_name("flanforge")), "export", str(trained(runs, "decoder-zero1")),
+           "--out", str(out), "--overwrite"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        f"flanforge export: error: --out {out}: the export writes a file of ")
+    assert f"over the file-size limit (ulimit -f) of {limit} bytes" in proc.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    assert subprocess.run(cmd, capture_output=True, text=True, timeout=300).returncode == 0
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -7,7 +7,11 @@ ZeRO runs (and the two-rank evaluation) are in tests/e2e/test_eval.py.
 
 import dataclasses
 import json
+import resource
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,6 +26,8 @@ from flanforge.model.load import build_model
 from flanforge.launcher.evaluation.scoring import Scorer
 
 from .conftest import TINY, TINY_T5, evaluate, make_run, save_hf
+
+FLANFORGE = str(Path(sys.executable).with_name("flanforge"))
 
 def test_outputs_follow_the_contract(hf_dir, tmp_path, capsys):
     out = tmp_path / "eval"
@@ -197,3 +203,23 @@ def test_empty_generations_are_scored_wrong_and_counted(run_dir):
     for task in generated:
         assert task.invalid == len(task.predictions) == 4 and task.metrics["exact_match"] == 0.0
         assert all(p["generation"] == "" and p["prediction"] is None for p in task.predictions)
+
+
+def test_outputs_are_published_together_or_not_at_all_under_a_file_size_limit(hf_dir, tmp_path, capsys):
+    """A real RLIMIT_FSIZE in a ``flanforge eval`` process: one line naming the file, the previous outputs
+    whole and nothing else in the directory, and a re-run writes them again byte for byte."""
+    out = tmp_path / "eval"
+    args = [hf_dir, "--suites", "demo", "--out", out, "--max-examples", 2]
+    assert evaluate(capsys, *args) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    limit = 4096  # below the plot's size, above everything eval writes before its outputs
+    assert max(map(len, before.values())) > limit
+    proc = subprocess.run([FLANFORGE, "eval", *map(str, args)], capture_output=True, text=True, timeout=300,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("Loading weights")]
+    assert line.startswith(f"flanforge eval: error: {out}/") and "file size limit exceeded" in line
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    shutil.rmtree(out)
+    assert evaluate(capsys, *args) == 0
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
