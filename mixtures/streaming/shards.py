@@ -288,7 +288,7 @@ class Manifest:
         out = []
         for file, slot, n in self._entry(task)["splits"][split]["pieces"]:
             if file is None:
-                out.append(ShardInfo(None, n, 0, "", slot))
+                out.append(ShardInfo(None, n, 0, (), slot))
             else:
                 out.append(self.shard(file, n, slot))
         return out
