@@ -98,6 +98,8 @@ def write_task(task: Task, root: Path, records_per_shard: int = RECORDS_PER_SHAR
     out = root / task_dir(task.name)
     out.mkdir(parents=True, exist_ok=True)
     (out / ENTRY).unlink(missing_ok=True)  # the old entry must not outlive the shards it names
+    for stale in out.glob(".*.tmp"):  # what a killed run of this job left (the job owns its folder)
+        stale.unlink()
     virtual = generated(task)
     entry: dict[str, Any] = {"name": task.name, "dir": out.name, "fingerprint": fingerprint(task),
                              "format": FORMAT_VERSION, "splits": {}, "files": {}}

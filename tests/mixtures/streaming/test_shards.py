@@ -85,7 +85,7 @@ def test_a_crash_mid_task_leaves_no_manifest_entry_and_a_rerun_completes(tmp_pat
 
     def crash_in_beta_validation(path, lines):
         if path.parent.name == "beta" and path.name.startswith("validation"):
-            path.with_name(path.name + ".tmp").write_bytes(b"half a shard")
+            path.with_name(f".{path.name}.0123abcd.tmp").write_bytes(b"half a shard")  # as if SIGKILLed
             raise KeyboardInterrupt("killed mid-shard")
         return write_records(path, lines)
 
@@ -99,6 +99,7 @@ def test_a_crash_mid_task_leaves_no_manifest_entry_and_a_rerun_completes(tmp_pat
     manifest = prepare(mix, tmp_path, records_per_shard=10, progress=False)
     manifest.check(mix.tasks(), checksums=True)
     assert sorted(manifest.tasks) == ["alpha", "beta"]
+    assert not list(tmp_path.rglob("*.tmp"))  # the re-run removed what the killed one left
 
 
 def test_missing_shard_is_named(prepared):
