@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 
 from flanforge.files import AtomicFile, publish
 from flanforge.launcher.evaluation import metrics
+from flanforge.launcher.training import faults
 from flanforge.launcher.evaluation.evaluator import SuiteResult, mean_over
 from flanforge.launcher.evaluation.scoring import CONVENTIONS
 
@@ -97,6 +98,7 @@ def write_outputs(out: Path, results: dict[str, Any], suites: Sequence[SuiteResu
             for t in s.tasks:
                 for record in t.predictions:
                     predictions.write(json.dumps({"suite": s.suite.name, "format": t.task.format, **record}) + "\n")
+        faults.signal_mid_write()
         plots = write_plots(staged, results, baseline)
         if history:
             plots.append(plot_history(staged, history))

@@ -45,6 +45,7 @@ from typing import Any
 
 from flanforge.errors import UserError, closest_first
 from flanforge.files import atomic_directory
+from flanforge.launcher.training import faults
 from flanforge.launcher.training.rundir import RunDir
 
 WRAPPER_PREFIX = "hf."  # TrainingModel keeps the HF model as `self.hf`
@@ -316,6 +317,7 @@ def export_run(run_dir: RunDir, out_dir: str | Path, tag: str | None = None, *, 
     with atomic_directory(out, replace=True) as tmp:  # an existing out is empty, or --overwrite
         with _reading(run_dir, tag):
             _write_model(model, weights, tmp, dtype, max_bytes, progress=f"consolidating {tag}")
+        faults.signal_mid_write()
         has_json = write_tokenizer(tokenizer, tmp, cfg.model.arch, cfg.mixture.seq_len)
     print(f"flanforge export: {run_dir.root} @ {tag} (ZeRO-{cfg.deepspeed.zero_stage}, {cfg.model.arch}, "
           f"{count_parameters(model) / 1e6:.2f}M parameters, {dtype}) -> {out}"
