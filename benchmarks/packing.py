@@ -22,6 +22,7 @@ The last line of output is one JSON object with all figures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -38,6 +39,7 @@ import torch  # noqa: E402
 
 from flanforge.launcher.training.data import tokenizer_corpus  # noqa: E402
 from flanforge.mixtures import registry  # noqa: E402
+from flanforge.mixtures.mixture import Mixture  # noqa: E402
 from flanforge.mixtures.streaming.shards import Manifest, ensure_prepared  # noqa: E402
 from flanforge.mixtures.config import StreamConfig  # noqa: E402
 from flanforge.mixtures.streaming.stream import MixtureStream  # noqa: E402
@@ -46,6 +48,8 @@ from flanforge.model.tokenizer import load_tokenizer, train_tokenizer  # noqa: E
 
 def common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mixture", default="builtin", help="falls back to demo when not registered")
+    parser.add_argument("--materialise", action="store_true",
+                        help="store generated tasks' records in shards too, so the stream reads (and verifies) them")
     parser.add_argument("--workdir", default=None, help="shards and tokenizer (kept); default: a temp dir")
     parser.add_argument("--seq-len", type=int, default=2048)
     parser.add_argument("--block-size", type=int, default=None, help="examples per block (default: StreamConfig's)")
@@ -61,16 +65,32 @@ def set_up(args: argparse.Namespace) -> tuple[Any, Any, Path, Path, dict[str, An
     if name != args.mixture:
         facts["note"] = f"mixture '{args.mixture}' is not registered; measured on 'demo'"
         print(facts["note"])
-    mixture = registry.get_mixture(name)
+    mixture = get_mixture(name, args.materialise)
+    facts["materialised"] = args.materialise
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="flanforge-bench-"))
     start = time.perf_counter()
-    manifest = ensure_prepared(mixture, workdir / f"shards-{name}", workers=os.cpu_count() or 1, progress=True)
+    shards = workdir / f"shards-{name}{'-materialised' if args.materialise else ''}"
+    manifest = ensure_prepared(mixture, shards, workers=os.cpu_count() or 1, progress=True)
     facts["prepare_s"] = round(time.perf_counter() - start, 2)
     facts["tasks"] = len(mixture.tasks())
     tok_dir = workdir / f"tokenizer-{name}-{args.vocab_size}"
     if not (tok_dir / "spiece.model").is_file():
         train_tokenizer(tokenizer_corpus(mixture, args.seed), tok_dir, args.vocab_size)
     return mixture, manifest, tok_dir / "spiece.model", workdir, facts
+
+
+def get_mixture(name: str, materialise: bool) -> Mixture:
+    """The registered mixture; with ``materialise``, its tasks' records stored in shards even when they are
+    generated on access (the built-in suite), as a file-backed mixture's are."""
+    mixture = registry.get_mixture(name)
+    return _stored(mixture) if materialise else mixture
+
+
+def _stored(mixture: Mixture) -> Mixture:
+    def member(m):
+        return _stored(m) if isinstance(m, Mixture) else dataclasses.replace(m, source=lambda split, t=m: t.records(split))
+
+    return Mixture(mixture.name, [(member(m), rate) for m, rate in mixture.members])
 
 
 def make_stream(mixture, manifest, tokenizer_file, args, micro_batch_size=1, num_workers=0, **kw) -> MixtureStream:
@@ -93,12 +113,13 @@ def child_command(script: str, facts: dict[str, Any], manifest: Any, tok_file: P
     """The command line that runs ``script``'s measurement (``--child``) on the prepared mixture."""
     block_size = [] if args.block_size is None else ["--block-size", str(args.block_size)]
     return [sys.executable, script, "--child", "--mixture", facts["mixture"], "--shards", str(manifest.root),
-            "--tokenizer", str(tok_file), "--seq-len", str(args.seq_len), "--seed", str(args.seed), *block_size]
+            "--tokenizer", str(tok_file), "--seq-len", str(args.seq_len), "--seed", str(args.seed), *block_size,
+            *(["--materialise"] if args.materialise else [])]
 
 
 def child_inputs(args: argparse.Namespace) -> tuple[Any, Manifest]:
     """(mixture, manifest) in a child, as the parent prepared them."""
-    return registry.get_mixture(args.mixture), Manifest.load(args.shards)
+    return get_mixture(args.mixture, args.materialise), Manifest.load(args.shards)
 
 
 def run_child(command: list[str]) -> dict[str, Any]:

@@ -18,6 +18,8 @@ depend on what else runs; CPU time is what one worker costs) and peak RSS:
             rows (peak RSS does not follow the input size)
   rerun     ``prepare`` again on the finished directory (nothing to do)
   read      random access to 20,000 prepared records through ``ShardReader``
+  verify    ``flanforge prepare --verify``'s check of the whole directory (every member's
+            checksum; the page cache warm from the steps before): seconds per GB
   builtin   ``flanforge prepare builtin --workers 2``
 
 It also reports the bytes on disk per record beyond the record's text: the
@@ -111,6 +113,12 @@ elif step == "read":
     for t, i in picks:
         reader.record(t, i)
     result["read_s"] = time.perf_counter() - start
+elif step == "verify":
+    from flanforge.mixtures.streaming.shards import verify_directory
+    start = time.perf_counter()
+    problems, result["verify_bytes"] = verify_directory(out)
+    result["verify_s"] = time.perf_counter() - start
+    assert not problems, problems
 # VmHWM: this process's own peak (ru_maxrss would carry the parent's peak across exec)
 hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))
 result["peak_rss_mb"] = int(hwm.split()[1]) / 1024
@@ -154,6 +162,7 @@ def main() -> None:
         half = run_step("prepare", work / "half", work / "out-half", 1, work / "cache")
         rerun = run_step("prepare", work / "full", work / "out1", 1, work / "cache")
         read = run_step("read", work / "full", work / "out1", 1, work / "cache")
+        verify = run_step("verify", work / "full", work / "out1", 1, work / "cache")
         figures.update({
             "tasks": one["tasks"],
             "prepare_1_worker_records_per_s": one["records"] / one["prepare_s"],
@@ -166,6 +175,8 @@ def main() -> None:
             "peak_rss_mb_2_workers_child": two["children_peak_rss_mb"],
             "rerun_s": rerun["prepare_s"],
             "reads_per_s": 20000 / read["read_s"],
+            "verify_gb": verify["verify_bytes"] / 1e9,
+            "verify_s_per_gb": verify["verify_s"] / (verify["verify_bytes"] / 1e9),
         })
         shards = disk_bytes(work / "out1")
         figures["shard_mb"] = shards / 2**20

@@ -27,6 +27,18 @@ class TrainingStopped(RuntimeError):
     """The run stopped on purpose (e.g. too many non-finite losses); the message says why."""
 
 
+class WriteFailed(UserError):
+    """An output that could not be written whole (a full disk, a file-size limit); nothing partial was left."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM, raised where the process is (as Ctrl-C raises KeyboardInterrupt), so writers clean up."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 USER_ERRORS = (UserError, ConfigError, TaskError, TrainingStopped)
 
 

@@ -2,8 +2,10 @@
 
 Each subcommand module has ``add_arguments(parser)`` and ``run(args) -> int``.
 Expected user mistakes (:class:`UserError` and its kin) print one line and
-exit 2, without a traceback; anything else is a bug: its traceback, one line, exit 1
-(``launcher/ranks/report.py``; in ranks, only the first failing rank reports).
+exit 2, without a traceback (a full disk or a file-size limit too: the line names the
+path); anything else is a bug: its traceback, one line, exit 1 (``launcher/ranks/report.py``;
+in ranks, only the first failing rank reports). Ctrl-C or SIGTERM stop a command where it is,
+its unfinished outputs removed on the way out: one line, exit 130 or 143 (128 + the signal).
 The process ends in :func:`entry`: a rank of a launched job through the one exit
 path of ranks (``launcher/ranks/rank_exit.py``), any other process through ``sys.exit``.
 """
@@ -11,13 +13,16 @@ path of ranks (``launcher/ranks/rank_exit.py``), any other process through ``sys
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import signal
 import sys
-from typing import NoReturn
+from typing import Iterator, NoReturn
 
-from flanforge.errors import USER_ERRORS
+from flanforge.errors import USER_ERRORS, Interrupted
 from flanforge.launcher.ranks.layout import in_launched_rank
-from flanforge.launcher.ranks.report import fail
+from flanforge.launcher.ranks.report import fail, interrupted
 
 # name -> (module, help)
 SUBCOMMANDS = {
@@ -47,12 +52,40 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((arg for arg in argv if not arg.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
+    # a rank's signals are its launcher's business (launcher/ranks/launch.py)
+    with contextlib.nullcontext() if in_launched_rank() else _sigterm_raises():
+        try:
+            return importlib.import_module(args._module).run(args) or 0
+        except KeyboardInterrupt:
+            return interrupted(args.command, signal.SIGINT)
+        except Interrupted as stop:
+            return interrupted(args.command, stop.signum)
+        except USER_ERRORS as err:
+            return fail(args.command, err, user_error=True)
+        except Exception as err:  # a bug: its traceback, then one line (exit 1)
+            return fail(args.command, err, user_error=False)
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises :class:`Interrupted` in this process while the command runs, as Ctrl-C raises
+    KeyboardInterrupt, so its writers remove what they had not finished; a process forked from it
+    (a prepare worker) still ends as SIGTERM ends a process."""
+    pid = os.getpid()
+
+    def handler(signum: int, _frame) -> None:
+        if os.getpid() != pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        signal.signal(signum, signal.SIG_IGN)  # once: the clean-up on the way out is not cut short again
+        raise Interrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
     try:
-        return importlib.import_module(args._module).run(args) or 0
-    except USER_ERRORS as err:
-        return fail(args.command, err, user_error=True)
-    except Exception as err:  # a bug: its traceback, then one line (exit 1)
-        return fail(args.command, err, user_error=False)
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def entry(argv: list[str] | None = None) -> NoReturn:

@@ -40,7 +40,8 @@ class MixtureConfig:
     overlong: Literal["truncate", "drop"] = "truncate"
     """What to do with an example longer than ``seq_len``: cut its input from the left, or drop it."""
     on_bad_record: Literal["error", "skip"] = may_change("error")
-    """Malformed source records: stop with an error naming file:line, or skip and count them."""
+    """Malformed source records, and prepared shard members whose bytes do not match their checksum: stop
+    with an error naming file:line (shard and member), or skip and count them."""
     weights: dict[str, float] = may_change(default_factory=dict)
     """Override sub-mixture weights by name (allowed to change on resume)."""
     num_workers: int = may_change(0)
@@ -82,6 +83,8 @@ class StreamConfig:
     overlong: Literal["truncate", "drop"] = "truncate"
     num_workers: int = may_change(0)
     """DataLoader workers per rank; 0 counts as one consumer (the main process)."""
+    on_bad_record: Literal["error", "skip"] = may_change("error")
+    """A shard member whose bytes do not match its checksum: an error, or its records skipped and counted."""
 
     def __post_init__(self) -> None:
         if self.block_size is None:

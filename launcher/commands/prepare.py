@@ -3,7 +3,15 @@
 ``--slice i/n`` does every n-th job (a task or a Flan-collection part) from
 the i-th, so n processes or nodes (``slurm/prepare.sbatch``, a job array)
 share the work; each run publishes what is complete, and the last one to
-finish publishes all of it. Re-running skips finished jobs.
+finish publishes all of it. Re-running skips finished jobs. ``--out`` must be new,
+empty or a shards directory (checked before any work). Interrupted (Ctrl-C,
+SIGTERM), out of disk space or over a file-size limit, prepare leaves the
+finished jobs published and nothing of the unfinished ones; run it again to
+continue.
+
+``flanforge prepare --verify DIR`` reads every shard of a prepared directory and
+lists each member whose bytes do not match its checksum (and each shard missing or
+of another size), one a line; the exit status is 2 when there is any.
 """
 
 from __future__ import annotations
@@ -12,14 +20,16 @@ import argparse
 import time
 
 from flanforge.mixtures.registry import load_mixture
-from flanforge.mixtures.streaming.shards import RECORDS_PER_SHARD, ShardError, prepare
+from flanforge.mixtures.streaming.shards import RECORDS_PER_SHARD, ShardError, check_out, prepare, verify_directory
 from flanforge.mixtures.sources.base import POLICIES
 from flanforge.mixtures.task import SPLITS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("mixture", help="a registered mixture name or a task/mixture YAML file")
-    parser.add_argument("--out", required=True, help="shards directory (created; complete jobs are skipped)")
+    parser.add_argument("mixture", nargs="?", help="a registered mixture name or a task/mixture YAML file")
+    parser.add_argument("--out", help="shards directory (created; complete jobs are skipped)")
+    parser.add_argument("--verify", metavar="DIR", help="instead: check every shard member of the prepared DIR "
+                        "against its checksum and list every bad one")
     parser.add_argument("--workers", type=int, default=1, help="jobs run in parallel (processes)")
     parser.add_argument("--records-per-shard", type=int, default=RECORDS_PER_SHARD, help="records per tar shard of a task")
     parser.add_argument("--force", action="store_true", help="rewrite every job of this slice, complete or not")
@@ -36,8 +46,28 @@ def _slice(text: str) -> tuple[int, int]:
     return index, count
 
 
+def verify(root: str) -> int:
+    start = time.perf_counter()
+    problems, read = verify_directory(root)
+    for line in problems:
+        print(line)
+    seconds = time.perf_counter() - start
+    if problems:
+        raise ShardError(f"--verify {root}: {len(problems)} problem(s), listed above; prepare again with --force "
+                         "(or train with mixture.on_bad_record: skip to skip the bad members' records)")
+    print(f"{root}: every shard member matches its checksum ({read / 1e9:.3f} GB in {seconds:.1f}s)")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.verify is not None:
+        if args.mixture is not None or args.out is not None:
+            raise ShardError("--verify DIR checks a prepared directory: give it alone (no MIXTURE, no --out)")
+        return verify(args.verify)
+    if args.mixture is None or args.out is None:
+        raise ShardError("give a MIXTURE and --out DIR (or --verify DIR)")
     part = _slice(args.slice)
+    check_out(args.out)
     mixture = load_mixture(args.mixture, args.on_bad_record, args.data_dir)
     start = time.perf_counter()
     manifest = prepare(mixture, args.out, workers=args.workers, records_per_shard=args.records_per_shard,

@@ -15,15 +15,21 @@ Scores are 0-100; ``ci95`` is a 95% bootstrap interval over the task's examples;
 rank classification scored an option (``scoring.py``).
 Given another results file (``--compare``), the report puts that run (the
 baseline) beside this one with the deltas, and plots per-cluster bars of both.
+
+Every file is written aside and all are renamed into place together, ``results.json``
+last (``flanforge/files.py``): an evaluation interrupted or out of disk space leaves
+the previous outputs whole, or none.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+from flanforge.files import AtomicFile, publish
 from flanforge.launcher.evaluation import metrics
+from flanforge.launcher.training import faults
 from flanforge.launcher.evaluation.evaluator import SuiteResult, mean_over
 from flanforge.launcher.evaluation.scoring import CONVENTIONS
 
@@ -77,18 +83,32 @@ def cluster_means(suite: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 def write_outputs(out: Path, results: dict[str, Any], suites: Sequence[SuiteResult],
                   baseline: dict[str, Any] | None = None, history: list[dict[str, Any]] | None = None) -> None:
-    """Every output file; ``history``: the run's periodic evaluations (``<run>/eval/history.jsonl``), plotted by step."""
+    """Every output file, published together (``results.json`` last); ``history``: the run's periodic
+    evaluations (``<run>/eval/history.jsonl``), plotted by step."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / RESULTS).write_text(json.dumps(results, indent=2) + "\n")
-    with open(out / PREDICTIONS, "w") as fh:
+    files: list[AtomicFile] = []
+
+    def staged(name: str) -> AtomicFile:
+        files.append(AtomicFile(out / name))
+        return files[-1]
+
+    try:
+        predictions = staged(PREDICTIONS)
         for s in suites:
             for t in s.tasks:
                 for record in t.predictions:
-                    fh.write(json.dumps({"suite": s.suite.name, "format": t.task.format, **record}) + "\n")
-    plots = write_plots(out, results, baseline)
-    if history:
-        plots.append(plot_history(out, history))
-    (out / REPORT).write_text(report_markdown(results, baseline, plots))
+                    predictions.write(json.dumps({"suite": s.suite.name, "format": t.task.format, **record}) + "\n")
+        faults.signal_mid_write()
+        plots = write_plots(staged, results, baseline)
+        if history:
+            plots.append(plot_history(staged, history))
+        staged(REPORT).write(report_markdown(results, baseline, plots))
+        staged(RESULTS).write(json.dumps(results, indent=2) + "\n")
+    except BaseException:
+        for f in files:
+            f.discard()
+        raise
+    publish(files)
 
 
 def _fmt(v: float | None) -> str:
@@ -156,7 +176,11 @@ def report_markdown(results: dict[str, Any], baseline: dict[str, Any] | None, pl
     return "\n".join(lines) + "\n"
 
 
-def write_plots(out: Path, results: dict[str, Any], baseline: dict[str, Any] | None) -> list[str]:
+Staged = Callable[[str], AtomicFile]
+"""An output file by name, written aside until the outputs are published together."""
+
+
+def write_plots(staged: Staged, results: dict[str, Any], baseline: dict[str, Any] | None) -> list[str]:
     """One PNG per suite: per-cluster bars of the suite's first metric (beside the baseline's)."""
     import matplotlib
 
@@ -185,7 +209,7 @@ def write_plots(out: Path, results: dict[str, Any], baseline: dict[str, Any] | N
         ax.legend()
         fig.tight_layout()
         name = f"{suite_name.replace('/', '_').replace(':', '_')}_clusters.png"
-        fig.savefig(out / name, dpi=100)
+        fig.savefig(staged(name), format="png", dpi=100)
         plt.close(fig)
         names.append(name)
     return names
@@ -203,7 +227,7 @@ def read_history(path: Path) -> list[dict[str, Any]]:
     return [by_step[s] for s in sorted(by_step)]
 
 
-def plot_history(out: Path, history: list[dict[str, Any]]) -> str:
+def plot_history(staged: Staged, history: list[dict[str, Any]]) -> str:
     """``training_curve.png``: each suite's mean metrics and the validation loss against the training step."""
     import matplotlib
 
@@ -225,6 +249,6 @@ def plot_history(out: Path, history: list[dict[str, Any]]) -> str:
     right.set_ylabel("val/loss")
     fig.tight_layout()
     name = "training_curve.png"
-    fig.savefig(out / name, dpi=100)
+    fig.savefig(staged(name), format="png", dpi=100)
     plt.close(fig)
     return name

@@ -28,22 +28,24 @@ as the piece, SentencePiece as characters. When the conversion is not faithful
 (checked on probe texts and the whole vocabulary), only ``spiece.model`` is
 written, to be loaded with ``sentencepiece``.
 
-The directory is built next to ``DIR`` and renamed into place, so an
-interrupted export leaves no half-written model behind.
+The directory is built next to ``DIR`` and renamed into place (``flanforge/files.py``:
+``atomic_directory``), so an export interrupted, or out of disk space, leaves no
+half-written model behind: ``DIR`` as it was, or nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
+import resource
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from flanforge.errors import UserError, closest_first
+from flanforge.files import atomic_directory
+from flanforge.launcher.training import faults
 from flanforge.launcher.training.rundir import RunDir
 
 WRAPPER_PREFIX = "hf."  # TrainingModel keeps the HF model as `self.hf`
@@ -211,15 +213,6 @@ def check_fit(model, lazy: dict[str, Any], sources: dict[str, str]) -> None:
 # --------------------------------------------------------------------------- export
 
 
-def _default_permissions(directory: Path) -> None:
-    """mkdtemp makes a private directory; give it (and its files) the modes a plain mkdir/open would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    directory.chmod(0o777 & ~umask)
-    for path in directory.iterdir():
-        path.chmod(0o666 & ~umask)
-
-
 def load_run(run_dir: RunDir):
     """``(config, tokenizer)`` of the run in ``run_dir``, the tokenizer found as training found it."""
     from flanforge.errors import ConfigError
@@ -255,12 +248,17 @@ def checkpoint_model(run_dir: RunDir, tag: str):
 DEFAULT_SHARD_SIZE = "5GB"
 
 
-def check_disk(out: Path, needed: int) -> None:
-    """Refuse before writing when the disk that will hold ``out`` has fewer than ``needed`` bytes free."""
+def check_disk(out: Path, needed: int, largest: int) -> None:
+    """Refuse before writing when the disk that will hold ``out`` has fewer than ``needed`` bytes free,
+    or a file of ``largest`` bytes is over this process's file-size limit (``ulimit -f``)."""
     free = shutil.disk_usage(out.parent).free
     if free < needed:
         raise UserError(f"--out {out}: the export needs {needed} bytes ({needed / 1e9:.2f} GB), "
                         f"its disk has {free} free")
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and largest > limit:
+        raise UserError(f"--out {out}: the export writes a file of {largest} bytes, over the file-size limit "
+                        f"(ulimit -f) of {limit} bytes; raise the limit or lower --max-shard-size")
 
 
 def _weights(run_dir: RunDir, tag: str, model, dtype: str):
@@ -295,6 +293,7 @@ def export_run(run_dir: RunDir, out_dir: str | Path, tag: str | None = None, *, 
     (a larger tensor has a shard of its own); returns ``out_dir``. The weights stream from the ZeRO
     shards into one output shard at a time (``export/shards.py``)."""
     from flanforge.sizes import parse_bytes
+    from flanforge.launcher.export.shards import plan_shards
     from flanforge.launcher.export.tokenizer import write_tokenizer
     from flanforge.model.load import build_model, count_parameters
 
@@ -313,19 +312,13 @@ def export_run(run_dir: RunDir, out_dir: str | Path, tag: str | None = None, *, 
                         training=False, meta=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     weights = _weights(run_dir, tag, model, dtype)
-    check_disk(out, sum(weights[2].values()))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    sizes = weights[2]
+    check_disk(out, sum(sizes.values()), max(sum(sizes[n] for n in names) for names in plan_shards(sizes, max_bytes)))
+    with atomic_directory(out, replace=True) as tmp:  # an existing out is empty, or --overwrite
         with _reading(run_dir, tag):
             _write_model(model, weights, tmp, dtype, max_bytes, progress=f"consolidating {tag}")
+        faults.signal_mid_write()
         has_json = write_tokenizer(tokenizer, tmp, cfg.model.arch, cfg.mixture.seq_len)
-        _default_permissions(tmp)
-        if out.exists():
-            shutil.rmtree(out)  # empty, or --overwrite
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     print(f"flanforge export: {run_dir.root} @ {tag} (ZeRO-{cfg.deepspeed.zero_stage}, {cfg.model.arch}, "
           f"{count_parameters(model) / 1e6:.2f}M parameters, {dtype}) -> {out}"
           + ("" if has_json else f" (tokenizer: {tokenizer.path.name} only)"), file=sys.stderr)

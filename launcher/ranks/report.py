@@ -1,4 +1,5 @@
-"""How a failed command reports: one line for a user error (exit 2), a traceback for a bug (exit 1).
+"""How a failed command reports: one line for a user error (exit 2), a traceback for a bug (exit 1),
+one line for an interrupted one (exit 128 + the signal: 130 for Ctrl-C, 143 for SIGTERM).
 
 Ranks started by ``flanforge train`` on one node share an error directory
 (``ERROR_DIR_ENV``, that node's launcher's temp dir); once connected, the ranks
@@ -15,6 +16,7 @@ the user sees the culprit first and last on every node.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 import traceback
@@ -83,6 +85,14 @@ def first_error(wait_s: float = 0.0, root: str | None = None) -> tuple[int, str]
             return found
         time.sleep(0.1)
     return None
+
+
+def interrupted(command: str, signum: int) -> int:
+    """Report a command stopped by ``signum`` (its writers removed what they had not finished); 128 + signum."""
+    name = signal.Signals(signum).name
+    print(f"flanforge {command}: interrupted ({name}); nothing partial left, re-run to continue",
+          file=sys.stderr, flush=True)
+    return 128 + signum
 
 
 def fail(command: str, err: BaseException, user_error: bool) -> int:

@@ -44,7 +44,7 @@ import torch
 import torch.distributed as dist
 
 from flanforge.errors import UserError
-from flanforge.files import atomic_write
+from flanforge.files import atomic_write, reporting_full_disk
 from flanforge.launcher.config import Config, dump_config
 from flanforge.launcher.ranks.layout import RankLayout
 from flanforge.launcher.training import faults
@@ -130,18 +130,21 @@ class Checkpointer:
         """Write a checkpoint on every rank and publish it; returns its tag."""
         tag = self.run_dir.tag_for(step)
         saved: dict[str, Any] = {"step": step, "world_size": self.world_size}
-        for name, (scope, component) in self.components.items():
-            if scope == "files":
-                component.save(self.run_dir, tag, step)
-            elif scope == "rank":
-                torch.save(component.state_dict(), self.run_dir.rank_state(tag, name, self.rank))
-            else:
-                saved[name] = component.state_dict()  # may be collective: every rank computes it
-        faults.kill_in_save(step)
-        if self.is_main:
-            dump_config(cfg, self.run_dir.checkpoint(tag) / RunDir.CONFIG)
-            # trainer.json marks the tag complete: written last, before the barrier.
-            atomic_write(self.run_dir.trainer_state(tag), json.dumps(saved))
+        # A full disk is one line naming the tag (torch.save's own failures are RuntimeErrors, reported as
+        # bugs); the tag stays incomplete, `latest` names the previous one, the next save prunes it.
+        with reporting_full_disk(self.run_dir.checkpoint(tag)):
+            for name, (scope, component) in self.components.items():
+                if scope == "files":
+                    component.save(self.run_dir, tag, step)
+                elif scope == "rank":
+                    torch.save(component.state_dict(), self.run_dir.rank_state(tag, name, self.rank))
+                else:
+                    saved[name] = component.state_dict()  # may be collective: every rank computes it
+            faults.kill_in_save(step)
+            if self.is_main:
+                dump_config(cfg, self.run_dir.checkpoint(tag) / RunDir.CONFIG)
+                # trainer.json marks the tag complete: written last, before the barrier.
+                atomic_write(self.run_dir.trainer_state(tag), json.dumps(saved))
         dist.barrier()
         if self.is_main:
             atomic_write(self.run_dir.latest, tag)

@@ -10,10 +10,10 @@ import torch.distributed as dist
 from flanforge.errors import UserError
 from flanforge.launcher.training.context import RunContext
 from flanforge.mixtures.mixture import Mixture
-from flanforge.mixtures.streaming.packing import PackedBatch
+from flanforge.mixtures.streaming.packing import DROPPED, TRUNCATED, PackedBatch
 from flanforge.mixtures.streaming.shards import Manifest, ensure_prepared
 from flanforge.mixtures.config import StreamConfig
-from flanforge.mixtures.streaming.stream import MixtureStream, build_loader
+from flanforge.mixtures.streaming.stream import CORRUPT, MixtureStream, build_loader
 from flanforge.model.load import load_configured_tokenizer
 from flanforge.model.tokenizer import SPM_FILE, Tokenizer, load_tokenizer, train_tokenizer
 
@@ -55,13 +55,17 @@ def tokenizer_corpus(mixture: Mixture, seed: int) -> list[str]:
     return texts
 
 
+STREAM_COUNTERS = {TRUNCATED: "overlong_truncated", DROPPED: "overlong_dropped", CORRUPT: "corrupt_records_skipped"}
+"""The stream's per-task counters, by their names in TensorBoard (``data/...``) and the run's counters."""
+
+
 class TrainData:
     """The rank's DataLoader over the mixture stream, what it consumed, and its counters."""
 
     def __init__(self, run: RunContext, mixture: Mixture, tokenizer: Tokenizer):
         cfg, layout, root = run.cfg, run.layout, run.run_dir.shards
         if layout.is_main:
-            ensure_prepared(mixture, root)  # prepares what is missing, checks checksums
+            ensure_prepared(mixture, root, on_bad_member=cfg.mixture.on_bad_record)  # prepares what is missing, checks checksums
         dist.barrier()
         stream_cfg = StreamConfig.from_section(
             cfg.mixture, seed=cfg.seed, micro_batch_size=cfg.train.micro_batch_size, arch=cfg.model.arch
@@ -96,18 +100,18 @@ class TrainData:
         dist.all_gather_object(out, obj)
         return out
 
-    def local_overlong(self) -> dict[str, int]:
-        """This rank's over-length examples truncated/dropped since the run (re)started."""
-        totals = {"overlong_truncated": 0, "overlong_dropped": 0}
+    def local_counters(self) -> dict[str, int]:
+        """This rank's over-length examples truncated/dropped and corrupt records skipped since the run (re)started."""
+        totals = dict.fromkeys(STREAM_COUNTERS.values(), 0)
         for counts in self.tracker.counters.values():
             for key, n in counts.items():
-                totals[f"overlong_{key}"] = totals.get(f"overlong_{key}", 0) + n
+                totals[STREAM_COUNTERS[key]] += n
         return totals
 
-    def run_counters(self, overlong: dict[str, float]) -> dict[str, float]:
-        """The whole run's counters from the ranks' summed ``local_overlong``: the resumed run's counts
+    def run_counters(self, local: dict[str, float]) -> dict[str, float]:
+        """The whole run's counters from the ranks' summed ``local_counters``: the resumed run's counts
         added, and the bad records skipped."""
-        totals = {**overlong}
+        totals = {**local}
         for key, n in self.base_counters.items():
             totals[key] = totals.get(key, 0) + n
         totals["bad_records_skipped"] = sum(self.stream.bad_records().values())
@@ -116,7 +120,7 @@ class TrainData:
     def counters(self) -> dict[str, int]:
         """Over-length examples truncated/dropped (all ranks, whole run) and bad records skipped. Collective."""
         summed: dict[str, int] = {}
-        for part in self._gather(self.local_overlong()):
+        for part in self._gather(self.local_counters()):
             for key, n in part.items():
                 summed[key] = summed.get(key, 0) + n
         return self.run_counters(summed)

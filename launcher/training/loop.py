@@ -244,10 +244,11 @@ def log_step(run: Run, window: Any, keys: Any, lr: float, step_time: float, t_da
     """TensorBoard scalars and the log line of a logged step (collective: one all-reduce). MFU counts this
     rank's micro-batches (``launcher/training/flops.py``)."""
     from flanforge.constants import IGNORE_INDEX
+    from flanforge.launcher.training.data import STREAM_COUNTERS
     from flanforge.launcher.training.flops import StepLengths, model_flops_utilization, peak_flops
     from flanforge.launcher.training.tensorboard import format_line
 
-    values = window.summary(keys, run.data.local_overlong())
+    values = window.summary(keys, run.data.local_counters())
     values.update({
         "train/lr": lr,
         "train/grad_norm": float(run.engine.get_global_grad_norm() or 0.0),
@@ -256,8 +257,8 @@ def log_step(run: Run, window: Any, keys: Any, lr: float, step_time: float, t_da
         "train/data_wait_fraction": t_data / step_time,
         "train/nonfinite_skipped": run.counters.get("nonfinite_skipped", 0),
     })
-    overlong = {k: values.pop(k) for k in list(values) if k.startswith("overlong_")}
-    values.update({f"data/{k}": v for k, v in run.data.run_counters(overlong).items()})
+    local = {k: values.pop(k) for k in STREAM_COUNTERS.values()}
+    values.update({f"data/{k}": v for k, v in run.data.run_counters(local).items()})
     if peak_flops(run.device_name, run.context.precision) is not None:  # a known GPU
         values["train/mfu"] = model_flops_utilization(run.flops.step_flops(StepLengths.of(micro, IGNORE_INDEX)),
                                                       step_time, run.device_name, run.context.precision)

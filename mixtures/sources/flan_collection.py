@@ -29,7 +29,7 @@ from functools import cached_property, partial
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from flanforge.mixtures.streaming.chunks import RoutedWriter, fingerprint_of, read_json, write_json
+from flanforge.mixtures.streaming.chunks import RoutedWriter, file_entry, fingerprint_of, read_json, write_json
 from flanforge.mixtures.mixture import Mixture, Rate
 from flanforge.mixtures.sources.base import checked_policy
 from flanforge.mixtures.sources.flan_parts import SUBMIXES, VARIANTS, Unit, find_units, unit_rows
@@ -173,10 +173,17 @@ def _marker(unit: Unit, out: Path) -> Path:
     return out / f"{unit.stem}.done.json"
 
 
+def _checksummed(marker: dict[str, Any] | None) -> bool:
+    """A marker whose shards list their members' checksums (not one of format 2: that unit is rewritten)."""
+    return marker is not None and all("members" in shard for shard in marker["shards"])
+
+
 def _unit_done(unit: Unit, out: Path) -> bool:
     marker = read_json(_marker(unit, out))
     stat = unit.path.stat()
     if marker is None or (marker.get("size"), marker.get("mtime_ns")) != (stat.st_size, stat.st_mtime_ns):
+        return False
+    if not _checksummed(marker):
         return False
     return all((out / s["file"]).is_file() and (out / s["file"]).stat().st_size == s["bytes"] for s in marker["shards"])
 
@@ -213,7 +220,7 @@ def entries(root: Path) -> tuple[list[dict[str, Any]], dict[str, list]]:
     for plan_path in sorted((root / COLLECTIONS).glob("*/plan.json")):
         plan, folder = read_json(plan_path), plan_path.parent
         markers = [read_json(folder / f"{stem}.done.json") for stem in (plan or {}).get("units", [])]
-        if plan is None or None in markers:
+        if plan is None or not all(_checksummed(m) for m in markers):
             continue  # not complete: its tasks are not published
         pieces: dict[str, list] = {}
         bad: Counter[str] = Counter()
@@ -221,7 +228,7 @@ def entries(root: Path) -> tuple[list[dict[str, Any]], dict[str, list]]:
             bad.update(marker["bad"])  # type: ignore[index]
             for shard in marker["shards"]:  # type: ignore[index]
                 rel = f"{COLLECTIONS}/{folder.name}/{shard['file']}"
-                files[rel] = [shard["bytes"], shard["sha256"]]
+                files[rel] = file_entry(shard)
                 for key, (slot, n) in shard["streams"].items():
                     pieces.setdefault(key, []).append([rel, slot, n])
         for key, parts in sorted(pieces.items()):

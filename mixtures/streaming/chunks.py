@@ -8,17 +8,18 @@ of tasks); each stream's chunks appear in order. With up to
 :data:`CHUNK_RECORDS` records a member, the tar header and padding cost a few
 bytes a record instead of a kilobyte.
 
-Shards are written under a temporary name, hashed as they are written, and
-renamed when complete (:class:`ShardWriter`); :class:`RoutedWriter` sorts a
-stream of ``(stream key, line)`` pairs into rolling shards with bounded memory.
-:func:`chunk_index` finds every record's byte range from a shard's bytes.
+Shards are written under a temporary name, each member checksummed as it is
+written, and renamed when complete (:class:`ShardWriter`); :class:`RoutedWriter`
+sorts a stream of ``(stream key, line)`` pairs into rolling shards with bounded
+memory. The manifest lists every member of a shard (name, bytes, records,
+checksum): :func:`bad_members` proves a shard's bytes, and :func:`chunk_index`
+finds every record's byte range from them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import tarfile
 from dataclasses import dataclass
@@ -26,8 +27,9 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
+import xxhash
 
-from flanforge.files import atomic_write, fsync_dir
+from flanforge.files import AtomicFile, atomic_write
 
 from flanforge.mixtures.task import SPLITS, TaskError
 
@@ -72,15 +74,18 @@ def read_json(path: Path) -> Optional[dict[str, Any]]:
 
 
 class ShardWriter:
-    """One shard, written to ``<path>.tmp`` and renamed to ``path`` by :meth:`close` (never half-published)."""
+    """One shard, written under a temporary name and renamed to ``path`` by :meth:`close` (never
+    half-published); each member's bytes (header, data, padding) checksummed as they are written."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.tmp = path.with_name(path.name + ".tmp")
-        self.file = open(self.tmp, "wb")
-        self.sha = hashlib.sha256()
-        self.bytes = 0
+        self.file = AtomicFile(path)
+        self.members: list[list] = []  # [name, bytes, records, xxh3-64 hex] per member, in file order
         self.counts: dict[int, int] = {}  # slot -> records written
+
+    @property
+    def bytes(self) -> int:
+        return self.file.bytes
 
     def add(self, slot: int, lines: list[bytes]) -> None:
         """Append one member holding ``lines`` (each ending with a newline) to stream ``slot``."""
@@ -88,32 +93,23 @@ class ShardWriter:
         data = b"".join(lines)
         info = tarfile.TarInfo(f"{slot:05d}_{start:09d}.jsonl")
         info.size, info.mtime, info.mode = len(data), 0, 0o444  # fixed mtime: same records, same bytes
-        self._write(info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict"))
-        self._write(data + b"\0" * (-len(data) % 512))
+        member = info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict") + data + b"\0" * (-len(data) % 512)
+        self.file.write(member)
+        self.members.append([info.name, len(member), len(lines), checksum(member)])
         self.counts[slot] = start + len(lines)
 
-    def _write(self, data: bytes) -> None:
-        self.file.write(data)
-        self.sha.update(data)
-        self.bytes += len(data)
-
     def close(self) -> dict[str, Any]:
-        """Finish and publish the shard: ``{"file", "bytes", "sha256"}``."""
-        self._write(_END)
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        os.replace(self.tmp, self.path)
-        fsync_dir(self.path.parent)
-        return {"file": self.path.name, "bytes": self.bytes, "sha256": self.sha.hexdigest()}
+        """Finish and publish the shard: ``{"file", "bytes", "members"}``."""
+        self.file.write(_END)
+        self.file.publish()
+        return {"file": self.path.name, "bytes": self.bytes, "members": self.members}
 
     def abort(self) -> None:
-        self.file.close()
-        self.tmp.unlink(missing_ok=True)
+        self.file.discard()
 
 
 def write_records(path: Path, lines: Iterable[bytes]) -> dict[str, Any]:
-    """A shard holding one stream (slot 0): ``{"file", "bytes", "sha256", "num_records"}``."""
+    """A shard holding one stream (slot 0): ``{"file", "bytes", "members", "num_records"}``."""
     writer = ShardWriter(path)
     try:
         chunk: list[bytes] = []
@@ -192,25 +188,39 @@ class RoutedWriter:
             self.writer.abort()
 
 
+def checksum(data: bytes | memoryview) -> str:
+    """A member's checksum: xxh3-64 (about 12 GB/s a core here, against 3.5 for crc32c and 0.5 for sha256)."""
+    return xxhash.xxh3_64_hexdigest(data)
+
+
+def file_entry(shard: dict[str, Any]) -> list:
+    """A shard's line in the manifest's ``files``: ``[bytes, members]``."""
+    return [shard["bytes"], shard["members"]]
+
+
 @dataclass(frozen=True)
 class ShardInfo:
     """One piece of a task's split: ``num_records`` records of stream ``slot`` in the shard at ``path``.
 
-    ``path`` is None for a task whose records are generated on demand.
+    ``path`` is None for a task whose records are generated on demand. ``members``: the shard's
+    members in file order, ``[name, bytes, records, checksum]`` each (the manifest's).
     """
 
     path: Optional[Path]
     num_records: int
     bytes: int
-    sha256: str
+    members: Sequence[Sequence[Any]] = ()
     slot: int = 0
 
 
 def verify_shard(shard: ShardInfo, checksum: bool = True) -> None:
-    """Raise :class:`ShardError` unless the shard exists at its recorded size (and sha256)."""
+    """Raise :class:`ShardError` unless the shard exists at its recorded size (and every member
+    matches its checksum)."""
     assert shard.path is not None
     if checksum:
-        read_shard(shard)
+        bad = bad_members(read_shard(shard), shard)
+        if bad:
+            raise corrupt(shard, bad)
     elif not shard.path.is_file():
         raise ShardError(f"{shard.path}: shard is missing")
     elif shard.path.stat().st_size != shard.bytes:
@@ -218,7 +228,7 @@ def verify_shard(shard: ShardInfo, checksum: bool = True) -> None:
 
 
 def read_shard(shard: ShardInfo) -> bytes:
-    """The shard's bytes, checked against the manifest's size and sha256."""
+    """The shard's bytes, checked against the manifest's size (:func:`bad_members` checks their content)."""
     assert shard.path is not None
     try:
         data = shard.path.read_bytes()
@@ -226,53 +236,59 @@ def read_shard(shard: ShardInfo) -> bytes:
         raise ShardError(f"{shard.path}: shard is missing") from None
     if len(data) != shard.bytes:
         _size_error(shard, len(data))
-    if hashlib.sha256(data).hexdigest() != shard.sha256:
-        raise ShardError(f"{shard.path}: sha256 does not match the manifest (corrupted or rewritten)")
     return data
+
+
+def bad_members(data: bytes, shard: ShardInfo) -> list[str]:
+    """The names of the members of ``data`` (the shard's bytes, at its size) whose bytes do not match
+    their checksum, and ``"end of archive"`` when the closing zero blocks are not zero."""
+    view, offset, bad = memoryview(data), 0, []
+    for name, size, _, digest in shard.members:
+        if checksum(view[offset:offset + size]) != digest:
+            bad.append(name)
+        offset += size
+    if view[offset:] != _END:
+        bad.append("end of archive")
+    return bad
+
+
+def corrupt(shard: ShardInfo, bad: Sequence[str]) -> ShardError:
+    more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+    return ShardError(f"{shard.path}: member {bad[0]}{more} does not match its checksum in the manifest (changed "
+                      "on disk); run `flanforge prepare --verify` on the directory for every bad member, then "
+                      "prepare again with --force, or set mixture.on_bad_record: skip to skip their records")
 
 
 def _size_error(shard: ShardInfo, size: int) -> None:
     raise ShardError(f"{shard.path}: shard is {size} bytes, the manifest says {shard.bytes} (truncated or rewritten)")
 
 
-_USTAR_MAGIC = np.frombuffer(b"ustar\x0000", dtype=np.uint8)
-_OCTAL = 8 ** np.arange(10, -1, -1)
-
-
-def chunk_index(data: bytes, where: Path) -> dict[int, np.ndarray]:
+def chunk_index(data: bytes, shard: ShardInfo, skip: Sequence[str] = ()) -> dict[int, np.ndarray]:
     """Per slot, ``(records, 2)``: byte offset and length of each record's JSON text, in record order.
 
-    Reads the ustar headers with numpy (``tarfile``'s per-member cost made
-    opening thousands of shards slow). Sound for a shard whose sha256 matched:
-    a header is the only 512-byte block with the ustar magic at byte 257, and
-    every newline byte in the file ends a record (JSON text holds no NUL and no
-    raw newline; headers and padding hold neither).
+    The members lie where the manifest says (their checksums prove it, :func:`bad_members`), and
+    every newline byte in a member's data ends a record (JSON text holds no raw newline; headers
+    and padding hold none). The records of the members named in ``skip`` get length 0 (a record
+    is never empty): unreadable.
     """
-    if len(data) % 512:
-        raise ShardError(f"{where}: not a tar file (its size is not a multiple of 512 bytes)")
     flat = np.frombuffer(data, dtype=np.uint8)
-    blocks = flat.reshape(-1, 512)
-    headers = np.flatnonzero((blocks[:, 257:265] == _USTAR_MAGIC).all(axis=1))
-    digits = blocks[headers, 124:135].astype(np.int64) - ord("0")  # size: 11 octal digits
-    if (digits < 0).any() or (digits > 7).any() or not (blocks[headers, 156] == ord("0")).all():
-        raise ShardError(f"{where}: not a shard of regular ustar members as prepare writes them")
-    offsets, sizes = (headers + 1) * 512, digits @ _OCTAL
-    names = [MEMBER.fullmatch(bytes(blocks[h, :100]).rstrip(b"\0").decode("ascii", "replace")) for h in headers]
-    if not all(names):
-        raise ShardError(f"{where}: holds members that are not record chunks (an older shard format?); prepare again")
     newlines = np.flatnonzero(flat == 10)
-    lo, hi = np.searchsorted(newlines, offsets), np.searchsorted(newlines, offsets + sizes)
-    starts = np.empty_like(newlines)
-    starts[1:] = newlines[:-1] + 1
-    starts[lo[hi > lo]] = offsets[hi > lo]
-    rows = np.stack([starts, newlines - starts], axis=1)
-    if len(data) < 2**32:
-        rows = rows.astype(np.uint32)  # 8 bytes a record held per reader, not 16
-    index: dict[int, list[np.ndarray]] = {}
-    for m, match in enumerate(names):
-        slot, start = int(match.group(1)), int(match.group(2))
-        have = sum(len(r) for r in index.get(slot, []))
-        if start != have or (sizes[m] and data[offsets[m] + sizes[m] - 1] != 10):
-            raise ShardError(f"{where}: member {match.group(0)} is out of order or cut short")
-        index.setdefault(slot, []).append(rows[lo[m]: hi[m]])
-    return {slot: np.concatenate(parts) for slot, parts in index.items()}
+    parts: dict[int, list[np.ndarray]] = {}
+    offset = 0
+    for name, size, count, _ in shard.members:
+        slot, start = (int(g) for g in MEMBER.fullmatch(name).groups())  # type: ignore[union-attr]
+        if start != sum(len(r) for r in parts.get(slot, [])):
+            raise ShardError(f"{shard.path}: member {name} is out of order in the manifest")
+        if name in skip:
+            rows = np.zeros((count, 2), dtype=np.int64)
+        else:
+            lo, hi = np.searchsorted(newlines, [offset + 512, offset + size])
+            if hi - lo != count:
+                raise ShardError(f"{shard.path}: member {name} holds {hi - lo} records, the manifest says {count}")
+            ends = newlines[lo:hi]
+            starts = np.concatenate([[offset + 512], ends[:-1] + 1])
+            rows = np.stack([starts, ends - starts], axis=1)
+        parts.setdefault(slot, []).append(rows)
+        offset += size
+    dtype = np.uint32 if len(data) < 2**32 else np.int64  # 8 bytes a record held per reader, not 16
+    return {slot: np.concatenate(rows).astype(dtype) for slot, rows in parts.items()}

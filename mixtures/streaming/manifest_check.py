@@ -1,4 +1,4 @@
-"""The structure of a shards directory's ``manifest.json`` (format 2), checked before it is used.
+"""The structure of a shards directory's ``manifest.json`` (format 3), checked before it is used.
 
 A manifest damaged by hand or by a tool is an error naming the file and the
 key, never a ``KeyError`` later; a shard path in it must be a plain relative
@@ -12,7 +12,7 @@ import re
 from pathlib import PurePosixPath
 from typing import Any
 
-from flanforge.mixtures.streaming.chunks import ShardError
+from flanforge.mixtures.streaming.chunks import MEMBER, ShardError
 from flanforge.mixtures.task import SPLITS
 
 _SAFE_PART = re.compile(r"[A-Za-z0-9_.=-]+")
@@ -20,6 +20,14 @@ _SAFE_PART = re.compile(r"[A-Za-z0-9_.=-]+")
 
 def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _member(m: Any) -> bool:
+    """``[name, bytes, records, checksum]``: a member's name as prepare writes it, its bytes a whole
+    number of tar blocks, at least one record."""
+    return (isinstance(m, list) and len(m) == 4 and isinstance(m[0], str) and MEMBER.fullmatch(m[0]) is not None
+            and _count(m[1]) and m[1] >= 1024 and m[1] % 512 == 0 and _count(m[2]) and m[2] >= 1
+            and isinstance(m[3], str))
 
 
 def _bad(where: str, what: str, value: Any) -> ShardError:
@@ -35,14 +43,15 @@ def _inside(rel: Any, where: str) -> str:
 
 
 def check_manifest(data: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[str, list]]:
-    """``(tasks, files)`` of a format-2 manifest, or a :class:`ShardError` naming the key."""
+    """``(tasks, files)`` of a format-3 manifest, or a :class:`ShardError` naming the key."""
     tasks, files = data.get("tasks"), data.get("files")
     if not isinstance(tasks, dict) or not isinstance(files, dict):
         raise _bad(where, "'tasks' and 'files' must be mappings", (type(tasks).__name__, type(files).__name__))
     for rel, info in files.items():
         _inside(rel, f"{where}: files")
-        if not (isinstance(info, list) and len(info) == 2 and _count(info[0]) and isinstance(info[1], str)):
-            raise _bad(f"{where}: files[{rel!r}]", "expected [size, sha256]", info)
+        if not (isinstance(info, list) and len(info) == 2 and _count(info[0]) and isinstance(info[1], list)
+                and all(_member(m) for m in info[1]) and sum(m[1] for m in info[1]) + 1024 == info[0]):
+            raise _bad(f"{where}: files[{rel!r}]", "expected [size, [[member, bytes, records, checksum], ...]] (members and the 1024 closing bytes add up to size)", info)
     for name, entry in tasks.items():
         check_entry(entry, files, f"{where}: task {name!r}")
     return tasks, files

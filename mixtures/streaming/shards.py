@@ -1,6 +1,6 @@
 """Webdataset shards of tasks' raw records: writing (`prepare`), the manifest, random-access reading.
 
-Layout of a shards directory (format 2)::
+Layout of a shards directory (format 3)::
 
     manifest.json                        every prepared task (assembled from the entries)
     <task>/entry.json                    a task's manifest entry, written last
@@ -21,13 +21,18 @@ after its shards are in place, so a crash leaves nothing that names a
 half-written shard; re-running skips what is present and current. The work
 is a list of jobs (tasks and collection parts) that ``part=(i, n)`` slices
 across processes or nodes (``flanforge prepare --slice i/n``). A directory
-written by an older flanforge (one tar member per record, manifest format 1)
-is rebuilt by ``prepare`` and refused, with that advice, by the reader.
+written by an older flanforge (format 1: one tar member per record; format 2:
+one sha256 per shard, no member checksums) is rebuilt by ``prepare`` and refused,
+with that advice, by the reader: never read unverified.
 
 Reading: :class:`ShardReader` gives random access to record ``i`` of a task's
-split. It opens a shard on first use, checks its size and sha256 against the
-manifest, indexes every record's byte range, and then reads each record with
-one ``pread``; a few file handles stay open in an LRU.
+split. It opens a shard on first use, checks its size and every member's
+checksum against the manifest (:func:`~chunks.bad_members`: a mismatch is an
+error naming shard and member, or under ``on_bad_record: skip`` the member's
+records read as None, for the stream to skip and count), indexes every record's
+byte range, and then reads each record with one ``pread``; a few file handles
+stay open in an LRU. :func:`verify_directory` checks a whole directory
+(``flanforge prepare --verify DIR``).
 """
 
 from __future__ import annotations
@@ -48,21 +53,23 @@ import numpy as np
 from tqdm import tqdm
 
 from flanforge.mixtures.streaming.chunks import (
-    ShardError, ShardInfo, chunk_index, encode, fingerprint_of, read_json, read_shard, verify_shard, write_json,
-    write_records,
+    ShardError, ShardInfo, bad_members, chunk_index, corrupt, encode, file_entry, fingerprint_of, read_json,
+    read_shard, verify_shard, write_json, write_records,
 )
 from flanforge.mixtures.streaming.manifest_check import check_manifest
 from flanforge.mixtures.mixture import Mixture
 from flanforge.mixtures.sources import flan_collection
 from flanforge.mixtures.task import SPLITS, Task
 
-__all__ = ["Manifest", "ShardError", "ShardInfo", "ShardReader", "ensure_prepared", "prepare", "write_manifest"]
+__all__ = ["Manifest", "ShardError", "ShardInfo", "ShardReader", "check_out", "ensure_prepared", "prepare",
+           "verify_directory", "write_manifest"]
 
 MANIFEST = "manifest.json"
 ENTRY = "entry.json"
 RECORDS_PER_SHARD = 1000
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 CHECKSUM_ALL_BYTES = 4 << 30
+OLD_FORMATS = {1: "one tar member per record", 2: "no checksum per member"}
 
 
 def fingerprint(task: Task) -> str:
@@ -91,6 +98,8 @@ def write_task(task: Task, root: Path, records_per_shard: int = RECORDS_PER_SHAR
     out = root / task_dir(task.name)
     out.mkdir(parents=True, exist_ok=True)
     (out / ENTRY).unlink(missing_ok=True)  # the old entry must not outlive the shards it names
+    for stale in out.glob(".*.tmp"):  # what a killed run of this job left (the job owns its folder)
+        stale.unlink()
     virtual = generated(task)
     entry: dict[str, Any] = {"name": task.name, "dir": out.name, "fingerprint": fingerprint(task),
                              "format": FORMAT_VERSION, "splits": {}, "files": {}}
@@ -108,7 +117,7 @@ def write_task(task: Task, root: Path, records_per_shard: int = RECORDS_PER_SHAR
             lines = (encode(records[i], f"task '{task.name}': {split} record {i}") for i in range(start, stop))
             shard = write_records(out / f"{split}-{k:05d}.tar", lines)
             rel = f"{out.name}/{shard['file']}"
-            entry["files"][rel] = [shard["bytes"], shard["sha256"]]
+            entry["files"][rel] = file_entry(shard)
             pieces.append([rel, 0, shard["num_records"]])
             written += shard["num_records"]
         entry["splits"][split] = {"num_records": len(records), "pieces": pieces}
@@ -177,6 +186,7 @@ def prepare(
     force: bool = False,
     progress: bool = True,
     part: tuple[int, int] = (0, 1),
+    on_bad_member: str = "error",
 ) -> "Manifest":
     """Write every task of ``mixture`` as shards under ``out_dir`` (jobs in parallel) and the manifest.
 
@@ -184,7 +194,8 @@ def prepare(
     list is fixed, so ``n`` processes or nodes share the work without
     overlap). Jobs that are done (entry present, current, its shards at their
     sizes) are skipped unless ``force``, and their checksums verified (a shard
-    corrupted in place is an error naming it). The manifest lists what is complete;
+    corrupted in place is an error naming it, unless ``on_bad_member`` is ``skip``).
+    The manifest lists what is complete;
     a collection appears once all its parts are done.
     """
     index, count = part
@@ -197,19 +208,20 @@ def prepare(
     mine = [(name, done, job) for i, (name, done, job) in enumerate(plan(mixture, root, records_per_shard, force))
             if i % count == index]
     jobs = [job for _, done, job in mine if not done]
-    bar = tqdm(total=len(jobs), desc=f"prepare {mixture.name}", unit="job", disable=not progress)
+    # a bar on a terminal only (None: tqdm's test), so a log or a pipe gets the outcome alone
+    bar = tqdm(total=len(jobs), desc=f"prepare {mixture.name}", unit="job", disable=None if progress else True)
     records = 0
-    for n in _run(jobs, workers):
-        records += n
-        bar.set_postfix(records=records)
-        bar.update()
-    bar.close()
+    with bar:  # closed before an error or an interruption is reported
+        for n in _run(jobs, workers):
+            records += n
+            bar.set_postfix(records=records)
+            bar.update()
     manifest = write_manifest(root)
     # A skipped task's shards are present at their sizes; one corrupted in place is an error, not a success.
     # (Past CHECKSUM_ALL_BYTES, a reader hashes each shard when it first opens it instead.)
     skipped = {name for name, done, _ in mine if done}
     kept = [t for t in mixture.tasks() if f"task {t.name}" in skipped]
-    manifest.check(kept, checksums=manifest.shard_bytes(kept) <= CHECKSUM_ALL_BYTES)
+    manifest.check(kept, checksums=manifest.shard_bytes(kept) <= CHECKSUM_ALL_BYTES, on_bad_member=on_bad_member)
     return manifest
 
 
@@ -246,7 +258,7 @@ def write_manifest(root: str | Path) -> "Manifest":
 
 
 class Manifest:
-    """The index of a shards directory: per task and split, its pieces; per shard file, size and sha256."""
+    """The index of a shards directory: per task and split, its pieces; per shard file, its size and members."""
 
     def __init__(self, root: Path, tasks: dict[str, dict[str, Any]], files: dict[str, list]):
         self.root = root
@@ -264,9 +276,9 @@ class Manifest:
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ShardError(f"{path}: not a valid manifest: {err}") from None
         version = data.get("version") if isinstance(data, dict) else None
-        if version == 1:
+        if version in OLD_FORMATS:
             raise ShardError(
-                f"{path}: shards in the old format 1 (one tar member per record); rebuild them in format "
+                f"{path}: shards in the old format {version} ({OLD_FORMATS[version]}); rebuild them in format "
                 f"{FORMAT_VERSION} with `flanforge prepare MIXTURE --out {root}` (prepare rebuilds old tasks)"
             )
         if version != FORMAT_VERSION:
@@ -278,11 +290,14 @@ class Manifest:
         out = []
         for file, slot, n in self._entry(task)["splits"][split]["pieces"]:
             if file is None:
-                out.append(ShardInfo(None, n, 0, "", slot))
+                out.append(ShardInfo(None, n, 0, (), slot))
             else:
-                size, sha = self.files[file]
-                out.append(ShardInfo(self.root / file, n, size, sha, slot))
+                out.append(self.shard(file, n, slot))
         return out
+
+    def shard(self, file: str, num_records: int = 0, slot: int = 0) -> ShardInfo:
+        size, members = self.files[file]
+        return ShardInfo(self.root / file, num_records, size, members, slot)
 
     def num_records(self, task: str, split: str = "train") -> int:
         return self._entry(task)["splits"][split]["num_records"]
@@ -301,13 +316,15 @@ class Manifest:
         files = {f for t in tasks for split in SPLITS for f, _, _ in self._entry(t.name)["splits"][split]["pieces"]}
         return sum(self.files[f][0] for f in files if f is not None)
 
-    def check(self, tasks: Iterable[Task], checksums: bool = False) -> None:
+    def check(self, tasks: Iterable[Task], checksums: bool = False, on_bad_member: str = "error") -> None:
         """Raise :class:`ShardError` naming the task or file unless every task's shards are usable.
 
         Checks: the task is in the manifest with its current fingerprint and has
         train records; every shard file exists at its recorded size (and, with
-        ``checksums``, has its recorded sha256), each file once.
+        ``checksums``, every member matches its checksum, unless ``on_bad_member`` is ``skip``:
+        then the reader skips and counts the records of a bad member), each file once.
         """
+        checksums = checksums and on_bad_member == "error"
         seen: set[Path] = set()
         for task in tasks:
             entry = self._entry(task.name)
@@ -325,7 +342,8 @@ class Manifest:
                         verify_shard(shard, checksums)
 
 
-def ensure_prepared(mixture: Mixture, out_dir: str | Path, workers: int = 1, progress: bool = False) -> Manifest:
+def ensure_prepared(mixture: Mixture, out_dir: str | Path, workers: int = 1, progress: bool = False,
+                    on_bad_member: str = "error") -> Manifest:
     """Prepare what is missing or stale, then check every task's shards (checksums included).
 
     Called on rank 0 before training; an all-zero mixture, a task without
@@ -335,27 +353,65 @@ def ensure_prepared(mixture: Mixture, out_dir: str | Path, workers: int = 1, pro
     reader first opens each one, so a start does not read hundreds of GB.
     """
     mixture.rates()  # raises when every rate is zero
-    manifest = prepare(mixture, out_dir, workers=workers, progress=progress)
+    manifest = prepare(mixture, out_dir, workers=workers, progress=progress, on_bad_member=on_bad_member)
     tasks = mixture.tasks()
-    manifest.check(tasks, checksums=manifest.shard_bytes(tasks) <= CHECKSUM_ALL_BYTES)
+    manifest.check(tasks, checksums=manifest.shard_bytes(tasks) <= CHECKSUM_ALL_BYTES, on_bad_member=on_bad_member)
     return manifest
+
+
+def verify_directory(root: str | Path) -> tuple[list[str], int]:
+    """Every problem of the shards directory ``root``, one a line (a shard missing or of another size,
+    a member whose bytes do not match its checksum), and the bytes read."""
+    manifest = Manifest.load(root)
+    problems, read = [], 0
+    for file in sorted(manifest.files):
+        shard = manifest.shard(file)
+        try:
+            data = read_shard(shard)
+        except ShardError as err:
+            problems.append(str(err))
+            continue
+        read += len(data)
+        problems += [f"{shard.path}: member {name} does not match its checksum" for name in bad_members(data, shard)]
+    return problems, read
+
+
+def check_out(root: str | Path) -> None:
+    """Refuse, before any work, an ``--out`` that is not a directory, or a non-empty one that holds
+    anything but a shards directory's own files (tasks' folders, ``collections/``, the manifest)."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise ShardError(f"--out {root}: exists and is not a directory; give a new, empty or prepared directory")
+    if not root.is_dir() or (root / MANIFEST).is_file():
+        return
+    ours = re.compile(rf"{ENTRY}|({'|'.join(SPLITS)})-\d{{5}}\.tar|\..+\.tmp")
+    for path in sorted(root.iterdir()):
+        if path.name == flan_collection.COLLECTIONS or ours.fullmatch(path.name) or (
+                path.is_dir() and all(ours.fullmatch(p.name) for p in path.iterdir())):
+            continue
+        raise ShardError(f"--out {root}: a non-empty directory that is not a shards directory (it holds "
+                         f"'{path.name}'); give a new, empty or prepared directory")
 
 
 class ShardReader:
     """Random access to records of prepared tasks; one per process (holds file handles).
 
-    ``tasks`` gives the records of tasks prepared without shards (generated on demand).
+    ``tasks`` gives the records of tasks prepared without shards (generated on demand). A member
+    whose bytes do not match its checksum is an error, or with ``on_bad_member="skip"`` its
+    records read as None.
     """
 
-    def __init__(self, manifest: Manifest, tasks: Mapping[str, Task] | None = None, max_open: int = 64):
+    def __init__(self, manifest: Manifest, tasks: Mapping[str, Task] | None = None, max_open: int = 64,
+                 on_bad_member: str = "error"):
         self.manifest = manifest
         self.tasks = dict(tasks or {})
+        self.on_bad_member = on_bad_member
         self.max_open = max_open
         self._files: OrderedDict[Path, int] = OrderedDict()  # path -> fd, least recently used first
         self._index: dict[Path, dict[int, np.ndarray]] = {}  # path -> slot -> (records, 2) offset, length
         self._layout: dict[tuple[str, str], tuple[list[ShardInfo], np.ndarray]] = {}
 
-    def record(self, task: str, index: int, split: str = "train") -> dict[str, Any]:
+    def record(self, task: str, index: int, split: str = "train") -> dict[str, Any] | None:
         shards, starts = self._shards(task, split)
         k = int(np.searchsorted(starts, index, side="right")) - 1
         shard = shards[k]
@@ -369,6 +425,8 @@ class ShardReader:
             have = 0 if rows is None else len(rows)
             raise ShardError(f"{shard.path}: holds {have} records of slot {shard.slot}, the manifest says {shard.num_records}")
         offset, size = rows[index - starts[k]]
+        if size == 0:
+            return None  # in a bad member, skipped (no record is empty)
         return json.loads(os.pread(fd, int(size), int(offset)))
 
     def _shards(self, task: str, split: str) -> tuple[list[ShardInfo], np.ndarray]:
@@ -386,7 +444,11 @@ class ShardReader:
             self._files.move_to_end(shard.path)
             return fd
         if shard.path not in self._index:
-            self._index[shard.path] = chunk_index(read_shard(shard), shard.path)
+            data = read_shard(shard)
+            bad = bad_members(data, shard)
+            if bad and self.on_bad_member != "skip":
+                raise corrupt(shard, bad)
+            self._index[shard.path] = chunk_index(data, shard, skip=bad)
         if len(self._files) >= self.max_open:
             os.close(self._files.popitem(last=False)[1])
         fd = self._files[shard.path] = os.open(shard.path, os.O_RDONLY)

@@ -46,6 +46,10 @@ from flanforge.mixtures.streaming.stream_state import ConsumptionTracker, Stream
 from flanforge.mixtures.task import Example, TaskError
 from flanforge.mixtures.tokens import TextTokenizer
 
+CORRUPT = "corrupt"
+"""The counter of records skipped because their shard member is corrupt (next to the over-length ones)."""
+
+
 class Row(NamedTuple):
     arrays: dict[str, np.ndarray]
     meta: list[dict[str, Any]]
@@ -53,7 +57,8 @@ class Row(NamedTuple):
     index: int
     block_rows: int
     counters: dict[str, dict[str, int]]
-    """Over-length counts of the block (and of earlier blocks of the consumer that packed no row), on its first row only."""
+    """Over-length and corrupt-record counts of the block (and of earlier blocks of the consumer that packed no row),
+    on its first row only."""
 
 
 class MixtureStream(IterableDataset):
@@ -85,7 +90,7 @@ class MixtureStream(IterableDataset):
         )
         # few-shot exemplars are dropped (whole) to fit a row: inputs + targets + EOS(s)
         self.fewshot_budget = cfg.seq_len - 1 if cfg.arch == "decoder" else cfg.seq_len + self.packer.target_len - 2
-        self.reader = ShardReader(self.manifest, self.tasks)
+        self.reader = ShardReader(self.manifest, self.tasks, on_bad_member=cfg.on_bad_record)
         self.load_state_dict(state)
 
     @property
@@ -192,27 +197,33 @@ class MixtureStream(IterableDataset):
     def _pack_block(self, block: int, cursors: np.ndarray, skip: int) -> tuple[list[Row], dict[str, dict[str, int]]]:
         """Rows ``skip:`` of ``block``, whose task cursors are ``cursors``, and the block's over-length counters."""
         picks, records, epochs = block_records(self.schedule, self.orders, block, cursors)
-        examples, meta = self._render(picks, records, epochs)
+        examples, meta, counters = self._render(picks, records, epochs)
         inputs = self.tokenizer.encode_batch([ex.inputs for ex in examples])
         targets = self.tokenizer.encode_batch([ex.targets for ex in examples])
-        kept, counters = self._fit(inputs, targets, meta)
+        kept, overlong = self._fit(inputs, targets, meta)
+        add_counters(counters, overlong)
         return self._rows(block, kept, meta, skip), counters
 
-    def _render(self, picks: np.ndarray, records: np.ndarray, epochs: np.ndarray) -> tuple[list[Example], list[dict]]:
-        """Every example of a block read from its shards and rendered, with its meta, in stream order."""
-        examples, meta = [], []
+    def _render(self, picks: np.ndarray, records: np.ndarray, epochs: np.ndarray) -> tuple[list[Example], list[dict], dict]:
+        """Every example of a block read from its shards and rendered, with its meta, in stream order, and
+        the records skipped because their shard member is corrupt (``on_bad_record: skip``), per task."""
+        examples, meta, skipped = [], [], {}
         for t, rec, epoch in zip(picks.tolist(), records.tolist(), epochs.tolist()):
             name = self.schedule.names[t]
+            record = self.reader.record(name, rec)
+            if record is None:
+                add_counters(skipped, {name: {CORRUPT: 1}})
+                continue
             rng = random.Random(f"{self.cfg.seed}/{name}/{rec}/{epoch}")
             task = self.tasks[name]
             ex = task.render(
-                self.reader.record(name, rec), rng, rec,
+                record, rng, rec,
                 count_tokens=self._count_tokens, fewshot_budget=min(task.fewshot_budget, self.fewshot_budget),
             )
             examples.append(ex)
             meta.append({"task": name, "group": self.group_of[name], "template_id": ex.template_id,
                          "format": ex.format, "record": rec, "epoch": epoch})
-        return examples, meta
+        return examples, meta, skipped
 
     def _fit(self, inputs: list[list[int]], targets: list[list[int]], meta: list[dict]) -> tuple[list, dict]:
         """The over-length policy: ``(kept [(example index, input ids, target ids)], counters)``."""

@@ -79,14 +79,14 @@ class ConsumptionTracker:
 
     A consumer yields its blocks' rows in order, so every earlier block of the
     same consumer is complete; that keeps the summary O(consumers of the rank).
-    Over-length counters ride on each block's first row and are summed here.
+    Over-length and corrupt-record counters ride on each block's first row and are summed here.
     """
 
     def __init__(self, num_consumers: int, micro_batches: int = 0):
         self.num_consumers = num_consumers
         self.micro_batches = micro_batches
         self.lanes: dict[int, tuple[int, int, int]] = {}  # consumer -> (block, rows consumed, block rows)
-        self.counters: dict[str, dict[str, int]] = {}  # task -> {"truncated": n, "dropped": n}
+        self.counters: dict[str, dict[str, int]] = {}  # task -> {"truncated": n, "dropped": n[, "corrupt": n]}
 
     def update(self, batch: PackedBatch) -> None:
         for block, row, rows in zip(batch.block.tolist(), batch.row.tolist(), batch.block_rows.tolist()):
@@ -155,8 +155,9 @@ def segments_from(segments: list[tuple[int, dict[str, float]]], frontier: int) -
 
 
 def add_counters(into: dict[str, dict[str, int]], counters: dict[str, dict[str, int]]) -> None:
-    """Add per-task over-length counts (``{task: {"truncated": n, "dropped": n}}``) into ``into``."""
+    """Add per-task counts (over-length: ``{task: {"truncated": n, "dropped": n}}``; records of corrupt
+    shard members skipped: ``"corrupt"``) into ``into``."""
     for task, counts in counters.items():
         mine = into.setdefault(task, {TRUNCATED: 0, DROPPED: 0})
         for key, n in counts.items():
-            mine[key] += n
+            mine[key] = mine.get(key, 0) + n

@@ -108,7 +108,7 @@ def test_shard_corrupted_at_the_same_size_is_an_error_in_prepare(tmp_path):
     data = bytearray(shard.path.read_bytes())
     data[600] ^= 0xFF  # inside the first record: same size, other bytes
     shard.path.write_bytes(bytes(data))
-    with pytest.raises(ShardError, match=r"tiny/train-00000\.tar: sha256 does not match the manifest"):
+    with pytest.raises(ShardError, match=r"tiny/train-00000\.tar: member 00000_000000000\.jsonl does not match its checksum"):
         prepare(mixture, tmp_path, progress=False)  # not skipped as complete
     prepare(mixture, tmp_path, force=True, progress=False).check(mixture.tasks(), checksums=True)
 
@@ -135,7 +135,7 @@ def _first_file(data):
     (lambda d: d["tasks"]["tiny"]["splits"]["train"].update(num_records="5"), r"task 'tiny': splits\.train: expected"),
     (lambda d: d["tasks"]["tiny"]["splits"]["train"].update(num_records=9), r"task 'tiny': splits\.train: pieces hold 5 records, but num_records is, got '9'"),
     (lambda d: d["tasks"]["tiny"].update(bad_records=-1), r"task 'tiny': 'bad_records' must be a count"),
-    (lambda d: d["files"].update({_first_file(d): [12]}), r"files\[.*\]: expected \[size, sha256\]"),
+    (lambda d: d["files"].update({_first_file(d): [12]}), r"files\[.*\]: expected \[size, \[\[member, bytes, records, checksum\]"),
 ])
 def test_malformed_manifest_is_an_error_naming_the_key(tmp_path, edit, problem):
     prepare(small_mixture(), tmp_path, progress=False)
@@ -147,7 +147,7 @@ def test_malformed_manifest_is_an_error_naming_the_key(tmp_path, edit, problem):
 
 
 def test_manifest_without_tasks_mapping(tmp_path):
-    (tmp_path / "manifest.json").write_text(json.dumps({"version": 2, "tasks": [1], "files": {}}))
+    (tmp_path / "manifest.json").write_text(json.dumps({"version": 3, "tasks": [1], "files": {}}))
     with pytest.raises(ShardError, match="'tasks' and 'files' must be mappings"):
         Manifest.load(tmp_path)
 

@@ -215,3 +215,43 @@ def test_disk_without_room_is_refused_before_writing(runs, exported, tmp_path, c
     needed = sum(p.numel() * 4 for p in load_exported(exported["decoder-zero1"], "decoder").parameters())
     assert f"the export needs {needed} bytes" in last and "has 1000 free" in last
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_interrupted_or_over_the_limit_export_leaves_the_previous_one_whole(runs, exported, tmp_path):
+    """A real SIGTERM mid-write (the weights in the temporary directory, the tokenizer not yet:
+    FLANFORGE_SIGNAL_MID_WRITE), then a real RLIMIT_FSIZE below the weights file (refused before
+    writing): one line each, 143 and 2, the previous export untouched and no temporary directory;
+    without either, --overwrite writes it again byte for byte."""
+    import os
+    import resource
+    import shutil
+    import subprocess
+    import sys
+
+    from flanforge.launcher.cli import main
+
+    out = tmp_path / "model"
+    shutil.copytree(exported["decoder-zero1"], out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    cmd = [str(Path(sys.executable).with_name("flanforge")), "export", str(trained(runs, "decoder-zero1")),
+           "--out", str(out), "--overwrite"]
+
+    def last_line(proc, status):
+        assert proc.returncode == status and "Traceback" not in proc.stderr, proc.stderr
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+        assert [p.name for p in tmp_path.iterdir()] == ["model"]
+        return proc.stderr.strip().splitlines()[-1]
+
+    signalled = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                               env={**os.environ, "FLANFORGE_SIGNAL_MID_WRITE": "TERM"})
+    assert last_line(signalled, 143) == (
+        "flanforge export: interrupted (SIGTERM); nothing partial left, re-run to continue")
+    limit = len(before["model.safetensors"]) // 2
+    limited = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    line = last_line(limited, 2)
+    assert line.startswith(f"flanforge export: error: --out {out}: the export writes a file of ")
+    assert line.endswith(f"over the file-size limit (ulimit -f) of {limit} bytes; raise the limit or lower "
+                         "--max-shard-size")
+    assert main(cmd[1:]) == 0
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

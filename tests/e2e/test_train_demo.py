@@ -91,7 +91,8 @@ def test_per_group_format_and_task_scalars(demo_run, read_scalars):
     group_values = [dict(read_scalars(out, g))[step] for g in groups if step in dict(read_scalars(out, g))]
     assert min(group_values) - 1e-4 <= overall[step] <= max(group_values) + 1e-4
     for tag in ("train/grad_norm", "train/examples_per_sec", "train/padding_efficiency",
-                "train/data_wait_fraction", "data/overlong_truncated", "data/bad_records_skipped"):
+                "train/data_wait_fraction", "data/overlong_truncated", "data/bad_records_skipped",
+                "data/corrupt_records_skipped"):
         assert len(read_scalars(out, tag)) == STEPS, tag
     assert 0.5 < read_scalars(out, "train/padding_efficiency")[-1][1] <= 1.0
     assert {"config/text_summary", "examples/text_summary"} <= set(acc.Tags()["tensors"])

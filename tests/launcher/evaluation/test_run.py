@@ -7,7 +7,12 @@ ZeRO runs (and the two-rank evaluation) are in tests/e2e/test_eval.py.
 
 import dataclasses
 import json
+import os
+import resource
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,6 +27,8 @@ from flanforge.model.load import build_model
 from flanforge.launcher.evaluation.scoring import Scorer
 
 from .conftest import TINY, TINY_T5, evaluate, make_run, save_hf
+
+FLANFORGE = str(Path(sys.executable).with_name("flanforge"))
 
 def test_outputs_follow_the_contract(hf_dir, tmp_path, capsys):
     out = tmp_path / "eval"
@@ -197,3 +204,32 @@ def test_empty_generations_are_scored_wrong_and_counted(run_dir):
     for task in generated:
         assert task.invalid == len(task.predictions) == 4 and task.metrics["exact_match"] == 0.0
         assert all(p["generation"] == "" and p["prediction"] is None for p in task.predictions)
+
+
+def test_outputs_are_published_together_or_not_at_all(hf_dir, tmp_path, capsys):
+    """``flanforge eval`` processes stopped by a real SIGINT with the predictions written and the report
+    not yet (FLANFORGE_SIGNAL_MID_WRITE), then by a real RLIMIT_FSIZE below a plot's size: one line each
+    (130, 2), the previous outputs whole and nothing else in the directory; a re-run writes them again
+    byte for byte."""
+    out = tmp_path / "eval"
+    args = [hf_dir, "--suites", "demo", "--out", out, "--max-examples", 2]
+    assert evaluate(capsys, *args) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    limit = 4096  # below the plot's size, above everything eval writes before its outputs
+    assert max(map(len, before.values())) > limit
+
+    def stopped(status, **popen):
+        proc = subprocess.run([FLANFORGE, "eval", *map(str, args)], capture_output=True, text=True, timeout=300,
+                              **popen)
+        assert proc.returncode == status and "Traceback" not in proc.stderr
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+        (line,) = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("Loading weights")]
+        return line
+
+    assert stopped(130, env={**os.environ, "FLANFORGE_SIGNAL_MID_WRITE": "INT"}) == (
+        "flanforge eval: interrupted (SIGINT); nothing partial left, re-run to continue")
+    line = stopped(2, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert line.startswith(f"flanforge eval: error: {out}/") and "file size limit exceeded" in line
+    shutil.rmtree(out)
+    assert evaluate(capsys, *args) == 0
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -56,8 +56,8 @@ def test_shards_and_index_load_with_from_pretrained(tiny, tmp_path, dtype):
 def test_disk_without_room_is_refused_with_the_bytes_needed(tmp_path, monkeypatch):
     monkeypatch.setattr(export.shutil, "disk_usage", lambda path: type("U", (), {"free": 999})())
     with pytest.raises(UserError, match=rf"--out {tmp_path / 'out'}: the export needs 1000 bytes .*has 999 free"):
-        export.check_disk(tmp_path / "out", 1000)
-    export.check_disk(tmp_path / "out", 999)
+        export.check_disk(tmp_path / "out", 1000, 10)
+    export.check_disk(tmp_path / "out", 999, 10)
 
 
 # Writes 32 tensors of 4M fp32 elements (512 MiB) as bf16 shards of 32 MiB, materialising each

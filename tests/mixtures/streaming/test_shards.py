@@ -1,6 +1,5 @@
 """Shards: prepare writes webdataset tars and a manifest; random access; crash safety; bad input."""
 
-import hashlib
 import io
 import json
 import tarfile
@@ -54,7 +53,9 @@ def test_manifest_counts_checksums_and_reader_random_access(prepared):
     mix, manifest = prepared
     assert manifest.num_records("alpha", "train") == 25
     assert [s.num_records for s in manifest.shards("alpha")] == [10, 10, 5]
-    assert all(len(s.sha256) == 64 for s in manifest.shards("alpha"))
+    for shard in manifest.shards("alpha"):  # every member listed with its xxh3-64 checksum; they tile the shard
+        assert all(len(digest) == 16 for _, _, _, digest in shard.members)
+        assert sum(size for _, size, _, _ in shard.members) + 1024 == shard.bytes == shard.path.stat().st_size
     reader = ShardReader(manifest, max_open=2)  # fewer handles than shards: the LRU reopens
     records = mix.tasks()[1].records("train")
     for i in (24, 0, 13, 7, 24, 10):
@@ -67,7 +68,7 @@ def test_rerun_skips_complete_tasks_and_parallel_output_is_identical(tmp_path, m
     serial = prepare(mix, tmp_path / "serial", records_per_shard=10, progress=False)
     parallel = prepare(mix, tmp_path / "parallel", workers=2, records_per_shard=10, progress=False)
     for name in ("alpha", "beta", "gamma"):
-        assert [s.sha256 for s in serial.shards(name)] == [s.sha256 for s in parallel.shards(name)]
+        assert [s.members for s in serial.shards(name)] == [s.members for s in parallel.shards(name)]
 
     written = []
     monkeypatch.setattr(shards, "write_task", lambda task, root, n: written.append(task.name) or 0)
@@ -84,7 +85,7 @@ def test_a_crash_mid_task_leaves_no_manifest_entry_and_a_rerun_completes(tmp_pat
 
     def crash_in_beta_validation(path, lines):
         if path.parent.name == "beta" and path.name.startswith("validation"):
-            path.with_name(path.name + ".tmp").write_bytes(b"half a shard")
+            path.with_name(f".{path.name}.0123abcd.tmp").write_bytes(b"half a shard")  # as if SIGKILLed
             raise KeyboardInterrupt("killed mid-shard")
         return write_records(path, lines)
 
@@ -98,6 +99,7 @@ def test_a_crash_mid_task_leaves_no_manifest_entry_and_a_rerun_completes(tmp_pat
     manifest = prepare(mix, tmp_path, records_per_shard=10, progress=False)
     manifest.check(mix.tasks(), checksums=True)
     assert sorted(manifest.tasks) == ["alpha", "beta"]
+    assert not list(tmp_path.rglob("*.tmp"))  # the re-run removed what the killed one left
 
 
 def test_missing_shard_is_named(prepared):
@@ -125,9 +127,10 @@ def test_checksum_mismatch_is_named_on_check_and_on_first_read(prepared):
     data[600] ^= 0xFF  # same size, one byte flipped inside the first record
     shard.path.write_bytes(bytes(data))
     manifest.check(mix.tasks())  # sizes alone look fine
-    with pytest.raises(ShardError, match=f"{shard.path}: sha256 does not match"):
+    named = f"{shard.path}: member 00000_000000000.jsonl does not match its checksum"
+    with pytest.raises(ShardError, match=named):
         manifest.check(mix.tasks(), checksums=True)
-    with pytest.raises(ShardError, match="sha256 does not match"):
+    with pytest.raises(ShardError, match=named):
         ShardReader(manifest).record("alpha", 0)
 
 
@@ -138,17 +141,12 @@ def test_a_tar_that_is_not_a_prepared_shard_is_named(prepared):
         info = tarfile.TarInfo("notes.txt")
         info.size = 5
         tar.addfile(info, io.BytesIO(b"hello"))
-        folder = tarfile.TarInfo("folder")
-        folder.type = tarfile.DIRTYPE  # not a regular member: no record
-        tar.addfile(folder)
     data = shard.path.read_bytes()
-    entry_file = manifest.root / "alpha" / shards.ENTRY
-    entry = json.loads(entry_file.read_text())
-    entry["files"]["alpha/train-00000.tar"] = [len(data), hashlib.sha256(data).hexdigest()]
-    entry_file.write_text(json.dumps(entry))
-    manifest = shards.write_manifest(manifest.root)
-    with pytest.raises(ShardError, match=f"{shard.path}: not a shard of regular ustar members"):
-        ShardReader(manifest).record("alpha", 0)
+    doc = json.loads((manifest.root / shards.MANIFEST).read_text())
+    doc["files"]["alpha/train-00000.tar"] = [len(data), [["notes.txt", 1024, 1, "0" * 16]]]
+    (manifest.root / shards.MANIFEST).write_text(json.dumps(doc))
+    with pytest.raises(ShardError, match=r"files\['alpha/train-00000.tar'\]: expected \[size, \[\[member"):
+        Manifest.load(manifest.root)
 
 
 def test_task_missing_from_manifest_or_changed_since_is_named(prepared, tmp_path):
@@ -191,7 +189,7 @@ def test_ensure_prepared_prepares_then_verifies_checksums(tmp_path):
     data = bytearray(shard.path.read_bytes())
     data[600] ^= 0xFF
     shard.path.write_bytes(bytes(data))
-    with pytest.raises(ShardError, match="sha256 does not match"):
+    with pytest.raises(ShardError, match="member 00000_000000000.jsonl does not match its checksum"):
         ensure_prepared(mix, tmp_path)
 
 
@@ -213,5 +211,44 @@ def test_large_shard_sets_are_hashed_when_first_read_not_up_front(tmp_path, monk
     shard.path.write_bytes(bytes(data))
     monkeypatch.setattr(shards, "CHECKSUM_ALL_BYTES", 1000)  # below this mixture's shards
     manifest = ensure_prepared(mix, tmp_path)  # sizes only
-    with pytest.raises(ShardError, match="sha256 does not match"):
+    with pytest.raises(ShardError, match="does not match its checksum"):
         ShardReader(manifest).record("alpha", 0)
+
+
+def flip(path, offset):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01  # same size, another byte
+    path.write_bytes(bytes(data))
+
+
+def test_a_bad_member_is_an_error_or_under_skip_only_its_records_are_skipped(tmp_path):
+    mix = mixture(make_task("alpha", sizes={**SIZES, "train": 600}))  # one shard, members of 256, 256, 88 records
+    manifest = ensure_prepared(mix, tmp_path)
+    shard = manifest.shards("alpha")[0]
+    assert [(name, n) for name, _, n, _ in shard.members] == [
+        ("00000_000000000.jsonl", 256), ("00000_000000256.jsonl", 256), ("00000_000000512.jsonl", 88)]
+    flip(shard.path, shard.members[0][1] + 700)  # inside the second member's records
+    with pytest.raises(ShardError, match=f"{shard.path}: member 00000_000000256.jsonl does not match its checksum"):
+        ShardReader(manifest).record("alpha", 0)
+    with pytest.raises(ShardError, match="member 00000_000000256.jsonl"):
+        ensure_prepared(mix, tmp_path)
+    ensure_prepared(mix, tmp_path, on_bad_member="skip")  # the reader skips and counts instead
+    reader, records = ShardReader(manifest, on_bad_member="skip"), mix.tasks()[0].records("train")
+    read = [reader.record("alpha", i) for i in range(600)]
+    assert [i for i, r in enumerate(read) if r is None] == list(range(256, 512))
+    assert [r for r in read if r is not None] == records[:256] + records[512:]
+
+
+def test_an_older_format_is_refused_naming_it_and_prepare_rebuilds_it(tmp_path):
+    mix = mixture(make_task("alpha"))
+    prepare(mix, tmp_path, progress=False)
+    entry = json.loads((tmp_path / "alpha" / shards.ENTRY).read_text())
+    size, _ = entry["files"]["alpha/train-00000.tar"]
+    entry.update(format=2, files={f: [n, "0" * 64] for f, (n, _) in entry["files"].items()})  # one sha256 a shard
+    (tmp_path / "alpha" / shards.ENTRY).write_text(json.dumps(entry))
+    (tmp_path / shards.MANIFEST).write_text(json.dumps({"version": 2, "tasks": {"alpha": entry}, "files": entry["files"]}))
+    with pytest.raises(ShardError, match=r"old format 2 \(no checksum per member\); rebuild them in format 3 with "
+                                         r"`flanforge prepare MIXTURE --out"):
+        Manifest.load(tmp_path)
+    prepare(mix, tmp_path, progress=False).check(mix.tasks(), checksums=True)
+    assert Manifest.load(tmp_path).shards("alpha")[0].members

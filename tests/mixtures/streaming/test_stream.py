@@ -282,6 +282,32 @@ def test_overlong_examples_are_truncated_or_dropped_and_counted(env, policy, cou
         assert counted > 0 and all(in_rows[b] == 16 for b in blocks)
 
 
+def test_records_of_a_corrupt_shard_member_are_an_error_or_skipped_and_counted(env, tmp_path):
+    mix, _, tokenizer = env
+    manifest = prepare(mix, tmp_path, records_per_shard=10, progress=False)
+    shard = manifest.shards("last")[1]  # records 10..19 of 'last'
+    data = bytearray(shard.path.read_bytes())
+    data[700] ^= 0x01
+    shard.path.write_bytes(bytes(data))
+    damaged = (mix, manifest, tokenizer)
+    (failing,) = make_streams(damaged, 1, config())
+    with pytest.raises(ShardError, match=f"{shard.path}: member 00000_000000000.jsonl does not match its checksum"):
+        list(itertools.islice(rank_batches(failing), 40))
+    blocks = 12  # one row a batch: a block's counters come with its first row, so blocks < 12 are whole
+
+    def first_blocks(stream):
+        return itertools.takewhile(lambda b: b.block[0] < blocks, rank_batches(stream))
+
+    (clean,) = make_streams(env, 1, config(micro_batch_size=1))
+    bad = sum(m["task"] == "last" and 10 <= m["record"] < 20 for b in first_blocks(clean) for m in b.meta[0])
+    (skipping,) = make_streams(damaged, 1, config(micro_batch_size=1, on_bad_record="skip"))
+    tracker = skipping.tracker()
+    for batch in first_blocks(skipping):
+        tracker.update(batch)
+        assert not any(m["task"] == "last" and 10 <= m["record"] < 20 for m in batch.meta[0])
+    assert bad > 0 and tracker.counters["last"]["corrupt"] == bad
+
+
 def test_bad_input_fails_at_construction_naming_the_cause(env, tmp_path):
     mix, manifest, tokenizer = env
     cfg = config()
