@@ -109,7 +109,9 @@ def load_mixture(name_or_path: str | Path, on_bad_record: str = "error", data_di
     if ref == FLAN2022 and data_dir is not None:
         key = Path(data_dir).resolve()
         if key not in _COLLECTIONS:
-            _COLLECTIONS[key] = FlanCollection(key).mixture(FLAN2022)
+            collection = FlanCollection(key)
+            collection.use_default_policy(policy)  # the run's policy before the first bad row is judged
+            _COLLECTIONS[key] = collection.mixture(FLAN2022)
         mixture = _COLLECTIONS[key]
     elif task_yaml.is_yaml_path(ref):
         loaded = _load_file(Path(ref))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from flanforge.mixtures.task import SPLITS, TaskError
+from flanforge.text import check_encoding
 
 POLICIES = ("error", "skip")
 
@@ -41,7 +42,8 @@ class FileSource:
     ``splits`` maps a split to a location the subclass's :meth:`rows` reads (a
     path for files). ``holdout`` carves ``exemplars`` and/or ``validation``
     out of ``train`` with a seeded draw. Every field in ``fields`` must be
-    present, and every one in ``target_fields`` non-empty; a value must be text, a
+    present, and every one in ``target_fields`` non-empty; files are text in ``encoding`` (default UTF-8,
+    ``flanforge/text.py``); a value must be text, a
     finite number, a boolean or a list of those (``text_fields``: text only), never
     a JSON object, a nested list, NaN or infinity; ``columns`` renames
     (field -> column). A training record identical to an exemplar or
@@ -60,6 +62,7 @@ class FileSource:
         on_bad_record: str | None = None,
         seed: int = 0,
         text_fields: Sequence[str] = (),
+        encoding: str | None = None,
     ):
         self.holdout = dict(holdout or {})
         for split in [*splits, *self.holdout]:
@@ -79,6 +82,7 @@ class FileSource:
         self.columns = dict(columns or {})
         self.text_fields = tuple(text_fields)
         self.on_bad_record = None if on_bad_record is None else checked_policy(on_bad_record)
+        self.encoding = None if encoding is None else check_encoding(encoding)
         self.default_policy = "error"
         self.seed = seed
         self.bad_records = 0
@@ -98,6 +102,10 @@ class FileSource:
         """Every row at ``location`` with where it is (``file:line``)."""
         raise NotImplementedError
 
+    def describe(self, location: Any) -> str:
+        """``location`` in a message (a file's path; subclasses reading one file name the part)."""
+        return str(location)
+
     def __call__(self, split: str) -> list[dict[str, Any]]:
         if self._records is None:
             self._records = self._load()
@@ -107,6 +115,8 @@ class FileSource:
         policy = self.on_bad_record or self.default_policy
         out = {split: self._read(location, policy) for split, location in self.splits.items()}
         train = out["train"]
+        if not train and not self.bad_records:
+            raise TaskError(f"{self.describe(self.splits['train'])}: no records")
         picks = random.Random(f"{self.seed}/holdout").sample(range(len(train)), min(sum(self.holdout.values()), len(train)))
         start = 0
         for split, n in self.holdout.items():

@@ -35,15 +35,16 @@ def normalise_format(template_type: str) -> str:
 class FlanFile:
     """One export file, read once and split by ``task_name``."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, encoding: str | None = None):
         self.path = Path(path)
+        self.encoding = encoding
 
     @cached_property
     def rows_by_task(self) -> dict[str, list[tuple[str, dict[str, Any] | str]]]:
         groups: dict[str, list] = defaultdict(list)
         orphans: list[tuple[str, str]] = []
         current = None
-        for where, row in jsonl_rows(existing(self.path)):
+        for where, row in jsonl_rows(existing(self.path), self.encoding):
             name = row.get("task_name") if isinstance(row, dict) else None
             if isinstance(name, str) and name:
                 current = name
@@ -72,7 +73,7 @@ class FlanJsonlSource(FileSource):
 
 def flan_mixture(path: str | Path, name: str, task_rate: Rate = Rate.examples(), **source_kwargs: Any) -> Mixture:
     """The file's tasks, one sub-mixture per ``task_source``, each task at ``task_rate``."""
-    file = FlanFile(path)
+    file = FlanFile(path, source_kwargs.get("encoding"))
     by_source: dict[str, list[tuple[Task, Rate]]] = defaultdict(list)
     for task_name, rows in file.rows_by_task.items():
         good = [row for _, row in rows if isinstance(row, dict)]

@@ -16,11 +16,13 @@ are kept). The prompts built from them are evaluation's:
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import NamedTuple
 
 from flanforge.errors import did_you_mean
 from flanforge.mixtures.task import TaskError
+from flanforge.text import read_text
 
 LETTERS = ("A", "B", "C", "D")
 SPLIT_DIRS = {"test": "test", "validation": "val", "dev": "dev"}
@@ -43,10 +45,10 @@ class MMLUSubject(NamedTuple):
     rows: list[MMLURow]
 
 
-def read_rows(path: Path) -> list[MMLURow]:
+def read_rows(path: Path, encoding: str | None = None) -> list[MMLURow]:
     """Every row of one subject file; a wrong column count or answer letter names the file and line."""
     rows = []
-    with open(path, encoding="utf-8", newline="") as fh:  # newline="": quoted line breaks stay in their cell
+    with io.StringIO(read_text(path, encoding), newline="") as fh:  # newline="": quoted line breaks stay in their cell
         reader = csv.reader(fh)
         line = 1
         for cells in reader:
@@ -60,7 +62,7 @@ def read_rows(path: Path) -> list[MMLURow]:
 
 
 def read_mmlu(root: Path, split: str, shots: int, max_examples: int | None = None,
-              known: tuple[str, ...] = ()) -> list[MMLUSubject]:
+              known: tuple[str, ...] = (), encoding: str | None = None) -> list[MMLUSubject]:
     """Every subject of ``root``'s ``split`` (sorted by name), with its first ``shots`` dev rows.
 
     ``known``: the valid subject names (an unknown file name is an error naming the closest one).
@@ -86,11 +88,11 @@ def read_mmlu(root: Path, split: str, shots: int, max_examples: int | None = Non
             dev = root / "data" / "dev" / f"{name}_dev.csv"
             if not dev.is_file():
                 raise TaskError(f"MMLU subject '{name}': {shots}-shot prompts need {dev} (or --shots 0)")
-            exemplars = read_rows(dev)
+            exemplars = read_rows(dev, encoding)
             if len(exemplars) < shots:
                 raise TaskError(f"MMLU subject '{name}': --shots {shots} asks for {shots} exemplars but {dev} "
-                                f"has {len(exemplars)}")
-        rows = read_rows(file)
+                                f"has {len(exemplars)} (at most --shots {len(exemplars)})")
+        rows = read_rows(file, encoding)
         if not rows:
             raise TaskError(f"{file}: no questions")
         subjects.append(MMLUSubject(name, exemplars[:shots], rows[:max_examples] if max_examples is not None else rows))
