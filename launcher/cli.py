@@ -1,6 +1,7 @@
 """The ``flanforge`` command: one subcommand per module of ``launcher/commands/``.
 
-Each subcommand module has ``add_arguments(parser)`` and ``run(args) -> int``.
+Each subcommand module has ``add_arguments(parser)`` and ``run(args) -> int``. For every command,
+an option given twice and an override key given twice are errors naming both (``flanforge/arguments.py``).
 Expected user mistakes (:class:`UserError` and its kin) print one line and
 exit 2, without a traceback; anything else is a bug: its traceback, one line, exit 1
 (``launcher/ranks/report.py``; in ranks, only the first failing rank reports).
@@ -15,6 +16,7 @@ import importlib
 import sys
 from typing import NoReturn
 
+from flanforge.arguments import forbid_repeated_keys, forbid_repeats
 from flanforge.errors import USER_ERRORS
 from flanforge.launcher.ranks.layout import in_launched_rank
 from flanforge.launcher.ranks.report import fail
@@ -40,19 +42,22 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         p.set_defaults(_module=module)
         if name == command:
             importlib.import_module(module).add_arguments(p)
+            forbid_repeats(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((arg for arg in argv if not arg.startswith("-")), None)
-    args = build_parser(command).parse_args(argv)
+    parser = build_parser(command)
     try:
+        args = parser.parse_args(argv)
+        forbid_repeated_keys(getattr(args, "overrides", None) or ())
         return importlib.import_module(args._module).run(args) or 0
     except USER_ERRORS as err:
-        return fail(args.command, err, user_error=True)
+        return fail(command, err, user_error=True)
     except Exception as err:  # a bug: its traceback, then one line (exit 1)
-        return fail(args.command, err, user_error=False)
+        return fail(command, err, user_error=False)
 
 
 def entry(argv: list[str] | None = None) -> NoReturn:

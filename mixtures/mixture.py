@@ -5,15 +5,18 @@ A member's rate is a number, examples-proportional with a cap (FLAN:
 ``min(n, cap) ** (1 / T)``), as seqio's ``mixing_rate_num_examples``. Within a
 mixture the members' rates are normalised to probabilities; a task's
 effective probability is the product of the probabilities down its path.
+Mixtures nest at most :data:`MAX_DEPTH` deep (a deeper one is an error naming
+its chain), so walking one never meets Python's recursion limit.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Optional, Union
 
 from flanforge.errors import did_you_mean
+from flanforge.names import checked_name
 from flanforge.mixtures.task import Task, TaskError
 
 
@@ -67,6 +70,8 @@ class Rate:
 
 
 Member = Union[Task, "Mixture"]
+MAX_DEPTH = 32
+"""Mixtures nest at most this deep (FLAN 2022's collection nests 3 levels)."""
 
 
 @dataclass
@@ -75,8 +80,16 @@ class Mixture:
 
     name: str
     members: list[tuple[Member, Rate]]
+    chain: list[str] = field(init=False, repr=False, compare=False)
+    """The names down its deepest path of sub-mixtures, itself first."""
 
     def __post_init__(self) -> None:
+        self.name = checked_name(self.name, "mixture")
+        subs = [m for m, _ in self.members if isinstance(m, Mixture)]
+        self.chain = [self.name, *max((m.chain for m in subs), key=len, default=[])]
+        if len(self.chain) > MAX_DEPTH:
+            raise TaskError(f"mixture '{self.name}': nested {len(self.chain)} mixtures deep, more than the limit of "
+                            f"{MAX_DEPTH} ({' > '.join(self.chain[:3])} > ... > {self.chain[-1]})")
         names = [m.name for m, _ in self.members]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

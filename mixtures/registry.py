@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from flanforge.errors import did_you_mean
-from flanforge.mixtures.mixture import Mixture, Rate
+from flanforge.mixtures.mixture import MAX_DEPTH, Mixture, Rate
 from flanforge.mixtures.sources import task_yaml
 from flanforge.mixtures.sources.base import FileSource, checked_policy
 from flanforge.mixtures.sources.flan_collection import CollectionSource, FlanCollection
@@ -129,6 +129,8 @@ def _load_file(path: Path) -> Task | Mixture:
     if path in _LOADING:
         cycle = " -> ".join(str(p) for p in _LOADING[_LOADING.index(path):] + [path])
         raise TaskError(f"{path}: the mixture includes itself ({cycle})")
+    if len(_LOADING) >= MAX_DEPTH:  # checked before Mixture could: each level costs Python frames
+        raise TaskError(f"{path}: mixture files nested more than {MAX_DEPTH} deep (the limit), from {_LOADING[0]}")
     if path not in _FILES:
         _ensure_builtins()
         _LOADING.append(path)

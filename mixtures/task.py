@@ -21,6 +21,7 @@ import jinja2
 from jinja2 import meta
 
 from flanforge.errors import TaskError, did_you_mean
+from flanforge.names import checked_name
 from flanforge.mixtures import sandbox
 from flanforge.mixtures.formats import FORMATS, Format, Parts, Style, block, compose, get_format, whitespace_tokens
 
@@ -142,6 +143,7 @@ class Task:
     """Where the task is defined (its YAML file), for messages; empty for built-in and collection tasks."""
 
     def __post_init__(self) -> None:
+        self.name = checked_name(self.name, "task")
         self.fields = tuple(self.fields)
         self.templates = tuple(self.templates)
         self.inverted_templates = tuple(self.inverted_templates)

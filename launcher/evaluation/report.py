@@ -23,9 +23,11 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from flanforge.errors import UserError
 from flanforge.launcher.evaluation import metrics
 from flanforge.launcher.evaluation.evaluator import SuiteResult, mean_over
 from flanforge.launcher.evaluation.scoring import CONVENTIONS
+from flanforge.text import read_text
 
 RESULTS, PREDICTIONS, REPORT = "results.json", "predictions.jsonl", "report.md"
 
@@ -51,17 +53,55 @@ def _suite_dict(s: SuiteResult) -> dict[str, Any]:
 
 
 def load_results(path: str | Path) -> dict[str, Any]:
-    """A ``results.json``, or the one in a directory; a UserError when there is none."""
-    from flanforge.errors import UserError
-
+    """A ``results.json``, or the one in a directory, checked against the shape above (what the report
+    reads of it); a UserError when there is none or it does not match, saying where."""
     path = Path(path)
     path = path / RESULTS if path.is_dir() else path
+    if not path.is_file():
+        raise UserError(f"--compare: no {RESULTS} at {path}")
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"--compare: no {RESULTS} at {path}") from None
-    except json.JSONDecodeError as err:
+        doc = json.loads(read_text(path))
+    except (json.JSONDecodeError, RecursionError) as err:
         raise UserError(f"--compare: {path}: not valid JSON: {err}") from None
+    problem = _shape_problem(doc)
+    if problem:
+        raise UserError(f"--compare: {path} is not a flanforge {RESULTS}: {problem}")
+    return doc
+
+
+def _shape_problem(doc: Any) -> str | None:
+    """What in ``doc`` does not match the shape of a ``results.json`` (the parts a report reads), or None."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("suites"), dict):
+        return f"expected an object with 'suites' (an object), got {_short(doc)}"
+    for name, suite in doc["suites"].items():
+        where = f"suites.{name}"
+        if not isinstance(suite, dict) or not isinstance(suite.get("tasks"), dict):
+            return f"{where} must be an object with 'mean' and 'tasks', got {_short(suite)}"
+        checks = [(suite.get("mean"), f"{where}.mean")]
+        if "unweighted_mean" in suite:
+            checks.append((suite["unweighted_mean"], f"{where}.unweighted_mean"))
+        if "categories" in suite:
+            if not isinstance(suite["categories"], dict):
+                return f"{where}.categories must be an object, got {_short(suite['categories'])}"
+            checks += [(v, f"{where}.categories.{c}") for c, v in suite["categories"].items()]
+        for task, entry in suite["tasks"].items():
+            if not isinstance(entry, dict) or not isinstance(entry.get("cluster"), str):
+                return f"{where}.tasks.{task} must be an object with 'cluster' and 'metrics', got {_short(entry)}"
+            checks.append((entry.get("metrics"), f"{where}.tasks.{task}.metrics"))
+        problem = next((p for p in (_scores_problem(v, w) for v, w in checks) if p), None)
+        if problem:
+            return problem
+    return None
+
+
+def _scores_problem(value: Any, where: str) -> str | None:
+    ok = isinstance(value, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values())
+    return None if ok else f"{where} must map metric names to numbers, got {_short(value)}"
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def cluster_means(suite: dict[str, Any]) -> dict[str, dict[str, float]]:

@@ -51,9 +51,11 @@ def suite_names() -> list[str]:
 
 
 def build_suite(spec: str, *, split: str | None = None, kind: str = "zero_shot", shots: int | None = None,
-                max_examples: int | None = None, count_tokens: Callable[[str], int] | None = None) -> Suite:
+                max_examples: int | None = None, count_tokens: Callable[[str], int] | None = None,
+                encoding: str | None = None) -> Suite:
     """The suite ``spec`` names (see the module doc), its tasks rendered in format ``kind``, from ``split``
-    (None: the suite's own default, ``validation`` for tasks)."""
+    (None: the suite's own default, ``validation`` for tasks); ``encoding``: of a benchmark directory's files
+    (a task YAML declares its own)."""
     from flanforge.mixtures.registry import get_mixture, load_mixture
     from flanforge.mixtures.sources import task_yaml
 
@@ -65,7 +67,7 @@ def build_suite(spec: str, *, split: str | None = None, kind: str = "zero_shot",
         if not path:
             raise TaskError(f"suite '{name}' reads its data from a directory: --suites {name}:/path/to/{name.split('_')[0]}")
         return benchmarks.build(name, path, split=split, shots=shots, max_examples=max_examples,
-                                count_tokens=count_tokens)
+                                count_tokens=count_tokens, encoding=encoding)
     split = split or "validation"
     if name == "builtin_heldin":
         pairs = [(t, sub.name) for sub in _sub_mixtures(get_mixture("builtin")) for t in _sample(sub)]
@@ -137,6 +139,10 @@ def render_examples(task: Task, split: str, fmt: str, shots: int | None, max_exa
     if n == 0:
         raise TaskError(f"task '{task.name}': its '{split}' split is empty")
     k = (shots or DEFAULT_SHOTS) if fmt.startswith("fs") else None
+    pool = len(task.records("exemplars")) if k else 0
+    if k and k > pool:
+        raise TaskError(f"{where(task)}: --shots {k}{'' if shots else ' (the default)'} but its exemplars split "
+                        f"has {pool} records (at most --shots {pool})")
     out, longest = [], 0
     count = count_tokens or (lambda text: 2 * len(text.split()))
     for i in range(n):
