@@ -97,6 +97,17 @@ def mixture_names() -> list[str]:
     return sorted(_MIXTURES)
 
 
+def check_data_dir(name: str, data_dir: str | Path | None) -> None:
+    """``--data-dir`` is a directory, and only given for the mixture that reads it (``flan2022``)."""
+    if data_dir is None:
+        return
+    if name != FLAN2022:
+        raise TaskError(f"--data-dir is the Flan collection directory of '{FLAN2022}'; mixture '{name}' does not "
+                        "read it (a YAML mixture names its own: flan_collection: DIR)")
+    if not Path(data_dir).is_dir():
+        raise TaskError(f"--data-dir {data_dir}: no such directory")
+
+
 def load_mixture(name_or_path: str | Path, on_bad_record: str = "error", data_dir: str | Path | None = None) -> Mixture:
     """A registered mixture, the mixture a YAML file defines (a task file gives a one-task mixture),
     or ``flan2022`` over the Flan collection in ``data_dir``.
