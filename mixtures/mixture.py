@@ -27,8 +27,10 @@ def check_weight(value: object, what: str) -> float:
     return float(value)
 
 
-def _origin(task: Task) -> str:
-    """Where a task comes from, for error messages (its source's file when it has one)."""
+def origin_of(task: Task) -> str:
+    """Where a task comes from, for error messages: its YAML file, else its source's file when it has one."""
+    if task.origin:
+        return f"{task.family or 'task'} from {task.origin}"
     source = task.source
     path = (getattr(source, "path", None) or getattr(getattr(source, "file", None), "path", None)
             or getattr(source, "splits", {}).get("train"))
@@ -108,7 +110,7 @@ class Mixture:
                 first = seen[member.name]
                 raise TaskError(
                     f"mixture '{self.name}': two different tasks are named '{member.name}' "
-                    f"({_origin(first)} and {_origin(member)}); rename one of them"
+                    f"({origin_of(first)} and {origin_of(member)}); rename one of them"
                 )
 
     def walk(self) -> Iterator[tuple["Mixture", Member, Rate]]:

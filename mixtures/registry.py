@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from flanforge.errors import did_you_mean
-from flanforge.mixtures.mixture import MAX_DEPTH, Mixture, Rate
+from flanforge.mixtures.mixture import MAX_DEPTH, Mixture, Rate, origin_of
 from flanforge.mixtures.sources import task_yaml
 from flanforge.mixtures.sources.base import FileSource, checked_policy
 from flanforge.mixtures.sources.flan_collection import CollectionSource, FlanCollection
@@ -42,7 +42,8 @@ def _unknown(kind: str, name: str, known: list[str]) -> TaskError:
 
 def register_task(task: Task) -> Task:
     if task.name in _TASKS:
-        raise TaskError(f"task '{task.name}' is already registered")
+        raise TaskError(f"task '{task.name}' is already registered ({origin_of(_TASKS[task.name])}; "
+                        f"this one: {origin_of(task)})")
     _TASKS[task.name] = task
     return task
 
@@ -152,7 +153,7 @@ def _load_file(path: Path) -> Task | Mixture:
         members = loaded.tasks() if isinstance(loaded, Mixture) else [loaded]
         for task in members:
             if _TASKS.get(task.name, task) is not task:
-                raise TaskError(f"{path}: task '{task.name}' is already registered")
+                raise TaskError(f"{path}: task '{task.name}' is already registered ({origin_of(_TASKS[task.name])})")
         for task in members:
             _TASKS[task.name] = task
         single = Mixture(loaded.name, [(loaded, Rate.examples())]) if isinstance(loaded, Task) else loaded
