@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 from flanforge.arguments import at_least, writable_dir
-from flanforge.errors import UserError
+from flanforge.constants import SCORING_CONVENTIONS
+from flanforge.errors import UserError, did_you_mean
 from flanforge.text import check_encoding
 from flanforge.launcher.training.rundir import RunDir
 from flanforge.launcher.evaluation import benchmarks
+from flanforge.launcher.evaluation.suites import check_suite_spec
 
 UNTUNED = "untuned:"
 
@@ -39,6 +41,11 @@ def check_arguments(args: argparse.Namespace) -> dict[str, Any] | None:
     at_least(args.batch_size, 1, "--batch-size")
     if args.encoding is not None:
         check_encoding(args.encoding, "--encoding")
+    if args.convention is not None and args.convention not in SCORING_CONVENTIONS:
+        raise UserError(f"--convention: unknown scoring convention '{args.convention}' (conventions: "
+                        f"{', '.join(SCORING_CONVENTIONS)}){did_you_mean(args.convention, SCORING_CONVENTIONS)}")
+    for suite in args.suites:
+        check_suite_spec(suite)
     spec = args.model
     root = spec[len(UNTUNED):] if spec.startswith(UNTUNED) else spec
     if not Path(spec).is_dir() and ":" in root:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from pathlib import Path
 from typing import Callable
 
 from flanforge.errors import did_you_mean
@@ -50,6 +51,23 @@ def suite_names() -> list[str]:
     return sorted({"builtin_heldin", *benchmarks.SUITES, *mixture_names()})
 
 
+def check_suite_spec(spec: str) -> None:
+    """``spec`` names a suite (see the module doc) whose directory or file exists; nothing is read."""
+    from flanforge.mixtures.sources import task_yaml
+
+    name, _, path = spec.partition(":")
+    if name in benchmarks.SUITES:
+        if not path:
+            raise TaskError(f"suite '{name}' reads its data from a directory: --suites {name}:/path/to/{name.split('_')[0]}")
+        if not Path(path).exists():
+            raise TaskError(f"suite '{spec}': {path} does not exist")
+    elif task_yaml.is_yaml_path(spec):
+        if not Path(spec).is_file():
+            raise TaskError(f"suite '{spec}': no such file")
+    elif name not in suite_names():
+        raise TaskError(f"unknown suite '{spec}'{did_you_mean(name, suite_names(), n=3, cutoff=0.4)}")
+
+
 def build_suite(spec: str, *, split: str | None = None, kind: str = "zero_shot", shots: int | None = None,
                 max_examples: int | None = None, count_tokens: Callable[[str], int] | None = None,
                 encoding: str | None = None) -> Suite:
@@ -62,10 +80,9 @@ def build_suite(spec: str, *, split: str | None = None, kind: str = "zero_shot",
     if kind not in KINDS:
         hint = did_you_mean(kind, KINDS, n=3, cutoff=0.4)
         raise TaskError(f"unknown format kind '{kind}' (kinds: {', '.join(KINDS)}){hint}")
+    check_suite_spec(spec)
     name, _, path = spec.partition(":")
     if name in benchmarks.SUITES:
-        if not path:
-            raise TaskError(f"suite '{name}' reads its data from a directory: --suites {name}:/path/to/{name.split('_')[0]}")
         return benchmarks.build(name, path, split=split, shots=shots, max_examples=max_examples,
                                 count_tokens=count_tokens, encoding=encoding)
     split = split or "validation"
@@ -75,8 +92,6 @@ def build_suite(spec: str, *, split: str | None = None, kind: str = "zero_shot",
         mixture = load_mixture(spec)
         name, pairs = mixture.name, _clustered(mixture)
     else:
-        if name not in suite_names():
-            raise TaskError(f"unknown suite '{spec}'{did_you_mean(name, suite_names(), n=3, cutoff=0.4)}")
         pairs = _clustered(get_mixture(name))
     suite = Suite(name, [])
     for task, cluster in pairs:
