@@ -7,7 +7,9 @@
                         "skipped": {task: why},
                         "tasks": {task: {"n": int, "cluster": str, "format": str,
                                          "metrics": {metric: v}, "ci95": {metric: [lo, hi]},
-                                         "invalid": int, "truncated": int}}}}}
+                                         "invalid": int, "truncated": int, "bad_records": int}}}}}
+
+``bad_records``: the task's source records skipped as malformed (``--on-bad-record skip``; 0 otherwise).
 
 A weighted suite (MMLU) also has ``"split"``, ``"unweighted_mean": {metric: v}`` (over tasks) and
 ``"categories": {cluster: {metric: v}}``, its ``mean`` and categories weighted by the tasks' examples.
@@ -47,7 +49,8 @@ def _suite_dict(s: SuiteResult) -> dict[str, Any]:
         out.update(split=s.suite.split, unweighted_mean=mean_over(s.tasks, weighted=False), categories=s.cluster_means())
     out["skipped"] = dict(s.suite.skipped)
     out["tasks"] = {t.task.name: {"n": len(t.task.examples), "cluster": t.task.cluster, "format": t.task.format,
-                                  "metrics": t.metrics, "ci95": t.ci95, "invalid": t.invalid, "truncated": t.truncated}
+                                  "metrics": t.metrics, "ci95": t.ci95, "invalid": t.invalid, "truncated": t.truncated,
+                                  "bad_records": t.task.bad_records}
                     for t in s.tasks}
     return out
 
@@ -185,7 +188,8 @@ def report_markdown(results: dict[str, Any], baseline: dict[str, Any] | None, pl
         rows = []
         for task, entry in sorted(suite["tasks"].items()):
             base_task = (base_suite or {}).get("tasks", {}).get(task)
-            rows.append((f"{task} ({entry['cluster']}, {entry['format']}, n={entry['n']}, invalid={entry['invalid']})",
+            bad = f", bad records skipped={entry['bad_records']}" if entry.get("bad_records") else ""
+            rows.append((f"{task} ({entry['cluster']}, {entry['format']}, n={entry['n']}, invalid={entry['invalid']}{bad})",
                           entry["metrics"], base_task["metrics"] if base_task else ({} if base_suite else None)))
         lines += _table(rows)
         if suite["skipped"]:

@@ -109,7 +109,7 @@ def build_suites(args: argparse.Namespace, count_tokens):
         own_format = spec.partition(":")[0] in benchmarks.SUITES  # BBH/GSM8K/MMLU prompts are their own
         for kind in kinds[:1] if own_format else kinds:
             suite = build_suite(spec, split=args.split, kind=kind, shots=args.shots, max_examples=args.max_examples,
-                                count_tokens=count_tokens, encoding=args.encoding)
+                                count_tokens=count_tokens, encoding=args.encoding, on_bad_record=args.on_bad_record)
             if len(kinds) > 1 and not own_format:
                 suite.name = f"{suite.name}/{kind}"
             if not suite.tasks:  # its means would be NaN

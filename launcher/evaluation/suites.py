@@ -70,10 +70,11 @@ def check_suite_spec(spec: str) -> None:
 
 def build_suite(spec: str, *, split: str | None = None, kind: str = "zero_shot", shots: int | None = None,
                 max_examples: int | None = None, count_tokens: Callable[[str], int] | None = None,
-                encoding: str | None = None) -> Suite:
+                encoding: str | None = None, on_bad_record: str = "error") -> Suite:
     """The suite ``spec`` names (see the module doc), its tasks rendered in format ``kind``, from ``split``
     (None: the suite's own default, ``validation`` for tasks); ``encoding``: of a benchmark directory's files
-    (a task YAML declares its own)."""
+    (a task YAML declares its own); ``on_bad_record``: the policy of sources that set none (``skip``: bad
+    records are skipped and counted per task)."""
     from flanforge.mixtures.registry import get_mixture, load_mixture
     from flanforge.mixtures.sources import task_yaml
 
@@ -84,15 +85,15 @@ def build_suite(spec: str, *, split: str | None = None, kind: str = "zero_shot",
     name, _, path = spec.partition(":")
     if name in benchmarks.SUITES:
         return benchmarks.build(name, path, split=split, shots=shots, max_examples=max_examples,
-                                count_tokens=count_tokens, encoding=encoding)
+                                count_tokens=count_tokens, encoding=encoding, policy=on_bad_record)
     split = split or "validation"
     if name == "builtin_heldin":
         pairs = [(t, sub.name) for sub in _sub_mixtures(get_mixture("builtin")) for t in _sample(sub)]
     elif task_yaml.is_yaml_path(spec):
-        mixture = load_mixture(spec)
+        mixture = load_mixture(spec, on_bad_record)
         name, pairs = mixture.name, _clustered(mixture)
     else:
-        pairs = _clustered(get_mixture(name))
+        pairs = _clustered(load_mixture(name, on_bad_record))
     suite = Suite(name, [])
     for task, cluster in pairs:
         fmt = pick_format(task, kind, shots)
@@ -102,7 +103,8 @@ def build_suite(spec: str, *, split: str | None = None, kind: str = "zero_shot",
         examples, longest = render_examples(task, split, fmt, shots, max_examples, count_tokens)
         suite.tasks.append(EvalTask(task.name, cluster, task.metric, fmt, examples,
                                     max_new_tokens=int(1.25 * longest) + 8,
-                                    answer_pattern=COT_ANSWER if fmt.endswith("_cot") else None))
+                                    answer_pattern=COT_ANSWER if fmt.endswith("_cot") else None,
+                                    bad_records=task.bad_records))
     return suite
 
 

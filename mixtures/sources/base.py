@@ -31,6 +31,20 @@ def checked_policy(policy: str) -> str:
     return policy
 
 
+class BadRecords:
+    """The bad-record policy of a reader that is not a :class:`FileSource` (the eval-only benchmark files):
+    ``error`` raises the problem, ``skip`` counts it in ``count``."""
+
+    def __init__(self, policy: str = "error"):
+        self.policy = checked_policy(policy)
+        self.count = 0
+
+    def __call__(self, problem: str) -> None:
+        if self.policy == "error":
+            raise TaskError(problem)
+        self.count += 1
+
+
 def record_key(record: Mapping[str, Any]) -> str:
     """A record's content, for telling identical records apart from distinct ones."""
     return json.dumps(record, sort_keys=True, default=str)

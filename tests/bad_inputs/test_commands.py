@@ -17,6 +17,8 @@ import pytest
 from flanforge.errors import TaskError, UserError
 from flanforge.launcher.cli import main
 from flanforge.launcher.config import ConfigError, load_config
+from flanforge.launcher.evaluation.evaluator import SuiteResult, TaskResult
+from flanforge.launcher.evaluation.report import report_markdown, results_dict
 from flanforge.launcher.evaluation.run import build_suites
 from flanforge.launcher.evaluation.suites import build_suite
 from flanforge.launcher.evaluation.tasks import EvalTask
@@ -223,7 +225,7 @@ def test_empty_suites_tasks_and_files_are_errors_naming_them(tmp_path):
     with pytest.raises(TaskError, match=r"task 'lonely' \(c\): no examples to score"):
         EvalTask("lonely", "c", "exact_match", "zs_noopt", [])
     args = argparse.Namespace(suites=[str(_task_yaml(tmp_path, exemplars=0))], formats=["cot"], shots=None,
-                              split=None, max_examples=None, encoding=None)
+                              split=None, max_examples=None, encoding=None, on_bad_record="error")
     with pytest.raises(UserError) as caught:
         build_suites(args, None)
     assert one_line(caught.value) == "suite 'holdouts': no task to score (1 skipped: holdouts: no cot format among ['zs_noopt'])"
@@ -291,3 +293,23 @@ def test_the_flan_collection_follows_the_runs_bad_record_policy(capsys, tmp_path
     (tmp_path / "mix.yaml").write_text("mixture: mine\nmembers:\n  - flan_collection: flan\n")
     (task,) = registry.load_mixture(tmp_path / "mix.yaml", "skip").tasks()
     assert (task.num_examples(), task.bad_records) == (3, 1)
+
+
+def test_eval_suites_follow_the_bad_record_policy_and_count_the_skips(tmp_path):
+    good = json.dumps({"question": "q", "answer": "r #### 1"})
+    root = _gsm8k(tmp_path / "gsm8k", f"{good}\nnot json\n{good}\n".encode())
+    with pytest.raises(TaskError) as caught:
+        build_suite(f"gsm8k:{root}", shots=0)
+    assert one_line(caught.value).startswith(f"{root}/test.jsonl:2: not a GSM8K record")
+    suite = build_suite(f"gsm8k:{root}", shots=0, on_bad_record="skip")
+    (task,) = suite.tasks
+    assert (len(task.examples), task.bad_records) == (2, 1)
+    result = SuiteResult(suite, [TaskResult(task, {"exact_match": 50.0}, {"exact_match": [0.0, 100.0]}, [])])
+    data = results_dict("model", "test", [result], "t5x")
+    assert data["suites"]["gsm8k"]["tasks"]["gsm8k"]["bad_records"] == 1
+    assert "| gsm8k (gsm8k, zs_cot, n=2, invalid=0, bad records skipped=1) |" in report_markdown(data, None, [])
+    mmlu = _mmlu(tmp_path / "mmlu", 1)
+    (mmlu / "data" / "test" / "anatomy_test.csv").write_text("q,a,b,c,d,A\nq,a,b,c,d,E\nq,a,b\n")
+    with pytest.raises(TaskError, match=r"anatomy_test\.csv:2: the answer 'E' is not one of A, B, C, D"):
+        build_suite(f"mmlu:{mmlu}", shots=0)
+    assert build_suite(f"mmlu:{mmlu}", shots=0, on_bad_record="skip").tasks[0].bad_records == 2
