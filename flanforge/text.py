@@ -10,6 +10,7 @@ declare another encoding.
 from __future__ import annotations
 
 import codecs
+import functools
 from pathlib import Path
 
 from flanforge.errors import TaskError
@@ -39,14 +40,22 @@ def decode(data: bytes, where: str, encoding: str | None = None, *, line: int = 
 
     ``where`` names the file; ``line`` and ``offset`` are where ``data`` starts in it (a caller that
     decodes line by line passes them), so the error names the file's own line and byte offset."""
-    utf8 = encoding is None or codecs.lookup(encoding).name == "utf-8"
+    codec, label = _codec(encoding)
     try:
-        return data.decode("utf-8-sig" if utf8 else encoding)  # type: ignore[arg-type]
+        return data.decode(codec)
     except UnicodeDecodeError as err:
         bad = data[err.start:max(err.end, err.start + 1)]
         at = line + data.count(b"\n", 0, err.start)
-        raise TextDecodeError(f"{where}:{at}", f"non-{'UTF-8' if utf8 else encoding} bytes {bad!r} at byte "
-                              f"{offset + err.start} ({err.reason}); save the file as UTF-8 or {DECLARE}") from None
+        raise TextDecodeError(f"{where}:{at}", f"non-{label} bytes {bad!r} at byte {offset + err.start} "
+                              f"({err.reason}); save the file as UTF-8 or {DECLARE}") from None
+
+
+@functools.lru_cache(maxsize=None)
+def _codec(encoding: str | None) -> tuple[str, str]:
+    """The codec that decodes ``encoding`` (UTF-8: without its BOM) and its name in messages."""
+    if encoding is None or codecs.lookup(encoding).name == "utf-8":
+        return "utf-8-sig", "UTF-8"
+    return encoding, encoding
 
 
 def read_text(path: str | Path, encoding: str | None = None) -> str:
