@@ -34,16 +34,25 @@ CHOICES_VARIABLE = "answer_choices"
 """What a template with ``choices`` (promptsource's ``answer_choices``) calls the rendered list."""
 
 
+TOO_DEEP = "nested too deeply to parse (expressions, blocks or filters inside one another)"
+
+
 @lru_cache(maxsize=None)
 def _compiled(source: str) -> jinja2.Template:
-    return _ENV.from_string(source)
+    try:
+        return _ENV.from_string(source)
+    except RecursionError:
+        raise sandbox.TemplateLimitError(TOO_DEEP) from None
 
 
 @lru_cache(maxsize=None)
 def _variables(source: str) -> frozenset[str]:
-    tree = _ENV.parse(source)
-    sandbox.check_constants(tree)  # a constant too big to compute is refused when the task loads
-    return frozenset(meta.find_undeclared_variables(tree))
+    try:
+        tree = _ENV.parse(source)
+        sandbox.check_constants(tree)  # a constant too big to compute is refused when the task loads
+        return frozenset(meta.find_undeclared_variables(tree))
+    except RecursionError:  # jinja parses and walks templates recursively
+        raise sandbox.TemplateLimitError(TOO_DEEP) from None
 
 
 @dataclass(frozen=True)
