@@ -112,9 +112,6 @@ def build_suites(args: argparse.Namespace, count_tokens):
                                 count_tokens=count_tokens, encoding=args.encoding, on_bad_record=args.on_bad_record)
             if len(kinds) > 1 and not own_format:
                 suite.name = f"{suite.name}/{kind}"
-            if not suite.tasks:  # its means would be NaN
-                why = "; ".join(f"{t}: {w}" for t, w in list(suite.skipped.items())[:3])
-                raise UserError(f"suite '{suite.name}': no task to score ({len(suite.skipped)} skipped: {why})")
             suites.append(suite)
     names = [s.name for s in suites]
     if len(set(names)) != len(names):

@@ -105,6 +105,9 @@ def build_suite(spec: str, *, split: str | None = None, kind: str = "zero_shot",
                                     max_new_tokens=int(1.25 * longest) + 8,
                                     answer_pattern=COT_ANSWER if fmt.endswith("_cot") else None,
                                     bad_records=task.bad_records))
+    if not suite.tasks:  # its means would be NaN
+        why = "; ".join(f"{t}: {w}" for t, w in list(suite.skipped.items())[:3])
+        raise TaskError(f"suite '{name}': no task to score ({len(suite.skipped)} skipped: {why})")
     return suite
 
 

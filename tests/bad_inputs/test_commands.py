@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from flanforge.errors import TaskError, UserError
+from flanforge.errors import TaskError
 from flanforge.launcher.cli import main
 from flanforge.launcher.config import ConfigError, load_config
 from flanforge.launcher.evaluation.evaluator import SuiteResult, TaskResult
@@ -226,7 +226,7 @@ def test_empty_suites_tasks_and_files_are_errors_naming_them(tmp_path):
         EvalTask("lonely", "c", "exact_match", "zs_noopt", [])
     args = argparse.Namespace(suites=[str(_task_yaml(tmp_path, exemplars=0))], formats=["cot"], shots=None,
                               split=None, max_examples=None, encoding=None, on_bad_record="error")
-    with pytest.raises(UserError) as caught:
+    with pytest.raises(TaskError) as caught:
         build_suites(args, None)
     assert one_line(caught.value) == "suite 'holdouts': no task to score (1 skipped: holdouts: no cot format among ['zs_noopt'])"
 
