@@ -20,6 +20,7 @@ from flanforge.mixtures.mixture import Mixture, Rate
 from flanforge.mixtures.sources.base import FileSource, RowStream, existing
 from flanforge.mixtures.sources.tabular import jsonl_rows
 from flanforge.mixtures.task import Task, TaskError, Template
+from flanforge.names import checked_name
 
 FIELDS = ("inputs", "targets", "task_name", "task_source", "template_type")
 TEMPLATE = Template("flan", "{{ inputs }}", "{{ targets }}")
@@ -47,9 +48,13 @@ class FlanFile:
         for where, row in jsonl_rows(existing(self.path), self.encoding):
             name = row.get("task_name") if isinstance(row, dict) else None
             if isinstance(name, str) and name:
-                current = name
-                if isinstance(row.get("template_type"), str):
-                    row = {**row, "template_type": normalise_format(row["template_type"])}
+                try:
+                    current = checked_name(name, "task")
+                except TaskError as err:  # a bad row (the policy's), counted with the task above it
+                    row = str(err)
+                else:
+                    if isinstance(row.get("template_type"), str):
+                        row = {**row, "template_type": normalise_format(row["template_type"])}
             if current is None:
                 orphans.append((where, row if isinstance(row, str) else "missing field 'task_name'"))
             else:
