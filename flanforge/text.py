@@ -35,19 +35,23 @@ def check_encoding(name: object, what: str = "encoding") -> str:
     return str(name)
 
 
-def decode(data: bytes, where: str, encoding: str | None = None, *, line: int = 1, offset: int = 0) -> str:
+def decode(data: bytes, where: str, encoding: str | None = None, *, line: int = 1, offset: int = 0,
+           declarable: bool = True) -> str:
     """``data`` as text: UTF-8 without its BOM, or ``encoding`` (checked with :func:`check_encoding`).
 
     ``where`` names the file; ``line`` and ``offset`` are where ``data`` starts in it (a caller that
-    decodes line by line passes them), so the error names the file's own line and byte offset."""
+    decodes line by line passes them), so the error names the file's own line and byte offset.
+    ``declarable``: the error says how to declare another encoding (False: the file must be UTF-8, as a
+    config, a task YAML itself or a results.json must)."""
     codec, label = _codec(encoding)
     try:
         return data.decode(codec)
     except UnicodeDecodeError as err:
         bad = data[err.start:max(err.end, err.start + 1)]
         at = line + data.count(b"\n", 0, err.start)
+        how = f" or {DECLARE}" if declarable else ""
         raise TextDecodeError(f"{where}:{at}", f"non-{label} bytes {bad!r} at byte {offset + err.start} "
-                              f"({err.reason}); save the file as UTF-8 or {DECLARE}") from None
+                              f"({err.reason}); save the file as UTF-8{how}") from None
 
 
 @functools.lru_cache(maxsize=None)
@@ -58,10 +62,10 @@ def _codec(encoding: str | None) -> tuple[str, str]:
     return encoding, encoding
 
 
-def read_text(path: str | Path, encoding: str | None = None) -> str:
+def read_text(path: str | Path, encoding: str | None = None, *, declarable: bool = True) -> str:
     """The text of the user file ``path`` (see :func:`decode`); a missing or unreadable file is a TaskError."""
     try:
         data = Path(path).read_bytes()
     except OSError as err:
         raise TaskError(f"{path}: cannot read: {err.strerror or err}") from None
-    return decode(data, str(path), encoding)
+    return decode(data, str(path), encoding, declarable=declarable)

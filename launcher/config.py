@@ -353,7 +353,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            data = yaml.safe_load(read_text(path)) or {}
+            data = yaml.safe_load(read_text(path, declarable=False)) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}".replace("\n", " ")) from None
         except RecursionError:

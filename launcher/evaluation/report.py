@@ -63,7 +63,7 @@ def load_results(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"--compare: no {RESULTS} at {path}")
     try:
-        doc = json.loads(read_text(path))
+        doc = json.loads(read_text(path, declarable=False))
     except (json.JSONDecodeError, RecursionError) as err:
         raise UserError(f"--compare: {path}: not valid JSON: {err}") from None
     problem = _shape_problem(doc)

@@ -58,7 +58,7 @@ def load(path: str | Path, resolve: Resolve) -> Task | Mixture:
     """The task or mixture a YAML file defines."""
     path = existing(path)
     try:
-        spec = yaml.safe_load(read_text(path))
+        spec = yaml.safe_load(read_text(path, declarable=False))  # the file that declares its data's encoding
     except yaml.YAMLError as err:
         raise TaskError(f"{path}: not valid YAML: {err}".replace("\n", " ")) from None
     except RecursionError:
