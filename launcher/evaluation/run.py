@@ -44,6 +44,10 @@ def check_arguments(args: argparse.Namespace) -> dict[str, Any] | None:
     if args.convention is not None and args.convention not in SCORING_CONVENTIONS:
         raise UserError(f"--convention: unknown scoring convention '{args.convention}' (conventions: "
                         f"{', '.join(SCORING_CONVENTIONS)}){did_you_mean(args.convention, SCORING_CONVENTIONS)}")
+    for flag, values in (("--suites", args.suites), ("--formats", args.formats or [])):
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise UserError(f"{flag} names {', '.join(twice)} twice; name each once")
     for suite in args.suites:
         check_suite_spec(suite)
     spec = args.model

@@ -97,6 +97,7 @@ def test_arguments_are_checked_before_any_work(capsys, tmp_path):
     base = ["eval", model, "--suites", "demo", "--out", out]
     assert "--max-examples must be at least 1, got 0" in error_of(capsys, *base, "--max-examples", 0)
     assert "--encoding: 'klingon' is not a known text encoding" in error_of(capsys, *base, "--encoding", "klingon")
+    assert "--formats names cot twice; name each once" in error_of(capsys, *base, "--formats", "cot", "zero_shot", "cot")
     assert f"MODEL {model}:: no checkpoint tag after ':'" in error_of(capsys, *base[:1], f"{model}:", *base[2:])
     assert "MODEL untuned:: no such run or model directory" in error_of(capsys, "eval", "untuned:", *base[2:])
     assert f"--out {afile}: exists and is not a directory" in error_of(capsys, *base[:-1], afile)
