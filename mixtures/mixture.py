@@ -170,6 +170,19 @@ class Mixture:
                 found.setdefault(member.name, member)
         return list(found.values())
 
+    def without(self, names: set[str]) -> "Mixture | None":
+        """The mixture without the members (at any depth) named in ``names``, and without the sub-mixtures
+        that leaves empty (None when nothing is left); itself when nothing is removed."""
+        kept = []
+        for member, rate in self.members:
+            if isinstance(member, Mixture):
+                member = member.without(names)
+            if member is not None and member.name not in names:
+                kept.append((member, rate))
+        if len(kept) == len(self.members) and all(a is b for (a, _), (b, _) in zip(kept, self.members)):
+            return self
+        return Mixture(self.name, kept) if kept else None
+
     def group_of(self) -> dict[str, str]:
         """Task name -> the top-level sub-mixture it belongs to (the mixture's own name for direct tasks)."""
         out: dict[str, str] = {}

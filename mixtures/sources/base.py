@@ -109,6 +109,11 @@ class FileSource:
             self.default_policy, self._records, self.bad_records = policy, None, 0
 
     @property
+    def policy(self) -> str:
+        """The bad-record policy the source follows: its own, else the run's."""
+        return self.on_bad_record or self.default_policy
+
+    @property
     def has_exemplars(self) -> bool:
         return "exemplars" in self.splits or self.holdout.get("exemplars", 0) > 0
 
@@ -126,10 +131,10 @@ class FileSource:
         return self._records.get(split, [])
 
     def _load(self) -> dict[str, list[dict[str, Any]]]:
-        policy = self.on_bad_record or self.default_policy
+        policy = self.policy
         out = {split: self._read(location, policy) for split, location in self.splits.items()}
         train = out["train"]
-        if not train and not self.bad_records:
+        if not train and not self.bad_records and policy == "error":  # under skip: an empty task (preflight)
             raise TaskError(f"{self.describe(self.splits['train'])}: no records")
         picks = random.Random(f"{self.seed}/holdout").sample(range(len(train)), min(sum(self.holdout.values()), len(train)))
         start = 0

@@ -315,3 +315,27 @@ def test_eval_suites_follow_the_bad_record_policy_and_count_the_skips(tmp_path):
     with pytest.raises(TaskError, match=r"anatomy_test\.csv:2: the answer 'E' is not one of A, B, C, D"):
         build_suite(f"mmlu:{mmlu}", shots=0)
     assert build_suite(f"mmlu:{mmlu}", shots=0, on_bad_record="skip").tasks[0].bad_records == 2
+
+
+def test_a_task_left_empty_under_skip_is_skipped_and_counted_beside_others(tmp_path):
+    from flanforge.launcher.training.preflight import check_mixture, usable
+
+    data = Path(__file__).parent / "data"
+    (tmp_path / "empty.jsonl").write_text("")
+    for name, path in (("good", data / "good.jsonl"), ("hollow", data / "all_bad.jsonl"), ("blank", tmp_path / "empty.jsonl")):
+        (tmp_path / f"{name}.yaml").write_text(f"task: {name}\nsource: {{path: {path}}}\n"
+                                               "templates: [{id: t, input: '{{ question }}', target: '{{ answer }}'}]\n")
+    (tmp_path / "mix.yaml").write_text("mixture: mix\nmembers:\n  - task: good.yaml\n"
+                                       "  - mixture: inner.yaml\n")
+    (tmp_path / "inner.yaml").write_text("mixture: inner\nmembers:\n  - task: hollow.yaml\n  - task: blank.yaml\n")
+    with pytest.raises(TaskError, match=r"all_bad\.jsonl:1: "):
+        check_mixture(registry.load_mixture(tmp_path / "mix.yaml"))
+    registry.reset()
+    mixture = registry.load_mixture(tmp_path / "mix.yaml", "skip")
+    trained, empty = usable(mixture)
+    assert empty == ["hollow", "blank"] and [t.name for t in trained.tasks()] == ["good"]
+    assert [m.name for m, _ in trained.members] == ["good"]  # the sub-mixture left empty went too
+    assert check_mixture(mixture).rates() == {"good": 1.0}
+    registry.reset()
+    with pytest.raises(TaskError, match=r"mixture 'inner': task 'hollow' has no usable train records \(3 bad records skipped\)"):
+        usable(registry.load_mixture(tmp_path / "inner.yaml", "skip"))  # nothing would be left
