@@ -100,6 +100,9 @@ def build_suite(spec: str, *, split: str | None = None, kind: str = "zero_shot",
         if fmt is None:
             suite.skipped[task.name] = f"no {kind} format among {list(task.formats)}"
             continue
+        if getattr(task.source, "policy", "error") == "skip" and not task.records(split):  # its source's policy
+            suite.skipped[task.name] = f"no usable '{split}' record ({task.bad_records} bad records skipped)"
+            continue
         examples, longest = render_examples(task, split, fmt, shots, max_examples, count_tokens)
         suite.tasks.append(EvalTask(task.name, cluster, task.metric, fmt, examples,
                                     max_new_tokens=int(1.25 * longest) + 8,

@@ -336,6 +336,9 @@ def test_a_task_left_empty_under_skip_is_skipped_and_counted_beside_others(tmp_p
     assert empty == ["hollow", "blank"] and [t.name for t in trained.tasks()] == ["good"]
     assert [m.name for m, _ in trained.members] == ["good"]  # the sub-mixture left empty went too
     assert check_mixture(mixture).rates() == {"good": 1.0}
+    suite = build_suite(str(tmp_path / "mix.yaml"), split="train", on_bad_record="skip")  # eval skips it too
+    assert [t.name for t in suite.tasks] == ["good"] and suite.skipped == {
+        "hollow": "no usable 'train' record (3 bad records skipped)", "blank": "no usable 'train' record (0 bad records skipped)"}
     registry.reset()
     with pytest.raises(TaskError, match=r"mixture 'inner': task 'hollow' has no usable train records \(3 bad records skipped\)"):
         usable(registry.load_mixture(tmp_path / "inner.yaml", "skip"))  # nothing would be left
