@@ -8,7 +8,7 @@ best of ``--repeats`` runs:
 
   jsonl     a task's JSONL file read as records through ``jsonl_rows`` (each line decoded by
             ``flanforge/text.py``, which names file, line and byte offset of bad bytes), against the
-            same loop decoding with ``bytes.decode("utf-8-sig")``
+            same function with ``bytes.decode("utf-8-sig")`` as its decoder
   file      a whole file through ``read_text`` against ``Path.read_text(encoding="utf-8")``
   names     the built-in suite's task names through ``checked_name`` (NFC, characters, length),
             against the bare loop; and the share of building the built-in suite it is
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from flanforge.mixtures import registry
-from flanforge.mixtures.sources.tabular import jsonl_rows
+from flanforge.mixtures.sources import tabular
 from flanforge.names import checked_name
 from flanforge.text import read_text
 
@@ -43,24 +43,15 @@ def best(fn: Callable[[], object], baseline: Callable[[], object], repeats: int)
     return min(times[0]), min(times[1])
 
 
-def baseline_rows(path: Path):
-    """``jsonl_rows`` as it was before the text reader (main at 5370d7c): ``bytes.decode`` per line."""
-    with path.open("rb") as f:
-        for n, raw in enumerate(f, 1):
-            where = f"{path}:{n}"
-            try:
-                line = raw.decode("utf-8-sig")
-            except UnicodeDecodeError as err:
-                yield where, f"non-UTF-8 bytes at column {err.start + 1}"
-                continue
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                yield where, f"bad JSON: {err.msg} at column {err.colno}"
-                continue
-            yield where, obj if isinstance(obj, dict) else f"expected a JSON object, got {type(obj).__name__}"
+def plain_rows(path: Path) -> int:
+    """``jsonl_rows`` itself with ``bytes.decode`` in place of ``flanforge/text.py``'s ``decode``: the
+    same loop, only the decoder differs."""
+    checked = tabular.decode
+    tabular.decode = lambda data, where, encoding=None, **_: data.decode("utf-8-sig")
+    try:
+        return sum(1 for _ in tabular.jsonl_rows(path))
+    finally:
+        tabular.decode = checked
 
 
 def main() -> None:
@@ -74,8 +65,7 @@ def main() -> None:
         path.write_text("".join(json.dumps({"question": f"Combien coûtent {i} cafés à Zürich?", "answer": str(i)},
                                            ensure_ascii=False) + "\n" for i in range(args.records)), encoding="utf-8")
         size_mb = path.stat().st_size / 1e6
-        new, old = best(lambda: sum(1 for _ in jsonl_rows(path)), lambda: sum(1 for _ in baseline_rows(path)),
-                        args.repeats)
+        new, old = best(lambda: sum(1 for _ in tabular.jsonl_rows(path)), lambda: plain_rows(path), args.repeats)
         out.update(jsonl_records=args.records, jsonl_mb=round(size_mb, 1), jsonl_records_per_s=round(args.records / new),
                    jsonl_baseline_records_per_s=round(args.records / old), jsonl_ratio=round(old / new, 3))
         new, old = best(lambda: read_text(path), lambda: path.read_text(encoding="utf-8"), args.repeats)
