@@ -1,6 +1,7 @@
 """The ``flanforge`` command: one subcommand per module of ``launcher/commands/``.
 
-Each subcommand module has ``add_arguments(parser)`` and ``run(args) -> int``.
+Each subcommand module has ``add_arguments(parser)`` and ``run(args) -> int``. For every command,
+an option given twice and an override key given twice are errors naming both (``flanforge/arguments.py``).
 Expected user mistakes (:class:`UserError` and its kin) print one line and
 exit 2, without a traceback (a full disk or a file-size limit too: the line names the
 path); anything else is a bug: its traceback, one line, exit 1 (``launcher/ranks/report.py``;
@@ -20,6 +21,7 @@ import signal
 import sys
 from typing import Iterator, NoReturn
 
+from flanforge.arguments import forbid_repeated_keys, forbid_repeats
 from flanforge.errors import USER_ERRORS, Interrupted
 from flanforge.launcher.ranks.layout import in_launched_rank
 from flanforge.launcher.ranks.report import fail, interrupted
@@ -45,13 +47,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         p.set_defaults(_module=module)
         if name == command:
             importlib.import_module(module).add_arguments(p)
+            forbid_repeats(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((arg for arg in argv if not arg.startswith("-")), None)
-    args = build_parser(command).parse_args(argv)
+    try:
+        args = build_parser(command).parse_args(argv)
+        forbid_repeated_keys(getattr(args, "overrides", None) or ())
+    except USER_ERRORS as err:
+        return fail(command, err, user_error=True)
     # a rank's signals are its launcher's business (launcher/ranks/launch.py)
     with contextlib.nullcontext() if in_launched_rank() else _sigterm_raises():
         try:

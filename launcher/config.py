@@ -20,9 +20,10 @@ import yaml
 
 from flanforge.config_fields import may_change
 from flanforge.constants import SCORING_CONVENTIONS
-from flanforge.errors import ConfigError, did_you_mean
+from flanforge.errors import ConfigError, TaskError, did_you_mean
 from flanforge.sizes import parse_bytes
 from flanforge.files import atomic_write
+from flanforge.text import read_text
 from flanforge.mixtures.config import MixtureConfig
 from flanforge.model.config import ModelConfig
 
@@ -312,7 +313,7 @@ def apply_override(data: dict[str, Any], override: str) -> None:
         raise ConfigError(f"unknown config key {key!r}{_closest(key, all_keys())}")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, RecursionError) as err:
         raise ConfigError(f"override {override!r}: not a valid YAML value: {err}".replace("\n", " ")) from None
     node = data
     parts = key.split(".")
@@ -352,9 +353,13 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(read_text(path, declarable=False)) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}".replace("\n", " ")) from None
+        except RecursionError:
+            raise ConfigError(f"{path}: nested too deeply to be a config") from None
+        except TaskError as err:  # bytes that are not UTF-8
+            raise ConfigError(str(err)) from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
     for override in overrides:

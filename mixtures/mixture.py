@@ -5,15 +5,18 @@ A member's rate is a number, examples-proportional with a cap (FLAN:
 ``min(n, cap) ** (1 / T)``), as seqio's ``mixing_rate_num_examples``. Within a
 mixture the members' rates are normalised to probabilities; a task's
 effective probability is the product of the probabilities down its path.
+Mixtures nest at most :data:`MAX_DEPTH` deep (a deeper one is an error naming
+its chain), so walking one never meets Python's recursion limit.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Optional, Union
 
 from flanforge.errors import did_you_mean
+from flanforge.names import checked_name
 from flanforge.mixtures.task import Task, TaskError
 
 
@@ -24,8 +27,10 @@ def check_weight(value: object, what: str) -> float:
     return float(value)
 
 
-def _origin(task: Task) -> str:
-    """Where a task comes from, for error messages (its source's file when it has one)."""
+def origin_of(task: Task) -> str:
+    """Where a task comes from, for error messages: its YAML file, else its source's file when it has one."""
+    if task.origin:
+        return f"{task.family or 'task'} from {task.origin}"
     source = task.source
     path = (getattr(source, "path", None) or getattr(getattr(source, "file", None), "path", None)
             or getattr(source, "splits", {}).get("train"))
@@ -67,6 +72,8 @@ class Rate:
 
 
 Member = Union[Task, "Mixture"]
+MAX_DEPTH = 32
+"""Mixtures nest at most this deep (FLAN 2022's collection nests 3 levels)."""
 
 
 @dataclass
@@ -75,8 +82,16 @@ class Mixture:
 
     name: str
     members: list[tuple[Member, Rate]]
+    chain: list[str] = field(init=False, repr=False, compare=False)
+    """The names down its deepest path of sub-mixtures, itself first."""
 
     def __post_init__(self) -> None:
+        self.name = checked_name(self.name, "mixture")
+        subs = [m for m, _ in self.members if isinstance(m, Mixture)]
+        self.chain = [self.name, *max((m.chain for m in subs), key=len, default=[])]
+        if len(self.chain) > MAX_DEPTH:
+            raise TaskError(f"mixture '{self.name}': nested {len(self.chain)} mixtures deep, more than the limit of "
+                            f"{MAX_DEPTH} ({' > '.join(self.chain[:3])} > ... > {self.chain[-1]})")
         names = [m.name for m, _ in self.members]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -95,7 +110,7 @@ class Mixture:
                 first = seen[member.name]
                 raise TaskError(
                     f"mixture '{self.name}': two different tasks are named '{member.name}' "
-                    f"({_origin(first)} and {_origin(member)}); rename one of them"
+                    f"({origin_of(first)} and {origin_of(member)}); rename one of them"
                 )
 
     def walk(self) -> Iterator[tuple["Mixture", Member, Rate]]:
@@ -154,6 +169,19 @@ class Mixture:
             if isinstance(member, Task):
                 found.setdefault(member.name, member)
         return list(found.values())
+
+    def without(self, names: set[str]) -> "Mixture | None":
+        """The mixture without the members (at any depth) named in ``names``, and without the sub-mixtures
+        that leaves empty (None when nothing is left); itself when nothing is removed."""
+        kept = []
+        for member, rate in self.members:
+            if isinstance(member, Mixture):
+                member = member.without(names)
+            if member is not None and member.name not in names:
+                kept.append((member, rate))
+        if len(kept) == len(self.members) and all(a is b for (a, _), (b, _) in zip(kept, self.members)):
+            return self
+        return Mixture(self.name, kept) if kept else None
 
     def group_of(self) -> dict[str, str]:
         """Task name -> the top-level sub-mixture it belongs to (the mixture's own name for direct tasks)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from flanforge.errors import did_you_mean
-from flanforge.mixtures.mixture import Mixture, Rate
+from flanforge.mixtures.mixture import MAX_DEPTH, Mixture, Rate, origin_of
 from flanforge.mixtures.sources import task_yaml
 from flanforge.mixtures.sources.base import FileSource, checked_policy
 from flanforge.mixtures.sources.flan_collection import CollectionSource, FlanCollection
@@ -42,7 +42,8 @@ def _unknown(kind: str, name: str, known: list[str]) -> TaskError:
 
 def register_task(task: Task) -> Task:
     if task.name in _TASKS:
-        raise TaskError(f"task '{task.name}' is already registered")
+        raise TaskError(f"task '{task.name}' is already registered ({origin_of(_TASKS[task.name])}; "
+                        f"this one: {origin_of(task)})")
     _TASKS[task.name] = task
     return task
 
@@ -97,6 +98,17 @@ def mixture_names() -> list[str]:
     return sorted(_MIXTURES)
 
 
+def check_data_dir(name: str, data_dir: str | Path | None) -> None:
+    """``--data-dir`` is a directory, and only given for the mixture that reads it (``flan2022``)."""
+    if data_dir is None:
+        return
+    if name != FLAN2022:
+        raise TaskError(f"--data-dir is the Flan collection directory of '{FLAN2022}'; mixture '{name}' does not "
+                        "read it (a YAML mixture names its own: flan_collection: DIR)")
+    if not Path(data_dir).is_dir():
+        raise TaskError(f"--data-dir {data_dir}: no such directory")
+
+
 def load_mixture(name_or_path: str | Path, on_bad_record: str = "error", data_dir: str | Path | None = None) -> Mixture:
     """A registered mixture, the mixture a YAML file defines (a task file gives a one-task mixture),
     or ``flan2022`` over the Flan collection in ``data_dir``.
@@ -109,7 +121,9 @@ def load_mixture(name_or_path: str | Path, on_bad_record: str = "error", data_di
     if ref == FLAN2022 and data_dir is not None:
         key = Path(data_dir).resolve()
         if key not in _COLLECTIONS:
-            _COLLECTIONS[key] = FlanCollection(key).mixture(FLAN2022)
+            collection = FlanCollection(key)
+            collection.use_default_policy(policy)  # the run's policy before the first bad row is judged
+            _COLLECTIONS[key] = collection.mixture(FLAN2022)
         mixture = _COLLECTIONS[key]
     elif task_yaml.is_yaml_path(ref):
         loaded = _load_file(Path(ref))
@@ -127,6 +141,8 @@ def _load_file(path: Path) -> Task | Mixture:
     if path in _LOADING:
         cycle = " -> ".join(str(p) for p in _LOADING[_LOADING.index(path):] + [path])
         raise TaskError(f"{path}: the mixture includes itself ({cycle})")
+    if len(_LOADING) >= MAX_DEPTH:  # checked before Mixture could: each level costs Python frames
+        raise TaskError(f"{path}: mixture files nested more than {MAX_DEPTH} deep (the limit), from {_LOADING[0]}")
     if path not in _FILES:
         _ensure_builtins()
         _LOADING.append(path)
@@ -137,7 +153,7 @@ def _load_file(path: Path) -> Task | Mixture:
         members = loaded.tasks() if isinstance(loaded, Mixture) else [loaded]
         for task in members:
             if _TASKS.get(task.name, task) is not task:
-                raise TaskError(f"{path}: task '{task.name}' is already registered")
+                raise TaskError(f"{path}: task '{task.name}' is already registered ({origin_of(_TASKS[task.name])})")
         for task in members:
             _TASKS[task.name] = task
         single = Mixture(loaded.name, [(loaded, Rate.examples())]) if isinstance(loaded, Task) else loaded

@@ -21,6 +21,7 @@ import jinja2
 from jinja2 import meta
 
 from flanforge.errors import TaskError, did_you_mean
+from flanforge.names import checked_name
 from flanforge.mixtures import sandbox
 from flanforge.mixtures.formats import FORMATS, Format, Parts, Style, block, compose, get_format, whitespace_tokens
 
@@ -33,16 +34,25 @@ CHOICES_VARIABLE = "answer_choices"
 """What a template with ``choices`` (promptsource's ``answer_choices``) calls the rendered list."""
 
 
+TOO_DEEP = "nested too deeply to parse (expressions, blocks or filters inside one another)"
+
+
 @lru_cache(maxsize=None)
 def _compiled(source: str) -> jinja2.Template:
-    return _ENV.from_string(source)
+    try:
+        return _ENV.from_string(source)
+    except RecursionError:
+        raise sandbox.TemplateLimitError(TOO_DEEP) from None
 
 
 @lru_cache(maxsize=None)
 def _variables(source: str) -> frozenset[str]:
-    tree = _ENV.parse(source)
-    sandbox.check_constants(tree)  # a constant too big to compute is refused when the task loads
-    return frozenset(meta.find_undeclared_variables(tree))
+    try:
+        tree = _ENV.parse(source)
+        sandbox.check_constants(tree)  # a constant too big to compute is refused when the task loads
+        return frozenset(meta.find_undeclared_variables(tree))
+    except RecursionError:  # jinja parses and walks templates recursively
+        raise sandbox.TemplateLimitError(TOO_DEEP) from None
 
 
 @dataclass(frozen=True)
@@ -142,6 +152,7 @@ class Task:
     """Where the task is defined (its YAML file), for messages; empty for built-in and collection tasks."""
 
     def __post_init__(self) -> None:
+        self.name = checked_name(self.name, "task")
         self.fields = tuple(self.fields)
         self.templates = tuple(self.templates)
         self.inverted_templates = tuple(self.inverted_templates)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from flanforge.launcher.evaluation.suites import KINDS
+from flanforge.mixtures.sources.base import POLICIES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "continuation as lm-evaluation-harness builds it); default t5x for T5, lm-eval for "
                              "decoders")
     parser.add_argument("--batch-size", type=int, default=16, help="examples (or options) per forward")
+    parser.add_argument("--on-bad-record", choices=POLICIES, default="error",
+                        help="a malformed record of a suite's files: an error (default), or skipped and counted "
+                             "per task in results.json and report.md")
+    parser.add_argument("--encoding", metavar="NAME",
+                        help="text encoding of bbh:/gsm8k:/mmlu: directories' files (default UTF-8, with or without "
+                             "BOM; e.g. cp1252); a task YAML declares its own (encoding:)")
 
 
 def run(args: argparse.Namespace) -> int:

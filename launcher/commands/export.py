@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from flanforge.arguments import writable_dir
+
 DTYPE_CHOICES = ("bf16", "fp16", "fp32")  # export/shards.py: DTYPES
 
 
@@ -25,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from flanforge.launcher.export.run import export_run
     from flanforge.launcher.training.rundir import RunDir
 
+    writable_dir(args.out, "--out")
     sharding = {"max_shard_size": args.max_shard_size} if args.max_shard_size else {}
     out = export_run(RunDir(args.run_dir), args.out, tag=args.tag, overwrite=args.overwrite, dtype=args.dtype,
                      **sharding)

@@ -16,10 +16,11 @@ import argparse
 import json
 from typing import Any
 
+from flanforge.arguments import at_least
 from flanforge.launcher.config import Config, load_config
 from flanforge.launcher.ranks.launch import ranks_per_node
 from flanforge.mixtures.inspection import Budget, collection_lacks, rendered, table, task_rows
-from flanforge.mixtures.registry import load_mixture
+from flanforge.mixtures.registry import check_data_dir, load_mixture
 from flanforge.mixtures.sources.base import POLICIES
 from flanforge.mixtures.task import TaskError
 
@@ -41,10 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    at_least(args.steps, 1, "--steps")
+    at_least(args.examples_per_step, 1, "--examples-per-step")
+    at_least(args.render, 0, "--render")
     cfg = load_config(args.config) if args.config else None
     name = args.mixture or (cfg.mixture.name if cfg else None)
     if name is None:
         raise TaskError("name a mixture (or pass --config)")
+    check_data_dir(name, args.data_dir)
     policy = args.on_bad_record or (cfg.mixture.on_bad_record if cfg else "error")
     mixture = load_mixture(name, policy, args.data_dir or (cfg.mixture.data_dir if cfg else None))
     overrides = dict(cfg.mixture.weights) if cfg else {}
@@ -77,6 +82,4 @@ def _budget(args: argparse.Namespace, cfg: Config | None) -> Budget | None:
         per_step = cfg.train.micro_batch_size * cfg.train.grad_accum * ranks_per_node(cfg) * cfg.launch.nnodes
     if steps is None or per_step is None:
         return None
-    if steps < 1 or per_step < 1:
-        raise TaskError("--steps and --examples-per-step must be at least 1")
     return Budget(steps, per_step)

@@ -19,7 +19,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from flanforge.mixtures.registry import load_mixture
+from flanforge.arguments import at_least
+from flanforge.mixtures.registry import check_data_dir, load_mixture
 from flanforge.mixtures.streaming.shards import RECORDS_PER_SHARD, ShardError, check_out, prepare, verify_directory
 from flanforge.mixtures.sources.base import POLICIES
 from flanforge.mixtures.task import SPLITS
@@ -43,6 +44,8 @@ def _slice(text: str) -> tuple[int, int]:
         index, count = (int(x) for x in text.split("/"))
     except ValueError:
         raise ShardError(f"--slice {text!r}: expected I/N, e.g. 0/4") from None
+    if not 0 <= index < count:
+        raise ShardError(f"slice {index}/{count}: expected i/n with 0 <= i < n")
     return index, count
 
 
@@ -67,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
     if args.mixture is None or args.out is None:
         raise ShardError("give a MIXTURE and --out DIR (or --verify DIR)")
     part = _slice(args.slice)
+    at_least(args.workers, 1, "--workers")
+    at_least(args.records_per_shard, 1, "--records-per-shard")
+    check_data_dir(args.mixture, args.data_dir)
     check_out(args.out)
     mixture = load_mixture(args.mixture, args.on_bad_record, args.data_dir)
     start = time.perf_counter()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from flanforge.arguments import writable_dir
 from flanforge.launcher.training import runlock
 from flanforge.launcher.config import load_config
 from flanforge.launcher.ranks.layout import in_launched_rank
@@ -32,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from flanforge.launcher.training.preflight import run_checks
     from flanforge.launcher.training.rundir import RunDir
 
+    writable_dir(cfg.output_dir, "output_dir")
     run_dir = RunDir.of(cfg)
     if cfg.launch.node_rank == 0:  # one lock per run, held by the first node's launcher
         runlock.acquire(run_dir)

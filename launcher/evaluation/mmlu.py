@@ -79,14 +79,16 @@ def prompt(subject: str, exemplars: list[MMLURow], row: MMLURow) -> str:
     return "\n\n".join([header(subject), *(question_text(e, with_answer=True) for e in exemplars), question_text(row)])
 
 
-def mmlu_tasks(root: Path, *, split: str, shots: int | None, max_examples: int | None) -> list[EvalTask]:
+def mmlu_tasks(root: Path, *, split: str, shots: int | None, max_examples: int | None,
+               encoding: str | None = None, policy: str = "error") -> list[EvalTask]:
     """One task per subject of ``root`` (the original MMLU layout), clustered by category."""
     k = DEFAULT_SHOTS if shots is None else shots
     tasks = []
-    for subject in read_mmlu(root, split, k, max_examples, known=tuple(CATEGORY)):
+    for subject in read_mmlu(root, split, k, max_examples, known=tuple(CATEGORY), encoding=encoding, policy=policy):
         examples = [EvalExample(prompt(subject.name, subject.exemplars, row), (row.answer,), LETTERS,
                                 (LETTERS.index(row.answer),)) for row in subject.rows]
-        tasks.append(EvalTask(subject.name, CATEGORY[subject.name], "accuracy", "fs_opt" if k else "zs_opt", examples))
+        tasks.append(EvalTask(subject.name, CATEGORY[subject.name], "accuracy", "fs_opt" if k else "zs_opt", examples,
+                              bad_records=subject.bad_records))
     return tasks
 
 

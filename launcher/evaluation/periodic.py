@@ -95,7 +95,8 @@ class PeriodicEval:
 
         count = lambda text: len(self.tokenizer.encode(text))  # noqa: E731
         per_task = self.cfg.eval.max_examples_per_task
-        self.suites = [build_suite(spec, max_examples=per_task, count_tokens=count)
+        self.suites = [build_suite(spec, max_examples=per_task, count_tokens=count,
+                                   on_bad_record=self.cfg.mixture.on_bad_record)  # the run's policy
                        for spec in self.cfg.eval.suites or [self.cfg.mixture.name]]
         self.validation = validation_pairs(self.mixture, per_task, count)
 

@@ -7,7 +7,9 @@
                         "skipped": {task: why},
                         "tasks": {task: {"n": int, "cluster": str, "format": str,
                                          "metrics": {metric: v}, "ci95": {metric: [lo, hi]},
-                                         "invalid": int, "truncated": int}}}}}
+                                         "invalid": int, "truncated": int, "bad_records": int}}}}}
+
+``bad_records``: the task's source records skipped as malformed (``--on-bad-record skip``; 0 otherwise).
 
 A weighted suite (MMLU) also has ``"split"``, ``"unweighted_mean": {metric: v}`` (over tasks) and
 ``"categories": {cluster: {metric: v}}``, its ``mean`` and categories weighted by the tasks' examples.
@@ -27,11 +29,13 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from flanforge.errors import UserError
 from flanforge.files import AtomicFile, publish
 from flanforge.launcher.evaluation import metrics
 from flanforge.launcher.training import faults
 from flanforge.launcher.evaluation.evaluator import SuiteResult, mean_over
 from flanforge.launcher.evaluation.scoring import CONVENTIONS
+from flanforge.text import read_text
 
 RESULTS, PREDICTIONS, REPORT = "results.json", "predictions.jsonl", "report.md"
 
@@ -51,23 +55,62 @@ def _suite_dict(s: SuiteResult) -> dict[str, Any]:
         out.update(split=s.suite.split, unweighted_mean=mean_over(s.tasks, weighted=False), categories=s.cluster_means())
     out["skipped"] = dict(s.suite.skipped)
     out["tasks"] = {t.task.name: {"n": len(t.task.examples), "cluster": t.task.cluster, "format": t.task.format,
-                                  "metrics": t.metrics, "ci95": t.ci95, "invalid": t.invalid, "truncated": t.truncated}
+                                  "metrics": t.metrics, "ci95": t.ci95, "invalid": t.invalid, "truncated": t.truncated,
+                                  "bad_records": t.task.bad_records}
                     for t in s.tasks}
     return out
 
 
 def load_results(path: str | Path) -> dict[str, Any]:
-    """A ``results.json``, or the one in a directory; a UserError when there is none."""
-    from flanforge.errors import UserError
-
+    """A ``results.json``, or the one in a directory, checked against the shape above (what the report
+    reads of it); a UserError when there is none or it does not match, saying where."""
     path = Path(path)
     path = path / RESULTS if path.is_dir() else path
+    if not path.is_file():
+        raise UserError(f"--compare: no {RESULTS} at {path}")
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"--compare: no {RESULTS} at {path}") from None
-    except json.JSONDecodeError as err:
+        doc = json.loads(read_text(path, declarable=False))
+    except (json.JSONDecodeError, RecursionError) as err:
         raise UserError(f"--compare: {path}: not valid JSON: {err}") from None
+    problem = _shape_problem(doc)
+    if problem:
+        raise UserError(f"--compare: {path} is not a flanforge {RESULTS}: {problem}")
+    return doc
+
+
+def _shape_problem(doc: Any) -> str | None:
+    """What in ``doc`` does not match the shape of a ``results.json`` (the parts a report reads), or None."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("suites"), dict):
+        return f"expected an object with 'suites' (an object), got {_short(doc)}"
+    for name, suite in doc["suites"].items():
+        where = f"suites.{name}"
+        if not isinstance(suite, dict) or not isinstance(suite.get("tasks"), dict):
+            return f"{where} must be an object with 'mean' and 'tasks', got {_short(suite)}"
+        checks = [(suite.get("mean"), f"{where}.mean")]
+        if "unweighted_mean" in suite:
+            checks.append((suite["unweighted_mean"], f"{where}.unweighted_mean"))
+        if "categories" in suite:
+            if not isinstance(suite["categories"], dict):
+                return f"{where}.categories must be an object, got {_short(suite['categories'])}"
+            checks += [(v, f"{where}.categories.{c}") for c, v in suite["categories"].items()]
+        for task, entry in suite["tasks"].items():
+            if not isinstance(entry, dict) or not isinstance(entry.get("cluster"), str):
+                return f"{where}.tasks.{task} must be an object with 'cluster' and 'metrics', got {_short(entry)}"
+            checks.append((entry.get("metrics"), f"{where}.tasks.{task}.metrics"))
+        problem = next((p for p in (_scores_problem(v, w) for v, w in checks) if p), None)
+        if problem:
+            return problem
+    return None
+
+
+def _scores_problem(value: Any, where: str) -> str | None:
+    ok = isinstance(value, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values())
+    return None if ok else f"{where} must map metric names to numbers, got {_short(value)}"
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def cluster_means(suite: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -165,7 +208,8 @@ def report_markdown(results: dict[str, Any], baseline: dict[str, Any] | None, pl
         rows = []
         for task, entry in sorted(suite["tasks"].items()):
             base_task = (base_suite or {}).get("tasks", {}).get(task)
-            rows.append((f"{task} ({entry['cluster']}, {entry['format']}, n={entry['n']}, invalid={entry['invalid']})",
+            bad = f", bad records skipped={entry['bad_records']}" if entry.get("bad_records") else ""
+            rows.append((f"{task} ({entry['cluster']}, {entry['format']}, n={entry['n']}, invalid={entry['invalid']}{bad})",
                           entry["metrics"], base_task["metrics"] if base_task else ({} if base_suite else None)))
         lines += _table(rows)
         if suite["skipped"]:

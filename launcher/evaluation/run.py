@@ -20,30 +20,61 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
-from flanforge.errors import UserError
+from flanforge.arguments import at_least, writable_dir
+from flanforge.constants import SCORING_CONVENTIONS
+from flanforge.errors import UserError, did_you_mean
+from flanforge.text import check_encoding
 from flanforge.launcher.training.rundir import RunDir
 from flanforge.launcher.evaluation import benchmarks
+from flanforge.launcher.evaluation.suites import check_suite_spec
 
 UNTUNED = "untuned:"
 
 
+def check_arguments(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Every argument checked before anything loads: numbers, MODEL's form and place, the encoding, that
+    ``--out`` can be written, the ``--compare`` file's shape (returned, or None)."""
+    from flanforge.launcher.evaluation.report import load_results
+
+    at_least(args.max_examples, 1, "--max-examples")
+    at_least(args.shots, 0, "--shots")
+    at_least(args.batch_size, 1, "--batch-size")
+    if args.encoding is not None:
+        check_encoding(args.encoding, "--encoding")
+    if args.convention is not None and args.convention not in SCORING_CONVENTIONS:
+        raise UserError(f"--convention: unknown scoring convention '{args.convention}' (conventions: "
+                        f"{', '.join(SCORING_CONVENTIONS)}){did_you_mean(args.convention, SCORING_CONVENTIONS)}")
+    for flag, values in (("--suites", args.suites), ("--formats", args.formats or [])):
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise UserError(f"{flag} names {', '.join(twice)} twice; name each once")
+    for suite in args.suites:
+        check_suite_spec(suite)
+    spec = args.model
+    root = spec[len(UNTUNED):] if spec.startswith(UNTUNED) else spec
+    if not Path(spec).is_dir() and ":" in root:
+        root, tag = root.rsplit(":", 1)
+        if not tag.strip():
+            raise UserError(f"MODEL {spec}: no checkpoint tag after ':' (RUN_DIR:TAG, e.g. {root or 'RUN_DIR'}:300 "
+                            f"or :step_00000300; RUN_DIR alone means its latest checkpoint)")
+    if not root or not Path(root).is_dir():
+        raise UserError(f"MODEL {spec}: no such run or model directory")
+    writable_dir(args.out, "--out")
+    return load_results(args.compare) if args.compare else None
+
+
 def evaluate(args: argparse.Namespace) -> int:
     """The evaluation ``flanforge eval`` asks for (its arguments: ``commands/eval.py``); 0 on success."""
+    baseline = check_arguments(args)
     import torch
-
 
     from flanforge.launcher.ranks.process_group import start_rank
     from flanforge.launcher.export.shards import DTYPES
     from flanforge.launcher.training.engine import training_precision
-    from flanforge.launcher.evaluation.report import load_results, read_history, results_dict, write_outputs
+    from flanforge.launcher.evaluation.report import read_history, results_dict, write_outputs
     from flanforge.launcher.evaluation.evaluator import Evaluator
     from flanforge.launcher.evaluation.scoring import Scorer, dense_attention, get_convention, max_length
 
-    for key in ("max_examples", "shots", "batch_size"):
-        value = getattr(args, key)
-        if value is not None and value < (0 if key == "shots" else 1):
-            raise UserError(f"--{key.replace('_', '-')} must be at least {0 if key == 'shots' else 1}, got {value}")
-    baseline = load_results(args.compare) if args.compare else None
     layout, device = start_rank(group_if_alone=False)
     distributed = layout.world_size > 1
     tokenizer, arch, build, run_dir, precision = load_model(args.model)
@@ -81,8 +112,8 @@ def build_suites(args: argparse.Namespace, count_tokens):
     for spec in args.suites:
         own_format = spec.partition(":")[0] in benchmarks.SUITES  # BBH/GSM8K/MMLU prompts are their own
         for kind in kinds[:1] if own_format else kinds:
-            suite = build_suite(spec, split=args.split, kind=kind, shots=args.shots,
-                                max_examples=args.max_examples, count_tokens=count_tokens)
+            suite = build_suite(spec, split=args.split, kind=kind, shots=args.shots, max_examples=args.max_examples,
+                                count_tokens=count_tokens, encoding=args.encoding, on_bad_record=args.on_bad_record)
             if len(kinds) > 1 and not own_format:
                 suite.name = f"{suite.name}/{kind}"
             suites.append(suite)

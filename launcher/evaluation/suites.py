@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from pathlib import Path
 from typing import Callable
 
 from flanforge.errors import did_you_mean
@@ -50,42 +51,66 @@ def suite_names() -> list[str]:
     return sorted({"builtin_heldin", *benchmarks.SUITES, *mixture_names()})
 
 
+def check_suite_spec(spec: str) -> None:
+    """``spec`` names a suite (see the module doc) whose directory or file exists; nothing is read."""
+    from flanforge.mixtures.sources import task_yaml
+
+    name, _, path = spec.partition(":")
+    if name in benchmarks.SUITES:
+        if not path:
+            raise TaskError(f"suite '{name}' reads its data from a directory: --suites {name}:/path/to/{name.split('_')[0]}")
+        if not Path(path).exists():
+            raise TaskError(f"suite '{spec}': {path} does not exist")
+    elif task_yaml.is_yaml_path(spec):
+        if not Path(spec).is_file():
+            raise TaskError(f"suite '{spec}': no such file")
+    elif name not in suite_names():
+        raise TaskError(f"unknown suite '{spec}'{did_you_mean(name, suite_names(), n=3, cutoff=0.4)}")
+
+
 def build_suite(spec: str, *, split: str | None = None, kind: str = "zero_shot", shots: int | None = None,
-                max_examples: int | None = None, count_tokens: Callable[[str], int] | None = None) -> Suite:
+                max_examples: int | None = None, count_tokens: Callable[[str], int] | None = None,
+                encoding: str | None = None, on_bad_record: str = "error") -> Suite:
     """The suite ``spec`` names (see the module doc), its tasks rendered in format ``kind``, from ``split``
-    (None: the suite's own default, ``validation`` for tasks)."""
+    (None: the suite's own default, ``validation`` for tasks); ``encoding``: of a benchmark directory's files
+    (a task YAML declares its own); ``on_bad_record``: the policy of sources that set none (``skip``: bad
+    records are skipped and counted per task)."""
     from flanforge.mixtures.registry import get_mixture, load_mixture
     from flanforge.mixtures.sources import task_yaml
 
     if kind not in KINDS:
         hint = did_you_mean(kind, KINDS, n=3, cutoff=0.4)
         raise TaskError(f"unknown format kind '{kind}' (kinds: {', '.join(KINDS)}){hint}")
+    check_suite_spec(spec)
     name, _, path = spec.partition(":")
     if name in benchmarks.SUITES:
-        if not path:
-            raise TaskError(f"suite '{name}' reads its data from a directory: --suites {name}:/path/to/{name.split('_')[0]}")
         return benchmarks.build(name, path, split=split, shots=shots, max_examples=max_examples,
-                                count_tokens=count_tokens)
+                                count_tokens=count_tokens, encoding=encoding, policy=on_bad_record)
     split = split or "validation"
     if name == "builtin_heldin":
         pairs = [(t, sub.name) for sub in _sub_mixtures(get_mixture("builtin")) for t in _sample(sub)]
     elif task_yaml.is_yaml_path(spec):
-        mixture = load_mixture(spec)
+        mixture = load_mixture(spec, on_bad_record)
         name, pairs = mixture.name, _clustered(mixture)
     else:
-        if name not in suite_names():
-            raise TaskError(f"unknown suite '{spec}'{did_you_mean(name, suite_names(), n=3, cutoff=0.4)}")
-        pairs = _clustered(get_mixture(name))
+        pairs = _clustered(load_mixture(name, on_bad_record))
     suite = Suite(name, [])
     for task, cluster in pairs:
         fmt = pick_format(task, kind, shots)
         if fmt is None:
             suite.skipped[task.name] = f"no {kind} format among {list(task.formats)}"
             continue
+        if getattr(task.source, "policy", "error") == "skip" and not task.records(split):  # its source's policy
+            suite.skipped[task.name] = f"no usable '{split}' record ({task.bad_records} bad records skipped)"
+            continue
         examples, longest = render_examples(task, split, fmt, shots, max_examples, count_tokens)
         suite.tasks.append(EvalTask(task.name, cluster, task.metric, fmt, examples,
                                     max_new_tokens=int(1.25 * longest) + 8,
-                                    answer_pattern=COT_ANSWER if fmt.endswith("_cot") else None))
+                                    answer_pattern=COT_ANSWER if fmt.endswith("_cot") else None,
+                                    bad_records=task.bad_records))
+    if not suite.tasks:  # its means would be NaN
+        why = "; ".join(f"{t}: {w}" for t, w in list(suite.skipped.items())[:3])
+        raise TaskError(f"suite '{name}': no task to score ({len(suite.skipped)} skipped: {why})")
     return suite
 
 
@@ -137,6 +162,10 @@ def render_examples(task: Task, split: str, fmt: str, shots: int | None, max_exa
     if n == 0:
         raise TaskError(f"task '{task.name}': its '{split}' split is empty")
     k = (shots or DEFAULT_SHOTS) if fmt.startswith("fs") else None
+    pool = len(task.records("exemplars")) if k else 0
+    if k and k > pool:
+        raise TaskError(f"{where(task)}: --shots {k}{'' if shots else ' (the default)'} but its exemplars split "
+                        f"has {pool} records (at most --shots {pool})")
     out, longest = [], 0
     count = count_tokens or (lambda text: 2 * len(text.split()))
     for i in range(n):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from flanforge.errors import TaskError
+
 
 @dataclass(frozen=True)
 class EvalExample:
@@ -33,6 +35,12 @@ class EvalTask:
     """Generation ends at the first of these (and at EOS); the text is cut there."""
     answer_pattern: re.Pattern[str] | None = None
     """Chain of thought: the answer is the rest of the line after the pattern's last match."""
+    bad_records: int = 0
+    """Source records skipped as bad (``--on-bad-record skip``): reported beside the scores."""
+
+    def __post_init__(self) -> None:
+        if not self.examples:  # its scores would be NaN
+            raise TaskError(f"task '{self.name}' ({self.cluster}): no examples to score")
 
 
 @dataclass

@@ -100,6 +100,7 @@ def setup(cfg: Config, make_evaluation: Callable[..., Any]) -> Run:
     from flanforge.launcher.training.engine import apply_resumable_keys, build_engine, deepspeed_config, training_precision
     from flanforge.launcher.training.flops import FlopModel
     from flanforge.launcher.training.tensorboard import Metrics
+    from flanforge.launcher.training.preflight import usable
     from flanforge.mixtures.registry import load_mixture
     from flanforge.model.load import build_model, count_parameters, training_device_type
     from flanforge.model.training_forward import TrainingModel, use_fused_loss
@@ -117,7 +118,7 @@ def setup(cfg: Config, make_evaluation: Callable[..., Any]) -> Run:
     context = RunContext(cfg, run_dir, layout, resume_tag=run_dir.latest_tag(), device=device,
                          precision=training_precision(cfg.train.precision, device.type))
 
-    mixture = load_mixture(cfg.mixture.name, cfg.mixture.on_bad_record, cfg.mixture.data_dir)
+    mixture, empty = usable(load_mixture(cfg.mixture.name, cfg.mixture.on_bad_record, cfg.mixture.data_dir))
     tokenizer = prepare_tokenizer(context, mixture)
     ds_config = deepspeed_config(cfg, layout.world_size, device_type=device.type)
     model = build_model(cfg.model, tokenizer, cfg.seed, zero3=ds_config if cfg.deepspeed.zero_stage == 3 else None)
@@ -155,6 +156,10 @@ def setup(cfg: Config, make_evaluation: Callable[..., Any]) -> Run:
                  f"with {len(mixture.tasks())} tasks; world size {layout.world_size}")
         metrics.text("config", run_dir.config.read_text())
         metrics.text("examples", data.sample_prompts())
+    if empty:  # on_bad_record: skip left these tasks without a usable train record
+        log(run, f"skipped {len(empty)} tasks with no usable train records: {', '.join(empty)}")
+        metrics.scalars(state.step, {"data/empty_tasks_skipped": len(empty)})
+        metrics.text("empty_tasks_skipped", "\n".join(empty), state.step)
     for sig in (signal.SIGUSR1, signal.SIGTERM):
         signal.signal(sig, lambda signum, _frame: setattr(run, "stop_signal", signum))
     return run

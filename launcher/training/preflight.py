@@ -5,7 +5,8 @@ tokenizer paths (the tokenizer is loaded, so a path that is not a tokenizer
 fails now), the run directory (its config may be resumed, ``latest`` names a
 readable checkpoint), and the whole mixture: every task loads, every
 template compiles, every source of every split opens and reads, every task
-has usable training records, and the rates are finite with some positive. (The command adds the
+has usable training records (one without any, under the ``skip`` policy and beside other tasks, is skipped
+and counted: :func:`usable`), and the rates are finite with some positive. (The command adds the
 metric check and, with ``launch.gpu_memory`` set, the memory plan's: ``commands/train.py``.)
 """
 
@@ -18,15 +19,28 @@ from flanforge.errors import TaskError
 from flanforge.mixtures.task import SPLITS
 
 
-def check_mixture(mixture: Mixture, weights: dict[str, float] | None = None) -> None:
-    """Read every task's records (every split) and check the rates; a :class:`TaskError` names the culprit."""
+def usable(mixture: Mixture) -> tuple[Mixture, list[str]]:
+    """The mixture without its tasks that have no usable train records, and their names: such a task is
+    skipped (and counted) when its source's policy is ``skip`` and other tasks remain, else an error naming it."""
+    tasks = mixture.tasks()
+    empty = [t for t in tasks if t.num_examples("train") == 0]
+    for task in empty:
+        if getattr(task.source, "policy", "error") != "skip" or len(empty) == len(tasks):
+            skipped = f" ({task.bad_records} bad records skipped)" if task.bad_records else ""
+            raise TaskError(f"mixture '{mixture.name}': task '{task.name}' has no usable train records{skipped}")
+    names = [t.name for t in empty]
+    return mixture.without(set(names)) or mixture, names
+
+
+def check_mixture(mixture: Mixture, weights: dict[str, float] | None = None) -> Mixture:
+    """Read every task's records (every split) and check the rates; a :class:`TaskError` names the culprit.
+    Returns the mixture the run trains on (:func:`usable`)."""
     for task in mixture.tasks():
         for split in SPLITS:
             task.records(split)
-        if task.num_examples("train") == 0:
-            skipped = f" ({task.bad_records} bad records skipped)" if task.bad_records else ""
-            raise TaskError(f"mixture '{mixture.name}': task '{task.name}' has no usable train records{skipped}")
+    mixture, _ = usable(mixture)
     mixture.rates(weights or None)  # finite, >= 0, not all zero
+    return mixture
 
 
 def run_checks(cfg: Config, run_dir: RunDir) -> Mixture:
@@ -41,8 +55,8 @@ def run_checks(cfg: Config, run_dir: RunDir) -> Mixture:
     check_run_dir(cfg, run_dir)
     tag = run_dir.latest_tag()
     check_paths(cfg.model)  # loads the configured tokenizer
-    mixture = load_mixture(cfg.mixture.name, cfg.mixture.on_bad_record, cfg.mixture.data_dir)
-    check_mixture(mixture, cfg.mixture.weights)
+    mixture = check_mixture(load_mixture(cfg.mixture.name, cfg.mixture.on_bad_record, cfg.mixture.data_dir),
+                            cfg.mixture.weights)
 
     from flanforge.launcher.training import checkpoint
     from flanforge.model.load import choose_attention

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from flanforge.mixtures.task import SPLITS, TaskError
+from flanforge.text import check_encoding
 
 POLICIES = ("error", "skip")
 
@@ -30,6 +31,20 @@ def checked_policy(policy: str) -> str:
     return policy
 
 
+class BadRecords:
+    """The bad-record policy of a reader that is not a :class:`FileSource` (the eval-only benchmark files):
+    ``error`` raises the problem, ``skip`` counts it in ``count``."""
+
+    def __init__(self, policy: str = "error"):
+        self.policy = checked_policy(policy)
+        self.count = 0
+
+    def __call__(self, problem: str) -> None:
+        if self.policy == "error":
+            raise TaskError(problem)
+        self.count += 1
+
+
 def record_key(record: Mapping[str, Any]) -> str:
     """A record's content, for telling identical records apart from distinct ones."""
     return json.dumps(record, sort_keys=True, default=str)
@@ -41,7 +56,8 @@ class FileSource:
     ``splits`` maps a split to a location the subclass's :meth:`rows` reads (a
     path for files). ``holdout`` carves ``exemplars`` and/or ``validation``
     out of ``train`` with a seeded draw. Every field in ``fields`` must be
-    present, and every one in ``target_fields`` non-empty; a value must be text, a
+    present, and every one in ``target_fields`` non-empty; files are text in ``encoding`` (default UTF-8,
+    ``flanforge/text.py``); a value must be text, a
     finite number, a boolean or a list of those (``text_fields``: text only), never
     a JSON object, a nested list, NaN or infinity; ``columns`` renames
     (field -> column). A training record identical to an exemplar or
@@ -60,6 +76,7 @@ class FileSource:
         on_bad_record: str | None = None,
         seed: int = 0,
         text_fields: Sequence[str] = (),
+        encoding: str | None = None,
     ):
         self.holdout = dict(holdout or {})
         for split in [*splits, *self.holdout]:
@@ -79,6 +96,7 @@ class FileSource:
         self.columns = dict(columns or {})
         self.text_fields = tuple(text_fields)
         self.on_bad_record = None if on_bad_record is None else checked_policy(on_bad_record)
+        self.encoding = None if encoding is None else check_encoding(encoding)
         self.default_policy = "error"
         self.seed = seed
         self.bad_records = 0
@@ -91,6 +109,11 @@ class FileSource:
             self.default_policy, self._records, self.bad_records = policy, None, 0
 
     @property
+    def policy(self) -> str:
+        """The bad-record policy the source follows: its own, else the run's."""
+        return self.on_bad_record or self.default_policy
+
+    @property
     def has_exemplars(self) -> bool:
         return "exemplars" in self.splits or self.holdout.get("exemplars", 0) > 0
 
@@ -98,15 +121,21 @@ class FileSource:
         """Every row at ``location`` with where it is (``file:line``)."""
         raise NotImplementedError
 
+    def describe(self, location: Any) -> str:
+        """``location`` in a message (a file's path; subclasses reading one file name the part)."""
+        return str(location)
+
     def __call__(self, split: str) -> list[dict[str, Any]]:
         if self._records is None:
             self._records = self._load()
         return self._records.get(split, [])
 
     def _load(self) -> dict[str, list[dict[str, Any]]]:
-        policy = self.on_bad_record or self.default_policy
+        policy = self.policy
         out = {split: self._read(location, policy) for split, location in self.splits.items()}
         train = out["train"]
+        if not train and not self.bad_records and policy == "error":  # under skip: an empty task (preflight)
+            raise TaskError(f"{self.describe(self.splits['train'])}: no records")
         picks = random.Random(f"{self.seed}/holdout").sample(range(len(train)), min(sum(self.holdout.values()), len(train)))
         start = 0
         for split, n in self.holdout.items():

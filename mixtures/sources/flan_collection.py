@@ -135,8 +135,11 @@ class FlanCollection:
         missing = [f"{s}_{v}_data/" for s in SUBMIXES for v in VARIANTS[s] if f"{s}_{v}" not in present]
         return [f"{name}: no records" for name in missing] + self.notes
 
-    def mixture(self, name: str = "flan2022") -> Mixture:
-        """The directory's tasks under FLAN 2022's weights and caps (sub-mixtures absent here are left out)."""
+    def mixture(self, name: str = "flan2022", *, run_policy: bool = False) -> Mixture:
+        """The directory's tasks under FLAN 2022's weights and caps (sub-mixtures absent here are left out).
+
+        A bad row is an error now under the ``error`` policy, unless ``run_policy`` and the collection sets
+        none of its own: then the run's policy decides (``registry.load_mixture`` passes it to every task)."""
         by_variant: dict[str, list[tuple[Task, Rate]]] = {}
         for key in self.counts:
             prefix = key.split("/", 1)[0]
@@ -154,7 +157,8 @@ class FlanCollection:
                 members.append((Mixture(submix, variants), Rate.fixed(SUBMIX_WEIGHTS[submix])))
         if not members:
             raise TaskError(f"{self.root}: no usable rows (every row was a bad record)")
-        self.use_default_policy(self.default_policy)
+        if self.on_bad_record is not None or not run_policy:
+            self.use_default_policy(self.default_policy)
         return Mixture(name, members)
 
     def jobs(self, root: Path, force: bool) -> list[tuple[str, bool, Callable[[], int]]]:

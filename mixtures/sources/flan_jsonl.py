@@ -20,6 +20,7 @@ from flanforge.mixtures.mixture import Mixture, Rate
 from flanforge.mixtures.sources.base import FileSource, RowStream, existing
 from flanforge.mixtures.sources.tabular import jsonl_rows
 from flanforge.mixtures.task import Task, TaskError, Template
+from flanforge.names import checked_name
 
 FIELDS = ("inputs", "targets", "task_name", "task_source", "template_type")
 TEMPLATE = Template("flan", "{{ inputs }}", "{{ targets }}")
@@ -35,20 +36,25 @@ def normalise_format(template_type: str) -> str:
 class FlanFile:
     """One export file, read once and split by ``task_name``."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, encoding: str | None = None):
         self.path = Path(path)
+        self.encoding = encoding
 
     @cached_property
     def rows_by_task(self) -> dict[str, list[tuple[str, dict[str, Any] | str]]]:
         groups: dict[str, list] = defaultdict(list)
         orphans: list[tuple[str, str]] = []
         current = None
-        for where, row in jsonl_rows(existing(self.path)):
+        for where, row in jsonl_rows(existing(self.path), self.encoding):
             name = row.get("task_name") if isinstance(row, dict) else None
             if isinstance(name, str) and name:
-                current = name
-                if isinstance(row.get("template_type"), str):
-                    row = {**row, "template_type": normalise_format(row["template_type"])}
+                try:
+                    current = checked_name(name, "task")
+                except TaskError as err:  # a bad row (the policy's), counted with the task above it
+                    row = str(err)
+                else:
+                    if isinstance(row.get("template_type"), str):
+                        row = {**row, "template_type": normalise_format(row["template_type"])}
             if current is None:
                 orphans.append((where, row if isinstance(row, str) else "missing field 'task_name'"))
             else:
@@ -72,7 +78,7 @@ class FlanJsonlSource(FileSource):
 
 def flan_mixture(path: str | Path, name: str, task_rate: Rate = Rate.examples(), **source_kwargs: Any) -> Mixture:
     """The file's tasks, one sub-mixture per ``task_source``, each task at ``task_rate``."""
-    file = FlanFile(path)
+    file = FlanFile(path, source_kwargs.get("encoding"))
     by_source: dict[str, list[tuple[Task, Rate]]] = defaultdict(list)
     for task_name, rows in file.rows_by_task.items():
         good = [row for _, row in rows if isinstance(row, dict)]

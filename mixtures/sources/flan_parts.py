@@ -37,6 +37,7 @@ from typing import Iterator, Optional
 from flanforge.mixtures.sources.base import existing
 from flanforge.mixtures.sources.flan_jsonl import normalise_format
 from flanforge.mixtures.task import TaskError
+from flanforge.names import checked_name
 
 SUBMIXES = ("flan", "t0", "niv2", "cot", "dialog")
 VARIANTS = {
@@ -166,7 +167,10 @@ def _key(unit: Unit, name, template_type, source) -> tuple[Optional[str], Option
         variant = ("fs" if t.startswith("fs") else "zs") + ("noopt" if "noopt" in t else "opt")
         if variant not in VARIANTS[submix]:
             return None, f"template_type {template_type!r}: FLAN 2022 gives {submix} {variant} no weight"
-    return f"{submix}_{variant}/{name}", None
+    try:  # the key is the task's name: a bad one is a bad row (the policy's), not the collection's end
+        return checked_name(f"{submix}_{variant}/{name}", "task"), None
+    except TaskError as err:
+        return None, str(err)
 
 
 def _problem(inputs, targets) -> Optional[str]:

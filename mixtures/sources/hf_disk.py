@@ -16,6 +16,9 @@ class HfDiskSource(FileSource):
         self.path = Path(path)
         super().__init__(split_names or {"train": "train"}, **kwargs)
 
+    def describe(self, location: str) -> str:
+        return f"{self.path}[{location}]"
+
     def rows(self, location: str) -> RowStream:
         import datasets  # imported on use: it takes seconds, and most runs never need it
 

@@ -16,11 +16,14 @@ are kept). The prompts built from them are evaluation's:
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import NamedTuple
 
 from flanforge.errors import did_you_mean
+from flanforge.mixtures.sources.base import BadRecords
 from flanforge.mixtures.task import TaskError
+from flanforge.text import read_text
 
 LETTERS = ("A", "B", "C", "D")
 SPLIT_DIRS = {"test": "test", "validation": "val", "dev": "dev"}
@@ -41,27 +44,32 @@ class MMLUSubject(NamedTuple):
     exemplars: list[MMLURow]
     """The first ``shots`` rows of its dev file, in file order."""
     rows: list[MMLURow]
+    bad_records: int
+    """Rows skipped as bad (``on_bad_record: skip``)."""
 
 
-def read_rows(path: Path) -> list[MMLURow]:
-    """Every row of one subject file; a wrong column count or answer letter names the file and line."""
-    rows = []
-    with open(path, encoding="utf-8", newline="") as fh:  # newline="": quoted line breaks stay in their cell
+def read_rows(path: Path, encoding: str | None = None, bad: BadRecords | None = None) -> list[MMLURow]:
+    """Every good row of one subject file; a wrong column count or answer letter names the file and line (an
+    error, or skipped and counted in ``bad`` under its policy)."""
+    rows, bad = [], bad or BadRecords()
+    with io.StringIO(read_text(path, encoding), newline="") as fh:  # newline="": quoted line breaks stay in their cell
         reader = csv.reader(fh)
         line = 1
         for cells in reader:
             where, line = f"{path}:{line}", reader.line_num + 1  # a record may span several lines
             if len(cells) != 6:
-                raise TaskError(f"{where}: expected 6 columns (question, A, B, C, D, answer), found {len(cells)}")
-            if cells[5] not in LETTERS:
-                raise TaskError(f"{where}: the answer {cells[5]!r} is not one of A, B, C, D")
-            rows.append(MMLURow(cells[0], (cells[1], cells[2], cells[3], cells[4]), cells[5]))
+                bad(f"{where}: expected 6 columns (question, A, B, C, D, answer), found {len(cells)}")
+            elif cells[5] not in LETTERS:
+                bad(f"{where}: the answer {cells[5]!r} is not one of A, B, C, D")
+            else:
+                rows.append(MMLURow(cells[0], (cells[1], cells[2], cells[3], cells[4]), cells[5]))
     return rows
 
 
 def read_mmlu(root: Path, split: str, shots: int, max_examples: int | None = None,
-              known: tuple[str, ...] = ()) -> list[MMLUSubject]:
-    """Every subject of ``root``'s ``split`` (sorted by name), with its first ``shots`` dev rows.
+              known: tuple[str, ...] = (), encoding: str | None = None, policy: str = "error") -> list[MMLUSubject]:
+    """Every subject of ``root``'s ``split`` (sorted by name), with its first ``shots`` dev rows; a bad row is
+    an error, or (``policy`` skip) skipped and counted per subject.
 
     ``known``: the valid subject names (an unknown file name is an error naming the closest one).
     Nothing is read short: fewer dev rows than ``shots`` is an error naming the subject and the count.
@@ -82,16 +90,17 @@ def read_mmlu(root: Path, split: str, shots: int, max_examples: int | None = Non
         if known and name not in known:
             raise TaskError(f"{file}: '{name}' is not an MMLU subject{did_you_mean(name, known)}")
         exemplars: list[MMLURow] = []
+        bad = BadRecords(policy)
         if shots:
             dev = root / "data" / "dev" / f"{name}_dev.csv"
             if not dev.is_file():
                 raise TaskError(f"MMLU subject '{name}': {shots}-shot prompts need {dev} (or --shots 0)")
-            exemplars = read_rows(dev)
+            exemplars = read_rows(dev, encoding, bad)
             if len(exemplars) < shots:
                 raise TaskError(f"MMLU subject '{name}': --shots {shots} asks for {shots} exemplars but {dev} "
-                                f"has {len(exemplars)}")
-        rows = read_rows(file)
+                                f"has {len(exemplars)} (at most --shots {len(exemplars)})")
+        rows = read_rows(file, encoding, bad)
         if not rows:
             raise TaskError(f"{file}: no questions")
-        subjects.append(MMLUSubject(name, exemplars[:shots], rows[:max_examples] if max_examples is not None else rows))
+        subjects.append(MMLUSubject(name, exemplars[:shots], rows[:max_examples], bad.count))
     return subjects

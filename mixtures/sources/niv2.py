@@ -20,6 +20,7 @@ from typing import Any
 from flanforge.mixtures.mixture import Mixture, Rate
 from flanforge.mixtures.sources.base import FileSource, RowStream, existing
 from flanforge.mixtures.task import Task, TaskError, Template
+from flanforge.text import read_text
 
 FIELDS = ("definition", "input", "output", "outputs")
 TEMPLATES = (
@@ -39,15 +40,18 @@ class Niv2Source(FileSource):
             text_fields=("definition", "input", "output"), **kwargs
         )
 
+    def describe(self, location: str) -> str:
+        return f"{self.path}: '{location}'"
+
     @cached_property
     def document(self) -> dict[str, Any]:
-        raw = existing(self.path).read_bytes()
+        text = read_text(existing(self.path), self.encoding)
         try:
-            doc = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError as err:
-            raise TaskError(f"{self.path}: non-UTF-8 bytes at byte {err.start}") from None
+            doc = json.loads(text)
         except json.JSONDecodeError as err:
             raise TaskError(f"{self.path}:{err.lineno}: bad JSON: {err.msg}") from None
+        except RecursionError:
+            raise TaskError(f"{self.path}: JSON nested too deeply") from None
         if not isinstance(doc, dict) or "Instances" not in doc:
             raise TaskError(f"{self.path}: not a Natural-Instructions task (no 'Instances')")
         return doc

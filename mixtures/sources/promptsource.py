@@ -16,6 +16,7 @@ import yaml
 
 from flanforge.mixtures.sources.base import existing
 from flanforge.mixtures.task import TaskError, Template
+from flanforge.text import read_text
 
 
 class _Loader(yaml.SafeLoader):
@@ -26,12 +27,14 @@ for _tag in ("!Template", "!TemplateMetadata"):
     _Loader.add_constructor(_tag, lambda loader, node: loader.construct_mapping(node, deep=True))
 
 
-def load_templates(path: str | Path) -> list[Template]:
+def load_templates(path: str | Path, encoding: str | None = None) -> list[Template]:
     path = existing(path)
     try:
-        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # _Loader is a SafeLoader
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        doc = yaml.load(read_text(path, encoding), Loader=_Loader)  # _Loader is a SafeLoader
+    except yaml.YAMLError as err:
         raise TaskError(f"{path}: not a valid templates file: {err}".replace("\n", " ")) from None
+    except RecursionError:
+        raise TaskError(f"{path}: nested too deeply") from None
     entries = (doc or {}).get("templates") if isinstance(doc, dict) else None
     if not isinstance(entries, dict) or not entries:
         raise TaskError(f"{path}: no 'templates' mapping")

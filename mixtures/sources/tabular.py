@@ -9,6 +9,7 @@ from typing import Any
 
 from flanforge.mixtures.sources.base import FileSource, RowStream, existing
 from flanforge.mixtures.task import TaskError
+from flanforge.text import TextDecodeError, decode
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 
@@ -25,40 +26,51 @@ class TableSource(FileSource):
     def rows(self, location: Path) -> RowStream:
         path = existing(location)
         if path.suffix in (".jsonl", ".json"):
-            return jsonl_rows(path)
+            return jsonl_rows(path, self.encoding)
         if path.suffix == ".parquet":
             return _parquet_rows(path)
-        return _csv_rows(path, "\t" if path.suffix == ".tsv" else ",")
+        return _csv_rows(path, "\t" if path.suffix == ".tsv" else ",", self.encoding)
 
 
-def jsonl_rows(path: Path) -> RowStream:
+def _lines(path: Path, encoding: str | None):
+    """``(line number, text or None, problem or None)`` per line of ``path``, decoded one by one."""
+    offset = 0
     with path.open("rb") as f:
         for n, raw in enumerate(f, 1):
-            where = f"{path}:{n}"
             try:
-                line = raw.decode("utf-8-sig")
-            except UnicodeDecodeError as err:
-                yield where, f"non-UTF-8 bytes at column {err.start + 1}"
-                continue
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                yield where, f"bad JSON: {err.msg} at column {err.colno}"
-                continue
-            yield where, obj if isinstance(obj, dict) else f"expected a JSON object, got {type(obj).__name__}"
+                yield n, decode(raw, str(path), encoding, line=n, offset=offset), None
+            except TextDecodeError as err:
+                yield n, None, err.problem
+            offset += len(raw)
 
 
-def _csv_rows(path: Path, delimiter: str) -> RowStream:
+def jsonl_rows(path: Path, encoding: str | None = None) -> RowStream:
+    for n, line, problem in _lines(path, encoding):
+        where = f"{path}:{n}"
+        if line is None:
+            yield where, problem  # type: ignore[misc]
+            continue
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            yield where, f"bad JSON: {err.msg} at column {err.colno}"
+            continue
+        except RecursionError:
+            yield where, "JSON nested too deeply"
+            continue
+        yield where, obj if isinstance(obj, dict) else f"expected a JSON object, got {type(obj).__name__}"
+
+
+def _csv_rows(path: Path, delimiter: str, encoding: str | None) -> RowStream:
     lines, numbers, problems = [], [], []
-    with path.open("rb") as f:
-        for n, raw in enumerate(f, 1):
-            try:
-                lines.append(raw.decode("utf-8-sig"))
-                numbers.append(n)
-            except UnicodeDecodeError as err:
-                problems.append((n, f"non-UTF-8 bytes at column {err.start + 1}"))
+    for n, line, problem in _lines(path, encoding):
+        if line is None:
+            problems.append((n, problem))
+        else:
+            lines.append(line)
+            numbers.append(n)
     reader = csv.DictReader(lines, delimiter=delimiter)
     try:
         rows = [(numbers[reader.line_num - 1], _csv_row(row)) for row in reader]

@@ -4,7 +4,9 @@ A file whose top-level key is ``task`` defines one task; ``mixture`` defines a
 mixture of tasks, sub-mixtures, Flan-collection exports, a Flan-collection
 directory (``flan_collection: DIR``, the ``flan2022`` mixture over it) and NIV2
 task directories. Relative paths are relative to the file. Files are read with
-``yaml.safe_load``; unknown keys are errors naming the closest valid key.
+``yaml.safe_load``; unknown keys are errors naming the closest valid key. A task's
+``encoding:`` (a member's, for Flan-collection exports and NIV2 directories) is the
+text encoding of its data and template files (default UTF-8: ``flanforge/text.py``).
 """
 
 from __future__ import annotations
@@ -28,17 +30,20 @@ from flanforge.mixtures.sources.hf_disk import HfDiskSource
 from flanforge.mixtures.sources.promptsource import load_templates
 from flanforge.mixtures.sources.tabular import TableSource
 from flanforge.mixtures.task import Task, TaskError, Template
+from flanforge.text import check_encoding, read_text
 
 TASK_KEYS = (
     "task", "source", "fields", "templates", "promptsource", "inverted_templates", "formats", "options_field",
-    "rationale_field", "instruction_position", "max_shots", "fewshot_budget", "metric",
+    "rationale_field", "instruction_position", "max_shots", "fewshot_budget", "metric", "encoding",
 )
 SOURCE_KEYS = ("type", "path", "splits", "holdout", "columns", "on_bad_record")
 SOURCE_TYPES = ("table", "hf_disk", "niv2")
 TEMPLATE_KEYS = ("id", "instruction", "input", "target", "choices")
 MIXTURE_KEYS = ("mixture", "members")
 MEMBER_KINDS = ("task", "mixture", "flan_jsonl", "flan_collection", "niv2")
-MEMBER_KEYS = (*MEMBER_KINDS, "rate", "task_rate", "on_bad_record")
+MEMBER_KEYS = (*MEMBER_KINDS, "rate", "task_rate", "on_bad_record", "encoding")
+MEMBER_SOURCE_KEYS = {"on_bad_record": ("flan_jsonl", "flan_collection", "niv2"), "encoding": ("flan_jsonl", "niv2")}
+"""Member keys passed to the sources a member reads itself, and the kinds of member that take them."""
 RATE_KEYS = ("cap", "temperature")
 
 Resolve = Callable[[str, str, Path], "Task | Mixture"]
@@ -53,9 +58,11 @@ def load(path: str | Path, resolve: Resolve) -> Task | Mixture:
     """The task or mixture a YAML file defines."""
     path = existing(path)
     try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        spec = yaml.safe_load(read_text(path, declarable=False))  # the file that declares its data's encoding
+    except yaml.YAMLError as err:
         raise TaskError(f"{path}: not valid YAML: {err}".replace("\n", " ")) from None
+    except RecursionError:
+        raise TaskError(f"{path}: nested too deeply to be a task or mixture") from None
     try:
         if isinstance(spec, dict) and "task" in spec:
             return build_task(spec, path.parent, origin=str(path))
@@ -134,8 +141,9 @@ def build_task(spec: dict[str, Any], base: Path, origin: str = "") -> Task:
     if "templates" in spec and "promptsource" in spec:
         raise TaskError(f"task '{name}': give 'templates' or 'promptsource', not both")
     what = f"task '{name}': "
+    encoding = _encoding(spec, what)
     if "promptsource" in spec:
-        templates = load_templates(base / _name(spec, "promptsource", what))
+        templates = load_templates(base / _name(spec, "promptsource", what), encoding)
     elif "templates" in spec:
         templates = [_template(t, f"task '{name}'") for t in _list(spec, "templates", what)]
     elif kind == "niv2":
@@ -151,7 +159,7 @@ def build_task(spec: dict[str, Any], base: Path, origin: str = "") -> Task:
         raise TaskError(f"task '{name}': 'fields' must be a non-empty list of names")
     targets = sorted(set().union(*(t.target_fields() for t in templates)) & set(fields))
     try:
-        source = _source(source_spec, kind, base, fields, targets)
+        source = _source(source_spec, kind, base, fields, targets, encoding)
     except TaskError as err:
         raise TaskError(f"task '{name}': {err}") from None
     formats = _list(spec, "formats", what, None) if spec.get("formats") is not None else None
@@ -187,9 +195,15 @@ def _template(spec: Any, what: str) -> Template:
     return Template(**{k: str(v) for k, v in spec.items()})
 
 
-def _source(spec: dict[str, Any], kind: str, base: Path, fields: tuple[str, ...], targets: list[str]) -> FileSource:
+def _encoding(spec: dict[str, Any], what: str) -> str | None:
+    return None if spec.get("encoding") is None else check_encoding(spec["encoding"], f"{what}encoding")
+
+
+def _source(spec: dict[str, Any], kind: str, base: Path, fields: tuple[str, ...], targets: list[str],
+            encoding: str | None) -> FileSource:
     path = base / _name(spec, "path", "source: ")
-    common = {"holdout": _mapping(spec, "holdout", "source: ", int), "on_bad_record": spec.get("on_bad_record")}
+    common = {"holdout": _mapping(spec, "holdout", "source: ", int), "on_bad_record": spec.get("on_bad_record"),
+              "encoding": encoding}
     if kind == "niv2":
         return niv2.Niv2Source(path, **common)
     checks = {"fields": fields, "target_fields": targets, "columns": _mapping(spec, "columns", "source: ", str), **common}
@@ -228,14 +242,18 @@ def _member(spec: Any, base: Path, resolve: Resolve, what: str) -> tuple[Task | 
     kind, ref = kinds[0], _name(spec, kinds[0], f"{what}: member ")
     rate = _rate(spec.get("rate"))
     policy = {"on_bad_record": spec.get("on_bad_record")}
-    if kind in ("task", "mixture") and "on_bad_record" in spec:
-        raise TaskError(f"{what}: set on_bad_record in the source of the task it names, not on the member")
+    for key, kinds in MEMBER_SOURCE_KEYS.items():
+        if key in spec and kind not in kinds:
+            raise TaskError(f"{what}: set {key} in the source of the task it names, not on the member"
+                            if kind in ("task", "mixture") else f"{what}: a {kind} member takes no {key}")
+    encoding = {"encoding": _encoding(spec, f"{what}: ")}
     if kind == "flan_jsonl":
-        return flan_mixture(base / ref, Path(ref).stem, _rate(spec.get("task_rate")), **policy), rate
+        return flan_mixture(base / ref, Path(ref).stem, _rate(spec.get("task_rate")), **policy, **encoding), rate
     if kind == "flan_collection":
-        return FlanCollection(base / ref, **policy).mixture("flan2022"), rate
+        return FlanCollection(base / ref, **policy).mixture("flan2022", run_policy=True), rate
     if kind == "niv2":
-        return niv2.niv2_mixture(base / ref, Path(ref).name, _rate(spec.get("task_rate"), cap=5000), **policy), rate
+        return niv2.niv2_mixture(base / ref, Path(ref).name, _rate(spec.get("task_rate"), cap=5000), **policy,
+                                 **encoding), rate
     return resolve(kind, ref, base), rate
 
 

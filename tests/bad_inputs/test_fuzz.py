@@ -6,6 +6,8 @@ Profiles: ``ci`` (the default, a fixed small ``max_examples``, derandomised so C
 and ``long`` for local runs: ``HYPOTHESIS_PROFILE=long pytest tests/bad_inputs/test_fuzz.py``.
 """
 
+import csv
+import io
 import json
 import math
 import os
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from flanforge.launcher.config import ConfigError, all_keys, config_from_dict, load_config
@@ -226,3 +228,133 @@ def test_config_overrides(overrides):
         load_config(None, overrides)
     except USER_ERRORS as err:
         one_line(err)
+
+
+# --------------------------------------------------------------------------- eval: its arguments and suite files
+
+EVAL_OPTIONS = {
+    "--suites": st.lists(st.sampled_from(["demo", "dmeo", "bbh", "gsm8k:", "mmlu:/nope", "x.yaml", ""]), min_size=1,
+                         max_size=2),
+    "--out": st.sampled_from(["OUT", "AFILE", "AFILE/sub", "/proc/flanforge/out", ""]),
+    "--split": st.sampled_from(["validation", "test", "train"]),
+    "--max-examples": st.sampled_from(["0", "-1", "2", "x", "1e3"]),
+    "--shots": st.sampled_from(["-1", "0", "100000", "3", ""]),
+    "--formats": st.lists(st.sampled_from(["zero_shot", "few_shot", "cot", "inverted"]), min_size=1, max_size=2),
+    "--compare": st.sampled_from(["AFILE", "OUT", "/nope"]),
+    "--convention": st.sampled_from(["t5x", "lm-eval", "bogus"]),
+    "--batch-size": st.sampled_from(["0", "1", "-4"]),
+    "--encoding": st.sampled_from(["cp1252", "klingon", ""]),
+}
+eval_argv = st.tuples(
+    st.sampled_from(["EMPTY", "EMPTY:", "EMPTY:7", "untuned:", "untuned:EMPTY", "/nope", "AFILE", ":", ""]),
+    st.lists(st.sampled_from(sorted(EVAL_OPTIONS)).flatmap(lambda o: st.tuples(st.just(o), EVAL_OPTIONS[o])),
+             max_size=5),
+)
+
+
+@settings(max_examples=25)
+@given(argv=eval_argv)
+def test_eval_arguments(tmp_path_factory, capsys, argv):
+    """No MODEL here holds a model: every run ends in one line and exit 2 (argparse's own errors print their
+    usage first, its last line then says what is wrong)."""
+    from flanforge.launcher.cli import main
+
+    root = tmp_path_factory.mktemp("eval_args")
+    (root / "EMPTY").mkdir()
+    (root / "AFILE").write_text("{}")
+    places = {"EMPTY": str(root / "EMPTY"), "AFILE": str(root / "AFILE"), "OUT": str(root / "OUT")}
+    fill = lambda text: next((text.replace(k, v, 1) for k, v in places.items() if text.startswith(k)), text)  # noqa: E731
+    model, options = argv
+    args = [fill(model)] + [item for option, value in options
+                            for item in (option, *(map(fill, value) if isinstance(value, list) else [fill(value)]))]
+    try:
+        code = main(["eval", *args])
+    except SystemExit as stop:  # argparse: a missing or malformed value
+        code = stop.code
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and "Traceback" not in err and lines[-1].startswith("flanforge eval: error: "), err
+    assert len(lines) == 1 or lines[0].startswith("usage: "), err
+
+
+bbh_prompt = st.sampled_from(["", "Q: x\nA: y", "canary\n-----\nDo it.\n\nQ: a\nA: b. So the answer is c.\n",
+                              "Q: a\nA: So the answer is (A).\n\nQ: b\nA: So the answer is (B).\n"])
+file_bytes = st.one_of(st.binary(max_size=40), st.text(max_size=40).map(str.encode),
+                       st.sampled_from(["café", "\ufeff{}", "caf\u00e9"]).map(lambda s: s.encode("cp1252", "replace")))
+bbh_examples = st.lists(st.fixed_dictionaries({"input": st.text(max_size=6), "target": st.text(max_size=3)}),
+                        max_size=3) | values
+gsm8k_lines = st.lists(st.one_of(
+    st.builds(lambda q, a: json.dumps({"question": q, "answer": a}, ensure_ascii=False), st.text(max_size=8),
+              st.sampled_from(["r #### 3", "#### ", "3", "a####b####c", "r <<1+2=3>> #### 1,234"])),
+    file_bytes.map(lambda b: b.decode("latin-1"))), max_size=4)
+cell = st.text(max_size=4) | st.sampled_from(["None", "x,y", '"', "a\nb"])
+mmlu_rows = st.lists(st.tuples(cell, cell, cell, cell, cell, st.sampled_from(["A", "B", "C", "D"])).map(list)
+                     | st.lists(cell | st.sampled_from(["A", "E", ""]), max_size=7), max_size=6)
+
+
+def csv_text(rows: list[list[str]]) -> str:
+    out = io.StringIO()
+    csv.writer(out).writerows(rows)
+    return out.getvalue()
+
+
+GOOD_SUITE_FILES = {
+    "prompt": "canary\n-----\nDo it.\n\nQ: a\nA: b. So the answer is c.\n", "examples": [{"input": "x", "target": "y"}],
+    "test": [json.dumps({"question": "q", "answer": "r #### 1"})], "train": [json.dumps({"question": "p", "answer": "#### 2"})],
+    "rows": [["q", "a", "b", "c", "d", "A"]], "dev": [["q", "a", "b", "c", "d", "B"]], "shots": 1, "encoding": None,
+    "raw": b"", "policy": "error",
+}
+
+
+@example(kind="bbh", **GOOD_SUITE_FILES)
+@example(kind="bbh_cot", **GOOD_SUITE_FILES)
+@example(kind="gsm8k", **GOOD_SUITE_FILES)
+@example(kind="mmlu", **GOOD_SUITE_FILES)
+@given(kind=st.sampled_from(["bbh", "bbh_cot", "gsm8k", "mmlu"]), prompt=bbh_prompt | file_bytes.map(lambda b: b.decode("latin-1")),
+       examples=bbh_examples, test=gsm8k_lines, train=gsm8k_lines, rows=mmlu_rows, dev=mmlu_rows,
+       shots=st.sampled_from([None, 0, 1, 2, 6]), encoding=st.sampled_from([None, "cp1252"]), raw=file_bytes,
+       policy=st.sampled_from(["error", "skip"]))
+def test_eval_suite_files(tmp_path_factory, kind, prompt, examples, test, train, rows, dev, shots, encoding, raw,
+                          policy):
+    """A BBH/GSM8K/MMLU-layout directory of anything: a suite whose every task has examples, or one line."""
+    from flanforge.launcher.evaluation.suites import build_suite
+
+    root = tmp_path_factory.mktemp("suite")
+    if kind.startswith("bbh"):
+        (root / "bbh").mkdir()
+        (root / "cot-prompts").mkdir()
+        write(root / "bbh" / "t.json", raw if raw.startswith(b"\xff") else json.dumps({"examples": examples},
+                                                                                      allow_nan=True))
+        write(root / "cot-prompts" / "t.txt", prompt.encode("latin-1", "replace"))
+    elif kind == "gsm8k":
+        write(root / "test.jsonl", "\n".join(test).encode("utf-8", "surrogatepass"))
+        write(root / "train.jsonl", "\n".join(train).encode("utf-8", "surrogatepass") + raw)
+    else:
+        for split, table in (("test", rows), ("dev", dev)):
+            (root / "data" / split).mkdir(parents=True)
+            write(root / "data" / split / f"anatomy_{split}.csv", csv_text(table))
+    try:
+        suite = build_suite(f"{kind}:{root}", shots=shots, encoding=encoding, on_bad_record=policy)
+    except TaskError as err:
+        one_line(err)
+        return
+    assert suite.tasks and all(task.examples for task in suite.tasks)
+
+
+@example(spec={"task": "fuzzed", "source": {"path": "rows.jsonl", "holdout": {"exemplars": 2, "validation": 2}},
+               "templates": [{"id": "t", "input": "{{ q }}", "target": "{{ a }}"}]}, kind="few_shot", shots=2)
+@given(spec=task_spec, kind=st.sampled_from(["zero_shot", "few_shot", "cot"]), shots=st.none() | st.integers(0, 5))
+def test_task_yaml_suites(data_dir, spec, kind, shots):
+    """A task YAML as an eval suite: a suite whose every task has examples, or one line."""
+    from flanforge.launcher.evaluation.suites import build_suite
+
+    path = data_dir / f"suite{random.random()}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    try:
+        suite = build_suite(str(path), kind=kind, shots=shots)
+    except TaskError as err:
+        one_line(err)
+        return
+    finally:
+        path.unlink()
+    assert suite.tasks and all(task.examples for task in suite.tasks)

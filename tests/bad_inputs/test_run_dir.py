@@ -164,7 +164,7 @@ def test_prepare_cli_reads_yaml_mixtures(tmp_path, capsys):
     assert Manifest.load(tmp_path / "shards").num_records("yamltask") == 7
     assert main(["prepare", str(tmp_path / "task.yaml"), "--out", str(tmp_path / "x"), "--records-per-shard", "0"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "flanforge prepare: error: workers and records per shard must be at least 1, got 1 and 0")
+        "flanforge prepare: error: --records-per-shard must be at least 1, got 0")
 
 
 def test_preflight_names_a_task_with_no_usable_records(tmp_path):

@@ -94,16 +94,15 @@ def reported_names() -> tuple[str, ...]:
 
 def summarize(scores: Sequence[dict[str, float]], metrics: Sequence[str]) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Mean of each metric over examples, and its 95% bootstrap interval (seeded: reproducible; one
-    resampling shared by the metrics)."""
+    resampling shared by the metrics). No scores is a ValueError, never a NaN (an :class:`EvalTask` has examples)."""
     means, intervals = {}, {}
     rng = np.random.default_rng(BOOTSTRAP_SEED)
     n = len(scores)
-    picks = rng.integers(0, n, size=(BOOTSTRAP_SAMPLES, n)) if n else None
+    if not n:
+        raise ValueError("no scores to summarize")
+    picks = rng.integers(0, n, size=(BOOTSTRAP_SAMPLES, n))
     for metric in metrics:
         values = np.asarray([s[metric] for s in scores], dtype=np.float64)
-        if not n:
-            means[metric], intervals[metric] = float("nan"), [float("nan"), float("nan")]
-            continue
         boot = values[picks].mean(axis=1)
         means[metric] = float(values.mean())
         intervals[metric] = [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]

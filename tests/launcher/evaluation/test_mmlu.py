@@ -88,7 +88,7 @@ def test_eval_writes_the_contract(hf_dir, tmp_path, capsys):
 def test_bad_input_is_one_line(hf_dir, tmp_path, capsys):
     root = write_fixture(tmp_path / "mmlu")
     assert main_error(capsys, hf_dir, "--suites", f"mmlu:{root}", "--shots", 6, "--out", tmp_path / "o") == \
-        f"subject 'college_physics': --shots 6 asks for 6 exemplars but {root}/data/dev/college_physics_dev.csv has 2"
+        f"subject 'college_physics': --shots 6 asks for 6 exemplars but {root}/data/dev/college_physics_dev.csv has 2 (at most --shots 2)"
     assert "(conventions: t5x, lm-eval); did you mean 'lm-eval'?" in main_error(
         capsys, hf_dir, "--suites", f"mmlu:{root}", "--convention", "lm_eval", "--out", tmp_path / "o")
 
