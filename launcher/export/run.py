@@ -261,24 +261,21 @@ def check_disk(out: Path, needed: int, largest: int) -> None:
                         f"(ulimit -f) of {limit} bytes; raise the limit or lower --max-shard-size")
 
 
-def _weights(run_dir: RunDir, tag: str, model, dtype: str):
-    """``(lazy, sources, sizes)``: the tag's lazy tensors, the model's key -> checkpoint key, and the
-    bytes in ``dtype`` of each key to write (one name per tied group), checked against ``model``."""
-    from flanforge.launcher.export.shards import DTYPES
-
+def _weights(run_dir: RunDir, tag: str, model):
+    """``(lazy, sources, shapes)``: the tag's lazy tensors, the model's key -> checkpoint key, and the
+    shape of each key to write (one name per tied group), checked against ``model``."""
     lazy = lazy_state(run_dir, tag)
     sources = hf_sources(lazy, model, materialise=lambda lazy_tensor: lazy_tensor.contiguous())
     check_fit(model, lazy, sources)
-    element = DTYPES[dtype].itemsize
-    return lazy, sources, {names[0]: lazy[sources[names[0]]].shape.numel() * element for names in tied_groups(model)}
+    return lazy, sources, {names[0]: tuple(lazy[sources[names[0]]].shape) for names in tied_groups(model)}
 
 
 def _write_model(model, weights, tmp: Path, dtype: str, max_bytes: int, progress: str) -> None:
     """The weights (:func:`_weights`, as sharded safetensors) and the model's configs into ``tmp``."""
     from flanforge.launcher.export.shards import DTYPES, write_shards
 
-    lazy, sources, sizes = weights
-    write_shards(tmp, sizes, lambda name: lazy[sources[name]].contiguous(), DTYPES[dtype], max_bytes, progress)
+    lazy, sources, shapes = weights
+    write_shards(tmp, shapes, lambda name: lazy[sources[name]].contiguous(), DTYPES[dtype], max_bytes, progress)
     model.config.dtype = DTYPES[dtype]
     model.config.architectures = [type(model).__name__]  # as save_pretrained records it
     model.config.save_pretrained(tmp)
@@ -293,7 +290,7 @@ def export_run(run_dir: RunDir, out_dir: str | Path, tag: str | None = None, *, 
     (a larger tensor has a shard of its own); returns ``out_dir``. The weights stream from the ZeRO
     shards into one output shard at a time (``export/shards.py``)."""
     from flanforge.sizes import parse_bytes
-    from flanforge.launcher.export.shards import plan_shards
+    from flanforge.launcher.export.shards import DTYPES, plan_shards, tensor_bytes
     from flanforge.launcher.export.tokenizer import write_tokenizer
     from flanforge.model.load import build_model, count_parameters
 
@@ -311,8 +308,8 @@ def export_run(run_dir: RunDir, out_dir: str | Path, tag: str | None = None, *, 
     model = build_model(dataclasses.replace(cfg.model, gradient_checkpointing=False), tokenizer, cfg.seed,
                         training=False, meta=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    weights = _weights(run_dir, tag, model, dtype)
-    sizes = weights[2]
+    weights = _weights(run_dir, tag, model)
+    sizes = tensor_bytes(weights[2], DTYPES[dtype])
     check_disk(out, sum(sizes.values()), max(sum(sizes[n] for n in names) for names in plan_shards(sizes, max_bytes)))
     with atomic_directory(out, replace=True) as tmp:  # an existing out is empty, or --overwrite
         with _reading(run_dir, tag):
