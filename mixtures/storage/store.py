@@ -32,7 +32,6 @@ class LocalStore:
     """A directory on a local or shared filesystem."""
 
     remote = False
-    read_ahead = 0
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(local_path(root))

@@ -422,9 +422,9 @@ class ShardReader:
         return [shards[k] for k in dict.fromkeys(ks.tolist()) if shards[k].path is not None]
 
     @property
-    def read_ahead(self) -> int:
-        """Blocks to fetch ahead: 0 for local shards (nothing to fetch)."""
-        return self.manifest.store.read_ahead
+    def remote(self) -> bool:
+        """Shards read through a cache (fetched, pinned while open) rather than where they are."""
+        return self.manifest.store.remote
 
     def retain(self, pieces: Iterable[ShardInfo]) -> None:
         """Close every open shard but these (a cached shard stays pinned while open)."""

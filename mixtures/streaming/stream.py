@@ -193,10 +193,10 @@ class MixtureStream(IterableDataset):
     def _read_ahead(self, block: int, cursors: np.ndarray, done: set[int]) -> None:
         """Remote shards: keep open only the shards this block reads, and fetch them and those of this
         consumer's next ``read_ahead`` blocks in the background (the schedule names every future record)."""
-        if not self.reader.read_ahead:
+        if not self.reader.remote:
             return
         wanted: list[ShardInfo] = []
-        for ahead in range(1 + self.reader.read_ahead):
+        for ahead in range(1 + self.reader.manifest.store.read_ahead):
             if block not in done:
                 picks, records, _ = block_records(self.schedule, self.orders, block, cursors)
                 pieces = [p for t in np.unique(picks).tolist()
