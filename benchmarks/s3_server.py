@@ -94,6 +94,12 @@ class FaultProxy:
                 pass
 
             def _forward(self):
+                try:
+                    self._relay()
+                except (BrokenPipeError, ConnectionResetError):  # the client went away (a killed rank)
+                    self.close_connection = True
+
+            def _relay(self):
                 faults = proxy.faults
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 n = proxy._count(f"{self.command} {self.path.split('?')[0]}")

@@ -14,7 +14,9 @@ holds a shared ``flock`` on each cached file it has open (:meth:`ShardCache.open
 eviction takes the exclusive lock without waiting and skips a file it cannot
 get, so nothing a consumer reads is evicted. Least recently used (by mtime,
 touched on every open) goes first; the bytes held (complete files plus
-reservations) never exceed the limit.
+reservations) never exceed the limit. Read-ahead downloads in flight hold at
+most half of it (the rest is for what consumers read now), and a ``.part``
+file whose downloader died (its lock free) is deleted when room is made.
 """
 
 from __future__ import annotations
@@ -120,8 +122,11 @@ class ShardCache:
         that reserves them; None (not ``required``) or a :class:`StorageError` when they cannot fit."""
         self.root.mkdir(parents=True, exist_ok=True)
         with _flock(self.root / LOCK):
-            entries = self._entries()
+            entries = [e for e in self._entries() if not self._stale(e[2])]
             used = sum(held for _, held, _ in entries)
+            in_flight = sum(held for _, held, path in entries if path.name.endswith(PART))
+            if not required and in_flight + size > self.limit // 2:
+                return None  # read-ahead downloads hold at most half the cache: the rest is for what is read now
             for _, held, victim in sorted(entries):
                 if used + size <= self.limit:
                     break
@@ -138,6 +143,22 @@ class ShardCache:
             part.touch()
             self.peak = max(self.peak, used + size)
         return part
+
+    @staticmethod
+    def _stale(path: Path) -> bool:
+        """A ``.part`` file no process is downloading (its downloader was killed): deleted, and True."""
+        if not path.name.endswith(PART):
+            return False
+        lock = path.with_name(path.name.rsplit(".", 3)[0] + LOCK)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # its download is running
+        finally:
+            os.close(fd)
+        path.unlink(missing_ok=True)
+        return True
 
     @staticmethod
     def _evict(path: Path) -> bool:

@@ -77,3 +77,23 @@ def test_the_ranks_of_a_node_download_a_file_once(tmp_path):
     assert [p.exitcode for p in procs] == [0, 0, 0]
     assert len(log.read_text().split()) == 1
     assert (tmp_path / "cache" / "shared" / "file.tar").read_bytes() == b"z" * 100
+
+
+def test_a_download_whose_process_died_frees_its_reservation(tmp_path):
+    cache = ShardCache(tmp_path, limit=250)
+    (tmp_path / "k").mkdir()
+    (tmp_path / "k" / "gone.tar.200.dead.part").write_bytes(b"half")  # a SIGKILLed download's leftover
+    os.close(cache.open("k/new.tar", 100, writer(b"n" * 100)))
+    assert sorted(p.name for p in (tmp_path / "k").iterdir() if not p.name.endswith(".lock")) == ["new.tar"]
+
+
+def test_read_ahead_holds_at_most_half_the_cache(tmp_path):
+    cache = ShardCache(tmp_path, limit=300)
+    started = []
+
+    def slow(part):  # a read-ahead still downloading when the next one asks for room
+        started.append(part)
+        assert not cache.fetch("b", 100, writer(b"b" * 100))  # 100 in flight + 100 > 300 // 2
+        part.write_bytes(b"a" * 100)
+    assert cache.fetch("a", 100, slow) and len(started) == 1
+    assert cache.fetch("b", 100, writer(b"b" * 100))  # nothing in flight any more
