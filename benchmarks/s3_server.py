@@ -25,11 +25,16 @@ _DENIED = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Co
            b"<Message>Access Denied</Message></Error>")
 
 
+def use_test_credentials() -> None:
+    """:data:`CREDENTIALS` in this process's environment, where it has none of its own."""
+    os.environ.update({k: os.environ.get(k, v) for k, v in CREDENTIALS.items()})
+
+
 def start_moto():
     """``(server, endpoint_url)``: moto's S3 server in a thread on a free port of 127.0.0.1."""
     from moto.server import ThreadedMotoServer
 
-    os.environ.update({k: os.environ.get(k, v) for k, v in CREDENTIALS.items()})
+    use_test_credentials()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
