@@ -190,3 +190,21 @@ def test_a_set_prepared_for_another_mixture_gets_the_local_error(env, tmp_path, 
         errors.append(str(err.value).replace(str(manifest.root), "ROOT"))
     assert errors[0] == errors[1] == ("task 'violet' is not in ROOT/manifest.json; run `flanforge prepare` for "
                                       "this mixture")
+
+
+def test_a_task_source_streams_a_jsonl_file_from_s3(tmp_path, endpoint, new_bucket, monkeypatch):
+    """``source: {type: hf, path: s3://...}``: datasets' streaming reader over fsspec, no local copy."""
+    import boto3
+
+    from flanforge.mixtures.sources.task_yaml import build_task
+
+    bucket = new_bucket()
+    rows = [{"question": f"q{i}", "answer": str(i)} for i in range(7)]
+    body = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    boto3.client("s3", endpoint_url=endpoint).put_object(Bucket=bucket, Key="raw/train.jsonl", Body=body)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    task = build_task({"task": "remote", "source": {"type": "hf", "path": f"s3://{bucket}/raw/train.jsonl"},
+                       "templates": [{"id": "t", "input": "{{ question }}", "target": "{{ answer }}"}]}, tmp_path)
+    assert list(task.records("train")) == rows
