@@ -146,6 +146,10 @@ class RemoteStore:
                 continue
             self._pending[rel] = pool.submit(self.cache.fetch, self._key(rel), size, self._downloader(rel))
 
+    def url_of(self, path: Path) -> str:
+        """The URL of the file cached at ``path``."""
+        return self.name(self._rel(path))
+
     def _rel(self, path: Path) -> str:
         return path.relative_to(self.cache.path(self.prefix)).as_posix()
 

@@ -458,7 +458,15 @@ class ShardReader:
         if isinstance(store, RemoteStore):  # into the node's cache first; pinned there while open
             self._files[shard.path] = store.open(shard.path, shard.bytes)
         if shard.path not in self._index:
-            self._index[shard.path] = chunk_index(read_shard(shard), shard.path)
+            try:
+                self._index[shard.path] = chunk_index(read_shard(shard), shard.path)
+            except ShardError as err:
+                if not isinstance(store, RemoteStore):
+                    raise
+                # the object changed under the job: name it, and keep no copy that would fail every run
+                os.close(self._files.pop(shard.path))
+                shard.path.unlink(missing_ok=True)
+                raise ShardError(str(err).replace(str(shard.path), store.url_of(shard.path))) from None
         if shard.path not in self._files:
             self._files[shard.path] = os.open(shard.path, os.O_RDONLY)
         return self._files[shard.path]

@@ -208,3 +208,23 @@ def test_a_task_source_streams_a_jsonl_file_from_s3(tmp_path, endpoint, new_buck
     task = build_task({"task": "remote", "source": {"type": "hf", "path": f"s3://{bucket}/raw/train.jsonl"},
                        "templates": [{"id": "t", "input": "{{ question }}", "target": "{{ answer }}"}]}, tmp_path)
     assert list(task.records("train")) == rows
+
+
+def test_an_object_rewritten_under_a_job_is_named_and_not_kept(tmp_path, endpoint, new_bucket):
+    import boto3
+
+    from flanforge.mixtures.streaming.shards import ShardReader
+
+    url = f"s3://{new_bucket()}/set"
+    cfg = storage(tmp_path, endpoint)
+    mix = make_mixture(("red",))
+    manifest = prepare(mix, url, records_per_shard=RECORDS_PER_SHARD, progress=False, storage=cfg)
+    shard = manifest.shards("red")[0]
+    rel = shard.path.relative_to(manifest.store.cache.path(manifest.store.prefix)).as_posix()
+    key = f"{url.split('/', 3)[3]}/{rel}"
+    client = boto3.client("s3", endpoint_url=endpoint)
+    body = client.get_object(Bucket=url.split("/")[2], Key=key)["Body"].read()
+    client.put_object(Bucket=url.split("/")[2], Key=key, Body=body.replace(b"answer", b"ANSWER"))  # same size
+    with pytest.raises(ShardError, match=rf"^{url}/{rel}: sha256 does not match the manifest"):
+        ShardReader(Manifest.load(url, cfg)).record("red", 0)
+    assert not shard.path.exists()
