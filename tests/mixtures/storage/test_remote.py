@@ -228,3 +228,25 @@ def test_an_object_rewritten_under_a_job_is_named_and_not_kept(tmp_path, endpoin
     with pytest.raises(ShardError, match=rf"^{url}/{rel}: sha256 does not match the manifest"):
         ShardReader(Manifest.load(url, cfg)).record("red", 0)
     assert not shard.path.exists()
+
+
+def test_an_elastic_resume_with_new_weights_reads_s3_as_it_reads_local_shards(env, tmp_path, endpoint):
+    """2 ranks stop; 3 ranks resume under other rates: the same batches from S3 as from local shards."""
+    mix, local, url, tokenizer = env
+    cfg = StreamConfig(seed=3, seq_len=64, micro_batch_size=2, block_size=16)
+    weights = {"red": 5.0, "green": 1.0, "blue": 0.5}
+
+    def resumed(manifest_of_rank):
+        streams = [MixtureStream(mix, tokenizer, cfg, manifest_of_rank(r), r, 2) for r in range(2)]
+        trackers, iters = [s.tracker() for s in streams], [s.worker_batches(0) for s in streams]
+        for _ in range(5):
+            for tracker, it in zip(trackers, iters):
+                tracker.update(next(it))
+        state = streams[0].state_dict([t.summary() for t in trackers])
+        after = [MixtureStream(mix, tokenizer, cfg, manifest_of_rank(r), r, 3, state=state, rate_overrides=weights)
+                 for r in range(3)]
+        iters = [s.worker_batches(0) for s in after]
+        return [(r, next(iters[r]).tensors) for _ in range(6) for r in range(3)]
+
+    remote = storage(tmp_path, endpoint)
+    assert_same(resumed(lambda r: Manifest.load(url, remote)), resumed(lambda r: local))
