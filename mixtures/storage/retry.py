@@ -23,6 +23,10 @@ _PERMANENT_NAMES = ("NoCredentialsError", "PartialCredentialsError", "NoSuchBuck
 _TRANSPORT_PACKAGES = ("botocore", "aiobotocore", "aiohttp", "urllib3", "requests", "google", "azure")
 
 
+class NotFound(StorageError):
+    """The object, prefix or bucket a URL names does not exist."""
+
+
 class CutShort(OSError):
     """A download that ended before the object's recorded size (a reset connection): transient."""
 
@@ -65,7 +69,8 @@ class Retrier:
                 return fn()
             except Exception as err:  # noqa: BLE001 - classified, then retried or reported
                 if not transient(err):
-                    raise StorageError(f"{public(url)}: {reason(err)}") from None
+                    kind = NotFound if isinstance(err, FileNotFoundError) else StorageError
+                    raise kind(f"{public(url)}: {reason(err)}") from None
                 if attempt == self.retries:
                     raise StorageError(f"{public(url)}: still failing after {self.retries} retries: "
                                        f"{reason(err)}") from None

@@ -21,7 +21,7 @@ from flanforge.errors import StorageError
 from flanforge.files import atomic_write
 from flanforge.mixtures.storage.cache import ShardCache
 from flanforge.mixtures.storage.config import StorageConfig
-from flanforge.mixtures.storage.retry import Retrier
+from flanforge.mixtures.storage.retry import NotFound, Retrier
 from flanforge.mixtures.storage.urls import endpoint, filesystem, is_remote, local_path, public, split
 
 
@@ -105,10 +105,8 @@ class RemoteStore:
         """A small file (the manifest), not cached; None when it is absent."""
         try:
             return self._call(self.name(rel), self.fs.cat_file, self.remote_path(rel))
-        except StorageError as err:
-            if str(err).endswith(": not found"):
-                return None
-            raise
+        except NotFound:
+            return None
 
     def sizes(self) -> dict[str, int]:
         """Every file under the URL and its size (one listing, kept)."""
@@ -201,10 +199,8 @@ class RemoteStore:
         self._sizes = None
         try:
             return self.sizes()
-        except StorageError as err:
-            if str(err).endswith(": not found"):
-                return {}
-            raise
+        except NotFound:
+            return {}
 
     def check_access(self) -> None:
         """Raise one line unless the URL's bucket answers (endpoint, credentials, permission)."""
