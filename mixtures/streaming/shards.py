@@ -28,6 +28,12 @@ Reading: :class:`ShardReader` gives random access to record ``i`` of a task's
 split. It opens a shard on first use, checks its size and sha256 against the
 manifest, indexes every record's byte range, and then reads each record with
 one ``pread``; a few file handles stay open in an LRU.
+
+A shards directory may be a URL (``s3://bucket/prefix``): the manifest's
+``store`` (``mixtures/storage/``) then downloads each shard into the node's
+bounded cache before the reader opens it, and the stream fetches the shards of
+its next blocks ahead (:meth:`ShardReader.prefetch`). ``prepare`` to a URL
+stages the set locally and uploads it, the manifest last.
 """
 
 from __future__ import annotations
