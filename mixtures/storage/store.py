@@ -123,7 +123,8 @@ class RemoteStore:
         if have is None:
             raise StorageError(f"{self.name(rel)}: shard is missing")
         if have != size:
-            raise StorageError(f"{self.name(rel)}: shard is {have} bytes, the manifest says {size} (truncated or rewritten)")
+            raise StorageError(f"{self.name(rel)}: shard is {have} bytes, the manifest says {size} "
+                               "(truncated or rewritten)")
 
     def open(self, path: Path, size: int) -> int:
         """A descriptor of the cached copy at ``path`` (:meth:`local_path`), pinned until closed; waits for

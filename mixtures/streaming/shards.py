@@ -328,7 +328,8 @@ class Manifest:
 
     def _entry(self, task: str) -> dict[str, Any]:
         if task not in self.tasks:
-            raise ShardError(f"task '{task}' is not in {self.store.name(MANIFEST)}; run `flanforge prepare` for this mixture")
+            raise ShardError(f"task '{task}' is not in {self.store.name(MANIFEST)}; "
+                             "run `flanforge prepare` for this mixture")
         return self.tasks[task]
 
     def shard_bytes(self, tasks: Iterable[Task]) -> int:

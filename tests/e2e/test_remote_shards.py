@@ -89,12 +89,13 @@ def test_training_from_s3_equals_local_even_after_a_kill(sets, tmp_path, run_tra
 def test_storage_errors_are_one_line_before_any_rank_starts(sets, tmp_path, train_cmd, run_command):
     bucket_url = sets["url"]
     denied = s3_server.FaultProxy(sets["endpoint"], s3_server.Faults(deny=True))
+    error = "flanforge train: error: "
     cases = [  # (endpoint, shards_dir, the error's start)
-        ("http://127.0.0.1:9", bucket_url, "flanforge train: error: s3://e2e: still failing after 1 retries: "),
-        (sets["endpoint"], "s3://no-such-bucket/three", "flanforge train: error: s3://no-such-bucket: not found (endpoint: http://127.0.0.1:"),
-        (denied.endpoint, bucket_url, "flanforge train: error: s3://e2e: access denied (check the credentials"),
-        (sets["endpoint"], "s3://e2e/elsewhere", "flanforge train: error: s3://e2e/elsewhere/manifest.json: no manifest; run `flanforge "
-                                                 "prepare MIXTURE --out s3://e2e/elsewhere`"),
+        ("http://127.0.0.1:9", bucket_url, f"{error}s3://e2e: still failing after 1 retries: "),
+        (sets["endpoint"], "s3://no-such-bucket/three", f"{error}s3://no-such-bucket: not found (endpoint: http://127.0.0.1:"),
+        (denied.endpoint, bucket_url, f"{error}s3://e2e: access denied (check the credentials"),
+        (sets["endpoint"], "s3://e2e/elsewhere",
+         f"{error}s3://e2e/elsewhere/manifest.json: no manifest; run `flanforge prepare MIXTURE --out s3://e2e/elsewhere`"),
     ]
     for endpoint, shards, start in cases:
         out = tmp_path / f"run{len(start)}"

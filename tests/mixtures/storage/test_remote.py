@@ -64,7 +64,8 @@ def storage(tmp_path, endpoint, **kw):
 def batches(mix, tokenizer, manifest_of_rank, n=12, world=2):
     """``n`` micro-batches of each simulated rank, as ``(rank, tensors)`` in consumption order."""
     cfg = StreamConfig(seed=3, seq_len=64, micro_batch_size=2, block_size=16)
-    streams = [MixtureStream(mix, tokenizer, cfg, manifest_of_rank(r), r, world).worker_batches(0) for r in range(world)]
+    streams = [MixtureStream(mix, tokenizer, cfg, manifest_of_rank(r), r, world).worker_batches(0)
+               for r in range(world)]
     return [(r, next(streams[r]).tensors) for _ in range(n) for r in range(world)]
 
 
