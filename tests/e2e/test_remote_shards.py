@@ -9,6 +9,7 @@ access are one-line errors before any rank starts.
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,7 +48,7 @@ def sets(tmp_path_factory):
     server, endpoint = s3_server.start_moto()
     s3_server.make_bucket(endpoint, "e2e")
     url = "s3://e2e/three"
-    env = {**s3_server.os.environ, "AWS_ENDPOINT_URL": endpoint}
+    env = {**os.environ, "AWS_ENDPOINT_URL": endpoint}
     for out in (str(root / "local"), url):
         done = subprocess.run([FLANFORGE, "prepare", str(root / "mix.yaml"), "--out", out, "--records-per-shard", "20",
                                "--cache-dir", str(root / "staging")], capture_output=True, text=True, env=env)
