@@ -35,6 +35,9 @@ setup(
         "deepspeed>=0.16,<1",
         "transformers>=4.50,<6",  # logits_to_keep (evaluation); 6 may drop what 5 deprecated
         "datasets>=3.0,<6",
+        # object storage (mixtures/storage/): fsspec URLs, S3 through s3fs (calendar versions, released together)
+        "fsspec>=2024.6,<2028",
+        "s3fs>=2024.6,<2028",
         "webdataset>=0.2.86,<2",
         "sentencepiece>=0.2,<1",
         "tensorboard>=2.15,<3",
@@ -50,7 +53,8 @@ setup(
     extras_require={
         # accelerate: HF Trainer's runtime, for the side-by-side benchmark that CI runs in quick mode (and lm-eval's HFLM).
         "test": ["pytest>=8,<10", "hypothesis>=6.100,<7", "accelerate>=1.0,<2", "packaging>=23",
-                 "lm-eval==0.4.13"],  # parity tests run lm-evaluation-harness itself
+                 "lm-eval==0.4.13",  # parity tests run lm-evaluation-harness itself
+                 "moto[server]>=5.0,<6"],  # a real S3 server on 127.0.0.1 for the storage tests
         "triton": ["triton>=3.0,<4"],
     },
     entry_points={"console_scripts": ["flanforge=flanforge.launcher.cli:entry"]},

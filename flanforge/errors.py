@@ -58,3 +58,8 @@ def did_you_mean(name: str, choices: Iterable[str], *, n: int = 1, cutoff: float
 def closest_first(name: str, choices: Iterable[str]) -> list[str]:
     """Every choice, the most similar to ``name`` first (ties in name order): for listing all valid names."""
     return sorted(choices, key=lambda c: (-difflib.SequenceMatcher(None, name, c).ratio(), c))
+
+
+class StorageError(UserError):
+    """Data that cannot be read or written where it lives (a URL, a bucket, a cache); the message names
+    the URL or path and never a credential."""

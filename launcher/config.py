@@ -25,6 +25,7 @@ from flanforge.sizes import parse_bytes
 from flanforge.files import atomic_write
 from flanforge.text import read_text
 from flanforge.mixtures.config import MixtureConfig
+from flanforge.mixtures.storage.config import StorageConfig
 from flanforge.model.config import ModelConfig
 
 
@@ -186,6 +187,7 @@ class Config:
     seed: int = 1234
     model: ModelConfig = field(default_factory=ModelConfig)
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
+    storage: StorageConfig = may_change(default_factory=StorageConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = may_change(default_factory=CheckpointConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)

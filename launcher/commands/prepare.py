@@ -1,5 +1,9 @@
 """``flanforge prepare MIXTURE --out DIR``: write a mixture's task records as webdataset shards.
 
+``--out`` may be a URL (``s3://bucket/prefix``; the endpoint from ``--endpoint-url`` or
+``AWS_ENDPOINT_URL``): the set is written in a staging directory under ``--cache-dir``, then
+uploaded, its manifest last (``mixtures/storage/``).
+
 ``--slice i/n`` does every n-th job (a task or a Flan-collection part) from
 the i-th, so n processes or nodes (``slurm/prepare.sbatch``, a job array)
 share the work; each run publishes what is complete, and the last one to
@@ -21,6 +25,7 @@ import time
 
 from flanforge.arguments import at_least
 from flanforge.mixtures.registry import check_data_dir, load_mixture
+from flanforge.mixtures.storage import StorageConfig
 from flanforge.mixtures.streaming.shards import RECORDS_PER_SHARD, ShardError, check_out, prepare, verify_directory
 from flanforge.mixtures.sources.base import POLICIES
 from flanforge.mixtures.task import SPLITS
@@ -28,9 +33,11 @@ from flanforge.mixtures.task import SPLITS
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("mixture", nargs="?", help="a registered mixture name or a task/mixture YAML file")
-    parser.add_argument("--out", help="shards directory (created; complete jobs are skipped)")
+    parser.add_argument("--out", help="shards directory or URL (s3://...; complete jobs are skipped)")
     parser.add_argument("--verify", metavar="DIR", help="instead: check every shard member of the prepared DIR "
                         "against its checksum and list every bad one")
+    parser.add_argument("--endpoint-url", help="an S3-compatible endpoint (default: AWS_ENDPOINT_URL, else AWS)")
+    parser.add_argument("--cache-dir", help="where a URL's set is staged before the upload (storage.cache_dir)")
     parser.add_argument("--workers", type=int, default=1, help="jobs run in parallel (processes)")
     parser.add_argument("--records-per-shard", type=int, default=RECORDS_PER_SHARD, help="records per tar shard of a task")
     parser.add_argument("--force", action="store_true", help="rewrite every job of this slice, complete or not")
@@ -76,8 +83,9 @@ def run(args: argparse.Namespace) -> int:
     check_out(args.out)
     mixture = load_mixture(args.mixture, args.on_bad_record, args.data_dir)
     start = time.perf_counter()
+    storage = StorageConfig(endpoint_url=args.endpoint_url, cache_dir=args.cache_dir)
     manifest = prepare(mixture, args.out, workers=args.workers, records_per_shard=args.records_per_shard,
-                       force=args.force, part=part)
+                       force=args.force, part=part, storage=storage)
     names = [t.name for t in mixture.tasks()]
     ready = [n for n in names if n in manifest.tasks]
     records = sum(manifest.num_records(n, split) for n in ready for split in SPLITS)

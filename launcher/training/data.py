@@ -65,14 +65,15 @@ class TrainData:
     def __init__(self, run: RunContext, mixture: Mixture, tokenizer: Tokenizer):
         cfg, layout, root = run.cfg, run.layout, run.run_dir.shards
         if layout.is_main:
-            ensure_prepared(mixture, root, on_bad_member=cfg.mixture.on_bad_record)  # prepares what is missing, checks checksums
+            ensure_prepared(mixture, root, on_bad_member=cfg.mixture.on_bad_record,  # prepares what is missing,
+                            storage=cfg.storage)  # checks checksums
         dist.barrier()
         stream_cfg = StreamConfig.from_section(
             cfg.mixture, seed=cfg.seed, micro_batch_size=cfg.train.micro_batch_size, arch=cfg.model.arch
         )
         weights = cfg.mixture.weights or None
         self.world_size = layout.world_size
-        self.stream = MixtureStream(mixture, tokenizer, stream_cfg, Manifest.load(root), layout.rank,
+        self.stream = MixtureStream(mixture, tokenizer, stream_cfg, Manifest.load(root, cfg.storage), layout.rank,
                                     layout.world_size, rate_overrides=weights)
         self.loader = build_loader(self.stream, pin_memory=run.device is not None and run.device.type == "cuda")
         self._batches: Iterator[PackedBatch] | None = None
@@ -107,6 +108,11 @@ class TrainData:
             for key, n in counts.items():
                 totals[STREAM_COUNTERS[key]] += n
         return totals
+
+    def storage_retries(self) -> int:
+        """Transient storage errors this rank's main process retried since the run (re)started (remote shards;
+        DataLoader workers count their own, unseen here)."""
+        return self.stream.manifest.store.retries()
 
     def run_counters(self, local: dict[str, float]) -> dict[str, float]:
         """The whole run's counters from the ranks' summed ``local_counters``: the resumed run's counts

@@ -6,7 +6,9 @@ fails now), the run directory (its config may be resumed, ``latest`` names a
 readable checkpoint), and the whole mixture: every task loads, every
 template compiles, every source of every split opens and reads, every task
 has usable training records (one without any, under the ``skip`` policy and beside other tasks, is skipped
-and counted: :func:`usable`), and the rates are finite with some positive. (The command adds the
+and counted: :func:`usable`), and the rates are finite with some positive; remote shards
+(``mixture.shards_dir=s3://...``): the endpoint answers, the credentials are accepted, the bucket
+holds a set prepared for this mixture. (The command adds the
 metric check and, with ``launch.gpu_memory`` set, the memory plan's: ``commands/train.py``.)
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 from flanforge.launcher.training.rundir import RunDir, check_run_dir
 from flanforge.launcher.config import Config
 from flanforge.mixtures.mixture import Mixture
+from flanforge.mixtures.storage import is_remote, open_store
 from flanforge.errors import TaskError
 from flanforge.mixtures.task import SPLITS
 
@@ -57,6 +60,11 @@ def run_checks(cfg: Config, run_dir: RunDir) -> Mixture:
     check_paths(cfg.model)  # loads the configured tokenizer
     mixture = check_mixture(load_mixture(cfg.mixture.name, cfg.mixture.on_bad_record, cfg.mixture.data_dir),
                             cfg.mixture.weights)
+    if is_remote(run_dir.shards):  # endpoint, credentials, bucket, and a prepared set of this mixture
+        from flanforge.mixtures.streaming.shards import ensure_prepared
+
+        open_store(run_dir.shards, cfg.storage).check_access()
+        ensure_prepared(mixture, run_dir.shards, on_bad_member=cfg.mixture.on_bad_record, storage=cfg.storage)
 
     from flanforge.launcher.training import checkpoint
     from flanforge.model.load import choose_attention

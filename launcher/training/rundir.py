@@ -33,6 +33,7 @@ import yaml
 from flanforge.config_fields import key_may_change
 from flanforge.errors import UserError
 from flanforge.launcher.config import Config, dump_config, to_dict
+from flanforge.mixtures.storage import is_remote
 
 
 class RunDir:
@@ -54,7 +55,9 @@ class RunDir:
 
     def __init__(self, root: str | Path, shards_dir: str | Path | None = None):
         self.root = Path(root)
-        self.shards = Path(shards_dir) if shards_dir else self.root / self.SHARDS
+        self.shards: Path | str = self.root / self.SHARDS  # or a URL (mixtures/storage/)
+        if shards_dir:
+            self.shards = str(shards_dir) if is_remote(shards_dir) else Path(shards_dir)
         self.config = self.root / self.CONFIG
         self.tokenizer = self.root / self.TOKENIZER
         self.tensorboard = self.root / self.TENSORBOARD

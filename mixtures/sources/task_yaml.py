@@ -27,6 +27,7 @@ from flanforge.mixtures.sources.base import FileSource, existing
 from flanforge.mixtures.sources.flan_collection import FlanCollection
 from flanforge.mixtures.sources.flan_jsonl import flan_mixture
 from flanforge.mixtures.sources.hf_disk import HfDiskSource
+from flanforge.mixtures.sources.hf_stream import HfStreamSource
 from flanforge.mixtures.sources.promptsource import load_templates
 from flanforge.mixtures.sources.tabular import TableSource
 from flanforge.mixtures.task import Task, TaskError, Template
@@ -36,8 +37,8 @@ TASK_KEYS = (
     "task", "source", "fields", "templates", "promptsource", "inverted_templates", "formats", "options_field",
     "rationale_field", "instruction_position", "max_shots", "fewshot_budget", "metric", "encoding",
 )
-SOURCE_KEYS = ("type", "path", "splits", "holdout", "columns", "on_bad_record")
-SOURCE_TYPES = ("table", "hf_disk", "niv2")
+SOURCE_KEYS = ("type", "path", "splits", "holdout", "columns", "on_bad_record", "streaming")
+SOURCE_TYPES = ("table", "hf_disk", "hf", "niv2")
 TEMPLATE_KEYS = ("id", "instruction", "input", "target", "choices")
 MIXTURE_KEYS = ("mixture", "members")
 MEMBER_KINDS = ("task", "mixture", "flan_jsonl", "flan_collection", "niv2")
@@ -210,6 +211,12 @@ def _source(spec: dict[str, Any], kind: str, base: Path, fields: tuple[str, ...]
     splits = _mapping(spec, "splits", "source: ", str)
     if kind == "hf_disk":
         return HfDiskSource(path, split_names={"train": "train", **splits}, **checks)
+    if kind == "hf":
+        streaming = spec.get("streaming", True)
+        if not isinstance(streaming, bool):
+            raise TaskError(f"source: 'streaming' must be true or false, got {show(streaming)}")
+        return HfStreamSource(_name(spec, "path", "source: "), base, split_names={"train": "train", **splits},
+                              streaming=streaming, **checks)
     return TableSource({"train": path, **{split: base / p for split, p in splits.items()}}, **checks)
 
 

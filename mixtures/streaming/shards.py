@@ -33,6 +33,12 @@ records read as None, for the stream to skip and count), indexes every record's
 byte range, and then reads each record with one ``pread``; a few file handles
 stay open in an LRU. :func:`verify_directory` checks a whole directory
 (``flanforge prepare --verify DIR``).
+
+A shards directory may be a URL (``s3://bucket/prefix``): the manifest's
+``store`` (``mixtures/storage/``) then downloads each shard into the node's
+bounded cache before the reader opens it, and the stream fetches the shards of
+its next blocks ahead (:meth:`ShardReader.prefetch`). ``prepare`` to a URL
+stages the set locally and uploads it, the manifest last.
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ from flanforge.mixtures.streaming.chunks import (
     read_shard, verify_shard, write_json, write_records,
 )
 from flanforge.mixtures.streaming.manifest_check import check_manifest
+from flanforge.mixtures.storage import LocalStore, RemoteStore, StorageConfig, is_remote, open_store
 from flanforge.mixtures.mixture import Mixture
 from flanforge.mixtures.sources import flan_collection
 from flanforge.mixtures.task import SPLITS, Task
@@ -187,8 +194,11 @@ def prepare(
     progress: bool = True,
     part: tuple[int, int] = (0, 1),
     on_bad_member: str = "error",
+    storage: StorageConfig | None = None,
 ) -> "Manifest":
     """Write every task of ``mixture`` as shards under ``out_dir`` (jobs in parallel) and the manifest.
+
+    ``out_dir`` may be a URL (``storage``: its endpoint and cache directory): :func:`prepare_remote`.
 
     ``part=(i, n)`` does only every ``n``-th job starting at ``i`` (the job
     list is fixed, so ``n`` processes or nodes share the work without
@@ -198,6 +208,9 @@ def prepare(
     The manifest lists what is complete;
     a collection appears once all its parts are done.
     """
+    if is_remote(out_dir):
+        return prepare_remote(mixture, str(out_dir), storage or StorageConfig(), workers=workers,
+                              records_per_shard=records_per_shard, force=force, progress=progress, part=part)
     index, count = part
     if not 0 <= index < count:
         raise ShardError(f"slice {index}/{count}: expected i/n with 0 <= i < n")
@@ -223,6 +236,20 @@ def prepare(
     kept = [t for t in mixture.tasks() if f"task {t.name}" in skipped]
     manifest.check(kept, checksums=manifest.shard_bytes(kept) <= CHECKSUM_ALL_BYTES, on_bad_member=on_bad_member)
     return manifest
+
+
+def prepare_remote(mixture: Mixture, url: str, storage: StorageConfig, **options: Any) -> "Manifest":
+    """``prepare`` to a URL: into a local staging directory (a rerun resumes there), then uploaded,
+    the manifest last, assembled from every entry under the URL (other slices' too)."""
+    store = open_store(url, storage)
+    assert isinstance(store, RemoteStore)
+    staging = store.staging()
+    prepare(mixture, staging, **options)
+    store.publish(staging, MANIFEST)
+    store.pull(staging, ".json")
+    write_manifest(staging)
+    store.put(staging / MANIFEST, MANIFEST)
+    return Manifest.load(url, storage)
 
 
 def _is_current(task: Task, root: Path) -> bool:
@@ -258,21 +285,29 @@ def write_manifest(root: str | Path) -> "Manifest":
 
 
 class Manifest:
-    """The index of a shards directory: per task and split, its pieces; per shard file, its size and members."""
+    """The index of a shards directory: per task and split, its pieces; per shard file, its size and members.
 
-    def __init__(self, root: Path, tasks: dict[str, dict[str, Any]], files: dict[str, list]):
+    ``store`` is where the files are (a local directory by default, or a URL's cache: ``mixtures/storage/``).
+    """
+
+    def __init__(self, root: Path | str, tasks: dict[str, dict[str, Any]], files: dict[str, list],
+                 store: LocalStore | RemoteStore | None = None):
+        self.store = store or LocalStore(root)
         self.root = root
         self.tasks = tasks
         self.files = files
 
     @staticmethod
-    def load(root: str | Path) -> "Manifest":
-        root = Path(root)
-        path = root / MANIFEST
-        if not path.is_file():
+    def load(root: str | Path, storage: StorageConfig | None = None) -> "Manifest":
+        """The manifest of a local directory or a URL (``storage``: its endpoint and cache)."""
+        store = open_store(root, storage)
+        root = store.url if isinstance(store, RemoteStore) else store.root
+        path = store.name(MANIFEST)
+        text = store.read_bytes(MANIFEST)
+        if text is None:
             raise ShardError(f"{path}: no manifest; run `flanforge prepare MIXTURE --out {root}`")
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ShardError(f"{path}: not a valid manifest: {err}") from None
         version = data.get("version") if isinstance(data, dict) else None
@@ -283,7 +318,7 @@ class Manifest:
             )
         if version != FORMAT_VERSION:
             raise ShardError(f"{path}: manifest version {version!r}, expected {FORMAT_VERSION}")
-        return Manifest(root, *check_manifest(data, str(path)))
+        return Manifest(root, *check_manifest(data, str(path)), store=store)
 
     def shards(self, task: str, split: str = "train") -> list[ShardInfo]:
         """The pieces of ``task``'s ``split``, in record order."""
@@ -297,7 +332,7 @@ class Manifest:
 
     def shard(self, file: str, num_records: int = 0, slot: int = 0) -> ShardInfo:
         size, members = self.files[file]
-        return ShardInfo(self.root / file, num_records, size, members, slot)
+        return ShardInfo(self.store.local_path(file), num_records, size, members, slot)
 
     def num_records(self, task: str, split: str = "train") -> int:
         return self._entry(task)["splits"][split]["num_records"]
@@ -308,7 +343,8 @@ class Manifest:
 
     def _entry(self, task: str) -> dict[str, Any]:
         if task not in self.tasks:
-            raise ShardError(f"task '{task}' is not in {self.root / MANIFEST}; run `flanforge prepare` for this mixture")
+            raise ShardError(f"task '{task}' is not in {self.store.name(MANIFEST)}; "
+                             "run `flanforge prepare` for this mixture")
         return self.tasks[task]
 
     def shard_bytes(self, tasks: Iterable[Task]) -> int:
@@ -322,10 +358,11 @@ class Manifest:
         Checks: the task is in the manifest with its current fingerprint and has
         train records; every shard file exists at its recorded size (and, with
         ``checksums``, every member matches its checksum, unless ``on_bad_member`` is ``skip``:
-        then the reader skips and counts the records of a bad member), each file once.
+        then the reader skips and counts the records of a bad member), each file once. A remote
+        file's size is checked from one listing; its members when a reader first reads it.
         """
         checksums = checksums and on_bad_member == "error"
-        seen: set[Path] = set()
+        seen: set[str] = set()
         for task in tasks:
             entry = self._entry(task.name)
             if entry["fingerprint"] != fingerprint(task):
@@ -336,15 +373,25 @@ class Manifest:
             if self.num_records(task.name) == 0:
                 raise ShardError(f"task '{task.name}' has no train records")
             for split in SPLITS:
-                for shard in self.shards(task.name, split):
-                    if shard.path is not None and shard.path not in seen:
-                        seen.add(shard.path)
-                        verify_shard(shard, checksums)
+                for file, _, _ in entry["splits"][split]["pieces"]:
+                    if file is not None and file not in seen:
+                        seen.add(file)
+                        self._verify(file, checksums)
+
+    def _verify(self, file: str, checksums: bool) -> None:
+        shard = self.shard(file)
+        if isinstance(self.store, RemoteStore):
+            self.store.verify(file, shard.bytes)
+        else:
+            verify_shard(shard, checksums)
 
 
 def ensure_prepared(mixture: Mixture, out_dir: str | Path, workers: int = 1, progress: bool = False,
-                    on_bad_member: str = "error") -> Manifest:
+                    on_bad_member: str = "error", storage: StorageConfig | None = None) -> Manifest:
     """Prepare what is missing or stale, then check every task's shards (checksums included).
+
+    A remote set (a URL) is only checked: ``flanforge prepare --out URL`` writes it, once, not every job
+    that trains from it.
 
     Called on rank 0 before training; an all-zero mixture, a task without
     records or a damaged shard is an error here, before the first step.
@@ -353,7 +400,10 @@ def ensure_prepared(mixture: Mixture, out_dir: str | Path, workers: int = 1, pro
     reader first opens each one, so a start does not read hundreds of GB.
     """
     mixture.rates()  # raises when every rate is zero
-    manifest = prepare(mixture, out_dir, workers=workers, progress=progress, on_bad_member=on_bad_member)
+    if is_remote(out_dir):
+        manifest = Manifest.load(out_dir, storage)
+    else:
+        manifest = prepare(mixture, out_dir, workers=workers, progress=progress, on_bad_member=on_bad_member)
     tasks = mixture.tasks()
     manifest.check(tasks, checksums=manifest.shard_bytes(tasks) <= CHECKSUM_ALL_BYTES, on_bad_member=on_bad_member)
     return manifest
@@ -379,6 +429,8 @@ def verify_directory(root: str | Path) -> tuple[list[str], int]:
 def check_out(root: str | Path) -> None:
     """Refuse, before any work, an ``--out`` that is not a directory, or a non-empty one that holds
     anything but a shards directory's own files (tasks' folders, ``collections/``, the manifest)."""
+    if is_remote(root):
+        return  # a URL: its store checks it (prepare_remote)
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise ShardError(f"--out {root}: exists and is not a directory; give a new, empty or prepared directory")
@@ -429,6 +481,29 @@ class ShardReader:
             return None  # in a bad member, skipped (no record is empty)
         return json.loads(os.pread(fd, int(size), int(offset)))
 
+    def pieces(self, task: str, records: np.ndarray, split: str = "train") -> list[ShardInfo]:
+        """The distinct shard pieces holding these records of ``task``, in order of first use."""
+        shards, starts = self._shards(task, split)
+        ks = np.searchsorted(starts, records, side="right") - 1
+        return [shards[k] for k in dict.fromkeys(ks.tolist()) if shards[k].path is not None]
+
+    @property
+    def remote(self) -> bool:
+        """Shards read through a cache (fetched, pinned while open) rather than where they are."""
+        return self.manifest.store.remote
+
+    def retain(self, pieces: Iterable[ShardInfo]) -> None:
+        """Close every open shard but these (a cached shard stays pinned while open)."""
+        keep = {p.path for p in pieces}
+        for path in [p for p in self._files if p not in keep]:
+            os.close(self._files.pop(path))
+
+    def prefetch(self, pieces: Iterable[ShardInfo]) -> None:
+        """Download these remote shards in the background (in order, as far as the cache has room)."""
+        store = self.manifest.store
+        if isinstance(store, RemoteStore):
+            store.prefetch([(p.path, p.bytes) for p in pieces])
+
     def _shards(self, task: str, split: str) -> tuple[list[ShardInfo], np.ndarray]:
         key = (task, split)
         if key not in self._layout:
@@ -443,13 +518,30 @@ class ShardReader:
         if fd is not None:
             self._files.move_to_end(shard.path)
             return fd
-        if shard.path not in self._index:
-            data = read_shard(shard)
-            bad = bad_members(data, shard)
-            if bad and self.on_bad_member != "skip":
-                raise corrupt(shard, bad)
-            self._index[shard.path] = chunk_index(data, shard, skip=bad)
         if len(self._files) >= self.max_open:
             os.close(self._files.popitem(last=False)[1])
-        fd = self._files[shard.path] = os.open(shard.path, os.O_RDONLY)
-        return fd
+        store = self.manifest.store
+        if isinstance(store, RemoteStore):  # into the node's cache first; pinned there while open
+            self._files[shard.path] = store.open(shard.path, shard.bytes)
+        if shard.path not in self._index:
+            try:
+                self._index[shard.path] = self._index_of(shard)
+            except ShardError as err:
+                if not isinstance(store, RemoteStore):
+                    raise
+                # the object changed under the job: name it, and keep no copy that would fail every run
+                os.close(self._files.pop(shard.path))
+                shard.path.unlink(missing_ok=True)
+                raise ShardError(str(err).replace(str(shard.path), store.url_of(shard.path))) from None
+        if shard.path not in self._files:
+            self._files[shard.path] = os.open(shard.path, os.O_RDONLY)
+        return self._files[shard.path]
+
+    def _index_of(self, shard: ShardInfo) -> dict[int, np.ndarray]:
+        """Every record's byte range in ``shard``, once its members' checksums are checked (a bad member's
+        records are skipped under ``on_bad_record: skip``, else an error naming shard and member)."""
+        data = read_shard(shard)
+        bad = bad_members(data, shard)
+        if bad and self.on_bad_member != "skip":
+            raise corrupt(shard, bad)
+        return chunk_index(data, shard, skip=bad)

@@ -41,7 +41,7 @@ from flanforge.mixtures.config import StreamConfig
 from flanforge.mixtures.mixture import Mixture
 from flanforge.mixtures.streaming.packing import DROPPED, TRUNCATED, PackedBatch, Packer, stack_rows
 from flanforge.mixtures.streaming.sampling import EpochOrders, block_records
-from flanforge.mixtures.streaming.shards import Manifest, ShardReader
+from flanforge.mixtures.streaming.shards import Manifest, ShardInfo, ShardReader
 from flanforge.mixtures.streaming.stream_state import ConsumptionTracker, StreamState, add_counters, merge_state, segments_from
 from flanforge.mixtures.task import Example, TaskError
 from flanforge.mixtures.tokens import TextTokenizer
@@ -183,6 +183,7 @@ class MixtureStream(IterableDataset):
         pending: dict[str, dict[str, int]] = {}  # counters not yet delivered (a block may pack no row)
         while True:
             if block not in done:
+                self._read_ahead(block, cursors, done)
                 skip = start.partial.get(block, 0)
                 rows, counters = self._pack_block(block, cursors, skip)
                 if skip == 0:  # else they came with the block's first row before the resume
@@ -193,6 +194,24 @@ class MixtureStream(IterableDataset):
                     yield row
             cursors = cursors + self.schedule.counts(block, block + C)
             block += C
+
+    def _read_ahead(self, block: int, cursors: np.ndarray, done: set[int]) -> None:
+        """Remote shards: keep open only the shards this block reads, and fetch them and those of this
+        consumer's next ``read_ahead`` blocks in the background (the schedule names every future record)."""
+        if not self.reader.remote:
+            return
+        wanted: list[ShardInfo] = []
+        for ahead in range(1 + self.reader.manifest.store.read_ahead):
+            if block not in done:
+                picks, records, _ = block_records(self.schedule, self.orders, block, cursors)
+                pieces = [p for t in np.unique(picks).tolist()
+                          for p in self.reader.pieces(self.schedule.names[t], records[picks == t])]
+                if ahead == 0:
+                    self.reader.retain(pieces)
+                wanted += pieces
+            cursors = cursors + self.schedule.counts(block, block + self.num_consumers)
+            block += self.num_consumers
+        self.reader.prefetch(wanted)
 
     def _pack_block(self, block: int, cursors: np.ndarray, skip: int) -> tuple[list[Row], dict[str, dict[str, int]]]:
         """Rows ``skip:`` of ``block``, whose task cursors are ``cursors``, and the block's over-length counters."""

@@ -182,3 +182,21 @@ def test_promptsource_templates_file(tmp_path):
     (tmp_path / "evil.yaml").write_text("templates: !!python/object/apply:os.system ['echo hacked']\n")
     with pytest.raises(TaskError, match="not a valid templates file"):
         load_templates(tmp_path / "evil.yaml")
+
+
+def test_hf_datasets_streamed_from_local_files_offline(tmp_path, monkeypatch):
+    """``source: {type: hf, path: ..., streaming: true}``: load_dataset's streaming reader, no network."""
+    from flanforge.mixtures.sources.hf_stream import HfStreamSource
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    write_table(tmp_path / "data.jsonl")
+    source = HfStreamSource("data.jsonl", tmp_path, split_names={"train": "train"}, **FIELDS)
+    assert source("train") == ROWS
+    folder = tmp_path / "parquet_dataset"
+    folder.mkdir()
+    write_table(folder / "train.parquet")
+    assert HfStreamSource("parquet_dataset", tmp_path, split_names={"train": "train"}, **FIELDS)("train") == ROWS
+    source = HfStreamSource("parquet_dataset", tmp_path, split_names={"train": "train", "validation": "nope"}, **FIELDS)
+    with pytest.raises(TaskError, match=r"^parquet_dataset: datasets.load_dataset cannot read split 'nope': "):
+        source("validation")
