@@ -8,8 +8,12 @@ than a 24 GiB machine has: BENCHMARKS.md), so the checkpoint is the one a ZeRO-3
 first step: ``flanforge train``'s own set-up (``launcher/training/loop.py: setup``, 2 CPU ranks started
 by DeepSpeed's launcher, the model built partitioned) and its own checkpointer, which writes the fp32
 weights as every later checkpoint does (the Adam moments do not exist yet; export does not read them).
-Then ``flanforge export RUN --max-shard-size 1GB`` runs under a wrapper that reports its peak RSS
-(``RUSAGE_CHILDREN``), against the model's fp32 size. The last line is one JSON object.
+Then ``flanforge export RUN --max-shard-size 1GB`` runs while its memory is sampled every 20 ms from
+``/proc/PID/status``: its peak RSS, and the peak of its anonymous part (``RssAnon``). DeepSpeed's lazy
+reader maps the optimizer shards (``torch.load(mmap=True)``), so the RSS also counts the page cache of
+the file pages read so far (``RssFile``: clean pages the kernel takes back under pressure); the
+anonymous part is the memory the export itself needs. Both against the model's fp32 size. The last
+line is one JSON object.
 """
 
 from __future__ import annotations
@@ -58,6 +62,24 @@ def peak_rss(cmd: list[str], env: dict[str, str] | None = None) -> tuple[int, fl
     return int(out.stdout.split("PEAK_RSS_KIB")[-1].split()[0]) * 1024, time.perf_counter() - start
 
 
+def sampled_peaks(cmd: list[str]) -> tuple[int, int, float]:
+    """(peak RSS, peak RssAnon, seconds) of ``cmd``, sampled from /proc every 20 ms."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    rss = anon = 0
+    while proc.poll() is None:
+        try:
+            fields = dict(line.split(":", 1) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines())
+            rss = max(rss, int(fields["VmRSS"].split()[0]) * 1024)
+            anon = max(anon, int(fields["RssAnon"].split()[0]) * 1024)
+        except (OSError, KeyError, ValueError):  # the process is ending
+            pass
+        time.sleep(0.02)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:3])} failed:\n{proc.stderr.read()[-3000:]}")
+    return rss, anon, time.perf_counter() - start
+
+
 def exported_elements(shard: Path) -> int:
     """The elements of the tensors in one safetensors file (its header only is read)."""
     from math import prod
@@ -66,6 +88,24 @@ def exported_elements(shard: Path) -> int:
 
     with safe_open(shard, "pt") as f:
         return sum(prod(f.get_slice(name).get_shape()) for name in f.keys())
+
+
+def sampled_peaks(cmd: list[str]) -> tuple[int, int, float]:
+    """(peak RSS, peak RssAnon, seconds) of ``cmd``, sampled from /proc every 20 ms."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    rss = anon = 0
+    while proc.poll() is None:
+        try:
+            fields = dict(line.split(":", 1) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines())
+            rss = max(rss, int(fields["VmRSS"].split()[0]) * 1024)
+            anon = max(anon, int(fields["RssAnon"].split()[0]) * 1024)
+        except (OSError, KeyError, ValueError):  # the process is ending
+            pass
+        time.sleep(0.02)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:3])} failed:\n{proc.stderr.read()[-3000:]}")
+    return rss, anon, time.perf_counter() - start
 
 
 def exported_elements(shard: Path) -> int:
@@ -104,17 +144,19 @@ def main() -> None:
         train_rss, train_seconds = peak_rss(ranks, env={**rank_env(cfg), "OMP_NUM_THREADS": "1"})
         flanforge = str(Path(sys.executable).with_name("flanforge"))
         out = work / "export"
-        rss, seconds = peak_rss([flanforge, "export", str(run), "--out", str(out), "--max-shard-size",
-                                 args.max_shard_size, "--overwrite"])
+        rss, anon, seconds = sampled_peaks([flanforge, "export", str(run), "--out", str(out), "--max-shard-size",
+                                            args.max_shard_size, "--overwrite"])
         shards = sorted(out.glob("model*.safetensors"))
         params = sum(exported_elements(shard) for shard in shards)
         fp32 = 4 * params
         print(f"{params / 1e6:.1f}M parameters, fp32 {fp32 / 2**30:.2f} GiB; set-up and save: peak RSS per rank "
               f"{train_rss / 2**30:.2f} GiB ({train_seconds:.0f} s); export to {len(shards)} shards of "
-              f"<= {args.max_shard_size}: peak RSS {rss / 2**30:.2f} GiB = {rss / fp32:.3f} of fp32, {seconds:.1f} s "
+              f"<= {args.max_shard_size}: peak RSS {rss / 2**30:.2f} GiB = {rss / fp32:.3f} of fp32, of which anonymous "
+              f"{anon / 2**30:.2f} GiB = {anon / fp32:.3f}; {seconds:.1f} s "
               f"({seconds / (fp32 / 1e9):.1f} s per fp32 GB)", flush=True)
         print(json.dumps(dict(params=params, fp32_bytes=fp32, rank_peak_rss=train_rss, export_peak_rss=rss,
-                              export_over_fp32=round(rss / fp32, 4), export_seconds=round(seconds, 1),
+                              export_peak_anon=anon, export_over_fp32=round(rss / fp32, 4),
+                              export_anon_over_fp32=round(anon / fp32, 4), export_seconds=round(seconds, 1),
                               shards=len(shards), shard_bytes=[os.path.getsize(s) for s in shards])))
 
 
