@@ -118,7 +118,7 @@ class RemoteStore:
     # -- shards through the cache
 
     def verify(self, rel: str, size: int) -> None:
-        """Raise unless ``rel`` is present at ``size`` bytes (its sha256 is checked when a reader first reads it)."""
+        """Raise unless ``rel`` is present at ``size`` bytes (its members' checksums are checked when a reader first reads it)."""
         have = self.sizes().get(rel)
         if have is None:
             raise StorageError(f"{self.name(rel)}: shard is missing")
