@@ -29,6 +29,7 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
+from transformers.initialization import no_init_weights
 
 
 class StepClock(TrainerCallback):
@@ -82,7 +83,10 @@ def main() -> None:
     rows = [json.loads(line) for line in Path(args.data).read_text().splitlines()]
     model_kwargs = json.loads(args.model)
     torch.manual_seed(args.seed)
-    model = LlamaForCausalLM(LlamaConfig(**model_kwargs))
+    # The same weights as flanforge's from-scratch model (model/load.py): drawn by _init_weights alone.
+    with no_init_weights():
+        model = LlamaForCausalLM(LlamaConfig(**model_kwargs))
+    model.init_weights()
     model.config._attn_implementation = "sdpa"  # transformers' default where torch has it
     collator = CountingCollator(DataCollatorForSeq2Seq(
         pad_only_tokenizer(model_kwargs["pad_token_id"], model_kwargs["eos_token_id"]),
