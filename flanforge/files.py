@@ -8,7 +8,10 @@ exception, Ctrl-C, SIGTERM, a full disk) removes the temporary and leaves the
 previous content, or nothing, in place. A full disk (``ENOSPC``, ``EDQUOT``) or a
 file-size limit (``EFBIG``: ``ulimit -f``; Python ignores ``SIGXFSZ`` at start-up,
 so the write fails instead of killing the process) is a :class:`WriteFailed`
-naming the path and the bytes.
+naming the path and the bytes. A writer that reports no errno (``torch.save``'s
+C++ writer: a ``RuntimeError``, "file write failed") is judged after it failed:
+a file at the size limit, or a disk with under :data:`LOW_SPACE` free, is the
+same :class:`WriteFailed`; anything else stays the writer's error.
 
 A leaf module: it imports nothing of the project but ``flanforge.errors``.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import resource
 import shutil
 import signal
 import tempfile
@@ -27,6 +31,8 @@ from typing import Iterator, Sequence
 
 from flanforge.errors import WriteFailed
 
+LOW_SPACE = 2**20
+"""Free bytes under which a failed write without an errno is put down to a full disk."""
 _NO_ROOM = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
             errno.EFBIG: "file size limit exceeded (ulimit -f)"}
 
@@ -41,6 +47,25 @@ def reporting_full_disk(path: str | Path, needed: int | None = None) -> Iterator
             raise
         bytes_ = f"; it needed at least {needed} bytes" if needed is not None else ""
         raise WriteFailed(f"{path}: {_NO_ROOM[err.errno]}{bytes_}; nothing partial was left") from None
+    except RuntimeError:  # torch.save's writer: no errno
+        reason = no_room(Path(path))
+        if reason is None:
+            raise
+        raise WriteFailed(f"{path}: {reason}; nothing partial was left") from None
+
+
+def no_room(path: Path) -> str | None:
+    """Why writing ``path`` (a file or a directory of them) may have failed for want of room: a file there
+    at the file-size limit (``ulimit -f``), or fewer than :data:`LOW_SPACE` bytes free on its disk; None if
+    neither."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    files = [path] if path.is_file() else list(path.rglob("*")) if path.is_dir() else []
+    if soft != resource.RLIM_INFINITY and any(f.is_file() and f.stat().st_size >= soft for f in files):
+        return _NO_ROOM[errno.EFBIG]
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and shutil.disk_usage(existing).free < LOW_SPACE:
+        return _NO_ROOM[errno.ENOSPC]
+    return None
 
 
 class AtomicFile:

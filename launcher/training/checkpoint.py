@@ -130,8 +130,9 @@ class Checkpointer:
         """Write a checkpoint on every rank and publish it; returns its tag."""
         tag = self.run_dir.tag_for(step)
         saved: dict[str, Any] = {"step": step, "world_size": self.world_size}
-        # A full disk is one line naming the tag (torch.save's own failures are RuntimeErrors, reported as
-        # bugs); the tag stays incomplete, `latest` names the previous one, the next save prunes it.
+        # A full disk or a file-size limit is one line naming the tag (also when torch.save's writer reports
+        # it as a RuntimeError); the tag stays incomplete, `latest` names the previous one, the next save
+        # prunes it.
         with reporting_full_disk(self.run_dir.checkpoint(tag)):
             for name, (scope, component) in self.components.items():
                 if scope == "files":

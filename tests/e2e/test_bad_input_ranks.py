@@ -57,3 +57,18 @@ def test_failing_rank_is_reported_first_and_last_on_every_node(tmp_path, train_c
         assert errors == [expected] * (node + 1), f"node {node}: {output[-3000:]}"
         assert proc.stderr.rstrip().splitlines()[-1] == expected, f"node {node}: {output[-3000:]}"
         assert "Traceback" not in output, f"node {node}: {output[-3000:]}"
+
+
+def test_a_checkpoint_past_the_file_size_limit_is_one_line_and_not_published(tmp_path, train_cmd, run_command):
+    """torch.save's writer reports a full disk or ``ulimit -f`` without an errno: still one line naming the tag
+    (the ranks' user error, exit 2), no traceback, and ``latest`` never names the incomplete tag."""
+    out = tmp_path / "run"
+    limit_kib = 1024  # the launch's logs and TensorBoard fit; the checkpoint's states (several MB) do not
+    cmd = ["bash", "-c", f'ulimit -f {limit_kib} && exec "$@"', "ulimit",
+           *train_cmd(out, "train.max_steps=2", "checkpoint.every_steps=2")]
+    proc = run_command(cmd)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert "file size limit exceeded (ulimit -f)" in lines[-1] and "step_" in lines[-1], lines[-3:]
+    assert not (out / "checkpoints" / "latest").exists()
