@@ -90,34 +90,6 @@ def exported_elements(shard: Path) -> int:
         return sum(prod(f.get_slice(name).get_shape()) for name in f.keys())
 
 
-def sampled_peaks(cmd: list[str]) -> tuple[int, int, float]:
-    """(peak RSS, peak RssAnon, seconds) of ``cmd``, sampled from /proc every 20 ms."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    rss = anon = 0
-    while proc.poll() is None:
-        try:
-            fields = dict(line.split(":", 1) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines())
-            rss = max(rss, int(fields["VmRSS"].split()[0]) * 1024)
-            anon = max(anon, int(fields["RssAnon"].split()[0]) * 1024)
-        except (OSError, KeyError, ValueError):  # the process is ending
-            pass
-        time.sleep(0.02)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd[:3])} failed:\n{proc.stderr.read()[-3000:]}")
-    return rss, anon, time.perf_counter() - start
-
-
-def exported_elements(shard: Path) -> int:
-    """The elements of the tensors in one safetensors file (its header only is read)."""
-    from math import prod
-
-    from safetensors import safe_open
-
-    with safe_open(shard, "pt") as f:
-        return sum(prod(f.get_slice(name).get_shape()) for name in f.keys())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, help="num_hidden_layers (default: the config's)")
