@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
-from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+from transformers import DynamicCache, GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from flanforge.errors import UserError, did_you_mean
 from flanforge.model.attention import segment_mask, tree_mask
@@ -52,12 +52,12 @@ def _pad(rows: Sequence[Ids], pad_id: int, left: bool = False) -> tuple[torch.Te
     return ids, mask
 
 
-def _chunks(lengths: Sequence[int]) -> list[list[int]]:
-    """Consecutive rows (their indices) whose padded ``(B, 1, T, T)`` mask stays within :data:`MASK_ELEMENTS`."""
+def _chunks(lengths: Sequence[int], past: int = 0) -> list[list[int]]:
+    """Consecutive rows (their indices) whose padded ``(B, 1, T, past + T)`` mask stays within :data:`MASK_ELEMENTS`."""
     chunks: list[list[int]] = []
     width = 0
     for r, length in enumerate(lengths):
-        if chunks and (len(chunks[-1]) + 1) * max(width, length) ** 2 <= MASK_ELEMENTS:
+        if chunks and (len(chunks[-1]) + 1) * max(width, length) * (past + max(width, length)) <= MASK_ELEMENTS:
             chunks[-1].append(r)
             width = max(width, length)
         else:
@@ -180,14 +180,21 @@ class Scorer:
             raise ValueError(f"arch must be 'decoder' or 't5', got {self.arch!r}")
         if self.convention is None:
             self.convention = get_convention(None, self.arch)
+        self._prefix: tuple[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
     @torch.no_grad()
-    def loglikelihoods(self, requests: Sequence[Request]) -> list[list[float]]:
+    def loglikelihoods(self, requests: Sequence[Request], shared: int = 0) -> list[list[float]]:
         """Summed log-likelihood of every option given its prompt: ``[(prompt, [option, ...]), ...]``.
 
         Batched: a decoder feeds the batch's ``prompt + option[:-1]`` sequences as token tries
         (``launcher/evaluation/prefix_trie.py``: every shared prefix once, short tries packed into one row); a T5
         row encodes the prompt once and decodes ``<start> o1 <start> o2 ...`` block-diagonally.
+
+        ``shared``: the first ``shared`` tokens of every prompt are the same (a task's instruction and
+        exemplars). A decoder then computes their keys and values once, keeps them for the next call
+        with the same tokens, and feeds the tries of the rest after them (not under ``synced_gpus``:
+        every rank makes the same forwards). One scorer holds one model state: the kept keys and values
+        belong to its weights.
         """
         if any(not o for _, opts in requests for o in opts) or any(not opts for _, opts in requests):
             raise ValueError("every request needs options, and every option at least one token")
@@ -195,17 +202,21 @@ class Scorer:
             return self._t5_loglikelihoods(requests)
         if any(not p for p, _ in requests):
             raise ValueError("a decoder prompt needs at least one token")
-        rows, reads = pack(requests, self.key_cost)
+        # The option's first token is read at the prompt's last position: at least one token stays in the tries.
+        shared = 0 if self.synced_gpus else max(0, min(shared, *(len(p) - 1 for p, _ in requests)))
+        past = self._past(requests[0][0][:shared]) if shared else None
+        requests = [(p[shared:], o) for p, o in requests]
+        rows, reads = pack(requests, self.key_cost, past=shared)
         flat = [read for request_reads in reads for read in request_reads]
         sums: list[float] = [0.0] * len(flat)
-        chunks = _chunks([len(row) for row in rows])
+        chunks = _chunks([len(row) for row in rows], shared)
         if self.synced_gpus:  # as many forwards on every rank (each gathers the weights): repeats of the first
             count = torch.tensor([len(chunks)], device=self.device)
             torch.distributed.all_reduce(count, op=torch.distributed.ReduceOp.MAX)
             chunks += [chunks[0]] * (int(count) - len(chunks))
         for chunk in chunks:
             mine = [i for i, read in enumerate(flat) if read.row in chunk]
-            for i, value in zip(mine, self._forward_tries(rows, chunk, [flat[i] for i in mine])):
+            for i, value in zip(mine, self._forward_tries(rows, chunk, [flat[i] for i in mine], past)):
                 sums[i] = value
         it = iter(sums)
         return [[next(it) for _ in request_reads] for request_reads in reads]
@@ -228,11 +239,22 @@ class Scorer:
         rows, _ = pack(requests, self.key_cost)
         return sum(len(chunk) * max(len(rows[r]) for r in chunk) for chunk in _chunks([len(row) for row in rows]))
 
-    def _forward_tries(self, rows: list[Trie], chunk: list[int], reads: list[Read]) -> list[float]:
-        """The summed log-likelihoods of ``reads`` from one forward over the trie rows ``chunk``.
+    def _past(self, tokens: Ids) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer, the keys and values (each (1, H, P, D)) of the sequence ``tokens`` (P of them),
+        computed once for consecutive calls with the same tokens."""
+        if self._prefix is None or self._prefix[0] != tuple(tokens):
+            ids = torch.as_tensor([list(tokens)], device=self.device)
+            cache = self.model(input_ids=ids, use_cache=True, logits_to_keep=1).cache
+            self._prefix = (tuple(tokens), [(layer.keys, layer.values) for layer in cache.layers])
+        return self._prefix[1]
+
+    def _forward_tries(self, rows: list[Trie], chunk: list[int], reads: list[Read],
+                       past: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> list[float]:
+        """The summed log-likelihoods of ``reads`` from one forward over the trie rows ``chunk``, after the
+        keys and values ``past`` (per layer, of a sequence every row continues) when given.
 
         Each row's read nodes go last and rows are left-padded, so the LM head runs on the last
-        ``keep`` positions only; attention follows the tries (:func:`tree_mask`).
+        ``keep`` positions only; attention follows the tries (:func:`tree_mask`) and sees all of ``past``.
         """
         scored = {r: sorted({n for read in reads if read.row == r for n in read.nodes}) for r in chunk}
         width, keep = max(len(rows[r]) for r in chunk), max(len(nodes) for nodes in scored.values())
@@ -251,8 +273,15 @@ class Scorer:
             positions[b, shift:] = torch.as_tensor([row.depths[n] for n in order])
             parents[b, shift:] = torch.as_tensor([col[row.parents[n]] if row.parents[n] >= 0 else -1 for n in order])
         mask = tree_mask(parents.to(self.device), positions, dtype=next(self.model.parameters()).dtype)
+        cache = None
+        if past is not None:  # every position also sees the P past ones: positions and mask shift by P
+            n = past[0][0].shape[2]
+            positions = positions + n
+            mask = torch.cat([mask.new_zeros(*mask.shape[:3], n), mask], dim=-1)  # (B, 1, T, P + T)
+            cache = DynamicCache(ddp_cache_data=[(k.expand(len(chunk), -1, -1, -1), v.expand(len(chunk), -1, -1, -1))
+                                                 for k, v in past])
         logits = self.model(input_ids=ids.to(self.device), position_ids=positions.to(self.device), attention_mask=mask,
-                            use_cache=False, logits_to_keep=keep).logits  # (B, keep, V)
+                            cache=cache, use_cache=cache is not None, logits_to_keep=keep).logits  # (B, keep, V)
         b_of = {r: b for b, r in enumerate(chunk)}
         return _summed_logprobs(logits, [(b_of[read.row], [columns[read.row][n] - (width - keep) for n in read.nodes],
                                           read.targets) for read in reads])

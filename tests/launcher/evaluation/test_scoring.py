@@ -89,6 +89,29 @@ def test_decoder_tries_equal_one_forward_per_option(monkeypatch, mask_elements):
                                                                       for o in opts})
 
 
+def test_a_shared_prefix_is_fed_once_and_scores_as_without_it():
+    """A task's shared beginning (instruction, exemplars): its keys and values are computed once, kept for
+    the next batch, and the rest of each prompt is scored after them as from one forward per option."""
+    model = tiny("decoder")
+    head = [5, 6, 7, 8, 9, 10]
+    batches = [[(head + [11, 12], [[13, EOS], [14]]), (head + [15], [[13, EOS], [16, 17, EOS]])],
+               [(head + [18], [[19, EOS]]), (head + [11, 20, 21], [[22, EOS], [EOS]])]]
+    fed = []
+    model.register_forward_hook(lambda _, args, kwargs, out: fed.append(kwargs["input_ids"].tolist()),
+                                with_kwargs=True)
+    scorer = Scorer(model, "decoder", PAD, EOS)
+    scored = [scorer.loglikelihoods(batch, shared=len(head)) for batch in batches]
+    assert fed.count([head]) == 1 and len(fed) == 3  # the prefix once, then one forward per batch
+    assert not {5, 6, 7, 8, 9, 10} & {t for ids in fed[1:] for row in ids for t in row}  # rows: what follows it
+    for batch, lls in zip(batches, scored):
+        for (prompt, options), got in zip(batch, lls):
+            assert got == pytest.approx([hand_loglikelihood(model, "decoder", prompt, o) for o in options],
+                                        rel=5e-5, abs=1e-4)
+    # a prompt no longer than the prefix keeps its last token out of it (the first option token is read there)
+    assert scorer.loglikelihoods([(head, [[11, EOS]])], shared=len(head))[0] == pytest.approx(
+        [hand_loglikelihood(model, "decoder", head, [11, EOS])], rel=5e-5, abs=1e-4)
+
+
 def test_synced_ranks_make_as_many_forwards_as_the_busiest(monkeypatch):
     """ZeRO-3: every forward gathers weights from all ranks, so a rank whose batch fits one forward
     repeats it as often as another rank needs (here: a rank said to need 3), with the same results."""
