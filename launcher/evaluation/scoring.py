@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
-from transformers import DynamicCache, GenerationConfig, StoppingCriteria, StoppingCriteriaList
+from transformers import DynamicCache, GenerationConfig, StaticCache, StoppingCriteria, StoppingCriteriaList
 
 from flanforge.errors import UserError, did_you_mean
 from flanforge.model.attention import segment_mask, tree_mask
@@ -312,12 +312,15 @@ class Scorer:
     @torch.no_grad()
     def generate(self, prompts: Sequence[Ids], max_new_tokens: int, stops: Sequence[str] = (),
                  decode: Callable[[list[int]], str] | None = None, min_new_tokens: int = 0) -> list[list[int]]:
-        """Greedy continuations of ``prompts`` (one batched ``generate`` with the KV cache), each cut at EOS.
+        """Greedy continuations of ``prompts``, batched with a KV cache, each cut at EOS.
 
         With ``stops`` (and ``decode``, ids to text) a row also ends once its text contains a stop string;
         cutting the text there is the caller's. ``min_new_tokens`` holds EOS back that long (benchmarks:
-        the same work on every path).
+        the same work on every path). A decoder runs :meth:`_decode` (a finished row leaves the batch);
+        T5, and every rank in lockstep (``synced_gpus``), one ``generate`` call.
         """
+        if self.arch == "decoder" and not self.synced_gpus:
+            return self._decode(prompts, max_new_tokens, stops, decode, min_new_tokens)
         if self.arch == "decoder":
             ids, mask = _pad(prompts, self.pad_id, left=True)  # left: new tokens follow every prompt directly
         else:
@@ -335,6 +338,50 @@ class Scorer:
         for row in out[:, skip:].tolist():
             rows.append(row[: row.index(self.eos_id)] if self.eos_id in row else row)
         return rows
+
+    def _decode(self, prompts: Sequence[Ids], max_new_tokens: int, stops: Sequence[str],
+                decode: Callable[[list[int]], str] | None, min_new_tokens: int) -> list[list[int]]:
+        """A decoder's greedy loop: left-padded prompts, one preallocated KV cache (no copy per step), and
+        each row taken out of the batch (and of the cache) at the step it ends: EOS, a stop string or
+        ``max_new_tokens``; the rows left run on, so no step is spent on a finished row."""
+        dtype = next(self.model.parameters()).dtype
+        ids, real = _pad(prompts, self.pad_id, left=True)  # (B, T)
+        width, total = ids.shape[1], ids.shape[1] + max_new_tokens
+        keys = torch.cat([real, real.new_zeros(len(prompts), max_new_tokens)], dim=1).to(self.device)  # (B, T + N)
+        cache = StaticCache(config=self.model.config, max_cache_len=total)
+        mask = segment_mask(real.to(self.device), keys, causal=True, dtype=dtype)  # (B, 1, T, T + N)
+        positions = (real.cumsum(-1) - 1).clamp(min=0).to(self.device)  # (B, T)
+        live = list(range(len(prompts)))  # the batch's rows: indices into prompts
+        out: list[list[int]] = [[] for _ in prompts]
+        inputs = ids.to(self.device)
+        for step in range(max_new_tokens):
+            logits = self.model(input_ids=inputs, position_ids=positions, attention_mask=mask, cache=cache,
+                                use_cache=True, logits_to_keep=1).logits[:, -1]  # (b, V)
+            if step < min_new_tokens:
+                logits[:, self.eos_id] = float("-inf")
+            tokens = logits.argmax(-1).tolist()
+            done = []
+            for b, (row, token) in enumerate(zip(live, tokens)):
+                if token != self.eos_id:
+                    out[row].append(token)
+                if (token == self.eos_id or step + 1 == max_new_tokens
+                        or (stops and decode and any(s in decode(out[row]) for s in stops))):
+                    done.append(b)
+            if len(done) == len(live):
+                break
+            if done:  # finished rows leave the batch and the cache
+                keep = torch.as_tensor([b for b in range(len(live)) if b not in done], device=self.device)
+                live = [live[b] for b in keep.tolist()]
+                keys, positions = keys[keep], positions[keep]
+                tokens = [tokens[b] for b in keep.tolist()]
+                for layer in cache.layers:
+                    layer.keys, layer.values = layer.keys[keep], layer.values[keep]
+            keys[:, width + step] = 1
+            inputs = torch.as_tensor(tokens, device=self.device)[:, None]  # (b, 1)
+            positions = positions[:, -1:] + 1
+            mask = torch.zeros(keys.shape, dtype=dtype, device=self.device).masked_fill_(
+                keys == 0, torch.finfo(dtype).min)[:, None, None]  # (b, 1, 1, T + N)
+        return out
 
 
 def max_length(model, arch: str) -> int | None:

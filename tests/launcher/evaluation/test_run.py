@@ -140,9 +140,9 @@ class RecordingScorer(Scorer):
 
     calls: list = dataclasses.field(default_factory=list)
 
-    def loglikelihoods(self, requests):
+    def loglikelihoods(self, requests, **kwargs):
         self.calls.append("loglikelihoods")
-        return super().loglikelihoods(requests)
+        return super().loglikelihoods(requests, **kwargs)
 
     def generate(self, prompts, max_new_tokens, *args, **kwargs):
         self.calls.append(f"generate {max_new_tokens}")

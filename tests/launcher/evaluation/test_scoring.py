@@ -183,6 +183,21 @@ def test_generate_stops_at_stop_strings():
     assert stopped == full[:2]
 
 
+def test_a_finished_row_leaves_the_batch():
+    """Rows end at EOS or a stop string, each at its own step; the later forwards run the rows left only."""
+    model = tiny("decoder")
+    prompts = [[5, 6, 7], [11], [3, 4, 5, 6, 7, 8, 9], [30, 31]]
+    decode = lambda ids: " ".join(map(str, ids))  # noqa: E731
+    full = [greedy_no_cache(model, "decoder", p, 6) for p in prompts]
+    stop = decode(full[0][:2])
+    expected = [next((r[:n] for n in range(1, len(r) + 1) if stop in decode(r[:n])), r) for r in full]
+    assert len(expected[0]) == 2 and max(map(len, expected)) > 2
+    fed = []
+    model.register_forward_hook(lambda _, args, kwargs, out: fed.append(len(kwargs["input_ids"])), with_kwargs=True)
+    assert Scorer(model, "decoder", PAD, EOS).generate(prompts, 6, stops=[stop], decode=decode) == expected
+    assert fed[:2] == [4, 4] and fed[-1] < 4 and fed == sorted(fed, reverse=True)
+
+
 def test_rejects_empty_targets():
     scorer = Scorer(tiny("decoder"), "decoder", PAD, EOS)
     with pytest.raises(ValueError, match="at least one token"):
