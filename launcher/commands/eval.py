@@ -28,9 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare", metavar="OTHER_DIR", help="a baseline's results.json (or its directory)")
     parser.add_argument("--convention", default=None, metavar="NAME",
                         help="how rank classification scores an option: t5x (its tokens + EOS) or lm-eval (the "
-                             "continuation as lm-evaluation-harness builds it); default t5x for T5, lm-eval for "
-                             "decoders")
-    parser.add_argument("--batch-size", type=int, default=16, help="examples (or options) per forward")
+                             "continuation as lm-evaluation-harness builds it); default: a run's eval.convention, "
+                             "else t5x for T5, lm-eval for decoders")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="examples (or options) per forward (default: a run's eval.batch_size, else 16)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,6 +4,8 @@
 from the ZeRO shards as ``flanforge export`` does), ``RUN_DIR:TAG`` (a tag or a
 step number), a Hugging Face model directory, or ``untuned:RUN_DIR`` (the
 weights the run started from: its ``model.path``, or its seeded random init).
+A run's ``eval:`` section supplies the settings the command line leaves out
+(:data:`RUN_SETTINGS`: the scoring convention, the batch size).
 
 In a rank started by ``deepspeed``, ``torchrun`` or ``srun`` it is one rank of a
 data-parallel evaluation (``evaluator.py``): every rank builds the same
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 from flanforge.errors import UserError
+from flanforge.launcher.config import EvalConfig
 from flanforge.launcher.training.rundir import RunDir
 from flanforge.launcher.evaluation import benchmarks
 
@@ -46,7 +49,8 @@ def evaluate(args: argparse.Namespace) -> int:
     baseline = load_results(args.compare) if args.compare else None
     layout, device = start_rank(group_if_alone=False)
     distributed = layout.world_size > 1
-    tokenizer, arch, build, run_dir, precision = load_model(args.model)
+    tokenizer, arch, build, run_dir, precision, run_eval = load_model(args.model)
+    args = with_run_settings(args, run_eval)
     convention = get_convention(args.convention, arch)
     suites = build_suites(args, lambda text: len(tokenizer.encode(text)))
     model = build()
@@ -71,6 +75,18 @@ def evaluate(args: argparse.Namespace) -> int:
             print(f"flanforge eval: {name}: {len(suite['tasks'])} tasks; {means}", file=sys.stderr)
         print(Path(args.out) / "results.json")
     return 0  # a rank ends through cli.entry (launcher/ranks/rank_exit.py)
+
+
+RUN_SETTINGS = ("convention", "batch_size")
+"""``flanforge eval`` options a run's ``eval:`` section also sets (same names): the command line wins."""
+
+
+def with_run_settings(args: argparse.Namespace, run_eval: EvalConfig | None) -> argparse.Namespace:
+    """``args`` with each of :data:`RUN_SETTINGS` the command line left out taken from the run's ``eval:``
+    section (a run's MODEL), else from the section's defaults."""
+    source = run_eval or EvalConfig()
+    return argparse.Namespace(**{**vars(args), **{key: getattr(source, key) for key in RUN_SETTINGS
+                                                  if getattr(args, key) is None}})
 
 
 def build_suites(args: argparse.Namespace, count_tokens):
@@ -101,6 +117,8 @@ class Loaded(NamedTuple):
     """The training run of a checkpoint (its periodic evaluations are plotted), else None."""
     precision: str
     """The run's ``train.precision`` (``auto`` for a Hugging Face directory): evaluation computes in it."""
+    eval: EvalConfig | None
+    """The run's ``eval:`` section (None for a Hugging Face directory): settings the command line leaves out."""
 
 
 def load_model(spec: str) -> Loaded:
@@ -116,7 +134,7 @@ def load_model(spec: str) -> Loaded:
         cfg, tokenizer = load_run(run_dir)
         model_cfg = dataclasses.replace(cfg.model, gradient_checkpointing=False)
         return Loaded(tokenizer, cfg.model.arch, lambda: build_model(model_cfg, tokenizer, cfg.seed, training=False).eval(),
-                      None, cfg.train.precision)
+                      None, cfg.train.precision, cfg.eval)
     path = Path(spec)
     if (path / "config.json").is_file():
         from transformers import AutoConfig
@@ -124,7 +142,8 @@ def load_model(spec: str) -> Loaded:
         arch = "t5" if AutoConfig.from_pretrained(path, local_files_only=True).is_encoder_decoder else "decoder"
         model_cfg = ModelConfig(arch=arch, path=str(path))
         tokenizer = load_configured_tokenizer(model_cfg)
-        return Loaded(tokenizer, arch, lambda: build_model(model_cfg, tokenizer, 0, training=False).eval(), None, "auto")
+        return Loaded(tokenizer, arch, lambda: build_model(model_cfg, tokenizer, 0, training=False).eval(), None, "auto",
+                      None)
     root, tag = spec, None
     if not path.is_dir() and ":" in spec:
         root, tag = spec.rsplit(":", 1)
@@ -133,4 +152,5 @@ def load_model(spec: str) -> Loaded:
     run_dir = RunDir(root)
     tag = resolve_tag(run_dir, tag)
     cfg, tokenizer = load_run(run_dir)
-    return Loaded(tokenizer, cfg.model.arch, lambda: checkpoint_model(run_dir, tag)[0], run_dir, cfg.train.precision)
+    return Loaded(tokenizer, cfg.model.arch, lambda: checkpoint_model(run_dir, tag)[0], run_dir, cfg.train.precision,
+                  cfg.eval)
