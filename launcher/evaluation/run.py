@@ -25,7 +25,7 @@ from typing import Any, Callable, NamedTuple
 from flanforge.errors import UserError
 from flanforge.launcher.config import EvalConfig
 from flanforge.launcher.training.rundir import RunDir
-from flanforge.launcher.evaluation import benchmarks
+from flanforge.launcher.evaluation import benchmarks, heldout
 
 UNTUNED = "untuned:"
 
@@ -47,12 +47,14 @@ def evaluate(args: argparse.Namespace) -> int:
         if value is not None and value < (0 if key == "shots" else 1):
             raise UserError(f"--{key.replace('_', '-')} must be at least {0 if key == 'shots' else 1}, got {value}")
     baseline = load_results(args.compare) if args.compare else None
+    if args.data is not None:
+        args.data = heldout.parse_data(args.data)
     layout, device = start_rank(group_if_alone=False)
     distributed = layout.world_size > 1
     tokenizer, arch, build, run_dir, precision, run_eval = load_model(args.model)
     args = with_run_settings(args, run_eval)
     convention = get_convention(args.convention, arch)
-    suites = build_suites(args, lambda text: len(tokenizer.encode(text)))
+    suites, plans = build_suites(args, lambda text: len(tokenizer.encode(text)))
     model = build()
     gather = None
     if distributed:
@@ -67,7 +69,8 @@ def evaluate(args: argparse.Namespace) -> int:
                           world_size=layout.world_size, gather=gather, max_length=max_length(model, arch))
     results = evaluator.run(suites)
     if results is not None:
-        data = results_dict(args.model, args.split or "validation", results, convention.name)
+        data = results_dict(args.model, args.split or "validation", results, convention.name,
+                            {name: heldout.table(results, plan) for name, plan in plans.items()})
         history = read_history(run_dir.eval_history) if run_dir is not None else None
         write_outputs(Path(args.out), data, results, baseline, history)
         for name, suite in data["suites"].items():
@@ -77,7 +80,7 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0  # a rank ends through cli.entry (launcher/ranks/rank_exit.py)
 
 
-RUN_SETTINGS = ("convention", "batch_size")
+RUN_SETTINGS = ("convention", "batch_size", "data")
 """``flanforge eval`` options a run's ``eval:`` section also sets (same names): the command line wins."""
 
 
@@ -89,23 +92,30 @@ def with_run_settings(args: argparse.Namespace, run_eval: EvalConfig | None) -> 
                                                   if getattr(args, key) is None}})
 
 
-def build_suites(args: argparse.Namespace, count_tokens):
+def build_suites(args: argparse.Namespace, count_tokens) -> tuple[list, dict[str, heldout.Plan]]:
+    """The suites ``args`` asks for, and the plan of each composite suite (``flan2022_heldout``: its
+    components are among the suites, in the settings Flan reports, whatever ``--shots`` says)."""
     from flanforge.launcher.evaluation.suites import build_suite
 
     kinds = args.formats or (["few_shot"] if args.shots else ["zero_shot"])
-    suites = []
+    suites, plans = [], {}
     for spec in args.suites:
+        if spec == heldout.NAME:
+            plans[spec] = heldout.plan(args.data, args.cot_prompts)
+            suites += [build_suite(s, split=args.split, max_examples=args.max_examples, count_tokens=count_tokens,
+                                   cot_prompts=args.cot_prompts) for s in plans[spec].specs]
+            continue
         own_format = spec.partition(":")[0] in benchmarks.SUITES  # BBH/GSM8K/MMLU prompts are their own
         for kind in kinds[:1] if own_format else kinds:
             suite = build_suite(spec, split=args.split, kind=kind, shots=args.shots,
-                                max_examples=args.max_examples, count_tokens=count_tokens)
+                                max_examples=args.max_examples, count_tokens=count_tokens, cot_prompts=args.cot_prompts)
             if len(kinds) > 1 and not own_format:
                 suite.name = f"{suite.name}/{kind}"
             suites.append(suite)
     names = [s.name for s in suites]
     if len(set(names)) != len(names):
         raise UserError(f"--suites names a suite twice: {sorted({n for n in names if names.count(n) > 1})}")
-    return suites
+    return suites, plans
 
 
 class Loaded(NamedTuple):

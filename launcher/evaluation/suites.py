@@ -21,6 +21,8 @@ a YAML path            the task or mixture the file defines (its tasks' ``metric
 ``bbh_cot:DIR``        BIG-Bench Hard, 3-shot chain of thought
 ``gsm8k:DIR``          GSM8K's test split, chain of thought, final answer after ``####``
 ``mmlu:DIR``           MMLU (original layout), ``shots``-shot (default 5), per subject and category (``mmlu.py``)
+``mmlu_cot:DIR``       MMLU, chain of thought with Flan's exemplars (``--cot-prompts``), exact match
+``flan2022_heldout``   MMLU, BBH and GSM8K as Flan 2022 reports them (``heldout.py``, built by ``run.py``)
 =====================  ==========================================================
 """
 
@@ -51,9 +53,10 @@ def suite_names() -> list[str]:
 
 
 def build_suite(spec: str, *, split: str | None = None, kind: str = "zero_shot", shots: int | None = None,
-                max_examples: int | None = None, count_tokens: Callable[[str], int] | None = None) -> Suite:
+                max_examples: int | None = None, count_tokens: Callable[[str], int] | None = None,
+                cot_prompts: str | None = None) -> Suite:
     """The suite ``spec`` names (see the module doc), its tasks rendered in format ``kind``, from ``split``
-    (None: the suite's own default, ``validation`` for tasks)."""
+    (None: the suite's own default, ``validation`` for tasks); ``cot_prompts``: ``mmlu_cot``'s exemplars."""
     from flanforge.mixtures.registry import get_mixture, load_mixture
     from flanforge.mixtures.sources import task_yaml
 
@@ -65,7 +68,7 @@ def build_suite(spec: str, *, split: str | None = None, kind: str = "zero_shot",
         if not path:
             raise TaskError(f"suite '{name}' reads its data from a directory: --suites {name}:/path/to/{name.split('_')[0]}")
         return benchmarks.build(name, path, split=split, shots=shots, max_examples=max_examples,
-                                count_tokens=count_tokens)
+                                count_tokens=count_tokens, cot_prompts=cot_prompts)
     split = split or "validation"
     if name == "builtin_heldin":
         pairs = [(t, sub.name) for sub in _sub_mixtures(get_mixture("builtin")) for t in _sample(sub)]
