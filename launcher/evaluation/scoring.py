@@ -2,11 +2,14 @@
 
 Both take token ids, never text, and a whole batch at a time: a decoder feeds
 every prefix the batch's (prompt, option) sequences share once (token tries,
-``launcher/evaluation/prefix_trie.py``, several per row), T5 encodes each prompt once and
-decodes its options side by side; generation is one ``generate`` call with
-the KV cache for the batch. One option (or prompt) per call is the naive loop
-(one forward per option, one ``generate`` per example) that
-``benchmarks/eval.py`` compares against.
+``launcher/evaluation/prefix_trie.py``, several per row), after the keys and values of
+the prefix a whole task shares (MMLU's header and exemplars: computed once per task),
+so MMLU's four one-token options cost one position per question; T5 encodes each
+prompt once and decodes its options side by side. A decoder generates in its own
+greedy loop over one preallocated KV cache, each row leaving the batch at the step
+it ends (EOS or a stop string); T5 in one ``generate`` call for the batch. One
+option (or prompt) per call is the naive loop (one forward per option, one
+``generate`` per example) that ``benchmarks/eval.py`` compares against.
 
 Inputs are laid out as training lays them out: a decoder reads ``prompt +
 target`` with the target scored from the prompt's last token on; T5's encoder
