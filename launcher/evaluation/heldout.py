@@ -59,6 +59,16 @@ def parse_data(items: Sequence[str]) -> dict[str, str]:
     return data
 
 
+def check_readers(suites: Sequence[str], *, data: bool, cot_prompts: bool) -> None:
+    """``--data`` and ``--cot-prompts`` given on the command line are read by a suite of ``suites``: an
+    option nothing reads is a one-line error, not silently ignored."""
+    names = {s.partition(":")[0] for s in suites}
+    if data and NAME not in names:
+        raise UserError(f"--data is read by the {NAME} suite only, and --suites does not name it")
+    if cot_prompts and not names & {NAME, "mmlu_cot"}:
+        raise UserError(f"--cot-prompts is read by the mmlu_cot and {NAME} suites only, and --suites names neither")
+
+
 def plan(data: dict[str, str], cot_prompts: str | None) -> Plan:
     """The components ``data`` (benchmark -> directory) and ``cot_prompts`` allow; a directory that does not
     exist is an error (a component left out is one whose benchmark has no entry)."""

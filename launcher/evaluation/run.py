@@ -49,6 +49,7 @@ def evaluate(args: argparse.Namespace) -> int:
     baseline = load_results(args.compare) if args.compare else None
     if args.data is not None:
         args.data = heldout.parse_data(args.data)
+    heldout.check_readers(args.suites, data=args.data is not None, cot_prompts=args.cot_prompts is not None)
     layout, device = start_rank(group_if_alone=False)
     distributed = layout.world_size > 1
     tokenizer, arch, build, run_dir, precision, run_eval = load_model(args.model)

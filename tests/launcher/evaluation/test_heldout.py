@@ -90,3 +90,14 @@ def test_bad_data(hf_dir, tmp_path, capsys):
     assert "gives 'bbh' twice" in error_of(capsys, *base, f"bbh={tmp_path}", f"bbh={tmp_path}")
     assert "expected BENCHMARK=DIR" in error_of(capsys, *base, str(tmp_path))
     assert f"bbh data directory {tmp_path / 'nope'} does not exist" in error_of(capsys, *base, f"bbh={tmp_path / 'nope'}")
+    unread = [hf_dir, "--suites", "demo", "--out", tmp_path / "out"]
+    assert "--data is read by the flan2022_heldout suite only" in error_of(capsys, *unread, "--data", f"bbh={tmp_path}")
+    assert "--cot-prompts is read by" in error_of(capsys, *unread, "--cot-prompts", cot_file(tmp_path))
+
+
+def test_eval_data_in_the_config_is_checked():
+    from flanforge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"eval.data: unknown benchmark 'bhh' \(benchmarks: mmlu, bbh, gsm8k\).*'bbh'"):
+        EvalConfig(data={"bhh": "/data/bbh"})
+    assert EvalConfig(data={"bbh": "/data/bbh"}).data == {"bbh": "/data/bbh"}
