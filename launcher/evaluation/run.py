@@ -5,7 +5,7 @@ from the ZeRO shards as ``flanforge export`` does), ``RUN_DIR:TAG`` (a tag or a
 step number), a Hugging Face model directory, or ``untuned:RUN_DIR`` (the
 weights the run started from: its ``model.path``, or its seeded random init).
 A run's ``eval:`` section supplies the settings the command line leaves out
-(:data:`RUN_SETTINGS`: the scoring convention, the batch size).
+(:data:`RUN_SETTINGS`: the scoring convention, the batch size, flan2022_heldout's data).
 
 In a rank started by ``deepspeed``, ``torchrun`` or ``srun`` it is one rank of a
 data-parallel evaluation (``evaluator.py``): every rank builds the same
