@@ -106,6 +106,8 @@ class Evaluator:
         self.rank, self.world_size, self.lockstep = rank, world_size, lockstep
         self.gather = gather or (lambda obj: [obj])
         self.max_length = max_length
+        self._shared: dict[tuple[int, int], int] = {}
+        """(suite, task) -> how many first prompt tokens all its examples share (set by :meth:`run`)."""
 
     def run(self, suites: Sequence[Suite]) -> list[SuiteResult] | None:
         """Results on rank 0 (None elsewhere). Collective: every rank calls it with the same suites."""
