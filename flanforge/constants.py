@@ -7,3 +7,7 @@ name for it across flanforge)."""
 SCORING_CONVENTIONS = ("t5x", "lm-eval")
 """How rank classification scores an option (``launcher/evaluation/scoring.py``): the names ``--convention``
 and ``eval.convention`` take."""
+
+HELDOUT_DATA = ("mmlu", "bbh", "gsm8k")
+"""The data directories the ``flan2022_heldout`` suite reads (``launcher/evaluation/heldout.py``): the keys
+``--data KEY=DIR`` and ``eval.data`` take."""

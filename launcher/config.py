@@ -19,7 +19,7 @@ from typing import Any, Literal, Optional
 import yaml
 
 from flanforge.config_fields import may_change
-from flanforge.constants import SCORING_CONVENTIONS
+from flanforge.constants import HELDOUT_DATA, SCORING_CONVENTIONS
 from flanforge.errors import ConfigError, TaskError, did_you_mean
 from flanforge.sizes import parse_bytes
 from flanforge.files import atomic_write
@@ -168,6 +168,9 @@ class EvalConfig:
     convention: str | None = None
     """How rank classification scores an option: ``t5x`` (option tokens + EOS) or ``lm-eval`` (the
     continuation as lm-evaluation-harness builds it); None: ``t5x`` for T5, ``lm-eval`` for decoders."""
+    data: dict[str, str] = field(default_factory=dict)
+    """The ``flan2022_heldout`` suite's data directories by benchmark (``mmlu``, ``bbh``, ``gsm8k``), as
+    ``flanforge eval --data KEY=DIR`` gives them; ``flanforge eval RUN`` reads them when ``--data`` is not given."""
 
     def __post_init__(self) -> None:
         if self.every_steps < 0 or self.max_examples_per_task < 1 or self.batch_size < 1:
@@ -175,6 +178,10 @@ class EvalConfig:
         if self.convention is not None and self.convention not in SCORING_CONVENTIONS:
             raise ConfigError(f"eval.convention: unknown '{self.convention}' (conventions: "
                               f"{', '.join(SCORING_CONVENTIONS)}){did_you_mean(self.convention, SCORING_CONVENTIONS)}")
+        for key in self.data:
+            if key not in HELDOUT_DATA:
+                raise ConfigError(f"eval.data: unknown benchmark '{key}' (benchmarks: {', '.join(HELDOUT_DATA)})"
+                                  f"{did_you_mean(key, HELDOUT_DATA)}")
 
 
 @dataclass

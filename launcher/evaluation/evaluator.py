@@ -76,6 +76,17 @@ def mean_over(results: Sequence[TaskResult], weighted: bool) -> dict[str, float]
     return {m: total / weight for m, (total, weight) in sums.items()}
 
 
+def shared_length(sequences: Sequence[Sequence[int]]) -> int:
+    """How many first tokens all ``sequences`` have in common (those of the lexicographically first and last)."""
+    if not sequences:
+        return 0
+    first, last = min(sequences), max(sequences)
+    n = 0
+    while n < min(len(first), len(last)) and first[n] == last[n]:
+        n += 1
+    return n
+
+
 @dataclass
 class _Unit:
     """One batch of work: which suite/task, and the example (and option) indices in it."""
@@ -95,10 +106,14 @@ class Evaluator:
         self.rank, self.world_size, self.lockstep = rank, world_size, lockstep
         self.gather = gather or (lambda obj: [obj])
         self.max_length = max_length
+        self._shared: dict[tuple[int, int], int] = {}
+        """(suite, task) -> how many first prompt tokens all its examples share (set by :meth:`run`)."""
 
     def run(self, suites: Sequence[Suite]) -> list[SuiteResult] | None:
         """Results on rank 0 (None elsewhere). Collective: every rank calls it with the same suites."""
         prompts = [[self._prompt_ids(t) for t in s.tasks] for s in suites]
+        self._shared = {(si, ti): shared_length([ids for ids, _ in task_prompts])
+                        for si, suite_prompts in enumerate(prompts) for ti, task_prompts in enumerate(suite_prompts)}
         units = self._units(suites, prompts)
         if self.lockstep:  # each task's batches shared out on their own: all ranks run the same task at once
             mine = [m for _, group in itertools.groupby(units, key=lambda u: (u.suite, u.task))
@@ -190,7 +205,7 @@ class Evaluator:
             requests = [(prompts[e][0], convention.continuations(self.tokenizer.encode_batch, task.examples[e].prompt,
                                                                  task.examples[e].options, scorer.arch, scorer.eos_id))
                         for e in unit.examples]
-            return dict(zip(keys, self.scorer.loglikelihoods(requests)))
+            return dict(zip(keys, self.scorer.loglikelihoods(requests, shared=self._shared[unit.suite, unit.task])))
         rows = self.scorer.generate([prompts[e][0] for e in unit.examples], task.max_new_tokens,
                                     task.stops, self.tokenizer.decode)
         return {key: self.tokenizer.decode(row) for key, row in zip(keys, rows)}

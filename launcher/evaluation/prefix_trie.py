@@ -88,12 +88,14 @@ def option_sequences(request: Request) -> list[list[int]]:
     return [[*prompt, *option[:-1]] for option in options]
 
 
-def pack(requests: Sequence[Request], key_cost: float, limit: int = ROW_LIMIT) -> tuple[list[Trie], list[list[Read]]]:
+def pack(requests: Sequence[Request], key_cost: float, limit: int = ROW_LIMIT, past: int = 0
+         ) -> tuple[list[Trie], list[list[Read]]]:
     """Rows (tries) holding every request, and per request, per option, its :class:`Read`.
 
     ``key_cost`` is the work of attending to one key relative to a position's work in the linear
-    layers, so a batch of ``n`` rows padded to ``W`` positions costs about ``n W (1 + key_cost W)``:
-    longer rows share more prefixes but attend over more keys. Caps from the largest request's trie
+    layers, so a batch of ``n`` rows padded to ``W`` positions, each after ``past`` positions it also
+    attends to, costs about ``n W (1 + key_cost (past + W))``: longer rows share more prefixes but
+    attend over more keys. Caps from the largest request's trie
     doubling up to ``limit`` are tried while the estimate falls (see the module doc for the placement);
     the cheapest layout's rows are then evened out: the smallest cap that needs no more rows (less padding).
     """
@@ -105,7 +107,7 @@ def pack(requests: Sequence[Request], key_cost: float, limit: int = ROW_LIMIT) -
     def cost(rows: list[set[int]]) -> float:
         nodes = sum(map(len, rows))  # evened out, the rows still differ by about half a request
         width = max(largest, (nodes / len(rows)) + nodes / (2 * len(requests)))
-        return len(rows) * width * (1 + key_cost * width)
+        return len(rows) * width * (1 + key_cost * (past + width))
 
     cap, (rows, where) = largest, _place(own, largest)
     while cap < min(limit, total):  # caps doubling while the estimate falls

@@ -3,6 +3,8 @@
 ``results.json``::
 
     {"model": "...", "split": "validation", "convention": "t5x" | "lm-eval",
+     "composites": {"flan2022_heldout": {"components": {component: {"metric": m, "value": v}},
+                                         "mean": v | null, "not_run": {component: why}}},
      "suites": {suite: {"mean": {metric: v},
                         "skipped": {task: why},
                         "tasks": {task: {"n": int, "cluster": str, "format": str,
@@ -14,7 +16,8 @@
 A weighted suite (MMLU) also has ``"split"``, ``"unweighted_mean": {metric: v}`` (over tasks) and
 ``"categories": {cluster: {metric: v}}``, its ``mean`` and categories weighted by the tasks' examples.
 Scores are 0-100; ``ci95`` is a 95% bootstrap interval over the task's examples; ``convention`` is how
-rank classification scored an option (``scoring.py``).
+rank classification scored an option (``scoring.py``). A composite suite (``heldout.py``) is a table over
+suites that are also in ``suites``; report.md shows it first.
 Given another results file (``--compare``), the report puts that run (the
 baseline) beside this one with the deltas, and plots per-cluster bars of both.
 
@@ -40,11 +43,14 @@ from flanforge.text import read_text
 RESULTS, PREDICTIONS, REPORT = "results.json", "predictions.jsonl", "report.md"
 
 
-def results_dict(model: str, split: str, suites: Sequence[SuiteResult], convention: str) -> dict[str, Any]:
+def results_dict(model: str, split: str, suites: Sequence[SuiteResult], convention: str,
+                 composites: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """results.json; ``composites``: a composite suite's table by name (``heldout.table``)."""
     return {
         "model": model,
         "split": split,
         "convention": convention,
+        "composites": composites or {},
         "suites": {s.suite.name: _suite_dict(s) for s in suites},
     }
 
@@ -191,6 +197,12 @@ def report_markdown(results: dict[str, Any], baseline: dict[str, Any] | None, pl
              "divides them by characters (accuracy_norm); exact match is SQuAD-normalised (exact_match) or verbatim (exact_match_strict)."]
     if baseline is not None:
         lines += ["", f"Baseline (base, Δ = this − base, better or worse by each metric's direction): {baseline.get('model')}"]
+    for name, composite in results.get("composites", {}).items():
+        lines += ["", f"## {name}", "", "| component | metric | score |", "|---|---|---|"]
+        lines += [f"| {c} | {v['metric']} | {_fmt(v['value'])} |" for c, v in composite["components"].items()]
+        lines += [f"| mean of {len(composite['components'])} | | {_fmt(composite['mean'])} |"]
+        if composite["not_run"]:
+            lines += ["", "Not run: " + "; ".join(f"{c} ({why})" for c, why in composite["not_run"].items())]
     for name, suite in results["suites"].items():
         base_suite = (baseline or {}).get("suites", {}).get(name)
         weighted = "categories" in suite

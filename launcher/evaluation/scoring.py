@@ -2,11 +2,14 @@
 
 Both take token ids, never text, and a whole batch at a time: a decoder feeds
 every prefix the batch's (prompt, option) sequences share once (token tries,
-``launcher/evaluation/prefix_trie.py``, several per row), T5 encodes each prompt once and
-decodes its options side by side; generation is one ``generate`` call with
-the KV cache for the batch. One option (or prompt) per call is the naive loop
-(one forward per option, one ``generate`` per example) that
-``benchmarks/eval.py`` compares against.
+``launcher/evaluation/prefix_trie.py``, several per row), after the keys and values of
+the prefix a whole task shares (MMLU's header and exemplars: computed once per task),
+so MMLU's four one-token options cost one position per question; T5 encodes each
+prompt once and decodes its options side by side. A decoder generates in its own
+greedy loop over one preallocated KV cache, each row leaving the batch at the step
+it ends (EOS or a stop string); T5 in one ``generate`` call for the batch. One
+option (or prompt) per call is the naive loop (one forward per option, one
+``generate`` per example) that ``benchmarks/eval.py`` compares against.
 
 Inputs are laid out as training lays them out: a decoder reads ``prompt +
 target`` with the target scored from the prompt's last token on; T5's encoder
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
-from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+from transformers import DynamicCache, GenerationConfig, StaticCache, StoppingCriteria, StoppingCriteriaList
 
 from flanforge.errors import UserError, did_you_mean
 from flanforge.model.attention import segment_mask, tree_mask
@@ -52,12 +55,12 @@ def _pad(rows: Sequence[Ids], pad_id: int, left: bool = False) -> tuple[torch.Te
     return ids, mask
 
 
-def _chunks(lengths: Sequence[int]) -> list[list[int]]:
-    """Consecutive rows (their indices) whose padded ``(B, 1, T, T)`` mask stays within :data:`MASK_ELEMENTS`."""
+def _chunks(lengths: Sequence[int], past: int = 0) -> list[list[int]]:
+    """Consecutive rows (their indices) whose padded ``(B, 1, T, past + T)`` mask stays within :data:`MASK_ELEMENTS`."""
     chunks: list[list[int]] = []
     width = 0
     for r, length in enumerate(lengths):
-        if chunks and (len(chunks[-1]) + 1) * max(width, length) ** 2 <= MASK_ELEMENTS:
+        if chunks and (len(chunks[-1]) + 1) * max(width, length) * (past + max(width, length)) <= MASK_ELEMENTS:
             chunks[-1].append(r)
             width = max(width, length)
         else:
@@ -180,14 +183,21 @@ class Scorer:
             raise ValueError(f"arch must be 'decoder' or 't5', got {self.arch!r}")
         if self.convention is None:
             self.convention = get_convention(None, self.arch)
+        self._prefix: tuple[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
     @torch.no_grad()
-    def loglikelihoods(self, requests: Sequence[Request]) -> list[list[float]]:
+    def loglikelihoods(self, requests: Sequence[Request], shared: int = 0) -> list[list[float]]:
         """Summed log-likelihood of every option given its prompt: ``[(prompt, [option, ...]), ...]``.
 
         Batched: a decoder feeds the batch's ``prompt + option[:-1]`` sequences as token tries
         (``launcher/evaluation/prefix_trie.py``: every shared prefix once, short tries packed into one row); a T5
         row encodes the prompt once and decodes ``<start> o1 <start> o2 ...`` block-diagonally.
+
+        ``shared``: the first ``shared`` tokens of every prompt are the same (a task's instruction and
+        exemplars). A decoder then computes their keys and values once, keeps them for the next call
+        with the same tokens, and feeds the tries of the rest after them (not under ``synced_gpus``:
+        every rank makes the same forwards). One scorer holds one model state: the kept keys and values
+        belong to its weights.
         """
         if any(not o for _, opts in requests for o in opts) or any(not opts for _, opts in requests):
             raise ValueError("every request needs options, and every option at least one token")
@@ -195,17 +205,21 @@ class Scorer:
             return self._t5_loglikelihoods(requests)
         if any(not p for p, _ in requests):
             raise ValueError("a decoder prompt needs at least one token")
-        rows, reads = pack(requests, self.key_cost)
+        # The option's first token is read at the prompt's last position: at least one token stays in the tries.
+        shared = 0 if self.synced_gpus else max(0, min(shared, *(len(p) - 1 for p, _ in requests)))
+        past = self._past(requests[0][0][:shared]) if shared else None
+        requests = [(p[shared:], o) for p, o in requests]
+        rows, reads = pack(requests, self.key_cost, past=shared)
         flat = [read for request_reads in reads for read in request_reads]
         sums: list[float] = [0.0] * len(flat)
-        chunks = _chunks([len(row) for row in rows])
+        chunks = _chunks([len(row) for row in rows], shared)
         if self.synced_gpus:  # as many forwards on every rank (each gathers the weights): repeats of the first
             count = torch.tensor([len(chunks)], device=self.device)
             torch.distributed.all_reduce(count, op=torch.distributed.ReduceOp.MAX)
             chunks += [chunks[0]] * (int(count) - len(chunks))
         for chunk in chunks:
             mine = [i for i, read in enumerate(flat) if read.row in chunk]
-            for i, value in zip(mine, self._forward_tries(rows, chunk, [flat[i] for i in mine])):
+            for i, value in zip(mine, self._forward_tries(rows, chunk, [flat[i] for i in mine], past)):
                 sums[i] = value
         it = iter(sums)
         return [[next(it) for _ in request_reads] for request_reads in reads]
@@ -228,11 +242,22 @@ class Scorer:
         rows, _ = pack(requests, self.key_cost)
         return sum(len(chunk) * max(len(rows[r]) for r in chunk) for chunk in _chunks([len(row) for row in rows]))
 
-    def _forward_tries(self, rows: list[Trie], chunk: list[int], reads: list[Read]) -> list[float]:
-        """The summed log-likelihoods of ``reads`` from one forward over the trie rows ``chunk``.
+    def _past(self, tokens: Ids) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer, the keys and values (each (1, H, P, D)) of the sequence ``tokens`` (P of them),
+        computed once for consecutive calls with the same tokens."""
+        if self._prefix is None or self._prefix[0] != tuple(tokens):
+            ids = torch.as_tensor([list(tokens)], device=self.device)
+            cache = self.model(input_ids=ids, use_cache=True, logits_to_keep=1).cache
+            self._prefix = (tuple(tokens), [(layer.keys, layer.values) for layer in cache.layers])
+        return self._prefix[1]
+
+    def _forward_tries(self, rows: list[Trie], chunk: list[int], reads: list[Read],
+                       past: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> list[float]:
+        """The summed log-likelihoods of ``reads`` from one forward over the trie rows ``chunk``, after the
+        keys and values ``past`` (per layer, of a sequence every row continues) when given.
 
         Each row's read nodes go last and rows are left-padded, so the LM head runs on the last
-        ``keep`` positions only; attention follows the tries (:func:`tree_mask`).
+        ``keep`` positions only; attention follows the tries (:func:`tree_mask`) and sees all of ``past``.
         """
         scored = {r: sorted({n for read in reads if read.row == r for n in read.nodes}) for r in chunk}
         width, keep = max(len(rows[r]) for r in chunk), max(len(nodes) for nodes in scored.values())
@@ -251,8 +276,15 @@ class Scorer:
             positions[b, shift:] = torch.as_tensor([row.depths[n] for n in order])
             parents[b, shift:] = torch.as_tensor([col[row.parents[n]] if row.parents[n] >= 0 else -1 for n in order])
         mask = tree_mask(parents.to(self.device), positions, dtype=next(self.model.parameters()).dtype)
+        cache = None
+        if past is not None:  # every position also sees the P past ones: positions and mask shift by P
+            n = past[0][0].shape[2]
+            positions = positions + n
+            mask = torch.cat([mask.new_zeros(*mask.shape[:3], n), mask], dim=-1)  # (B, 1, T, P + T)
+            cache = DynamicCache(ddp_cache_data=[(k.expand(len(chunk), -1, -1, -1), v.expand(len(chunk), -1, -1, -1))
+                                                 for k, v in past])
         logits = self.model(input_ids=ids.to(self.device), position_ids=positions.to(self.device), attention_mask=mask,
-                            use_cache=False, logits_to_keep=keep).logits  # (B, keep, V)
+                            cache=cache, use_cache=cache is not None, logits_to_keep=keep).logits  # (B, keep, V)
         b_of = {r: b for b, r in enumerate(chunk)}
         return _summed_logprobs(logits, [(b_of[read.row], [columns[read.row][n] - (width - keep) for n in read.nodes],
                                           read.targets) for read in reads])
@@ -283,12 +315,15 @@ class Scorer:
     @torch.no_grad()
     def generate(self, prompts: Sequence[Ids], max_new_tokens: int, stops: Sequence[str] = (),
                  decode: Callable[[list[int]], str] | None = None, min_new_tokens: int = 0) -> list[list[int]]:
-        """Greedy continuations of ``prompts`` (one batched ``generate`` with the KV cache), each cut at EOS.
+        """Greedy continuations of ``prompts``, batched with a KV cache, each cut at EOS.
 
         With ``stops`` (and ``decode``, ids to text) a row also ends once its text contains a stop string;
         cutting the text there is the caller's. ``min_new_tokens`` holds EOS back that long (benchmarks:
-        the same work on every path).
+        the same work on every path). A decoder runs :meth:`_decode` (a finished row leaves the batch);
+        T5, and every rank in lockstep (``synced_gpus``), one ``generate`` call.
         """
+        if self.arch == "decoder" and not self.synced_gpus:
+            return self._decode(prompts, max_new_tokens, stops, decode, min_new_tokens)
         if self.arch == "decoder":
             ids, mask = _pad(prompts, self.pad_id, left=True)  # left: new tokens follow every prompt directly
         else:
@@ -306,6 +341,50 @@ class Scorer:
         for row in out[:, skip:].tolist():
             rows.append(row[: row.index(self.eos_id)] if self.eos_id in row else row)
         return rows
+
+    def _decode(self, prompts: Sequence[Ids], max_new_tokens: int, stops: Sequence[str],
+                decode: Callable[[list[int]], str] | None, min_new_tokens: int) -> list[list[int]]:
+        """A decoder's greedy loop: left-padded prompts, one preallocated KV cache (no copy per step), and
+        each row taken out of the batch (and of the cache) at the step it ends: EOS, a stop string or
+        ``max_new_tokens``; the rows left run on, so no step is spent on a finished row."""
+        dtype = next(self.model.parameters()).dtype
+        ids, real = _pad(prompts, self.pad_id, left=True)  # (B, T)
+        width, total = ids.shape[1], ids.shape[1] + max_new_tokens
+        keys = torch.cat([real, real.new_zeros(len(prompts), max_new_tokens)], dim=1).to(self.device)  # (B, T + N)
+        cache = StaticCache(config=self.model.config, max_cache_len=total)
+        mask = segment_mask(real.to(self.device), keys, causal=True, dtype=dtype)  # (B, 1, T, T + N)
+        positions = (real.cumsum(-1) - 1).clamp(min=0).to(self.device)  # (B, T)
+        live = list(range(len(prompts)))  # the batch's rows: indices into prompts
+        out: list[list[int]] = [[] for _ in prompts]
+        inputs = ids.to(self.device)
+        for step in range(max_new_tokens):
+            logits = self.model(input_ids=inputs, position_ids=positions, attention_mask=mask, cache=cache,
+                                use_cache=True, logits_to_keep=1).logits[:, -1]  # (b, V)
+            if step < min_new_tokens:
+                logits[:, self.eos_id] = float("-inf")
+            tokens = logits.argmax(-1).tolist()
+            done = []
+            for b, (row, token) in enumerate(zip(live, tokens)):
+                if token != self.eos_id:
+                    out[row].append(token)
+                if (token == self.eos_id or step + 1 == max_new_tokens
+                        or (stops and decode and any(s in decode(out[row]) for s in stops))):
+                    done.append(b)
+            if len(done) == len(live):
+                break
+            if done:  # finished rows leave the batch and the cache
+                keep = torch.as_tensor([b for b in range(len(live)) if b not in done], device=self.device)
+                live = [live[b] for b in keep.tolist()]
+                keys, positions = keys[keep], positions[keep]
+                tokens = [tokens[b] for b in keep.tolist()]
+                for layer in cache.layers:
+                    layer.keys, layer.values = layer.keys[keep], layer.values[keep]
+            keys[:, width + step] = 1
+            inputs = torch.as_tensor(tokens, device=self.device)[:, None]  # (b, 1)
+            positions = positions[:, -1:] + 1
+            mask = torch.zeros(keys.shape, dtype=dtype, device=self.device).masked_fill_(
+                keys == 0, torch.finfo(dtype).min)[:, None, None]  # (b, 1, 1, T + N)
+        return out
 
 
 def max_length(model, arch: str) -> int | None:

@@ -21,6 +21,8 @@ a YAML path            the task or mixture the file defines (its tasks' ``metric
 ``bbh_cot:DIR``        BIG-Bench Hard, 3-shot chain of thought
 ``gsm8k:DIR``          GSM8K's test split, chain of thought, final answer after ``####``
 ``mmlu:DIR``           MMLU (original layout), ``shots``-shot (default 5), per subject and category (``mmlu.py``)
+``mmlu_cot:DIR``       MMLU, chain of thought with Flan's exemplars (``--cot-prompts``), exact match
+``flan2022_heldout``   MMLU, BBH and GSM8K as Flan 2022 reports them (``heldout.py``, built by ``run.py``)
 =====================  ==========================================================
 """
 
@@ -70,11 +72,11 @@ def check_suite_spec(spec: str) -> None:
 
 def build_suite(spec: str, *, split: str | None = None, kind: str = "zero_shot", shots: int | None = None,
                 max_examples: int | None = None, count_tokens: Callable[[str], int] | None = None,
-                encoding: str | None = None, on_bad_record: str = "error") -> Suite:
+                encoding: str | None = None, on_bad_record: str = "error", cot_prompts: str | None = None) -> Suite:
     """The suite ``spec`` names (see the module doc), its tasks rendered in format ``kind``, from ``split``
     (None: the suite's own default, ``validation`` for tasks); ``encoding``: of a benchmark directory's files
     (a task YAML declares its own); ``on_bad_record``: the policy of sources that set none (``skip``: bad
-    records are skipped and counted per task)."""
+    records are skipped and counted per task); ``cot_prompts``: ``mmlu_cot``'s exemplars."""
     from flanforge.mixtures.registry import get_mixture, load_mixture
     from flanforge.mixtures.sources import task_yaml
 
@@ -85,7 +87,8 @@ def build_suite(spec: str, *, split: str | None = None, kind: str = "zero_shot",
     name, _, path = spec.partition(":")
     if name in benchmarks.SUITES:
         return benchmarks.build(name, path, split=split, shots=shots, max_examples=max_examples,
-                                count_tokens=count_tokens, encoding=encoding, policy=on_bad_record)
+                                count_tokens=count_tokens, encoding=encoding, policy=on_bad_record,
+                                cot_prompts=cot_prompts)
     split = split or "validation"
     if name == "builtin_heldin":
         pairs = [(t, sub.name) for sub in _sub_mixtures(get_mixture("builtin")) for t in _sample(sub)]

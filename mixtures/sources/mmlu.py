@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 from typing import NamedTuple
 
@@ -104,3 +105,18 @@ def read_mmlu(root: Path, split: str, shots: int, max_examples: int | None = Non
             raise TaskError(f"{file}: no questions")
         subjects.append(MMLUSubject(name, exemplars[:shots], rows[:max_examples], bad.count))
     return subjects
+
+
+def read_cot_prompts(path: Path) -> dict[str, str]:
+    """Flan's chain-of-thought exemplars per subject: a JSON object ``subject -> prompt`` (the header, then
+    worked ``Q: ...\nA: Let's think step by step. ... The answer is (X).`` exemplars), the layout of
+    lm-evaluation-harness's ``tasks/mmlu/flan_cot_fewshot/_cot_prompts.json``."""
+    if not Path(path).is_file():
+        raise TaskError(f"--cot-prompts {path}: no such file")
+    try:
+        prompts = json.loads(read_text(path, declarable=False))
+    except json.JSONDecodeError as err:
+        raise TaskError(f"--cot-prompts {path}: not valid JSON: {err}") from None
+    if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
+        raise TaskError(f"--cot-prompts {path}: expected a JSON object of subject -> prompt text")
+    return prompts

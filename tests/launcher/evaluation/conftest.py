@@ -20,10 +20,11 @@ TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num
 TINY_T5 = {"d_model": 32, "d_ff": 64, "d_kv": 8, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2}
 
 
-def make_run(root, tokenizer_dir, model_cfg):
-    """A run directory before its first step: config.yaml and the tokenizer (enough for untuned:)."""
+def make_run(root, tokenizer_dir, model_cfg, **sections):
+    """A run directory before its first step: config.yaml (``sections``: other config sections) and the
+    tokenizer (enough for untuned:)."""
     shutil.copytree(tokenizer_dir, root / "tokenizer")
-    dump_config(Config(output_dir=str(root), model=model_cfg), root / "config.yaml")
+    dump_config(Config(output_dir=str(root), model=model_cfg, **sections), root / "config.yaml")
     return root
 
 

@@ -147,9 +147,9 @@ class RecordingScorer(Scorer):
 
     calls: list = dataclasses.field(default_factory=list)
 
-    def loglikelihoods(self, requests):
+    def loglikelihoods(self, requests, **kwargs):
         self.calls.append("loglikelihoods")
-        return super().loglikelihoods(requests)
+        return super().loglikelihoods(requests, **kwargs)
 
     def generate(self, prompts, max_new_tokens, *args, **kwargs):
         self.calls.append(f"generate {max_new_tokens}")
@@ -174,6 +174,22 @@ def evaluate_as_rank(model, tokenizer, rank, world, lockstep, others=()):
                           gather=lambda obj: sent.append(obj) or [obj, *next(parts, [])])
     results, losses = evaluator.run(suites), evaluator.losses(pairs)
     return results, losses, scorer.calls, sent
+
+
+def test_a_runs_eval_settings_apply_unless_the_command_line_sets_them(tokenizer_dir, tmp_path, capsys, monkeypatch):
+    from flanforge.launcher.config import EvalConfig
+
+    run = make_run(tmp_path / "run", tokenizer_dir, ModelConfig(vocab_size=500, hf_config=dict(TINY)),
+                   eval=EvalConfig(convention="t5x", batch_size=3))
+    sizes = []
+    init = Evaluator.__init__
+    monkeypatch.setattr(Evaluator, "__init__", lambda self, *a, **kw: sizes.append(kw["batch_size"]) or init(self, *a, **kw))
+    used = {}
+    for name, extra in (("run", []), ("flags", ["--convention", "lm-eval", "--batch-size", "5"])):
+        out = tmp_path / name
+        assert evaluate(capsys, f"untuned:{run}", "--suites", "demo", "--max-examples", 2, "--out", out, *extra) == 0
+        used[name] = json.loads((out / "results.json").read_text())["convention"]
+    assert used == {"run": "t5x", "flags": "lm-eval"} and sizes == [3, 5]  # a decoder's default would be lm-eval, 16
 
 
 def test_lockstep_ranks_make_the_same_calls_and_equal_one_rank(run_dir):

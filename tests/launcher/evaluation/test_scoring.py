@@ -89,6 +89,29 @@ def test_decoder_tries_equal_one_forward_per_option(monkeypatch, mask_elements):
                                                                       for o in opts})
 
 
+def test_a_shared_prefix_is_fed_once_and_scores_as_without_it():
+    """A task's shared beginning (instruction, exemplars): its keys and values are computed once, kept for
+    the next batch, and the rest of each prompt is scored after them as from one forward per option."""
+    model = tiny("decoder")
+    head = [5, 6, 7, 8, 9, 10]
+    batches = [[(head + [11, 12], [[13, EOS], [14]]), (head + [15], [[13, EOS], [16, 17, EOS]])],
+               [(head + [18], [[19, EOS]]), (head + [11, 20, 21], [[22, EOS], [EOS]])]]
+    fed = []
+    model.register_forward_hook(lambda _, args, kwargs, out: fed.append(kwargs["input_ids"].tolist()),
+                                with_kwargs=True)
+    scorer = Scorer(model, "decoder", PAD, EOS)
+    scored = [scorer.loglikelihoods(batch, shared=len(head)) for batch in batches]
+    assert fed.count([head]) == 1 and len(fed) == 3  # the prefix once, then one forward per batch
+    assert not {5, 6, 7, 8, 9, 10} & {t for ids in fed[1:] for row in ids for t in row}  # rows: what follows it
+    for batch, lls in zip(batches, scored):
+        for (prompt, options), got in zip(batch, lls):
+            assert got == pytest.approx([hand_loglikelihood(model, "decoder", prompt, o) for o in options],
+                                        rel=5e-5, abs=1e-4)
+    # a prompt no longer than the prefix keeps its last token out of it (the first option token is read there)
+    assert scorer.loglikelihoods([(head, [[11, EOS]])], shared=len(head))[0] == pytest.approx(
+        [hand_loglikelihood(model, "decoder", head, [11, EOS])], rel=5e-5, abs=1e-4)
+
+
 def test_synced_ranks_make_as_many_forwards_as_the_busiest(monkeypatch):
     """ZeRO-3: every forward gathers weights from all ranks, so a rank whose batch fits one forward
     repeats it as often as another rank needs (here: a rank said to need 3), with the same results."""
@@ -158,6 +181,21 @@ def test_generate_stops_at_stop_strings():
     stop = decode(full[:2])
     stopped = scorer.generate([[5, 6, 7]], max_new_tokens=6, stops=[stop], decode=decode)[0]
     assert stopped == full[:2]
+
+
+def test_a_finished_row_leaves_the_batch():
+    """Rows end at EOS or a stop string, each at its own step; the later forwards run the rows left only."""
+    model = tiny("decoder")
+    prompts = [[5, 6, 7], [11], [3, 4, 5, 6, 7, 8, 9], [30, 31]]
+    decode = lambda ids: " ".join(map(str, ids))  # noqa: E731
+    full = [greedy_no_cache(model, "decoder", p, 6) for p in prompts]
+    stop = decode(full[0][:2])
+    expected = [next((r[:n] for n in range(1, len(r) + 1) if stop in decode(r[:n])), r) for r in full]
+    assert len(expected[0]) == 2 and max(map(len, expected)) > 2
+    fed = []
+    model.register_forward_hook(lambda _, args, kwargs, out: fed.append(len(kwargs["input_ids"])), with_kwargs=True)
+    assert Scorer(model, "decoder", PAD, EOS).generate(prompts, 6, stops=[stop], decode=decode) == expected
+    assert fed[:2] == [4, 4] and fed[-1] < 4 and fed == sorted(fed, reverse=True)
 
 
 def test_rejects_empty_targets():
