@@ -227,7 +227,8 @@ def test_empty_suites_tasks_and_files_are_errors_naming_them(tmp_path):
     with pytest.raises(TaskError, match=r"task 'lonely' \(c\): no examples to score"):
         EvalTask("lonely", "c", "exact_match", "zs_noopt", [])
     args = argparse.Namespace(suites=[str(_task_yaml(tmp_path, exemplars=0))], formats=["cot"], shots=None,
-                              split=None, max_examples=None, encoding=None, on_bad_record="error")
+                              split=None, max_examples=None, encoding=None, on_bad_record="error",
+                              cot_prompts=None)
     with pytest.raises(TaskError) as caught:
         build_suites(args, None)
     assert one_line(caught.value) == "suite 'holdouts': no task to score (1 skipped: holdouts: no cot format among ['zs_noopt'])"
