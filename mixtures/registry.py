@@ -20,6 +20,8 @@ from flanforge.mixtures.mixture import MAX_DEPTH, Mixture, Rate, origin_of
 from flanforge.mixtures.sources import task_yaml
 from flanforge.mixtures.sources.base import FileSource, checked_policy
 from flanforge.mixtures.sources.flan_collection import CollectionSource, FlanCollection
+from flanforge.mixtures.storage import is_remote
+from flanforge.mixtures.storage.staged import staged
 from flanforge.mixtures.task import Task, TaskError
 
 __all__ = [
@@ -105,7 +107,7 @@ def check_data_dir(name: str, data_dir: str | Path | None) -> None:
     if name != FLAN2022:
         raise TaskError(f"--data-dir is the Flan collection directory of '{FLAN2022}'; mixture '{name}' does not "
                         "read it (a YAML mixture names its own: flan_collection: DIR)")
-    if not Path(data_dir).is_dir():
+    if not is_remote(data_dir) and not Path(data_dir).is_dir():
         raise TaskError(f"--data-dir {data_dir}: no such directory")
 
 
@@ -119,7 +121,7 @@ def load_mixture(name_or_path: str | Path, on_bad_record: str = "error", data_di
     policy = checked_policy(on_bad_record)
     ref = str(name_or_path)
     if ref == FLAN2022 and data_dir is not None:
-        key = Path(data_dir).resolve()
+        key = staged(str(data_dir)) if is_remote(data_dir) else Path(data_dir).resolve()
         if key not in _COLLECTIONS:
             collection = FlanCollection(key)
             collection.use_default_policy(policy)  # the run's policy before the first bad row is judged

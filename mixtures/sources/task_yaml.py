@@ -30,6 +30,8 @@ from flanforge.mixtures.sources.hf_disk import HfDiskSource
 from flanforge.mixtures.sources.hf_stream import HfStreamSource
 from flanforge.mixtures.sources.promptsource import load_templates
 from flanforge.mixtures.sources.tabular import TableSource
+from flanforge.mixtures.storage import is_remote
+from flanforge.mixtures.storage.staged import staged
 from flanforge.mixtures.task import Task, TaskError, Template
 from flanforge.text import check_encoding, read_text
 
@@ -202,7 +204,7 @@ def _encoding(spec: dict[str, Any], what: str) -> str | None:
 
 def _source(spec: dict[str, Any], kind: str, base: Path, fields: tuple[str, ...], targets: list[str],
             encoding: str | None) -> FileSource:
-    path = base / _name(spec, "path", "source: ")
+    path = _place(base, _name(spec, "path", "source: "))
     common = {"holdout": _mapping(spec, "holdout", "source: ", int), "on_bad_record": spec.get("on_bad_record"),
               "encoding": encoding}
     if kind == "niv2":
@@ -217,7 +219,13 @@ def _source(spec: dict[str, Any], kind: str, base: Path, fields: tuple[str, ...]
             raise TaskError(f"source: 'streaming' must be true or false, got {show(streaming)}")
         return HfStreamSource(_name(spec, "path", "source: "), base, split_names={"train": "train", **splits},
                               streaming=streaming, **checks)
-    return TableSource({"train": path, **{split: base / p for split, p in splits.items()}}, **checks)
+    return TableSource({"train": path, **{split: _place(base, p) for split, p in splits.items()}}, **checks)
+
+
+def _place(base: Path, ref: str) -> Path:
+    """Where a file or folder a YAML names is read: relative to the YAML's folder, or a URL's local copy
+    (``mixtures/storage/staged.py``: one per node, staged again when the objects change)."""
+    return staged(ref) if is_remote(ref) else base / ref
 
 
 def _default_formats(
@@ -255,11 +263,11 @@ def _member(spec: Any, base: Path, resolve: Resolve, what: str) -> tuple[Task | 
                             if kind in ("task", "mixture") else f"{what}: a {kind} member takes no {key}")
     encoding = {"encoding": _encoding(spec, f"{what}: ")}
     if kind == "flan_jsonl":
-        return flan_mixture(base / ref, Path(ref).stem, _rate(spec.get("task_rate")), **policy, **encoding), rate
+        return flan_mixture(_place(base, ref), Path(ref).stem, _rate(spec.get("task_rate")), **policy, **encoding), rate
     if kind == "flan_collection":
-        return FlanCollection(base / ref, **policy).mixture("flan2022", run_policy=True), rate
+        return FlanCollection(_place(base, ref), **policy).mixture("flan2022", run_policy=True), rate
     if kind == "niv2":
-        return niv2.niv2_mixture(base / ref, Path(ref).name, _rate(spec.get("task_rate"), cap=5000), **policy,
+        return niv2.niv2_mixture(_place(base, ref), Path(ref).name, _rate(spec.get("task_rate"), cap=5000), **policy,
                                  **encoding), rate
     return resolve(kind, ref, base), rate
 

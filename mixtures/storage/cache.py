@@ -37,7 +37,7 @@ PART = ".part"
 
 
 @contextlib.contextmanager
-def _flock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -84,7 +84,7 @@ class ShardCache:
         ``required`` (a read-ahead), else a :class:`StorageError`."""
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with _flock(path.with_name(path.name + LOCK)):  # one download per node
+        with file_lock(path.with_name(path.name + LOCK)):  # one download per node
             if path.is_file() and path.stat().st_size == size:
                 return True
             part = self._reserve(path, size, required)
@@ -121,7 +121,7 @@ class ShardCache:
         """Evict least recently used files until ``size`` more bytes fit, then create the ``.part`` file
         that reserves them; None (not ``required``) or a :class:`StorageError` when they cannot fit."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with _flock(self.root / LOCK):
+        with file_lock(self.root / LOCK):
             entries = [e for e in self._entries() if not self._stale(e[2])]
             used = sum(held for _, held, _ in entries)
             in_flight = sum(held for _, held, path in entries if path.name.endswith(PART))
