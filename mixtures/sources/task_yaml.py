@@ -39,7 +39,7 @@ TASK_KEYS = (
     "task", "source", "fields", "templates", "promptsource", "inverted_templates", "formats", "options_field",
     "rationale_field", "instruction_position", "max_shots", "fewshot_budget", "metric", "encoding",
 )
-SOURCE_KEYS = ("type", "path", "splits", "holdout", "columns", "on_bad_record", "streaming")
+SOURCE_KEYS = ("type", "path", "splits", "holdout", "columns", "on_bad_record", "streaming", "hf", "split")
 SOURCE_TYPES = ("table", "hf_disk", "hf", "niv2")
 TEMPLATE_KEYS = ("id", "instruction", "input", "target", "choices")
 MIXTURE_KEYS = ("mixture", "members")
@@ -137,7 +137,8 @@ def _fields_of(template: Template, what: str) -> set[str]:
 def build_task(spec: dict[str, Any], base: Path, origin: str = "") -> Task:
     _check_keys(spec, TASK_KEYS, "task")
     name = _name(spec, "task")
-    source_spec = _check_keys(spec.get("source"), SOURCE_KEYS, f"task '{name}': source")
+    source_spec = _hf_shorthand(_check_keys(spec.get("source"), SOURCE_KEYS, f"task '{name}': source"),
+                                f"task '{name}': source")
     kind = source_spec.get("type", "table")
     if kind not in SOURCE_TYPES:
         raise TaskError(f"task '{name}': source type '{kind}' is not one of {list(SOURCE_TYPES)}")
@@ -200,6 +201,23 @@ def _template(spec: Any, what: str) -> Template:
 
 def _encoding(spec: dict[str, Any], what: str) -> str | None:
     return None if spec.get("encoding") is None else check_encoding(spec["encoding"], f"{what}encoding")
+
+
+def _hf_shorthand(spec: dict[str, Any], what: str) -> dict[str, Any]:
+    """``{hf: NAME_OR_PATH, split: S, streaming: ...}`` is ``{type: hf, path: NAME_OR_PATH, splits: {train: S}}``
+    (``split``: the dataset's split the task trains on)."""
+    if "hf" not in spec:
+        if "split" in spec:
+            raise TaskError(f"{what}: 'split' goes with 'hf: NAME' (other sources map theirs with 'splits')")
+        return spec
+    both = [key for key in ("type", "path", "splits") if key in spec]
+    if both:
+        raise TaskError(f"{what}: 'hf: NAME' names the dataset and its type; drop {', '.join(repr(k) for k in both)}")
+    out = {k: v for k, v in spec.items() if k not in ("hf", "split")}
+    out.update(type="hf", path=spec["hf"])
+    if "split" in spec:
+        out["splits"] = {"train": spec["split"]}
+    return out
 
 
 def _source(spec: dict[str, Any], kind: str, base: Path, fields: tuple[str, ...], targets: list[str],

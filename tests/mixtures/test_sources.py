@@ -200,3 +200,23 @@ def test_hf_datasets_streamed_from_local_files_offline(tmp_path, monkeypatch):
     source = HfStreamSource("parquet_dataset", tmp_path, split_names={"train": "train", "validation": "nope"}, **FIELDS)
     with pytest.raises(TaskError, match=r"^parquet_dataset: datasets.load_dataset cannot read split 'nope': "):
         source("validation")
+
+
+def test_the_hf_shorthand_names_the_dataset_and_the_split_it_trains_on(tmp_path, monkeypatch):
+    """``source: {hf: NAME_OR_PATH, split: S}`` is ``{type: hf, path: NAME_OR_PATH, splits: {train: S}}``."""
+    from flanforge.mixtures.sources.task_yaml import build_task
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    write_table(folder / "train.parquet", ROWS[:3])
+    write_table(folder / "test.parquet")
+    templates = [{"id": "t", "input": "{{ question }}", "target": "{{ answer }}"}]
+    task = build_task({"task": "hf_short", "source": {"hf": "ds", "split": "test"}, "templates": templates}, tmp_path)
+    assert task.records("train") == ROWS  # the dataset's test split, not its train split
+    with pytest.raises(TaskError, match=r"'hf: NAME' names the dataset and its type; drop 'type'"):
+        build_task({"task": "hf_both", "source": {"hf": "ds", "type": "table"}, "templates": templates}, tmp_path)
+    with pytest.raises(TaskError, match=r"'split' goes with 'hf: NAME'"):
+        build_task({"task": "t_split", "source": {"path": "x.jsonl", "split": "test"}, "templates": templates},
+                   tmp_path)
