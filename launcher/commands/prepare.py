@@ -23,9 +23,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from flanforge.arguments import at_least
+from flanforge.arguments import at_least, writable_dir
 from flanforge.mixtures.registry import check_data_dir, load_mixture
-from flanforge.mixtures.storage import StorageConfig
+from flanforge.mixtures.storage import StorageConfig, is_remote
 from flanforge.mixtures.streaming.shards import RECORDS_PER_SHARD, ShardError, check_out, prepare, verify_directory
 from flanforge.mixtures.sources.base import POLICIES
 from flanforge.mixtures.task import SPLITS
@@ -81,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
     at_least(args.records_per_shard, 1, "--records-per-shard")
     check_data_dir(args.mixture, args.data_dir)
     check_out(args.out)
+    if not is_remote(args.out):
+        writable_dir(args.out, "--out")  # created later: a place where nothing can be created is refused now
     mixture = load_mixture(args.mixture, args.on_bad_record, args.data_dir)
     start = time.perf_counter()
     storage = StorageConfig(endpoint_url=args.endpoint_url, cache_dir=args.cache_dir)

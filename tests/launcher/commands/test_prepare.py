@@ -102,6 +102,10 @@ def test_out_that_is_not_a_shards_directory_is_refused_before_work(task_yaml, tm
     assert main(["prepare", str(task_yaml), "--out", str(tmp_path / "project")]) == 2
     assert "not a shards directory (it holds 'src')" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "project").rglob("*")] == ["src", "main.py"]
+    inside_a_file = file / "shards"  # nothing can be created there
+    assert main(["prepare", str(task_yaml), "--out", str(inside_a_file)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"flanforge prepare: error: --out {inside_a_file}: {file} is not a directory"]
 
 
 def test_verify_lists_every_bad_member_then_fails(task_yaml, uninterrupted, tmp_path, capsys):
