@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 from typing import Any
 
@@ -133,8 +134,11 @@ class PeriodicEval:
         entry = {"step": step, **results_dict(f"step {step}", "validation", results, scorer.convention.name),
                  "val_loss": losses}
         self.history.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.history, "a") as fh:
-            fh.write(json.dumps(entry) + "\n")
+        fd = os.open(self.history, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (json.dumps(entry) + "\n").encode())  # one write: a kill leaves the line whole or absent
+        finally:
+            os.close(fd)
         return values
 
 

@@ -272,14 +272,23 @@ def write_plots(staged: Staged, results: dict[str, Any], baseline: dict[str, Any
 
 
 def read_history(path: Path) -> list[dict[str, Any]]:
-    """The entries of a ``history.jsonl``, the last one of each step (a resumed run may repeat steps)."""
+    """The entries of a ``history.jsonl``, the last one of each step (a resumed run may repeat steps). A last
+    line without its newline that does not parse (an append a kill cut short) is left out; any other line
+    that is not an entry is a UserError naming the file and line."""
     if not path.is_file():
         return []
     by_step = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
+    lines = read_text(path, declarable=False).split("\n")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
             entry = json.loads(line)
             by_step[entry["step"]] = entry
+        except (json.JSONDecodeError, TypeError, KeyError):
+            if number == len(lines):
+                break
+            raise UserError(f"{path}:{number}: not an evaluation entry (a JSON object with its 'step')") from None
     return [by_step[s] for s in sorted(by_step)]
 
 

@@ -38,3 +38,18 @@ def test_a_run_without_history_saves_zero_entries(tmp_path):
     assert hook(tmp_path).state_dict() == {"history_entries": 0}
     hook(tmp_path).load_state_dict({"history_entries": 0})
     assert not RunDir(tmp_path).eval_history.exists()
+
+
+def test_a_history_cut_short_by_a_kill_reads_its_whole_lines_and_a_bad_line_is_named(tmp_path):
+    import pytest
+
+    from flanforge.errors import UserError
+    from flanforge.launcher.evaluation.report import read_history
+
+    history = tmp_path / "history.jsonl"
+    whole = [{"step": 2, "val_loss": {}}, {"step": 4, "val_loss": {}}, {"step": 2, "val_loss": {"a": 1.0}}]
+    history.write_text("".join(json.dumps(e) + "\n" for e in whole) + '{"step": 6, "val_lo')
+    assert read_history(history) == [whole[2], whole[1]]  # the last entry of each step, by step; the torn one left out
+    history.write_text(json.dumps(whole[0]) + "\n" + "not json\n" + json.dumps(whole[1]) + "\n")
+    with pytest.raises(UserError, match=rf"^{history}:2: not an evaluation entry"):
+        read_history(history)
