@@ -95,7 +95,8 @@ class ShardCache:
                 got = part.stat().st_size
                 if got != size:  # a checksum of the whole file (issue 23's manifest) would be checked here too
                     raise CutShort(f"downloaded {got} bytes, the index says {size}")
-                os.replace(part, path)
+                with file_lock(self.root / LOCK):  # never between a room-making scan's listing and its stats
+                    os.replace(part, path)
             finally:
                 part.unlink(missing_ok=True)
             self.downloaded += size
