@@ -13,7 +13,7 @@ from flanforge.mixtures.mixture import Mixture
 from flanforge.mixtures.streaming.packing import DROPPED, TRUNCATED, PackedBatch
 from flanforge.mixtures.streaming.shards import Manifest, ensure_prepared
 from flanforge.mixtures.config import StreamConfig
-from flanforge.mixtures.streaming.stream import CORRUPT, MixtureStream, build_loader
+from flanforge.mixtures.streaming.stream import CORRUPT, RETRIES, MixtureStream, build_loader
 from flanforge.model.load import load_configured_tokenizer
 from flanforge.model.tokenizer import SPM_FILE, Tokenizer, load_tokenizer, train_tokenizer
 
@@ -55,7 +55,8 @@ def tokenizer_corpus(mixture: Mixture, seed: int) -> list[str]:
     return texts
 
 
-STREAM_COUNTERS = {TRUNCATED: "overlong_truncated", DROPPED: "overlong_dropped", CORRUPT: "corrupt_records_skipped"}
+STREAM_COUNTERS = {TRUNCATED: "overlong_truncated", DROPPED: "overlong_dropped", CORRUPT: "corrupt_records_skipped",
+                   RETRIES: "retries"}
 """The stream's per-task counters, by their names in TensorBoard (``data/...``) and the run's counters."""
 
 
@@ -108,11 +109,6 @@ class TrainData:
             for key, n in counts.items():
                 totals[STREAM_COUNTERS[key]] += n
         return totals
-
-    def storage_retries(self) -> int:
-        """Transient storage errors this rank's main process retried since the run (re)started (remote shards;
-        DataLoader workers count their own, unseen here)."""
-        return self.stream.manifest.store.retries()
 
     def run_counters(self, local: dict[str, float]) -> dict[str, float]:
         """The whole run's counters from the ranks' summed ``local_counters``: the resumed run's counts

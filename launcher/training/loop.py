@@ -253,7 +253,7 @@ def log_step(run: Run, window: Any, keys: Any, lr: float, step_time: float, t_da
     from flanforge.launcher.training.flops import StepLengths, model_flops_utilization, peak_flops
     from flanforge.launcher.training.tensorboard import format_line
 
-    values = window.summary(keys, {**run.data.local_counters(), "data/retries": run.data.storage_retries()})
+    values = window.summary(keys, run.data.local_counters())
     values.update({
         "train/lr": lr,
         "train/grad_norm": float(run.engine.get_global_grad_norm() or 0.0),

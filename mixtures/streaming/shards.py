@@ -487,6 +487,10 @@ class ShardReader:
         ks = np.searchsorted(starts, records, side="right") - 1
         return [shards[k] for k in dict.fromkeys(ks.tolist()) if shards[k].path is not None]
 
+    def retries(self) -> int:
+        """Remote reads this process retried (0 for a local directory)."""
+        return self.manifest.store.retries()
+
     @property
     def remote(self) -> bool:
         """Shards read through a cache (fetched, pinned while open) rather than where they are."""

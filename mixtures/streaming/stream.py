@@ -48,6 +48,10 @@ from flanforge.mixtures.tokens import TextTokenizer
 
 CORRUPT = "corrupt"
 """The counter of records skipped because their shard member is corrupt (next to the over-length ones)."""
+RETRIES = "retries"
+"""The counter of remote reads retried (``mixtures/storage/retry.py``), kept under :data:`NO_TASK`."""
+NO_TASK = ""
+"""The counters' key for counts of no task (the store's retries)."""
 
 
 class Row(NamedTuple):
@@ -181,6 +185,7 @@ class MixtureStream(IterableDataset):
         cursors = np.array([start.cursors.get(n, 0) for n in self.schedule.names], dtype=np.int64)
         cursors += self.schedule.counts(start.frontier, block)
         pending: dict[str, dict[str, int]] = {}  # counters not yet delivered (a block may pack no row)
+        retried = self.reader.retries()  # this process's store: its retries from here on are this consumer's
         while True:
             if block not in done:
                 self._read_ahead(block, cursors, done)
@@ -188,6 +193,10 @@ class MixtureStream(IterableDataset):
                 rows, counters = self._pack_block(block, cursors, skip)
                 if skip == 0:  # else they came with the block's first row before the resume
                     add_counters(pending, counters)
+                now = self.reader.retries()
+                if now > retried:
+                    add_counters(pending, {NO_TASK: {RETRIES: now - retried}})
+                retried = now
                 for row in rows:
                     if pending:
                         row, pending = row._replace(counters=pending), {}

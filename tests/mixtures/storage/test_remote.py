@@ -129,6 +129,23 @@ def test_transient_faults_are_retried_and_counted(env, tmp_path, proxy):
     assert sum(m.store.retries() for m in manifests) == faulty.faulted
 
 
+def test_retries_in_dataloader_workers_reach_the_consumer(env, tmp_path, proxy):
+    """A worker's retries ride on its rows, like the other stream counters (TensorBoard ``data/retries``)."""
+    from flanforge.mixtures.streaming.stream import NO_TASK, RETRIES, build_loader
+
+    mix, local, url, tokenizer = env
+    faulty = proxy(reset_every=3)
+    manifest = Manifest.load(url, storage(tmp_path, faulty.endpoint, read_ahead=0))
+    cfg = StreamConfig(seed=3, seq_len=64, micro_batch_size=2, block_size=16, num_workers=1)
+    stream = MixtureStream(mix, tokenizer, cfg, manifest, 0, 1)
+    tracker = stream.tracker()
+    for _, batch in zip(range(12), build_loader(stream)):
+        tracker.update(batch)
+    assert manifest.store.retries() == 0  # every retry happened in the worker
+    # delivered with the rows consumed so far: the worker may have run ahead into more faults
+    assert 0 < tracker.counters[NO_TASK][RETRIES] <= faulty.faulted
+
+
 def test_a_persistent_failure_is_one_line_naming_the_url(env, tmp_path, proxy):
     mix, _, url, tokenizer = env
     failing = proxy()
