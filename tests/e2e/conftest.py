@@ -28,10 +28,14 @@ TINY = [
 
 
 def train_command(output_dir, *overrides):
+    """The tiny defaults, then ``overrides``: a key given in both is given once, the test's value (flanforge
+    refuses a key given twice)."""
     from flanforge.launcher.ranks.process_group import free_port
 
     port = f"launch.master_port={free_port()}"  # runs started side by side must not collide
-    return [FLANFORGE, "train", "--config", DEMO, f"output_dir={output_dir}", *TINY, port, *overrides]
+    given = {o.split("=", 1)[0] for o in overrides}
+    defaults = [o for o in (*TINY, port) if o.split("=", 1)[0] not in given]
+    return [FLANFORGE, "train", "--config", DEMO, f"output_dir={output_dir}", *defaults, *overrides]
 
 
 def run_groups(cmds, timeout=600, env=None):

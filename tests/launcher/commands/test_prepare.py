@@ -45,9 +45,16 @@ def uninterrupted(task_yaml, tmp_path_factory):
     return tree(out)
 
 
-def prepare(task_yaml, out, **popen):
+def prepare(task_yaml, out, fsize_limit=None):
+    """``flanforge prepare`` as a child process, with SIGINT as an interactive shell leaves it (a test run
+    started in the background inherits it ignored, and Python then never raises KeyboardInterrupt) and a
+    real RLIMIT_FSIZE if given."""
+    def setup():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if fsize_limit is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_limit, fsize_limit))
     return subprocess.Popen([FLANFORGE, "prepare", str(task_yaml), "--out", str(out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **popen)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=setup)
 
 
 def assert_nothing_partial(out: Path):
@@ -76,7 +83,7 @@ def test_interrupted_prepare_leaves_nothing_partial_and_a_rerun_equals_an_uninte
 def test_file_size_limit_is_one_line_naming_the_shard_and_nothing_partial(task_yaml, uninterrupted, tmp_path):
     out = tmp_path / "shards"
     limit = 50_000  # below one shard (1000 records, about 75 kB)
-    proc = prepare(task_yaml, out, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    proc = prepare(task_yaml, out, fsize_limit=limit)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert len(err.splitlines()) == 1 and "Traceback" not in err

@@ -10,6 +10,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -242,7 +243,9 @@ def test_outputs_are_published_together_or_not_at_all(hf_dir, tmp_path, capsys):
         (line,) = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("Loading weights")]
         return line
 
-    assert stopped(130, env={**os.environ, "FLANFORGE_SIGNAL_MID_WRITE": "INT"}) == (
+    # SIGINT as an interactive shell leaves it: a test run started in the background inherits it ignored
+    assert stopped(130, env={**os.environ, "FLANFORGE_SIGNAL_MID_WRITE": "INT"},
+                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) == (
         "flanforge eval: interrupted (SIGINT); nothing partial left, re-run to continue")
     line = stopped(2, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
     assert line.startswith(f"flanforge eval: error: {out}/") and "file size limit exceeded" in line
