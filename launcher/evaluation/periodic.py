@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from flanforge.files import atomic_write
+from flanforge.launcher.evaluation import heldout
 from flanforge.launcher.training.context import RunContext
 
 
@@ -71,6 +72,7 @@ class PeriodicEval:
         self.cfg, self.layout, self.history = run.cfg, run.layout, run.run_dir.eval_history
         self.mixture, self.tokenizer = mixture, tokenizer
         self.suites: list[Any] | None = None
+        self.plans: dict[str, heldout.Plan] = {}  # a composite suite's (flan2022_heldout) components
         self.validation: dict[str, list[tuple[str, str]]] = {}
 
     def state_dict(self) -> dict[str, Any]:
@@ -96,9 +98,16 @@ class PeriodicEval:
 
         count = lambda text: len(self.tokenizer.encode(text))  # noqa: E731
         per_task = self.cfg.eval.max_examples_per_task
+        specs = []
+        for spec in self.cfg.eval.suites or [self.cfg.mixture.name]:
+            if spec == heldout.NAME:  # its components from eval.data, in Flan's settings (MMLU CoT needs prompts)
+                self.plans[spec] = heldout.plan(self.cfg.eval.data, None)
+                specs += self.plans[spec].specs
+            else:
+                specs.append(spec)
         self.suites = [build_suite(spec, max_examples=per_task, count_tokens=count,
                                    on_bad_record=self.cfg.mixture.on_bad_record)  # the run's policy
-                       for spec in self.cfg.eval.suites or [self.cfg.mixture.name]]
+                       for spec in specs]
         self.validation = validation_pairs(self.mixture, per_task, count)
 
     def run(self, step: int, engine) -> dict[str, float] | None:
@@ -128,11 +137,12 @@ class PeriodicEval:
             losses = evaluator.losses(self.validation)
         if results is None:
             return None
-        values = scalars(results, losses)
         from flanforge.launcher.evaluation.report import results_dict
 
-        entry = {"step": step, **results_dict(f"step {step}", "validation", results, scorer.convention.name),
-                 "val_loss": losses}
+        composites = {name: heldout.table(results, plan) for name, plan in self.plans.items()}
+        values = scalars(results, losses, composites)
+        entry = {"step": step, **results_dict(f"step {step}", "validation", results, scorer.convention.name,
+                                              composites), "val_loss": losses}
         self.history.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.history, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -142,8 +152,9 @@ class PeriodicEval:
         return values
 
 
-def scalars(results, losses: dict[str, float]) -> dict[str, float]:
-    """TensorBoard scalars of one evaluation (see the module doc)."""
+def scalars(results, losses: dict[str, float], composites: dict[str, dict[str, Any]] | None = None) -> dict[str, float]:
+    """TensorBoard scalars of one evaluation (see the module doc); a composite suite's (``heldout.table``)
+    mean of its components as ``eval/<name>/mean``."""
     values: dict[str, float] = {}
     for suite in results:
         name = suite.suite.name
@@ -156,6 +167,9 @@ def scalars(results, losses: dict[str, float]) -> dict[str, float]:
             values[f"eval/{name}/mean/{metric}"] = value
         if firsts:
             values[f"eval/{name}/mean"] = sum(firsts) / len(firsts)
+    for name, composite in (composites or {}).items():
+        if composite["mean"] is not None:
+            values[f"eval/{name}/mean"] = composite["mean"]
     for group, loss in losses.items():
         values["val/loss" if group == "all" else f"val/loss/{group}"] = loss
     return values

@@ -32,7 +32,9 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
-from transformers import DynamicCache, GenerationConfig, StaticCache, StoppingCriteria, StoppingCriteriaList
+from transformers import (
+    DynamicCache, EncoderDecoderCache, GenerationConfig, StaticCache, StoppingCriteria, StoppingCriteriaList,
+)
 
 from flanforge.errors import UserError, did_you_mean
 from flanforge.model.attention import segment_mask, tree_mask
@@ -319,11 +321,12 @@ class Scorer:
 
         With ``stops`` (and ``decode``, ids to text) a row also ends once its text contains a stop string;
         cutting the text there is the caller's. ``min_new_tokens`` holds EOS back that long (benchmarks:
-        the same work on every path). A decoder runs :meth:`_decode` (a finished row leaves the batch);
-        T5, and every rank in lockstep (``synced_gpus``), one ``generate`` call.
+        the same work on every path). A decoder runs :meth:`_decode`, T5 :meth:`_t5_decode` (a finished row
+        leaves the batch); every rank in lockstep (``synced_gpus``) one ``generate`` call.
         """
-        if self.arch == "decoder" and not self.synced_gpus:
-            return self._decode(prompts, max_new_tokens, stops, decode, min_new_tokens)
+        if not self.synced_gpus:
+            loop = self._decode if self.arch == "decoder" else self._t5_decode
+            return loop(prompts, max_new_tokens, stops, decode, min_new_tokens)
         if self.arch == "decoder":
             ids, mask = _pad(prompts, self.pad_id, left=True)  # left: new tokens follow every prompt directly
         else:
@@ -360,16 +363,7 @@ class Scorer:
         for step in range(max_new_tokens):
             logits = self.model(input_ids=inputs, position_ids=positions, attention_mask=mask, cache=cache,
                                 use_cache=True, logits_to_keep=1).logits[:, -1]  # (b, V)
-            if step < min_new_tokens:
-                logits[:, self.eos_id] = float("-inf")
-            tokens = logits.argmax(-1).tolist()
-            done = []
-            for b, (row, token) in enumerate(zip(live, tokens)):
-                if token != self.eos_id:
-                    out[row].append(token)
-                if (token == self.eos_id or step + 1 == max_new_tokens
-                        or (stops and decode and any(s in decode(out[row]) for s in stops))):
-                    done.append(b)
+            tokens, done = self._step(logits, step, live, out, max_new_tokens, stops, decode, min_new_tokens)
             if len(done) == len(live):
                 break
             if done:  # finished rows leave the batch and the cache
@@ -385,6 +379,52 @@ class Scorer:
             mask = torch.zeros(keys.shape, dtype=dtype, device=self.device).masked_fill_(
                 keys == 0, torch.finfo(dtype).min)[:, None, None]  # (b, 1, 1, T + N)
         return out
+
+
+    def _t5_decode(self, prompts: Sequence[Ids], max_new_tokens: int, stops: Sequence[str],
+                   decode: Callable[[list[int]], str] | None, min_new_tokens: int) -> list[list[int]]:
+        """T5's greedy loop: the encoder once, then the decoder a token a step with its cache (self- and
+        cross-attention), each row taken out of the batch, the cache and the encoder's output at the step it
+        ends, as :meth:`_decode` does."""
+        ids, mask = _pad([list(p) + [self.eos_id] for p in prompts], self.pad_id)
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        encoded = self.model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        start = self.model.config.decoder_start_token_id
+        inputs = torch.full((len(prompts), 1), self.pad_id if start is None else start, device=self.device)
+        live = list(range(len(prompts)))
+        out: list[list[int]] = [[] for _ in prompts]
+        for step in range(max_new_tokens):
+            logits = self.model(encoder_outputs=(encoded,), attention_mask=mask, decoder_input_ids=inputs,
+                                cache=cache, use_cache=True).logits[:, -1]  # (b, V)
+            tokens, done = self._step(logits, step, live, out, max_new_tokens, stops, decode, min_new_tokens)
+            if len(done) == len(live):
+                break
+            if done:
+                keep = torch.as_tensor([b for b in range(len(live)) if b not in done], device=self.device)
+                live, tokens = [live[b] for b in keep.tolist()], [tokens[b] for b in keep.tolist()]
+                encoded, mask = encoded[keep], mask[keep]
+                cache.batch_select_indices(keep)
+            inputs = torch.as_tensor(tokens, device=self.device)[:, None]
+        return out
+
+    def _step(self, logits: torch.Tensor, step: int, live: list[int], out: list[list[int]], max_new_tokens: int,
+              stops: Sequence[str], decode: Callable[[list[int]], str] | None,
+              min_new_tokens: int) -> tuple[list[int], list[int]]:
+        """One greedy step of the rows ``live`` (their ``logits``): each row's token appended to ``out`` unless
+        it is EOS; returns the tokens and the batch positions of the rows that end here (EOS, a stop string,
+        ``max_new_tokens``)."""
+        if step < min_new_tokens:
+            logits[:, self.eos_id] = float("-inf")
+        tokens = logits.argmax(-1).tolist()
+        done = []
+        for b, (row, token) in enumerate(zip(live, tokens)):
+            if token != self.eos_id:
+                out[row].append(token)
+            if (token == self.eos_id or step + 1 == max_new_tokens
+                    or (stops and decode and any(s in decode(out[row]) for s in stops))):
+                done.append(b)
+        return tokens, done
 
 
 def max_length(model, arch: str) -> int | None:

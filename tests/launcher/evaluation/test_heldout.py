@@ -101,3 +101,32 @@ def test_eval_data_in_the_config_is_checked():
     with pytest.raises(ConfigError, match=r"eval.data: unknown benchmark 'bhh' \(benchmarks: mmlu, bbh, gsm8k\).*'bbh'"):
         EvalConfig(data={"bhh": "/data/bbh"})
     assert EvalConfig(data={"bbh": "/data/bbh"}).data == {"bbh": "/data/bbh"}
+
+
+def test_the_periodic_evaluation_runs_the_components_and_logs_their_mean(tokenizer_dir, tmp_path):
+    """``eval.suites: [flan2022_heldout]`` during training: its components from eval.data, and the table's mean
+    as ``eval/flan2022_heldout/mean`` beside each component's."""
+    from flanforge.launcher.config import Config
+    from flanforge.launcher.evaluation.periodic import PeriodicEval, scalars
+    from flanforge.launcher.ranks.layout import RankLayout
+    from flanforge.launcher.training.context import RunContext
+    from flanforge.launcher.training.rundir import RunDir
+    from flanforge.mixtures.registry import load_mixture
+    from flanforge.model.tokenizer import load_tokenizer
+
+    bbh = tmp_path / "bbh_data"
+    bbh.mkdir()
+    _bbh(bbh)
+    cfg = Config(output_dir=str(tmp_path / "run"), eval=EvalConfig(suites=["flan2022_heldout"], data={"bbh": str(bbh)}))
+    layout = RankLayout(rank=0, world_size=1, local_rank=0, local_world_size=1, node_rank=0,
+                        master_addr="127.0.0.1", master_port=0, launcher="single")
+    hook = PeriodicEval(RunContext(cfg, RunDir(tmp_path / "run"), layout, None), load_mixture("demo"),
+                        load_tokenizer(tokenizer_dir))
+    hook._build()
+    assert [s.name for s in hook.suites] == ["bbh", "bbh_cot"]
+    assert set(hook.plans["flan2022_heldout"].not_run) == {"mmlu", "mmlu_cot", "gsm8k"}
+    table = {"components": {"bbh": {"metric": "exact_match", "value": 40.0},
+                            "bbh_cot": {"metric": "exact_match", "value": 20.0}}, "mean": 30.0, "not_run": {}}
+    assert scalars([], {"all": 1.5}, {"flan2022_heldout": table}) == {"eval/flan2022_heldout/mean": 30.0,
+                                                                      "val/loss": 1.5}
+    assert "eval/flan2022_heldout/mean" not in scalars([], {}, {"flan2022_heldout": {**table, "mean": None}})

@@ -183,18 +183,20 @@ def test_generate_stops_at_stop_strings():
     assert stopped == full[:2]
 
 
-def test_a_finished_row_leaves_the_batch():
+@pytest.mark.parametrize("arch", ["decoder", "t5"])
+def test_a_finished_row_leaves_the_batch(arch):
     """Rows end at EOS or a stop string, each at its own step; the later forwards run the rows left only."""
-    model = tiny("decoder")
+    model = tiny(arch)
     prompts = [[5, 6, 7], [11], [3, 4, 5, 6, 7, 8, 9], [30, 31]]
     decode = lambda ids: " ".join(map(str, ids))  # noqa: E731
-    full = [greedy_no_cache(model, "decoder", p, 6) for p in prompts]
+    full = [greedy_no_cache(model, arch, p, 6) for p in prompts]
     stop = decode(full[0][:2])
     expected = [next((r[:n] for n in range(1, len(r) + 1) if stop in decode(r[:n])), r) for r in full]
     assert len(expected[0]) == 2 and max(map(len, expected)) > 2
-    fed = []
-    model.register_forward_hook(lambda _, args, kwargs, out: fed.append(len(kwargs["input_ids"])), with_kwargs=True)
-    assert Scorer(model, "decoder", PAD, EOS).generate(prompts, 6, stops=[stop], decode=decode) == expected
+    fed = []  # rows per forward of the model (T5: of its decoder; the encoder runs once, on every row)
+    key = "input_ids" if arch == "decoder" else "decoder_input_ids"
+    model.register_forward_hook(lambda _, args, kwargs, out: fed.append(len(kwargs[key])), with_kwargs=True)
+    assert Scorer(model, arch, PAD, EOS).generate(prompts, 6, stops=[stop], decode=decode) == expected
     assert fed[:2] == [4, 4] and fed[-1] < 4 and fed == sorted(fed, reverse=True)
 
 
