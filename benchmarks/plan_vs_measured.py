@@ -2,13 +2,16 @@
 
     python benchmarks/plan_vs_measured.py                       # 2 sizes x ZeRO 1/2/3 x recompute off/on
     python benchmarks/plan_vs_measured.py --sizes tiny --stages 2
+    python benchmarks/plan_vs_measured.py --sizes medium --mmap-threshold 1MiB   # glibc's threshold fixed
+    python benchmarks/plan_vs_measured.py --fit OUTPUT...       # the CPU constants from earlier runs' output
 
 Each run is ``flanforge train`` on the ``demo`` mixture (2 CPU ranks, fp32, micro batch 4, rows of 256
 tokens, the fused loss, 2 steps, a checkpoint at the end), started under a wrapper that reports the
 peak RSS of its largest descendant (``RUSAGE_CHILDREN``): the larger rank's peak. The prediction is
 the plan's estimate for a CPU rank (``flanforge plan --device cpu``: model states with the offloaded
-ones, activations with the CPU's attention, loss, buckets, and ``CPU_RANK_BYTES`` for the framework,
-which the tiny model's runs measure). Then the largest model's ZeRO-3 run is
+ones, activations with the CPU's attention, loss, buckets, gloo's copies, the optimizer step, and for
+the framework and glibc's allocator ``CPU_RANK_BYTES`` and ``CPU_ALLOCATOR_SLACK``, which ``--fit`` fits
+by least squares to the runs with glibc's default allocator). Then the largest model's ZeRO-3 run is
 exported (``--max-shard-size 64MB``) under the same wrapper: peak RSS against the model's fp32 size.
 The last line is one JSON object.
 """
@@ -46,36 +49,65 @@ def peak_rss(cmd: list[str]) -> tuple[int, float]:
     return kib * 1024, time.perf_counter() - start
 
 
-def predicted(overrides: list[str]) -> int:
+def overrides_of(size: str, stage: int, ckpt: bool, mmap_threshold: str | None) -> list[str]:
+    hf = "{" + ", ".join(f"{k}: {v}" for k, v in SIZES[size].items()) + "}"
+    return [*COMMON, f"model.hf_config={hf}", f"deepspeed.zero_stage={stage}",
+            f"model.gradient_checkpointing={str(ckpt).lower()}"] + (
+        [f"launch.mmap_threshold={mmap_threshold}"] if mmap_threshold else [])
+
+
+def predicted(overrides: list[str]) -> tuple[int, int]:
+    """(the plan's total for a CPU rank, the part of it the allocator's slack scales: all but the framework)."""
     from flanforge.launcher.config import load_config
     from flanforge.launcher.planning import memory_plan as mp
 
     cfg = load_config(REPO / "configs/demo.yaml", overrides)
-    return mp.estimate(mp.workload(cfg, 2, 1, "cpu"), mp.configured_setting(cfg), cfg.train.micro_batch_size).total
+    e = mp.estimate(mp.workload(cfg, 2, 1, "cpu"), mp.configured_setting(cfg), cfg.train.micro_batch_size)
+    return e.total, e.total - e.overhead
+
+
+def fit(paths: list[str]) -> None:
+    """Least squares over earlier runs' rows with glibc's default allocator: measured = framework +
+    (1 + slack) x counted, with what this plan counts; then every row's ratio with the fitted constants."""
+    runs = [run for path in paths for run in json.loads(Path(path).read_text().strip().splitlines()[-1])["runs"]]
+    counted = [predicted(overrides_of(r["size"], r["zero"], r["ckpt"], r.get("mmap_threshold")))[1] for r in runs]
+    default = [(c, r["measured"]) for c, r in zip(counted, runs) if not r.get("mmap_threshold")]
+    n, sx, sy = len(default), sum(c for c, _ in default), sum(m for _, m in default)
+    slope = (n * sum(c * m for c, m in default) - sx * sy) / (n * sum(c * c for c, _ in default) - sx * sx)
+    framework = (sy - slope * sx) / n
+    print(f"fitted over {n} runs: CPU_RANK_BYTES = {framework / 2**20:.0f} MiB, CPU_ALLOCATOR_SLACK = {slope - 1:.3f}")
+    for c, r in zip(counted, runs):
+        guess = framework + (1 if r.get("mmap_threshold") else slope) * c
+        print(f"{r['size']:6} zero{r['zero']} ckpt={'on ' if r['ckpt'] else 'off'} "
+              f"{r.get('mmap_threshold') or 'default':7} predicted {guess / 2**20:8.1f} MiB  "
+              f"measured {r['measured'] / 2**20:8.1f} MiB  ratio {guess / r['measured']:.3f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["tiny", "small"], choices=list(SIZES))
     parser.add_argument("--stages", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--mmap-threshold", help="launch.mmap_threshold for the runs (default: glibc's own)")
+    parser.add_argument("--fit", nargs="+", metavar="OUTPUT", help="fit the CPU constants to earlier runs' output (no training)")
     args = parser.parse_args()
+    if args.fit:
+        return fit(args.fit)
     flanforge = str(Path(sys.executable).with_name("flanforge"))
     rows = []
     with tempfile.TemporaryDirectory() as work:
         shards = Path(work) / "shards"
         for size in args.sizes:
-            hf = "{" + ", ".join(f"{k}: {v}" for k, v in SIZES[size].items()) + "}"
             for stage in args.stages:
                 for ckpt in (False, True):
                     run = Path(work) / f"{size}-z{stage}-{ckpt}"
-                    overrides = [*COMMON, f"model.hf_config={hf}", f"deepspeed.zero_stage={stage}",
-                                 f"model.gradient_checkpointing={str(ckpt).lower()}", f"output_dir={run}",
+                    overrides = [*overrides_of(size, stage, ckpt, args.mmap_threshold), f"output_dir={run}",
                                  f"mixture.shards_dir={shards}"]
                     measured, seconds = peak_rss([flanforge, "train", "--config", str(REPO / "configs/demo.yaml"),
                                                   *overrides])
-                    guess = predicted(overrides)
-                    rows.append(dict(size=size, zero=stage, ckpt=ckpt, predicted=guess, measured=measured,
-                                     ratio=round(guess / measured, 3), seconds=round(seconds, 1)))
+                    guess, _ = predicted(overrides)
+                    rows.append(dict(size=size, zero=stage, ckpt=ckpt, mmap_threshold=args.mmap_threshold,
+                                     predicted=guess, measured=measured, ratio=round(guess / measured, 3),
+                                     seconds=round(seconds, 1)))
                     print(f"{size:6} zero{stage} ckpt={'on ' if ckpt else 'off'} predicted {guess / 2**20:8.1f} MiB"
                           f"  measured {measured / 2**20:8.1f} MiB  ratio {guess / measured:.3f}", flush=True)
         export = exported_peak(flanforge, Path(work), args.sizes[-1], 3)

@@ -127,15 +127,22 @@ class LaunchConfig:
     several nodes must agree on one, which ``slurm/train.sbatch`` derives from the job id)."""
     threads_per_rank: int = 1
     """``OMP_NUM_THREADS`` for each CPU rank (ranks fight for cores otherwise)."""
+    mmap_threshold: Optional[str] = None
+    """CPU ranks: fix glibc's mmap threshold at this size (e.g. ``1MiB``, through ``GLIBC_TUNABLES``), so that
+    every tensor from that size up goes back to the OS when freed. ``None``: glibc's default, whose
+    threshold rises with what is freed and keeps a step's freed tensors in its heap. At 1MiB the peak
+    host memory of a rank was 0.74-0.80x of the default's, its speed 0.80-0.86x (BENCHMARKS.md):
+    for fitting a large model in a node's RAM, not for speed."""
     device: Literal["auto", "cuda", "cpu"] = "auto"
     """Where ranks compute: ``auto`` (GPUs when torch sees them; a job that was given GPUs and sees none is an
     error, never a silent CPU run), ``cuda`` (GPUs or an error), ``cpu``. See ``launcher/ranks/devices.py``."""
     gpu_memory: Optional[str] = None
-    """Memory of each GPU, e.g. ``80GiB`` or ``80GB`` (units: ``UNITS``). Set: ``flanforge train``
-    refuses, before any rank starts, a setting ``flanforge plan`` predicts not to fit, naming the
-    nearest one that does. ``None``: no such check."""
+    """Memory of each GPU, e.g. ``80GiB`` or ``80GB`` (units: ``UNITS``). ``flanforge train`` refuses,
+    before any rank starts, a setting ``flanforge plan`` predicts not to fit it, naming the nearest one
+    that does. ``None``: the node's, as ``nvidia-smi`` reports it (no check without it); CPU ranks are
+    checked against the node's RAM."""
     ignore_memory_plan: bool = False
-    """Train even when ``launch.gpu_memory`` is set and the plan predicts that the setting does not fit."""
+    """Train even when the plan predicts that the setting does not fit (``launch.gpu_memory``)."""
 
     def __post_init__(self) -> None:
         _at_least(self, "launch", 0, "nproc_per_node", "node_rank")
@@ -143,6 +150,8 @@ class LaunchConfig:
         _at_least(self, "launch", 1, "nnodes", "threads_per_rank")
         if self.gpu_memory is not None:
             parse_bytes(self.gpu_memory, "launch.gpu_memory")
+        if self.mmap_threshold is not None:
+            parse_bytes(self.mmap_threshold, "launch.mmap_threshold")
         if self.nnodes > 1 and self.master_port == 0:
             raise ConfigError(f"launch.master_port must be set (not 0) when launch.nnodes={self.nnodes}: "
                               "every node's launcher must use the same port")

@@ -9,7 +9,8 @@ and optimizer carry on, which does not change a step's cost), ``WARMUP`` steps
 (flex compiles here) then ``STEPS`` timed ones. Per variant: row tokens/s (padding
 included, as the model computes it), MFU (``launcher.training.tensorboard``: 6 N FLOPs per token
 over the GPU's dense bf16 peak; attention FLOPs not counted), peak memory
-(``max_memory_allocated``) and the last loss.
+(``max_memory_allocated``) beside ``flanforge plan``'s prediction for the same setting (its total less the
+CUDA context and allocator slack, which ``max_memory_allocated`` does not count), and the last loss.
 
 The tokenizer and shards are cached in ``.gpu-cache/`` (prepared with one worker per
 CPU on first use). ``--cpu-smoke``: a 2-layer model on the ``demo`` mixture, fp32,
@@ -101,6 +102,18 @@ def train_steps(run, batches, count: int) -> tuple[int, float, float]:
     return tokens, flops, loss
 
 
+def planned(cfg, fused: bool, impl: str, vocab: int, device: str) -> int:
+    """``flanforge plan``'s bytes for one rank of this variant, less the CUDA context and allocator slack."""
+    import dataclasses
+
+    from flanforge.launcher.planning import memory_plan as mp
+
+    model = dataclasses.replace(cfg.model, attention=impl, fused_loss=fused, vocab_size=vocab)
+    variant = dataclasses.replace(cfg, model=model)
+    e = mp.estimate(mp.workload(variant, 1, 1, device), mp.configured_setting(variant), cfg.train.micro_batch_size)
+    return e.total - e.overhead
+
+
 def measure(run, batches, device: str, steps: tuple[int, int]) -> dict:
     import torch
 
@@ -163,6 +176,10 @@ def run(smoke: bool) -> dict:
             attention.use(model.hf, impl)
             model.attention = impl
             results[key] = measure(run_, batches, device, STEPS["smoke" if smoke else "gpu"])
+            plan = planned(cfg, fused, impl, run_.data.tokenizer.vocab_size, device)
+            results[key]["plan_gib"] = round(plan / 2**30, 2)
+            if device == "cuda":
+                results[key]["plan_over_measured"] = round(plan / 2**30 / results[key]["peak_memory_gib"], 3)
     finally:
         cleanup(run_)
         shutil.rmtree(workdir, ignore_errors=True)

@@ -12,7 +12,7 @@ import argparse
 
 from flanforge.arguments import writable_dir
 from flanforge.launcher.training import runlock
-from flanforge.launcher.config import load_config
+from flanforge.launcher.config import Config, load_config
 from flanforge.launcher.ranks.layout import in_launched_rank
 
 
@@ -40,10 +40,31 @@ def run(args: argparse.Namespace) -> int:
     check_metrics(run_checks(cfg, run_dir))  # the run's periodic evaluation scores its tasks
     from flanforge.launcher.ranks.launch import launch_ranks, ranks_per_node
 
-    if cfg.launch.gpu_memory is not None and not cfg.launch.ignore_memory_plan:
+    if not cfg.launch.ignore_memory_plan:
         from flanforge.launcher.planning.memory_plan import check_fits
 
-        check_fits(cfg, ranks_per_node(cfg))  # a setting the memory plan says does not fit: refused here
+        ranks = ranks_per_node(cfg)
+        budget = memory_budget(cfg, ranks)
+        if budget is not None:
+            check_fits(cfg, ranks, *budget)  # a setting the memory plan says does not fit: refused here
 
     # The ranks know that this launcher holds the run's lock.
     return launch_ranks(cfg, args.config, args.overrides, extra_env={runlock.HELD_ENV: "1"})
+
+
+def memory_budget(cfg: Config, ranks: int) -> tuple[str, int, str] | None:
+    """What train's pre-flight checks the memory plan against: (the ranks' device, bytes a rank may use,
+    where that figure comes from). ``launch.gpu_memory`` when set; else what this node has: its RAM
+    (or its cgroup's limit) shared by its CPU ranks, or its smallest GPU (``nvidia-smi``). None when the GPUs' memory is unknown."""
+    from flanforge.host_memory import node_memory
+    from flanforge.launcher.ranks.devices import gpu_memory_of_node
+    from flanforge.launcher.ranks.launch import device_kind_of
+    from flanforge.sizes import format_bytes, parse_bytes
+
+    if cfg.launch.gpu_memory is not None:
+        return "cuda", parse_bytes(cfg.launch.gpu_memory, "launch.gpu_memory"), f"launch.gpu_memory={cfg.launch.gpu_memory}"
+    if device_kind_of(cfg) == "cpu":
+        total = node_memory()
+        return "cpu", total // ranks, f"this node's {format_bytes(total)} of RAM for {ranks} CPU ranks"
+    memory = gpu_memory_of_node()
+    return None if memory is None else ("cuda", memory, f"this node's GPUs ({format_bytes(memory)}, nvidia-smi)")

@@ -6,8 +6,11 @@ Per GPU rank, in bytes (``p``: 2 for bf16/fp16 training, 4 for fp32; ``P`` param
   ``estimate_zero3_model_states_mem_needs``; the unit tests check the equality): ``p``-byte
   parameters and gradients, and for the optimizer fp32 gradients, fp32 master weights and Adam's
   two moments (4 + 4 + 8 bytes). ZeRO-1 partitions the optimizer states over ``N``, ZeRO-2 the
-  gradients too, ZeRO-3 the parameters too (it reduces gradients straight into the fp32
-  partition, and gathers one layer at a time: ``2p`` bytes per parameter of the largest layer).
+  gradients too, ZeRO-3 the parameters too (it reduces gradients straight into their partition,
+  and gathers one layer at a time: ``2p`` bytes per parameter of the largest layer). Beyond the
+  estimator, ZeRO-3's gradient partition is in ``deepspeed.grad_dtype`` (``g`` bytes, 4 by
+  default: then the figures are DeepSpeed's), and an fp32 run without offload keeps no separate
+  master copy (DeepSpeed steps the fp32 parameter partition itself).
 - **reused parameters** (ZeRO-3, beyond DeepSpeed's estimator): from the second step on, DeepSpeed
   keeps a gathered parameter whole when its next use comes within ``stage3_max_reuse_distance``
   elements of gathers, so after the forward the layers whose backward follows soon stay gathered:
@@ -27,12 +30,31 @@ Per GPU rank, in bytes (``p``: 2 for bf16/fp16 training, 4 for fp32; ``P`` param
   vocab]`` logits, their fp32 copy, log-softmax and gradient; fused, one chunk of fp32 logits
   (``kernels/cross_entropy``) and the fp32 gradients of the hidden states and the head.
 - **buckets**: DeepSpeed's gradient reduce bucket, and ZeRO-3's prefetch bucket (``p`` bytes an element).
+- **the optimizer step**: AdamW's temporaries over the largest tensor one step call sees (ZeRO-3: an
+  optimizer sub-group, ``sub_group_size`` elements of the partition at most; else the partition):
+  one fp32 copy for torch's multi-tensor AdamW on a GPU, two for its single-tensor loop on a CPU
+  (``denom = exp_avg_sq.sqrt() / c``), and ZeRO-3 without offload the sub-group's fp32 gradient.
+  DeepSpeed's CPU Adam (offload from GPUs) makes none on the GPU.
+- **collectives' copies on CPU ranks** (gloo, ZeRO-3): ``all_gather_into_tensor`` gathers into a
+  temporary as large as its output (one prefetch bucket), and the gradient reduction flattens the
+  bucket (``reduce_scatter_coalesced``) and gloo's ``reduce_scatter`` clones its input: two copies of
+  the reduce bucket, three when the gradients are converted to ``g`` bytes first. Measured with
+  ``torch.profiler`` on 2 CPU ranks (a 76.6M-parameter decoder, fp32): the first is the peak of the
+  forward, the second of the backward.
 - **overhead**: :data:`CUDA_CONTEXT_BYTES` and :data:`ALLOCATOR_SLACK` of the rest.
+
+The forward and backward (activations, loss, reused parameters, the gather's copy), the gradient
+reduction (its copies) and the optimizer step (its temporaries) do not overlap: a rank's peak is its
+states, buckets and overhead plus the largest of the three. Except on CPU ranks with glibc's default
+allocator: the forward and backward's tensors (below its mmap threshold, which rises to 32 MiB) are
+freed into its heap, which gives nothing back while anything above them lives, so the reduction or
+the step comes on top of them (then the largest of those two).
 
 CPU ranks (``flanforge plan --device cpu``, ``launch.device: cpu``): the host is the device, so a
 rank holds its model states, offloaded ones included, its activations (the CPU's attention), loss
-and buckets, plus :data:`CPU_RANK_BYTES` instead of the CUDA context and allocator slack; the node
-holds its ranks' sum.
+and buckets, plus :data:`CPU_RANK_BYTES` and, with glibc's default allocator, :data:`CPU_ALLOCATOR_SLACK`
+of the rest instead of the CUDA context and the caching allocator's slack; the node holds its ranks' sum
+and :data:`CPU_LAUNCHER_BYTES`.
 
 For GPU ranks, CPU memory per node is the larger of the ranks' model construction (fp32: each rank builds the whole
 model, or under ZeRO-3 its partition, one layer gathered at a time: ``deepspeed.zero.Init``) and the
@@ -48,7 +70,7 @@ from dataclasses import dataclass
 from flanforge.errors import ConfigError, UserError
 from flanforge.kernels.cross_entropy.function import chunk_rows
 from flanforge.launcher.config import Config
-from flanforge.sizes import format_bytes, parse_bytes
+from flanforge.sizes import format_bytes
 from flanforge.launcher.planning.model_shape import ModelShape, model_shape
 
 CUDA_CONTEXT_BYTES = 512 * 2**20
@@ -57,11 +79,17 @@ ALLOCATOR_SLACK = 0.10
 """Fragmentation of the caching allocator, as a share of everything else."""
 CPU_BUFFER_FACTOR = 1.5
 """DeepSpeed's ``additional_buffer_factor`` for host memory."""
-CPU_RANK_BYTES = 640 * 2**20
+CPU_ALLOCATOR_SLACK = 0.106
+"""Freed memory glibc's default allocator keeps in a CPU rank's heap besides the phases' (module docstring),
+as a share of what the plan counts; none with ``launch.mmap_threshold`` set. Fitted with
+:data:`CPU_RANK_BYTES` by least squares to 18 measured 2-rank runs (``benchmarks/plan_vs_measured.py``,
+then ``--fit`` on its output)."""
+CPU_RANK_BYTES = 579 * 2**20
 """A CPU training rank's host memory besides what the plan counts: Python, torch, DeepSpeed, transformers,
-gloo, the data stream and tokenizer, TensorBoard. Measured (``benchmarks/plan_vs_measured.py``): the peak RSS
-of 2-rank runs of a 4.2M-parameter model less the parts counted, 613-657 MiB over ZeRO 1/2/3 with and
-without recompute; this is their median."""
+gloo, the data stream and tokenizer, TensorBoard. Fitted with :data:`CPU_ALLOCATOR_SLACK` (above)."""
+CPU_LAUNCHER_BYTES = 700 * 2**20
+"""A CPU node's processes besides its ranks: ``flanforge train``'s launcher and DeepSpeed's runner (0.68 GiB
+measured beside the ranks of ``benchmarks/train_1b_cpu.py``)."""
 MAX_MICRO_BATCH = 2**16
 _DENSE_SCORES = ("eager_mask",)
 _DENSE_MASK = ("eager_mask", "sdpa_mask")
@@ -102,6 +130,13 @@ class Workload:
     prefetch_bucket: int
     reuse_distance: int = 1_000_000_000
     device: str = "cuda"
+    grad_bytes: int = 4
+    """``g``: bytes of an element of ZeRO-3's gradient partition (``deepspeed.grad_dtype``; fp32 runs: 4)."""
+    allocator: str = "caching"
+    """``caching`` (torch's on GPUs), ``glibc`` (CPU ranks, glibc's default: freed blocks stay in its heap)
+    or ``mmap`` (CPU ranks with ``launch.mmap_threshold``: freed tensors go back to the OS)."""
+    sub_group: int = 1_000_000_000
+    """ZeRO-3's ``sub_group_size``: the most partition elements one optimizer step call updates."""
 
     @property
     def world(self) -> int:
@@ -142,8 +177,9 @@ class ModelStates:
 
     def host_rank(self) -> int:
         """A CPU rank's bytes: its GPU-rank states and its share of the offloaded ones. Offloading the
-        optimizer on a CPU rank copies its fp32 gradient partition once more (measured at ZeRO-3,
-        bf16, 2 ranks: 2 bytes a parameter more per rank than without offload)."""
+        optimizer on a CPU rank keeps the gradient partition twice: the reduced one and the optimizer's
+        fp32 copy (measured at ZeRO-3, bf16, 2 ranks: 10.0 bytes a parameter per rank with bf16
+        gradients, ``g`` = 2, against 8 without offload)."""
         copy = 4 if "optimizer" in self.offloaded else 0
         return self.gpu() + int(self.params * (sum(self.offloaded.values()) + copy) / self.world)
 
@@ -161,7 +197,9 @@ def model_states(w: Workload, s: Setting) -> ModelStates:
     grads_sharded = s.zero_stage >= 2
     states = {"params": p, "gradients": p, "optimizer": optimizer}
     if s.zero_stage == 3:
-        states["gradients"] = 0  # reduced straight into the fp32 partition
+        states["gradients"] = 0  # reduced straight into the partition: the optimizer's share
+        shared_master = w.precision == "fp32" and not s.offload_optimizer
+        states["optimizer"] = 8 + w.grad_bytes + (0 if shared_master else 4)
     full = {"params": p if s.zero_stage < 3 else 0, "gradients": 0 if grads_sharded else p,
             "optimizer": optimizer if s.zero_stage == 0 else 0}
     sharded = {k: v - full[k] for k, v in states.items()}
@@ -223,6 +261,26 @@ def bucket_bytes(w: Workload, s: Setting) -> int:
     return (min(w.reduce_bucket, w.shape.params) + prefetch) * w.p
 
 
+def step_bytes(w: Workload, s: Setting) -> int:
+    """The optimizer step's temporaries (module docstring)."""
+    elements = w.shape.params if s.zero_stage == 0 else w.shape.params // w.world
+    if s.zero_stage == 3:
+        elements = min(elements, w.sub_group)
+    host = w.device == "cpu"
+    adam = 0 if s.offload_optimizer and not host else (8 if host else 4) * elements
+    fp32_gradient = 4 * elements if s.zero_stage == 3 and not s.offload_optimizer else 0
+    return adam + fp32_gradient
+
+
+def collective_copies(w: Workload, s: Setting) -> tuple[int, int]:
+    """(the all-gather's, the gradient reduction's) copies on CPU ranks under ZeRO-3 (module docstring)."""
+    if w.device != "cpu" or s.zero_stage != 3:
+        return 0, 0
+    converted = w.grad_bytes != w.p
+    gather = min(w.prefetch_bucket, w.shape.params) * w.p
+    return gather, (2 + converted) * min(w.reduce_bucket, w.shape.params) * w.grad_bytes
+
+
 @dataclass(frozen=True)
 class Estimate:
     """One setting at one micro batch: bytes per rank by part, and host bytes per node."""
@@ -237,6 +295,9 @@ class Estimate:
     activations: int
     loss: int
     buckets: int
+    gather_copy: int
+    reduce_copy: int
+    step: int
     overhead: int
     total: int
     cpu_node: int
@@ -244,16 +305,27 @@ class Estimate:
 
 def estimate(w: Workload, s: Setting, b: int) -> Estimate:
     states = model_states(w, s)
+    gather_copy, reduce_copy = collective_copies(w, s)
     parts = dict(reused=reused_bytes(w, s), activations=activations(w, s, b), loss=loss_bytes(w, s, b),
-                 buckets=bucket_bytes(w, s))
+                 gather_copy=gather_copy, reduce_copy=reduce_copy, step=step_bytes(w, s))
     host = w.device == "cpu"
-    dynamic = (states.host_rank() if host else states.gpu()) + sum(parts.values())
-    overhead = CPU_RANK_BYTES if host else CUDA_CONTEXT_BYTES + int(ALLOCATOR_SLACK * dynamic)
+    forward_backward = parts["reused"] + parts["activations"] + parts["loss"] + gather_copy
+    if w.allocator == "glibc":  # the forward and backward's freed blocks are still in the heap at the later phases
+        working = forward_backward + max(reduce_copy, parts["step"])
+    else:
+        working = max(forward_backward, reduce_copy, parts["step"])
+    buckets = bucket_bytes(w, s)
+    dynamic = (states.host_rank() if host else states.gpu()) + buckets + working
+    if host:
+        overhead = CPU_RANK_BYTES + (int(CPU_ALLOCATOR_SLACK * dynamic) if w.allocator == "glibc" else 0)
+    else:
+        overhead = CUDA_CONTEXT_BYTES + int(ALLOCATOR_SLACK * dynamic)
     total = dynamic + overhead
     return Estimate(setting=s, micro_batch=b, params=states.component("params", host),
                     gradients=states.component("gradients", host), optimizer=states.component("optimizer", host),
-                    gathered=states.gathered, overhead=overhead, total=total,
-                    cpu_node=total * w.gpus_per_node if host else states.cpu_node(w.gpus_per_node), **parts)
+                    gathered=states.gathered, buckets=buckets, overhead=overhead, total=total,
+                    cpu_node=total * w.gpus_per_node + CPU_LAUNCHER_BYTES if host else states.cpu_node(w.gpus_per_node),
+                    **parts)
 
 
 def max_micro_batch(w: Workload, s: Setting, memory: int) -> int:
@@ -330,6 +402,20 @@ def check_world(cfg: Config, gpus_per_node: int | None, nodes: int | None) -> tu
     return gpus, nodes
 
 
+def known_vocabulary(cfg: Config) -> int | None:
+    """The size of the tokenizer a from-scratch run will use, when it exists before the run:
+    ``model.tokenizer_path``'s, or the run directory's own (a resumed run); None when the run trains it
+    (``model.vocab_size`` is its upper bound)."""
+    from flanforge.launcher.training.rundir import RunDir
+    from flanforge.model.paths import load_configured_tokenizer
+    from flanforge.model.tokenizer import SPM_FILE, load_tokenizer
+
+    tokenizer = load_configured_tokenizer(cfg.model)
+    if tokenizer is None and (RunDir.of(cfg).tokenizer / SPM_FILE).is_file():
+        tokenizer = load_tokenizer(RunDir.of(cfg).tokenizer)
+    return None if tokenizer is None else tokenizer.vocab_size
+
+
 def workload(cfg: Config, gpus_per_node: int, nodes: int, device: str = "cuda") -> Workload:
     """The :class:`Workload` of ``cfg`` on ``nodes`` x ``gpus_per_node`` ranks on ``device`` (cuda, cpu)."""
     from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
@@ -341,15 +427,19 @@ def workload(cfg: Config, gpus_per_node: int, nodes: int, device: str = "cuda") 
     precision = cfg.train.precision
     if precision == "auto":  # what training_precision resolves it to: bf16 on the GPUs planned for, fp32 on CPUs
         precision = "fp32" if device == "cpu" else "bf16"
-    return Workload(shape=model_shape(cfg.model), precision=precision, seq_len=cfg.mixture.seq_len,
+    grad_bytes = 4 if precision == "fp32" else {"fp32": 4, "bf16": 2, "fp16": 2}[cfg.deepspeed.grad_dtype]
+    return Workload(shape=model_shape(cfg.model, known_vocabulary(cfg)), precision=precision, seq_len=cfg.mixture.seq_len,
                     attention=choose_attention(cfg.model, device_type=device), gpus_per_node=gpus_per_node,
                     nodes=nodes, reduce_bucket=zero.reduce_bucket_size, prefetch_bucket=zero.prefetch_bucket_size,
-                    reuse_distance=zero.max_reuse_distance, device=device)
+                    reuse_distance=zero.max_reuse_distance, device=device, grad_bytes=grad_bytes,
+                    sub_group=zero.sub_group_size,
+                    allocator="caching" if device == "cuda" else "glibc" if cfg.launch.mmap_threshold is None else "mmap")
 
 
 def breakdown(e: Estimate) -> str:
-    """One line: the total and its parts."""
-    parts = ("params", "gradients", "optimizer", "gathered", "reused", "activations", "loss", "buckets", "overhead")
+    """One line: the total and its parts (the phases' parts are not all at their peak at once)."""
+    parts = ("params", "gradients", "optimizer", "gathered", "reused", "activations", "loss", "gather_copy",
+             "reduce_copy", "step", "buckets", "overhead")
     shown = ", ".join(f"{name} {format_bytes(getattr(e, name))}" for name in parts if getattr(e, name))
     return f"{format_bytes(e.total)} ({shown})"
 
@@ -366,16 +456,18 @@ def suggestion(found: tuple[Setting, int] | None, cfg: Config) -> str:
     return " ".join(changed)
 
 
-def check_fits(cfg: Config, gpus_per_node: int) -> None:
+def check_fits(cfg: Config, ranks_per_node: int, device: str, memory: int, source: str) -> None:
     """Train's pre-flight: a UserError with the breakdown and the nearest fitting setting when the
-    configured setting is predicted not to fit ``launch.gpu_memory``."""
-    memory = parse_bytes(cfg.launch.gpu_memory, "launch.gpu_memory")
-    w = workload(cfg, gpus_per_node, cfg.launch.nnodes)
+    configured setting is predicted not to fit ``memory`` bytes per rank on ``device`` (``source``: where
+    that figure comes from, for the message)."""
+    w = workload(cfg, ranks_per_node, cfg.launch.nnodes, device)
     configured, micro_batch = configured_setting(cfg), cfg.train.micro_batch_size
     predicted = estimate(w, configured, micro_batch)
     if predicted.total <= memory:
         return
     found = nearest_fit(w, configured, micro_batch, memory)
-    raise UserError(f"launch.gpu_memory={cfg.launch.gpu_memory}: flanforge plan predicts {breakdown(predicted)} "
-                    f"per rank for {configured.label()} at micro batch {micro_batch}; nearest that fits: "
-                    f"{suggestion(found, cfg)} (or set launch.ignore_memory_plan=true to train anyway)")
+    kind = "GPU" if device == "cuda" else "CPU"
+    raise UserError(f"{source}: flanforge plan predicts {breakdown(predicted)} per {kind} rank for "
+                    f"{configured.label()} at micro batch {micro_batch}, over the {format_bytes(memory)} it has; "
+                    f"nearest that fits: {suggestion(found, cfg)} (or set launch.ignore_memory_plan=true to "
+                    f"train anyway)")

@@ -37,9 +37,10 @@ def _where(cfg: ModelConfig) -> str:
     return f"model.path={cfg.path}" if cfg.path is not None else f"model.hf_config={cfg.hf_config}"
 
 
-def model_shape(cfg: ModelConfig) -> ModelShape:
-    """The shape of the model ``cfg`` describes (from scratch: a vocabulary of ``model.vocab_size``,
-    the trained tokenizer's upper bound); a ConfigError naming the value when it cannot be built."""
+def model_shape(cfg: ModelConfig, vocab: int | None = None) -> ModelShape:
+    """The shape of the model ``cfg`` describes (from scratch: a vocabulary of ``vocab``, the tokenizer's
+    when it is known, else of ``model.vocab_size``, the trained tokenizer's upper bound); a ConfigError
+    naming the value when it cannot be built."""
     import torch
     from huggingface_hub.errors import StrictDataclassError  # transformers' config validation
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
@@ -49,7 +50,7 @@ def model_shape(cfg: ModelConfig) -> ModelShape:
 
     check_model_path(cfg)
     try:
-        hf = hf_config_of(cfg) if cfg.path is not None else hf_config_of(cfg, vocab_size=cfg.vocab_size)
+        hf = hf_config_of(cfg) if cfg.path is not None else hf_config_of(cfg, vocab_size=vocab or cfg.vocab_size)
         auto = AutoModelForCausalLM if cfg.arch == "decoder" else AutoModelForSeq2SeqLM
         with torch.device("meta"):
             model = auto.from_config(hf)

@@ -9,7 +9,7 @@ from flanforge.launcher.config import Config
 from flanforge.launcher.planning import memory_plan as mp
 from flanforge.sizes import format_bytes
 
-_COLUMNS = ("states", "activations", "loss", "buckets", "overhead", "total")
+_COLUMNS = ("states", "activations", "loss", "copies", "step", "buckets", "overhead", "total")
 
 
 def _row(w: mp.Workload, setting: mp.Setting, micro_batch: int, rank_memory: int | None,
@@ -17,7 +17,8 @@ def _row(w: mp.Workload, setting: mp.Setting, micro_batch: int, rank_memory: int
     e = mp.estimate(w, setting, micro_batch)
     row = {"setting": setting.overrides(), "label": setting.label(), "micro_batch": micro_batch,
            **{k: v for k, v in dataclasses.asdict(e).items() if k not in ("setting", "micro_batch")},
-           "states": e.params + e.gradients + e.optimizer + e.gathered + e.reused}
+           "states": e.params + e.gradients + e.optimizer + e.gathered + e.reused,
+           "copies": max(e.gather_copy, e.reduce_copy)}
     if rank_memory is not None:
         row["fits"] = e.total <= rank_memory
         row["max_micro_batch"] = mp.max_micro_batch(w, setting, rank_memory)
@@ -40,7 +41,8 @@ def plan_report(cfg: Config, gpus_per_node: int, nodes: int, gpu_memory: int | N
                      "reduce_bucket": w.reduce_bucket, "prefetch_bucket": w.prefetch_bucket,
                      "reuse_distance": w.reuse_distance},
         "constants": {"cuda_context": mp.CUDA_CONTEXT_BYTES, "allocator_slack": mp.ALLOCATOR_SLACK,
-                      "cpu_buffer_factor": mp.CPU_BUFFER_FACTOR, "cpu_rank": mp.CPU_RANK_BYTES},
+                      "cpu_buffer_factor": mp.CPU_BUFFER_FACTOR, "cpu_rank": mp.CPU_RANK_BYTES,
+                      "cpu_allocator_slack": mp.CPU_ALLOCATOR_SLACK, "allocator": w.allocator},
         "gpu_memory": gpu_memory, "cpu_memory": cpu_memory, "rank_memory": rank_memory,
         "settings": [_row(w, s, micro_batch, rank_memory, cpu_memory) for s in mp.alternatives(configured)],
     }
@@ -62,6 +64,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"per {kind} rank"
         + (f" against {format_bytes(report['rank_memory'])}" if report["rank_memory"] else "")
         + "; CPU per node" + (f" against {format_bytes(report['cpu_memory'])}" if report["cpu_memory"] else ""),
+        "total = states + buckets + overhead + the largest of: activations + loss (+ the all-gather's copies), "
+        "the gradient reduction's copies, the optimizer step's temporaries",
         "",
     ]
     header = ["setting", *_COLUMNS, "fits", "max micro", "CPU/node"]

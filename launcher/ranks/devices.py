@@ -20,6 +20,7 @@ where torch sees none: never a silent CPU run.
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Mapping
 
 from flanforge.errors import UserError
@@ -105,3 +106,28 @@ def _torch_build() -> str:
     import torch
 
     return f"{torch.__version__}, CUDA {torch.version.cuda or 'none: a CPU build'}"
+
+
+def gpu_memory_of_node(env: Mapping[str, str] = os.environ) -> int | None:
+    """Bytes of the smallest GPU this job may use, as ``nvidia-smi`` reports them (no CUDA context is made
+    in the launcher); None without ``nvidia-smi`` or a GPU it lists."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index,uuid,memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return smallest_visible_gpu(out.stdout, visible_gpus(env)) if out.returncode == 0 else None
+
+
+def smallest_visible_gpu(listing: str, visible: list[str] | None) -> int | None:
+    """Bytes of the smallest GPU of an ``nvidia-smi --query-gpu=index,uuid,memory.total`` listing (MiB, no
+    header) among ``visible`` (:func:`visible_gpus`: indices or UUIDs; None: all); None when none is listed."""
+    sizes = []
+    for line in listing.splitlines():
+        parts = [part.strip() for part in line.split(",")]
+        if len(parts) != 3 or not parts[2].isdigit():
+            continue
+        index, uuid, mib = parts
+        if visible is None or index in visible or uuid in visible:
+            sizes.append(int(mib) * 2**20)
+    return min(sizes) if sizes else None

@@ -22,6 +22,8 @@ from pathlib import Path
 import psutil
 
 from flanforge.errors import UserError
+from flanforge.host_memory import malloc_tunables
+from flanforge.sizes import parse_bytes
 from flanforge.launcher.ranks import report
 from flanforge.launcher.ranks.devices import DEVICE_ENV, device_kind, visible_cuda_count, visible_gpus
 from flanforge.launcher.config import Config
@@ -96,7 +98,8 @@ def _placeholder_hostfile(workdir: str, nnodes: int, slots: int) -> str:
 
 def rank_env(cfg: Config, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The ranks' environment: this one, the checkout off ``sys.path``, the device kind chosen here
-    (:data:`~flanforge.launcher.ranks.devices.DEVICE_ENV`), threads pinned on CPU, and ``extra`` (what the
+    (:data:`~flanforge.launcher.ranks.devices.DEVICE_ENV`), threads pinned and glibc's mmap threshold as
+    ``launch.mmap_threshold`` says on CPU, and ``extra`` (what the
     command tells its ranks, e.g. that it holds the run's lock)."""
     env = {**os.environ, **(extra or {})}
     env["PYTHONSAFEPATH"] = "1"
@@ -106,6 +109,9 @@ def rank_env(cfg: Config, extra: dict[str, str] | None = None) -> dict[str, str]
     env.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
     if env[DEVICE_ENV] == "cpu":
         env.setdefault("DS_ACCELERATOR", "cpu")
+        if cfg.launch.mmap_threshold is not None:  # freed tensors' pages go back to the OS at once
+            threshold = parse_bytes(cfg.launch.mmap_threshold, "launch.mmap_threshold")
+            env["GLIBC_TUNABLES"] = malloc_tunables(threshold, env.get("GLIBC_TUNABLES", ""))
         env["OMP_NUM_THREADS"] = str(cfg.launch.threads_per_rank)
     return env
 

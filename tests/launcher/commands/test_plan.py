@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,8 @@ import pytest
 
 from flanforge.launcher import cli
 from flanforge.launcher.config import load_config
-from flanforge.sizes import parse_bytes
+from flanforge.launcher.ranks.devices import smallest_visible_gpu
+from flanforge.sizes import format_bytes, parse_bytes
 from flanforge.launcher.planning import memory_plan as mp
 
 
@@ -39,8 +41,8 @@ def test_json_report_is_the_plans_estimates(capsys):
 def test_table_names_the_nearest_fitting_setting(capsys):
     code, out, _ = _plan(capsys, "--config", "configs/demo.yaml", "--gpu-memory", "560MiB")
     assert code == 0
-    assert "(configured)" in out.splitlines()[5]
-    assert "NO" in out.splitlines()[5] and "nearest that does: " in out
+    assert "(configured)" in out.splitlines()[6]
+    assert "NO" in out.splitlines()[6] and "nearest that does: " in out
 
 
 def test_cpu_ranks_share_the_nodes_memory(capsys):
@@ -51,7 +53,7 @@ def test_cpu_ranks_share_the_nodes_memory(capsys):
     first, expected = report["settings"][0], mp.estimate(mp.workload(cfg, 2, 1, "cpu"), mp.configured_setting(cfg), 4)
     assert report["workload"]["device"] == "cpu" and report["workload"]["precision"] == "fp32"
     assert report["rank_memory"] == 2**30  # the node's 2 GiB over its 2 ranks
-    assert (first["total"], first["cpu_node"]) == (expected.total, 2 * expected.total)
+    assert (first["total"], first["cpu_node"]) == (expected.total, 2 * expected.total + mp.CPU_LAUNCHER_BYTES)
     assert first["fits"] == (expected.total <= 2**30)
 
 
@@ -97,3 +99,39 @@ def test_train_refuses_a_setting_that_does_not_fit_before_any_rank_starts(capsys
     assert code == 2 and "launch.gpu_memory=100MiB: flanforge plan predicts" in err and "nearest that fits" in err
     assert cli.main(["train", "--config", "configs/demo.yaml", "launch.gpu_memory=80Gb"]) == 2
     assert "did you mean 'GB'" in capsys.readouterr().err
+def test_train_on_cpu_ranks_is_refused_when_the_plan_exceeds_the_nodes_ram(capsys, tmp_path, monkeypatch):
+    from flanforge.host_memory import node_memory
+    from flanforge.launcher.ranks import launch
+
+    monkeypatch.setattr(launch, "launch_ranks", lambda *a, **k: pytest.fail("a rank started"))
+    big = "model.hf_config={hidden_size: 8192, intermediate_size: 28672, num_hidden_layers: 48, num_attention_heads: 64}"
+    code = cli.main(["train", "--config", "configs/demo.yaml", f"output_dir={tmp_path / 'run'}", "launch.device=cpu",
+                     "launch.nproc_per_node=2", big])
+    err = capsys.readouterr().err
+    ram = format_bytes(node_memory())
+    assert code == 2 and f"this node's {ram} of RAM for 2 CPU ranks: flanforge plan predicts" in err
+    assert "per CPU rank" in err and "no setting fits" in err and "launch.ignore_memory_plan=true" in err
+
+
+def test_the_gpu_memory_of_a_node_is_its_smallest_visible_gpu():
+    listing = "0, GPU-aaaa, 81559\n1, GPU-bbbb, 40960\n2, GPU-cccc, 81559\n"
+    assert smallest_visible_gpu(listing, None) == 40960 * 2**20
+    assert smallest_visible_gpu(listing, ["0", "2"]) == 81559 * 2**20
+    assert smallest_visible_gpu(listing, ["GPU-bbbb"]) == 40960 * 2**20
+    assert smallest_visible_gpu(listing, ["MIG-1234"]) is None  # a MIG slice: its size is not listed
+    assert smallest_visible_gpu("No devices were found\n", None) is None
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this node has nvidia-smi")
+def test_the_memory_budget_is_the_configs_gpu_memory_else_the_nodes():
+    from flanforge.launcher.commands.train import memory_budget
+    from flanforge.launcher.ranks.devices import gpu_memory_of_node
+
+    assert gpu_memory_of_node() is None
+    cfg = load_config("configs/demo.yaml", ["launch.device=cpu", "launch.nproc_per_node=2"])
+    device, per_rank, source = memory_budget(cfg, 2)  # CPU ranks: the node's RAM, always known
+    assert device == "cpu" and per_rank > 0 and "of RAM for 2 CPU ranks" in source
+    gpu = load_config("configs/demo.yaml", ["launch.gpu_memory=40GiB"])
+    assert memory_budget(gpu, 2) == ("cuda", 40 * 2**30, "launch.gpu_memory=40GiB")
+
+

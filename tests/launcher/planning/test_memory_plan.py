@@ -109,18 +109,68 @@ def test_loss_fused_chunk_vs_unfused_logits():
 
 @pytest.mark.parametrize("s", [setting(2), setting(3, ckpt=True), setting(1, opt=True, fused=False)])
 def test_fit_decision_on_both_sides_of_the_boundary(s):
+    """The largest micro batch that fits a memory is the last before the estimate exceeds it: the estimate
+    never falls as the batch grows, and stays level while the optimizer step is the largest phase."""
     w = workload(BIG, gpus=8, seq=4096)
-    for b in (1, 3, 8):
+    for b in (1, 3, 8, 40):
         total = mp.estimate(w, s, b).total
-        assert mp.max_micro_batch(w, s, total) == b
-        assert mp.max_micro_batch(w, s, total - 1) == b - 1
+        most = mp.max_micro_batch(w, s, total)
+        assert most >= b and mp.estimate(w, s, most).total <= total < mp.estimate(w, s, most + 1).total
+        below = mp.max_micro_batch(w, s, total - 1)
+        assert below < b and (below == 0 or mp.estimate(w, s, below).total <= total - 1)
+    level = [mp.estimate(w, setting(3, ckpt=True), b).total for b in (1, 2)]
+    assert level[0] == level[1]  # ZeRO-3's step (fp32 temporaries of a 1e9-element sub-group) outweighs both
+
+
+def _phases(e) -> int:
+    return max(e.reused + e.activations + e.loss + e.gather_copy, e.reduce_copy, e.step)
 
 
 def test_the_estimate_adds_up():
     e = mp.estimate(workload(BIG), setting(3, opt=True), 2)
-    dynamic = e.params + e.gradients + e.optimizer + e.gathered + e.reused + e.activations + e.loss + e.buckets
+    dynamic = e.params + e.gradients + e.optimizer + e.gathered + e.buckets + _phases(e)
     assert abs(e.total - dynamic - e.overhead) <= 2  # the states' parts are rounded one by one
     assert e.overhead == mp.CUDA_CONTEXT_BYTES + int(mp.ALLOCATOR_SLACK * (e.total - e.overhead))
+
+
+def test_the_optimizer_steps_temporaries_by_device_stage_and_offload():
+    p = BIG.params
+    gpu, cpu = workload(BIG, gpus=8), dataclasses.replace(workload(BIG, gpus=8), device="cpu")
+    assert mp.step_bytes(gpu, setting(2)) == 4 * (p // 8)  # torch's multi-tensor AdamW: one fp32 temporary
+    assert mp.step_bytes(cpu, setting(2)) == 8 * (p // 8)  # its single-tensor loop: two at once
+    assert mp.step_bytes(gpu, setting(2, opt=True)) == 0  # DeepSpeed's CPU Adam, none on the GPU
+    assert mp.step_bytes(cpu, setting(2, opt=True)) == 8 * (p // 8)  # on a CPU rank torch's AdamW steps it
+    sub = dataclasses.replace(cpu, sub_group=10**7)  # ZeRO-3 steps one sub-group at a time, with its fp32 gradient
+    assert mp.step_bytes(sub, setting(3)) == (8 + 4) * 10**7
+    assert mp.step_bytes(sub, setting(3, opt=True)) == 8 * 10**7
+    assert mp.step_bytes(cpu, setting(3)) == 12 * (p // 8) and mp.step_bytes(gpu, setting(3)) == 8 * (p // 8)
+
+
+def test_gloos_copies_on_cpu_ranks_under_zero3():
+    cpu = dataclasses.replace(workload(BIG, gpus=2), device="cpu", reduce_bucket=10**8, prefetch_bucket=10**7)
+    assert mp.collective_copies(cpu, setting(3)) == (10**7 * 2, 3 * 10**8 * 4)  # bf16 gradients reduced in fp32
+    assert mp.collective_copies(dataclasses.replace(cpu, grad_bytes=2), setting(3)) == (10**7 * 2, 2 * 10**8 * 2)
+    small = dataclasses.replace(cpu, shape=TINY, precision="fp32")  # buckets larger than the model: the model's size
+    assert mp.collective_copies(small, setting(3)) == (TINY.params * 4, 2 * TINY.params * 4)
+    assert mp.collective_copies(cpu, setting(2)) == (0, 0)
+    assert mp.collective_copies(dataclasses.replace(cpu, device="cuda"), setting(3)) == (0, 0)  # NCCL: in place
+
+
+def test_zero3_gradient_partition_in_grad_dtype_and_fp32_without_a_master_copy():
+    p, n = BIG.params, 2
+
+    def partitioned(w, s):  # bytes per rank less the gathered layer
+        states = mp.model_states(w, s)
+        return (states.host_rank() if w.device == "cpu" else states.gpu()) - states.gathered
+
+    bf16 = workload(BIG, gpus=n)
+    assert partitioned(bf16, setting(3)) == int(18 * p / n)  # DeepSpeed's estimator: 2 + 16
+    half = dataclasses.replace(bf16, grad_bytes=2)
+    assert partitioned(half, setting(3)) == int(16 * p / n)  # the partition in bf16: 2 bytes fewer
+    fp32 = workload(BIG, precision="fp32", gpus=n)
+    assert partitioned(fp32, setting(3)) == int(16 * p / n)  # 4 + 4 + 8: the parameters are the master
+    host = dataclasses.replace(half, device="cpu")  # offloaded on a CPU rank: + the optimizer's fp32 gradients
+    assert partitioned(host, setting(3, opt=True, param=True)) == int(20 * p / n)
 
 
 def test_zero3_keeps_parameters_gathered_within_the_reuse_distance():
@@ -151,12 +201,15 @@ def _demo(*overrides):
     return load_config("configs/demo.yaml", list(overrides))
 
 
-def test_check_fits_refuses_with_the_breakdown_and_the_nearest_setting():
-    cfg = _demo("launch.gpu_memory=80GiB")
-    need = mp.estimate(mp.workload(cfg, 2, 1), mp.configured_setting(cfg), cfg.train.micro_batch_size).total
-    mp.check_fits(_demo(f"launch.gpu_memory={need}B"), 2)
-    with pytest.raises(UserError, match=rf"launch.gpu_memory={need - 1}B: .* activations .*nearest that fits: \S+="):
-        mp.check_fits(_demo(f"launch.gpu_memory={need - 1}B"), 2)
+@pytest.mark.parametrize("device", ["cuda", "cpu"])
+def test_check_fits_refuses_with_the_breakdown_and_the_nearest_setting(device):
+    cfg = _demo()
+    need = mp.estimate(mp.workload(cfg, 2, 1, device), mp.configured_setting(cfg), cfg.train.micro_batch_size).total
+    mp.check_fits(cfg, 2, device, need, "the source")  # exactly enough
+    kind = "GPU" if device == "cuda" else "CPU"
+    with pytest.raises(UserError, match=rf"^the source: flanforge plan predicts .* activations .* per {kind} rank .*"
+                                        rf"nearest that fits: \S+="):
+        mp.check_fits(cfg, 2, device, need - 1, "the source")
 
 
 @pytest.mark.parametrize("overrides,gpus,nodes,message", [
@@ -194,7 +247,43 @@ def test_a_cpu_rank_holds_its_offloaded_states_and_the_framework_not_a_cuda_cont
         assert e.overhead == mp.CPU_RANK_BYTES
         # fp32 gradient partition (4/n) and optimizer states (16/n); offloaded, the gradients twice
         states = 4 * p + int(20 * p / n)
-        assert e.total == states + e.reused + e.activations + e.loss + e.buckets + e.overhead
-        assert e.cpu_node == 2 * e.total
+        assert e.total == states + e.buckets + e.overhead + _phases(e)
+        assert e.cpu_node == 2 * e.total + mp.CPU_LAUNCHER_BYTES
     g = mp.estimate(gpu, setting(2, opt=True), 1)
     assert g.optimizer == 0 and g.overhead > mp.CUDA_CONTEXT_BYTES
+
+
+def test_cpu_ranks_phases_overlap_in_glibcs_heap_and_not_with_a_fixed_mmap_threshold():
+    cpu = dataclasses.replace(workload(TINY, precision="fp32", gpus=2), device="cpu")
+    lean, heap = dataclasses.replace(cpu, allocator="mmap"), dataclasses.replace(cpu, allocator="glibc")
+    s = setting(3)
+    a, b = mp.estimate(lean, s, 4), mp.estimate(heap, s, 4)
+    states = a.params + a.gradients + a.optimizer + a.gathered
+    forward_backward = a.reused + a.activations + a.loss + a.gather_copy
+    assert a.total == states + a.buckets + max(forward_backward, a.reduce_copy, a.step) + mp.CPU_RANK_BYTES
+    dynamic = states + b.buckets + forward_backward + max(b.reduce_copy, b.step)  # the heap keeps the first phase
+    assert b.total == dynamic + mp.CPU_RANK_BYTES + int(mp.CPU_ALLOCATOR_SLACK * dynamic)
+    assert b.total > a.total
+
+
+@pytest.mark.parametrize("overrides,device,allocator", [
+    ((), "cuda", "caching"), (("launch.mmap_threshold=1MiB",), "cuda", "caching"),
+    ((), "cpu", "glibc"), (("launch.mmap_threshold=1MiB",), "cpu", "mmap"),
+])
+def test_the_workload_knows_the_ranks_allocator(overrides, device, allocator):
+    assert mp.workload(_demo(*overrides), 2, 1, device).allocator == allocator
+
+
+def test_the_plan_counts_the_tokenizers_vocabulary_once_it_exists(tmp_path):
+    """A fresh run trains its tokenizer (model.vocab_size is an upper bound); with model.tokenizer_path,
+    or the run directory's own (a resumed run), the plan counts the vocabulary the model will have."""
+    from flanforge.model.tokenizer import train_tokenizer
+
+    texts = [f"task {i}: the quick brown fox jumps over the lazy dog {i * 7}" for i in range(300)]
+    tokenizer = train_tokenizer(texts, tmp_path / "tok", 300)
+    fresh = _demo(f"output_dir={tmp_path / 'run'}")
+    assert mp.known_vocabulary(fresh) is None and mp.workload(fresh, 2, 1).shape.vocab == fresh.model.vocab_size
+    given = _demo(f"output_dir={tmp_path / 'run'}", f"model.tokenizer_path={tmp_path / 'tok'}")
+    assert mp.workload(given, 2, 1).shape.vocab == tokenizer.vocab_size < fresh.model.vocab_size
+    train_tokenizer(texts, tmp_path / "run" / "tokenizer", 300)  # the run's own, as a resumed run has it
+    assert mp.known_vocabulary(fresh) == tokenizer.vocab_size
