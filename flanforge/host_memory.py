@@ -15,7 +15,7 @@ that every tensor from that size up gets its own mapping and its pages go back t
 freed, at the price of a page fault per page of every new one; the launcher gives it to CPU ranks
 when ``launch.mmap_threshold`` is set (``launcher/ranks/launch.py: rank_env``). Measured on 2 CPU
 ranks (a 76.6M-parameter decoder, fp32, BENCHMARKS.md "Host memory of CPU ranks"): at 1 MiB the peak
-RSS is 0.80x (ZeRO-1) and 0.74x (ZeRO-3) of glibc's default, the speed 0.80x and 0.86x. A leaf
+RSS is 0.79-0.80x (ZeRO-1) and 0.74-0.76x (ZeRO-3) of glibc's default, the speed 0.80-0.87x. A leaf
 module: it imports nothing of the project.
 """
 

@@ -131,7 +131,7 @@ class LaunchConfig:
     """CPU ranks: fix glibc's mmap threshold at this size (e.g. ``1MiB``, through ``GLIBC_TUNABLES``), so that
     every tensor from that size up goes back to the OS when freed. ``None``: glibc's default, whose
     threshold rises with what is freed and keeps a step's freed tensors in its heap. At 1MiB the peak
-    host memory of a rank was 0.74-0.80x of the default's, its speed 0.80-0.86x (BENCHMARKS.md):
+    host memory of a rank was 0.74-0.80x of the default's, its speed 0.80-0.87x (BENCHMARKS.md):
     for fitting a large model in a node's RAM, not for speed."""
     device: Literal["auto", "cuda", "cpu"] = "auto"
     """Where ranks compute: ``auto`` (GPUs when torch sees them; a job that was given GPUs and sees none is an
