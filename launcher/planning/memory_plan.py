@@ -412,7 +412,10 @@ def known_vocabulary(cfg: Config) -> int | None:
 
     tokenizer = load_configured_tokenizer(cfg.model)
     if tokenizer is None and (RunDir.of(cfg).tokenizer / SPM_FILE).is_file():
-        tokenizer = load_tokenizer(RunDir.of(cfg).tokenizer)
+        try:
+            tokenizer = load_tokenizer(RunDir.of(cfg).tokenizer)
+        except (OSError, RuntimeError, ValueError):  # damaged: the run says so when it starts; plan for the bound
+            return None
     return None if tokenizer is None else tokenizer.vocab_size
 
 

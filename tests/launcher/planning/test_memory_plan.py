@@ -287,3 +287,5 @@ def test_the_plan_counts_the_tokenizers_vocabulary_once_it_exists(tmp_path):
     assert mp.workload(given, 2, 1).shape.vocab == tokenizer.vocab_size < fresh.model.vocab_size
     train_tokenizer(texts, tmp_path / "run" / "tokenizer", 300)  # the run's own, as a resumed run has it
     assert mp.known_vocabulary(fresh) == tokenizer.vocab_size
+    (tmp_path / "run" / "tokenizer" / "spiece.model").write_bytes(b"not a model")  # damaged: the run reports it
+    assert mp.known_vocabulary(fresh) is None
