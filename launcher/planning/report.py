@@ -10,6 +10,12 @@ from flanforge.launcher.planning import memory_plan as mp
 from flanforge.sizes import format_bytes
 
 _COLUMNS = ("states", "activations", "loss", "copies", "step", "buckets", "overhead", "total")
+_PHASES = {  # how the phases add up (memory_plan's docstring), by whether glibc's heap keeps the first one
+    False: "total = states + buckets + overhead + the largest of: activations + loss (+ the all-gather's copies), "
+           "the gradient reduction's copies, the optimizer step's temporaries",
+    True: "total = states + buckets + overhead + activations + loss (+ the all-gather's copies, all kept in glibc's "
+          "heap) + the larger of: the gradient reduction's copies, the optimizer step's temporaries",
+}
 
 
 def _row(w: mp.Workload, setting: mp.Setting, micro_batch: int, rank_memory: int | None,
@@ -64,8 +70,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"per {kind} rank"
         + (f" against {format_bytes(report['rank_memory'])}" if report["rank_memory"] else "")
         + "; CPU per node" + (f" against {format_bytes(report['cpu_memory'])}" if report["cpu_memory"] else ""),
-        "total = states + buckets + overhead + the largest of: activations + loss (+ the all-gather's copies), "
-        "the gradient reduction's copies, the optimizer step's temporaries",
+        _PHASES[report["constants"]["allocator"] == "glibc"],
         "",
     ]
     header = ["setting", *_COLUMNS, "fits", "max micro", "CPU/node"]

@@ -135,3 +135,10 @@ def test_the_memory_budget_is_the_configs_gpu_memory_else_the_nodes():
     assert memory_budget(gpu, 2) == ("cuda", 40 * 2**30, "launch.gpu_memory=40GiB")
 
 
+
+
+def test_the_table_says_how_the_phases_add_up_for_the_ranks_allocator(capsys):
+    _, heap, _ = _plan(capsys, "--config", "configs/demo.yaml", "--device", "cpu")
+    _, lean, _ = _plan(capsys, "--config", "configs/demo.yaml", "--device", "cpu", "launch.mmap_threshold=1MiB")
+    assert "kept in glibc's heap) + the larger of" in heap.splitlines()[3]
+    assert "+ the largest of" in lean.splitlines()[3] and "glibc" not in lean.splitlines()[3]
