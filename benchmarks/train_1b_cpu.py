@@ -98,12 +98,11 @@ def exported_elements(shard: Path) -> int:
 
 
 def predicted(overrides: list[str]) -> dict:
-    """``flanforge plan --device cpu --json``'s row of the configured setting, and its model."""
+    """``flanforge plan --device cpu --json``'s row of the configured setting."""
     flanforge = str(Path(sys.executable).with_name("flanforge"))
     out = subprocess.run([flanforge, "plan", "--config", str(CONFIG), "--device", "cpu", "--json", *overrides],
                          capture_output=True, text=True, check=True).stdout
-    report = json.loads(out)
-    return dict(report["settings"][0], model=report["model"])
+    return json.loads(out)["settings"][0]
 
 
 def gib(n: float) -> str:

@@ -142,7 +142,8 @@ class LaunchConfig:
     that does. ``None``: the node's, as ``nvidia-smi`` reports it (no check without it); CPU ranks are
     checked against the node's RAM."""
     ignore_memory_plan: bool = False
-    """Train even when the plan predicts that the setting does not fit (``launch.gpu_memory``)."""
+    """Train even when the plan predicts that the setting does not fit the ranks' memory (``launch.gpu_memory``,
+    or the node's)."""
 
     def __post_init__(self) -> None:
         _at_least(self, "launch", 0, "nproc_per_node", "node_rank")

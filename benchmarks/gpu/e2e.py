@@ -102,13 +102,14 @@ def train_steps(run, batches, count: int) -> tuple[int, float, float]:
     return tokens, flops, loss
 
 
-def planned(cfg, fused: bool, impl: str, vocab: int, device: str) -> int:
-    """``flanforge plan``'s bytes for one rank of this variant, less the CUDA context and allocator slack."""
+def planned(cfg, fused: bool, impl: str, device: str) -> int:
+    """``flanforge plan``'s bytes for one rank of this variant, less the CUDA context and allocator slack (the
+    vocabulary is the prepared tokenizer's: ``model.tokenizer_path``)."""
     import dataclasses
 
     from flanforge.launcher.planning import memory_plan as mp
 
-    model = dataclasses.replace(cfg.model, attention=impl, fused_loss=fused, vocab_size=vocab)
+    model = dataclasses.replace(cfg.model, attention=impl, fused_loss=fused)
     variant = dataclasses.replace(cfg, model=model)
     e = mp.estimate(mp.workload(variant, 1, 1, device), mp.configured_setting(variant), cfg.train.micro_batch_size)
     return e.total - e.overhead
@@ -176,7 +177,7 @@ def run(smoke: bool) -> dict:
             attention.use(model.hf, impl)
             model.attention = impl
             results[key] = measure(run_, batches, device, STEPS["smoke" if smoke else "gpu"])
-            plan = planned(cfg, fused, impl, run_.data.tokenizer.vocab_size, device)
+            plan = planned(cfg, fused, impl, device)
             results[key]["plan_gib"] = round(plan / 2**30, 2)
             if device == "cuda":
                 results[key]["plan_over_measured"] = round(plan / 2**30 / results[key]["peak_memory_gib"], 3)

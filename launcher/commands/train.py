@@ -54,8 +54,9 @@ def run(args: argparse.Namespace) -> int:
 
 def memory_budget(cfg: Config, ranks: int) -> tuple[str, int, str] | None:
     """What train's pre-flight checks the memory plan against: (the ranks' device, bytes a rank may use,
-    where that figure comes from). ``launch.gpu_memory`` when set; else what this node has: its RAM
-    (or its cgroup's limit) shared by its CPU ranks, or its smallest GPU (``nvidia-smi``). None when the GPUs' memory is unknown."""
+    where that figure comes from). ``launch.gpu_memory`` when set; else what this node has: its RAM (or
+    its cgroup's limit) shared by its CPU ranks, or its smallest GPU (``nvidia-smi``). None when the
+    GPUs' memory is unknown."""
     from flanforge.host_memory import node_memory
     from flanforge.launcher.ranks.devices import gpu_memory_of_node
     from flanforge.launcher.ranks.launch import device_kind_of
